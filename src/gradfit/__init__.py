@@ -1,0 +1,27 @@
+"""gradfit: fit curves by gradient descent, and watch it happen."""
+
+__version__ = "0.1.0"
+
+from .data import seed_data
+from .demo import demo
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    ExitStatus,
+    ExpressionError,
+    FitError,
+    GradfitError,
+    ModelError,
+    OptionError,
+)
+from .history import History, StepRecord
+from .losses import mse, rmse
+from .models import Model, Polynomial, get_model, linear, polynomial, quadratic
+from .solvers import gradient_descent, least_squares
+
+__all__ = [
+    "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
+    "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
+    "get_model", "gradient_descent", "least_squares", "linear", "mse", "polynomial", "quadratic",
+    "rmse", "seed_data",
+]

@@ -1,0 +1,157 @@
+"""The seed article, reproduced: gradient descent on a quadratic, watched step by step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ._checks import positive_finite, positive_int
+from .data import SEED, seed_data, seed_generator
+from .errors import OptionError
+from .history import History, StepRecord
+from .models import quadratic
+from .solvers import gradient_descent, least_squares
+
+LEARNING_RATE = 1e-4  # the article's lr
+ROUNDS = 2  # the article runs its 10-step loop twice
+STEPS_PER_ROUND = 10
+YLIM = (-75, 120)  # the article's show_plot y-limits
+OUT_DIR = "gradfit-demo"
+
+
+def demo(
+    out_dir: str | os.PathLike | None = OUT_DIR,
+    *,
+    rounds: int = ROUNDS,
+    steps_per_round: int = STEPS_PER_ROUND,
+    learning_rate: float = LEARNING_RATE,
+    seed: int = SEED,
+    on_start: Callable[[torch.Tensor], None] | None = None,
+    callback: Callable[[StepRecord], None] | None = None,
+) -> History:
+    """Run the seed article's gradient descent and draw it; returns the history.
+
+    Float32, as in the article, so the printed values match it exactly. Writes
+    ``data.png``, ``run1.png`` ... ``run<rounds>.png`` and ``history.csv`` to
+    ``out_dir`` (nothing when ``out_dir`` is None), all or nothing: the files are
+    drawn in a scratch folder and moved into place only when every one is done.
+    ``on_start(params)`` sees the initial parameters, ``callback(record)`` each step.
+    """
+    rounds = positive_int(rounds, "rounds")
+    steps_per_round = positive_int(steps_per_round, "steps_per_round")
+    learning_rate = positive_finite(learning_rate, "learning_rate")
+    generator = seed_generator(seed)
+    out = None if out_dir is None else check_out_dir(out_dir, "out_dir")
+
+    x, y = seed_data(generator=generator)
+    params = torch.randn(3, generator=generator).requires_grad_()  # the article's random start
+    if on_start is not None:
+        on_start(params)
+    model = quadratic()
+    history = None
+    for _ in range(rounds):
+        params, history = gradient_descent(
+            model, x, y, params, learning_rate=learning_rate, steps=steps_per_round,
+            history=history, callback=callback,
+        )
+    if out is not None:
+        _write_all(out, lambda folder: _draw(folder, model, x, y, history, rounds, steps_per_round))
+    return history
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Where the demo ended, next to the best quadratic for the same data."""
+
+    param_names: tuple[str, ...]
+    steps: int
+    final_params: tuple[float, ...]
+    final_rmse: float
+    optimum_params: tuple[float, ...]
+    optimum_rmse: float
+
+    def lines(self) -> list[str]:
+        def fmt(values):
+            return "  ".join(f"{n}={v:.6g}" for n, v in zip(self.param_names, values))
+
+        ratio = self.final_rmse / self.optimum_rmse
+        return [
+            f"After {self.steps} steps:       {fmt(self.final_params)}  RMSE {self.final_rmse:.4f}",
+            f"Least-squares optimum: {fmt(self.optimum_params)}  RMSE {self.optimum_rmse:.4f}",
+            f"The fit's RMSE is still {ratio:.1f}x the optimum's: plain gradient descent at this",
+            "learning rate is slow here because x**2 and x live on very different scales.",
+        ]
+
+
+def summarize(history: History, seed: int = SEED) -> Summary:
+    """Compare the run's final parameters with the exact least-squares optimum."""
+    model = quadratic()
+    x, y = seed_data(seed)
+    final = torch.tensor(history.final_params, dtype=torch.float64)
+    final_rmse = float(((model(x.double(), final) - y.double()) ** 2).mean().sqrt())
+    optimum, optimum_rmse = least_squares(model, x, y)
+    return Summary(
+        param_names=model.param_names,
+        steps=history.last_step,
+        final_params=history.final_params,
+        final_rmse=final_rmse,
+        optimum_params=tuple(optimum.tolist()),
+        optimum_rmse=optimum_rmse,
+    )
+
+
+def output_files(rounds: int = ROUNDS) -> list[str]:
+    """The names the demo writes, in order."""
+    return ["data.png", *(f"run{r}.png" for r in range(1, rounds + 1)), "history.csv"]
+
+
+def _draw(folder: Path, model, x, y, history: History, rounds: int, steps_per_round: int) -> None:
+    from .plots import plot_data, plot_steps, spread  # matplotlib only when drawing
+
+    plot_data(x, y, title="The seed article's data").savefig(folder / "data.png")
+    for r in range(rounds):
+        first = r * steps_per_round + 1
+        steps = spread(first, first + steps_per_round - 1)
+        fig = plot_steps(model, x, y, history, steps=steps, ylim=YLIM)
+        fig.savefig(folder / f"run{r + 1}.png")
+    with open(folder / "history.csv", "w", newline="") as f:
+        history.to_csv(f)
+
+
+def check_out_dir(path: str | os.PathLike, name: str) -> Path:
+    """An output folder that exists as a folder or can be made; refuses files and unwritable places."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{name} '{out}' is an existing file; give a folder to write into.")
+    existing = next(p for p in (out, *out.parents) if p.exists())  # "." or "/" at worst
+    if not existing.is_dir():
+        raise OptionError(f"{name} '{out}' cannot be made: '{existing}' is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionError(f"{name} '{out}' is not writable; choose a folder you can write to.")
+    return out
+
+
+def _write_all(out: Path, draw: Callable[[Path], None]) -> None:
+    """Run ``draw(scratch)`` and move what it wrote into ``out`` only if it all succeeded."""
+    existed = out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".gradfit-", dir=out))
+    except OSError as e:
+        raise OptionError(f"Cannot write to '{out}': {e.strerror}. Choose a folder you can write to.") from None
+    try:
+        draw(scratch)
+        for f in sorted(scratch.iterdir()):
+            os.replace(f, out / f.name)
+    except OSError as e:
+        raise OptionError(f"Cannot write to '{out}': {e.strerror}. Nothing was written.") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not existed and not any(out.iterdir()):
+            out.rmdir()

@@ -1,0 +1,91 @@
+"""The record of a run: one row per optimisation step.
+
+A row describes one step as the seed article prints it: ``loss`` and ``rmse`` are
+measured at the parameters the step *started from* (the article prints the RMSE
+before updating), ``grad_norm`` is the length of the gradient there, and
+``params`` are the parameters the step *ended with*. ``params_before(i)`` gives
+the starting parameters of row ``i``, so every step can be redrawn or replayed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimisation step (see the module docstring for what each field measures)."""
+
+    step: int
+    loss: float
+    rmse: float
+    grad_norm: float
+    learning_rate: float
+    params: tuple[float, ...]
+
+
+class History:
+    """All the steps of a run, in order, with the parameters it started from."""
+
+    def __init__(self, param_names: Sequence[str], init_params: Sequence[float]):
+        self.param_names = tuple(param_names)
+        self.init_params = tuple(float(v) for v in init_params)
+        self.records: list[StepRecord] = []
+
+    def append(self, record: StepRecord) -> None:
+        self.records.append(record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> StepRecord:
+        return self.records[i]
+
+    @property
+    def last_step(self) -> int:
+        return self.records[-1].step if self.records else 0
+
+    @property
+    def final_params(self) -> tuple[float, ...]:
+        return self.records[-1].params if self.records else self.init_params
+
+    @property
+    def rmse(self) -> list[float]:
+        return [r.rmse for r in self.records]
+
+    @property
+    def loss(self) -> list[float]:
+        return [r.loss for r in self.records]
+
+    def params_before(self, i: int) -> tuple[float, ...]:
+        """The parameters row ``i`` started from (its loss was measured there)."""
+        return self.records[i - 1].params if i > 0 else self.init_params
+
+    def columns(self) -> list[str]:
+        return ["step", "loss", "rmse", "grad_norm", "learning_rate", *self.param_names]
+
+    def rows(self) -> Iterator[list]:
+        for r in self.records:
+            yield [r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, *r.params]
+
+    def to_csv(self, file=None) -> str | None:
+        """Write the history as CSV (parameters are those after each step).
+
+        With no ``file`` the CSV text is returned; floats are written with ``repr``
+        so that reading them back gives the same numbers.
+        """
+        out = io.StringIO() if file is None else file
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.columns())
+        writer.writerows(self.rows())
+        return out.getvalue() if file is None else None
+
+    def __repr__(self) -> str:
+        last = f", rmse {self.records[-1].rmse:.6g} at step {self.last_step}" if self.records else ""
+        return f"<History {len(self)} steps of {', '.join(self.param_names)}{last}>"

@@ -1,0 +1,112 @@
+"""Models: curves y = f(x; params) with named parameters and a torch forward.
+
+A model's ``forward(x, params)`` takes a 1-D parameter tensor in the order of
+``param_names`` and returns predictions shaped like ``x``, built from torch
+operations so that autograd gives exact gradients. Models that are linear in
+their parameters also give a ``design_matrix``, from which the exact
+least-squares optimum is one linear solve.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import ModelError
+
+
+class Model:
+    """A curve with named parameters; subclasses define ``forward``."""
+
+    name: str = "model"
+    param_names: tuple[str, ...] = ()
+    formula: str = ""
+    is_linear: bool = False  # linear in its parameters: least squares has a closed form
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return self.forward(x, params)
+
+    def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """The matrix A with f(x; p) = A @ p, for models linear in their parameters."""
+        raise ModelError(f"Model '{self.name}' is not linear in its parameters; it has no design matrix.")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: y = {self.formula}>"
+
+
+class Polynomial(Model):
+    """y = p[0]*x**d + p[1]*x**(d-1) + ... + p[d], highest power first (as numpy.polyfit)."""
+
+    is_linear = True
+
+    def __init__(self, degree: int, param_names: tuple[str, ...] | None = None, name: str | None = None):
+        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+            raise ModelError(f"Polynomial degree must be a whole number >= 0, got {degree!r}.")
+        self.degree = degree
+        # Default names: c<k> is the coefficient of x**k.
+        names = tuple(param_names) if param_names else tuple(f"c{k}" for k in range(degree, -1, -1))
+        if len(names) != degree + 1:
+            raise ModelError(f"A degree-{degree} polynomial has {degree + 1} parameters, got names {names}.")
+        self.param_names = names
+        self.name = name or f"poly{degree}"
+        self.formula = " + ".join(_term(p, k) for p, k in zip(names, self._powers()))
+
+    def _powers(self) -> range:
+        return range(self.degree, -1, -1)
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # Written term by term as the seed article writes a*(x**2)+(b*x)+c, so that a
+        # quadratic reproduces the article's float32 values bit for bit.
+        out = None
+        for p, k in zip(params.unbind(-1), self._powers()):
+            term = p if k == 0 else p * x if k == 1 else p * (x**k)
+            out = term if out is None else out + term
+        return out if out.shape == x.shape else out.expand_as(x)
+
+    def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x**k for k in self._powers()], dim=-1)
+
+
+def _term(name: str, power: int) -> str:
+    return name if power == 0 else f"{name}*x" if power == 1 else f"{name}*x**{power}"
+
+
+def quadratic() -> Polynomial:
+    """a*x**2 + b*x + c, the seed article's model."""
+    return Polynomial(2, ("a", "b", "c"), name="quadratic")
+
+
+def linear() -> Polynomial:
+    """slope*x + intercept."""
+    return Polynomial(1, ("slope", "intercept"), name="linear")
+
+
+def polynomial(degree: int) -> Polynomial:
+    """A polynomial of any degree; parameter c<k> multiplies x**k."""
+    return Polynomial(degree)
+
+
+BUILTIN = {"linear": linear, "quadratic": quadratic}
+_POLY = re.compile(r"poly(\d{1,2})")
+
+
+def get_model(model) -> Model:
+    """A Model from a Model (returned as is) or a built-in name ('linear', 'quadratic', 'poly3', ...)."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str):
+        if model in BUILTIN:
+            return BUILTIN[model]()
+        match = _POLY.fullmatch(model)
+        if match:
+            return polynomial(int(match.group(1)))
+    choices = ", ".join(sorted(BUILTIN)) + ", polyN (N = degree 0-99, e.g. poly3)"
+    raise ModelError(f"Unknown model {model!r}. Choose one of: {choices}.")
