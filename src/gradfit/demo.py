@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,7 +41,8 @@ def demo(
     Float32, as in the article, so the printed values match it exactly. Writes
     ``data.png``, ``run1.png`` ... ``run<rounds>.png`` and ``history.csv`` to
     ``out_dir`` (nothing when ``out_dir`` is None), all or nothing: the files are
-    drawn in a scratch folder and moved into place only when every one is done.
+    drawn in a scratch folder and moved into place only when every one is done
+    (and a run that fails, say by diverging, writes nothing).
     ``on_start(params)`` sees the initial parameters, ``callback(record)`` each step.
     """
     rounds = positive_int(rounds, "rounds")
@@ -49,19 +51,20 @@ def demo(
     generator = seed_generator(seed)
     out = None if out_dir is None else check_out_dir(out_dir, "out_dir")
 
-    x, y = seed_data(generator=generator)
-    params = torch.randn(3, generator=generator).requires_grad_()  # the article's random start
-    if on_start is not None:
-        on_start(params)
     model = quadratic()
-    history = None
-    for _ in range(rounds):
-        params, history = gradient_descent(
-            model, x, y, params, learning_rate=learning_rate, steps=steps_per_round,
-            history=history, callback=callback,
-        )
-    if out is not None:
-        _write_all(out, lambda folder: _draw(folder, model, x, y, history, rounds, steps_per_round))
+    with _staged(out) as scratch:  # claim the output place before any work
+        x, y = seed_data(generator=generator)
+        params = torch.randn(3, generator=generator).requires_grad_()  # the article's random start
+        if on_start is not None:
+            on_start(params)
+        history = None
+        for _ in range(rounds):
+            params, history = gradient_descent(
+                model, x, y, params, learning_rate=learning_rate, steps=steps_per_round,
+                history=history, callback=callback,
+            )
+        if scratch is not None:
+            _draw(scratch, model, x, y, history, rounds, steps_per_round)
     return history
 
 
@@ -115,11 +118,13 @@ def _draw(folder: Path, model, x, y, history: History, rounds: int, steps_per_ro
     from .plots import plot_data, plot_steps, spread  # matplotlib only when drawing
 
     plot_data(x, y, title="The seed article's data").savefig(folder / "data.png")
+    first_fig = None
     for r in range(rounds):
         first = r * steps_per_round + 1
         steps = spread(first, first + steps_per_round - 1)
-        fig = plot_steps(model, x, y, history, steps=steps, ylim=YLIM)
+        fig = plot_steps(model, x, y, history, steps=steps, ylim=YLIM, like=first_fig)
         fig.savefig(folder / f"run{r + 1}.png")
+        first_fig = first_fig or fig  # every round's figure has the same shape: one layout serves all
     with open(folder / "history.csv", "w", newline="") as f:
         history.to_csv(f)
 
@@ -137,8 +142,12 @@ def check_out_dir(path: str | os.PathLike, name: str) -> Path:
     return out
 
 
-def _write_all(out: Path, draw: Callable[[Path], None]) -> None:
-    """Run ``draw(scratch)`` and move what it wrote into ``out`` only if it all succeeded."""
+@contextmanager
+def _staged(out: Path | None):
+    """Yield a scratch folder inside ``out``; move its files into ``out`` only if the block succeeds."""
+    if out is None:
+        yield None
+        return
     existed = out.is_dir()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +155,7 @@ def _write_all(out: Path, draw: Callable[[Path], None]) -> None:
     except OSError as e:
         raise OptionError(f"Cannot write to '{out}': {e.strerror}. Choose a folder you can write to.") from None
     try:
-        draw(scratch)
+        yield scratch
         for f in sorted(scratch.iterdir()):
             os.replace(f, out / f.name)
     except OSError as e:

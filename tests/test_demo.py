@@ -1,0 +1,82 @@
+import csv
+
+import pytest
+from PIL import Image
+
+import gradfit
+from gradfit.demo import summarize
+from gradfit.errors import OptionError
+from conftest import GOLDEN_RTOL, rel_diff
+
+
+def test_demo_returns_the_articles_history_and_writes_its_files(tmp_path, golden):
+    history = gradfit.demo(out_dir=tmp_path)
+    assert [rel_diff(a, b) <= GOLDEN_RTOL for a, b in zip(history.rmse, golden["rmse"])] == [True] * 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.png", "history.csv", "run1.png", "run2.png"]
+    for name in ("run1.png", "run2.png"):
+        with Image.open(tmp_path / name) as img:
+            assert img.format == "PNG" and img.size == (1500, 300)  # 15x3 inches at 100 dpi
+    with Image.open(tmp_path / "data.png") as img:
+        assert img.format == "PNG"
+    with open(tmp_path / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20
+    assert [float(r["rmse"]) for r in rows] == history.rmse
+    assert [float(rows[-1][k]) for k in "abc"] == golden["params_after_step"][-1]
+
+
+def test_demo_without_out_dir_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    history = gradfit.demo(out_dir=None)
+    assert len(history) == 20 and list(tmp_path.iterdir()) == []
+
+
+def test_demo_options_change_the_run(tmp_path):
+    history = gradfit.demo(out_dir=tmp_path, rounds=3, steps_per_round=25, learning_rate=5e-5, seed=7)
+    assert len(history) == 75 and history[0].learning_rate == 5e-5
+    assert {p.name for p in tmp_path.iterdir()} == {"data.png", "run1.png", "run2.png", "run3.png", "history.csv"}
+    with Image.open(tmp_path / "run3.png") as img:
+        assert img.size == (1500, 300)  # long rounds are thinned to 10 panels
+
+
+def test_demo_reports_progress(tmp_path):
+    starts, steps = [], []
+    gradfit.demo(out_dir=None, on_start=starts.append, callback=steps.append)
+    assert len(starts) == 1 and starts[0].requires_grad and len(steps) == 20
+
+
+def test_summary_compares_with_the_exact_optimum(golden):
+    summary = summarize(gradfit.demo(out_dir=None))
+    assert rel_diff(summary.optimum_rmse, golden["least_squares_rmse"]) <= 1e-9
+    assert summary.final_params == tuple(golden["params_after_step"][-1])
+    assert summary.steps == 20
+    assert 8 < summary.final_rmse < golden["rmse"][-1]  # one more step's progress past the last printed RMSE
+    text = "\n".join(summary.lines())
+    assert "RMSE 0.5774" in text and "14." in text
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    with pytest.raises(OptionError, match="is an existing file"):
+        gradfit.demo(out_dir=target)
+    assert target.read_text() == "keep me"
+
+
+def test_failure_while_drawing_leaves_nothing_behind(tmp_path, monkeypatch):
+    from gradfit import plots
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_steps", broken)
+    out = tmp_path / "new"
+    with pytest.raises(OptionError, match="Nothing was written"):
+        gradfit.demo(out_dir=out)
+    assert not out.exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run1.png").write_bytes(b"previous")
+    with pytest.raises(OptionError):
+        gradfit.demo(out_dir=tmp_path / "old")
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["run1.png"]
+    assert (tmp_path / "old" / "run1.png").read_bytes() == b"previous"
