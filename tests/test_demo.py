@@ -51,8 +51,16 @@ def test_summary_compares_with_the_exact_optimum(golden):
     assert summary.final_params == tuple(golden["params_after_step"][-1])
     assert summary.steps == 20
     assert 8 < summary.final_rmse < golden["rmse"][-1]  # one more step's progress past the last printed RMSE
+    assert not summary.diverging
+    assert summary.max_stable_learning_rate == pytest.approx(1.166e-4, rel=1e-3)  # the article's 1e-4 is close
     text = "\n".join(summary.lines())
-    assert "RMSE 0.5774" in text and "14." in text
+    assert "RMSE 0.5774" in text and "14.6x the optimum's" in text and "0.0027%" in text
+
+
+def test_summary_says_when_the_learning_rate_is_too_large():
+    summary = summarize(gradfit.demo(out_dir=None, learning_rate=1.5e-4))
+    assert summary.diverging
+    assert "is above 0.000117" in "\n".join(summary.lines())
 
 
 def test_out_dir_that_is_a_file_is_refused(tmp_path):

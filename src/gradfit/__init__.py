@@ -17,11 +17,11 @@ from .errors import (
 from .history import History, StepRecord
 from .losses import mse, rmse
 from .models import Model, Polynomial, get_model, linear, polynomial, quadratic
-from .solvers import gradient_descent, least_squares
+from .solvers import gradient_descent, least_squares, mse_curvatures
 
 __all__ = [
     "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
     "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
-    "get_model", "gradient_descent", "least_squares", "linear", "mse", "polynomial", "quadratic",
+    "get_model", "gradient_descent", "least_squares", "linear", "mse_curvatures", "mse", "polynomial", "quadratic",
     "rmse", "seed_data",
 ]

@@ -17,7 +17,7 @@ from .data import SEED, seed_data, seed_generator
 from .errors import OptionError
 from .history import History, StepRecord
 from .models import quadratic
-from .solvers import gradient_descent, least_squares
+from .solvers import gradient_descent, least_squares, mse_curvatures
 
 LEARNING_RATE = 1e-4  # the article's lr
 ROUNDS = 2  # the article runs its 10-step loop twice
@@ -70,25 +70,47 @@ def demo(
 
 @dataclass(frozen=True)
 class Summary:
-    """Where the demo ended, next to the best quadratic for the same data."""
+    """Where the demo ended, next to the best quadratic for the same data, and why."""
 
     param_names: tuple[str, ...]
     steps: int
+    learning_rate: float
+    first_rmse: float
     final_params: tuple[float, ...]
     final_rmse: float
     optimum_params: tuple[float, ...]
     optimum_rmse: float
+    max_stable_learning_rate: float  # 2 / the largest curvature of the loss
+    curvature_ratio: float  # largest / smallest curvature
+    smallest_curvature: float
+
+    @property
+    def diverging(self) -> bool:
+        return self.final_rmse > self.first_rmse
 
     def lines(self) -> list[str]:
         def fmt(values):
             return "  ".join(f"{n}={v:.6g}" for n, v in zip(self.param_names, values))
 
-        ratio = self.final_rmse / self.optimum_rmse
-        return [
+        lines = [
             f"After {self.steps} steps:       {fmt(self.final_params)}  RMSE {self.final_rmse:.4f}",
             f"Least-squares optimum: {fmt(self.optimum_params)}  RMSE {self.optimum_rmse:.4f}",
-            f"The fit's RMSE is still {ratio:.1f}x the optimum's: plain gradient descent at this",
-            "learning rate is slow here because x**2 and x live on very different scales.",
+        ]
+        if self.diverging:
+            return lines + [
+                f"The RMSE grew from {self.first_rmse:.4g}: learning rate {self.learning_rate:g} is above "
+                f"{self.max_stable_learning_rate:.3g},",
+                "the largest at which gradient descent is stable on this data (2 / the loss's largest "
+                "curvature). Try a smaller one.",
+            ]
+        ratio = self.final_rmse / self.optimum_rmse
+        return lines + [
+            f"The fit's RMSE is still {ratio:.1f}x the optimum's. Gradient descent is stable here for learning "
+            f"rates below {self.max_stable_learning_rate:.3g},",
+            f"but the loss is {self.curvature_ratio:,.0f}x flatter in one direction than in another "
+            "(x**2 and x live on very different scales),",
+            "so along the flattest direction each step shrinks the remaining error by only "
+            f"{100 * self.learning_rate * self.smallest_curvature:.4f}%.",
         ]
 
 
@@ -99,13 +121,19 @@ def summarize(history: History, seed: int = SEED) -> Summary:
     final = torch.tensor(history.final_params, dtype=torch.float64)
     final_rmse = float(((model(x.double(), final) - y.double()) ** 2).mean().sqrt())
     optimum, optimum_rmse = least_squares(model, x, y)
+    curvatures = mse_curvatures(model, x)
     return Summary(
         param_names=model.param_names,
         steps=history.last_step,
+        learning_rate=history[-1].learning_rate,
+        first_rmse=history[0].rmse,
         final_params=history.final_params,
         final_rmse=final_rmse,
         optimum_params=tuple(optimum.tolist()),
         optimum_rmse=optimum_rmse,
+        max_stable_learning_rate=float(2 / curvatures[-1]),
+        curvature_ratio=float(curvatures[-1] / curvatures[0]),
+        smallest_curvature=float(curvatures[0]),
     )
 
 

@@ -21,3 +21,16 @@ def least_squares(model: Model, x, y) -> tuple[torch.Tensor, float]:
     params = torch.linalg.lstsq(a, y.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
     return params, rmse
+
+
+def mse_curvatures(model: Model, x) -> torch.Tensor:
+    """Eigenvalues (ascending, float64) of the Hessian of the mean squared error, 2/N AᵀA.
+
+    For a model linear in its parameters the Hessian does not depend on the
+    parameters or on y. Plain gradient descent is stable exactly when
+    ``learning_rate < 2 / largest``, and the ratio largest/smallest tells how many
+    more steps the flattest direction needs than the steepest.
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    a = model.design_matrix(x)
+    return torch.linalg.eigvalsh(2 / a.shape[0] * a.T @ a)
