@@ -88,3 +88,28 @@ def test_failure_while_drawing_leaves_nothing_behind(tmp_path, monkeypatch):
         gradfit.demo(out_dir=tmp_path / "old")
     assert [p.name for p in (tmp_path / "old").iterdir()] == ["run1.png"]
     assert (tmp_path / "old" / "run1.png").read_bytes() == b"previous"
+
+
+def test_the_demos_run_figures_are_the_articles(tmp_path, monkeypatch, golden):
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+
+    saved = {}
+    original = Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        saved[path.name] = fig
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    gradfit.demo(out_dir=tmp_path)
+    for name in ("run1.png", "run2.png"):
+        fig = saved[name]
+        assert len(fig.axes) == 10 and tuple(fig.get_size_inches()) == (15, 3)
+        for ax in fig.axes:
+            data, preds = ax.collections
+            assert tuple(data.get_facecolor()[0]) == to_rgba("C0")  # blue data
+            assert tuple(preds.get_facecolor()[0]) == to_rgba("red")  # red predictions
+            assert ax.get_ylim() == (-75, 120)
+            assert data.get_offsets()[:, 1].tolist() == golden["Y"]
+    assert [ax.get_title() for ax in saved["run2.png"].axes] == [f"step {s}" for s in range(11, 21)]

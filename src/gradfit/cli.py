@@ -22,24 +22,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitStatus.BAD_INPUT, f"{self.prog}: error: {message}. See '{self.prog} --help'.\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
-    return value
+def _whole_number(low: int, high: int | None = None, expected: str = ""):
+    """An argparse type: a whole number from ``low`` (to ``high``, exclusive)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got '{text}'")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**63-1, got '{text}'")
-    return value
+_positive_int = _whole_number(1, expected="a whole number >= 1")
+_seed = _whole_number(0, 2**63, expected="a whole number from 0 to 2**63-1")
 
 
 def _learning_rate(text: str) -> float:
