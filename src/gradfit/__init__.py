@@ -2,8 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .data import seed_data
+from .data import load, seed_data
 from .demo import demo
+from .engine import fit
 from .errors import (
     ConvergenceWarning,
     DataError,
@@ -16,10 +17,12 @@ from .errors import (
 )
 from .history import History, StepRecord
 from .losses import mse, rmse
-from .models import Model, Polynomial, get_model, linear, polynomial, quadratic
-from .solvers import gradient_descent, least_squares, mse_curvatures
+from .models import FunctionModel, Model, Polynomial, get_model, linear, polynomial, quadratic
+from .result import FitResult
+from .solvers import METHODS, gradient_descent, least_squares, mse_curvatures
 
 __all__ = [
+    "METHODS", "FitResult", "FunctionModel", "fit", "load",
     "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
     "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
     "get_model", "gradient_descent", "least_squares", "linear", "mse_curvatures", "mse", "polynomial", "quadratic",

@@ -1,10 +1,13 @@
-"""Data in: the seed article's synthetic points (files and arrays come later)."""
+"""Data in: the seed article's synthetic points, arrays of any kind, CSV and Parquet files."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-from .errors import OptionError
+from .errors import DataError, OptionError
 
 SEED = 1989  # the article's torch.manual_seed
 N_POINTS = 15  # X = arange(0, 15)
@@ -34,3 +37,98 @@ def seed_data(seed: int = SEED, *, generator: torch.Generator | None = None):
     y = torch.rand(N_POINTS, generator=g) * 3 + 0.9 * (x - 3) ** 2 + 1
     return x, y
 
+
+
+# --- Arrays and files -------------------------------------------------------------
+
+NAN_POLICIES = ("raise", "omit")
+_SHOW_ROWS = 5  # how many offending rows an error message lists
+
+
+def as_array(values, name: str) -> np.ndarray:
+    """Lists, numpy arrays, torch tensors, pandas or polars Series -> a float64 numpy array.
+
+    Float64 because float32 fits fail silently: with 7 significant digits, the
+    sums of squares of a fit lose the differences the optimizer needs to see.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    if isinstance(values, (str, bytes)) or values is None:
+        raise DataError(f"`{name}` must be numbers (a list, array, tensor or Series), got {type(values).__name__}.")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"`{name}` must be numbers, but it holds values that are not ({e}).") from None
+    if array.ndim == 0:
+        raise DataError(f"`{name}` must be a sequence of numbers, got a single number.")
+    return array
+
+
+def _rows(mask: np.ndarray, offset: int = 0, label: str = "row") -> str:
+    """'rows 3, 7' for the True places of ``mask``, numbered from ``offset``."""
+    rows = np.flatnonzero(mask) + offset
+    shown = ", ".join(str(r) for r in rows[:_SHOW_ROWS])
+    more = f" (first {_SHOW_ROWS} of {len(rows)})" if len(rows) > _SHOW_ROWS else ""
+    return f"{label}{'' if len(rows) == 1 else 's'} {shown}{more}"
+
+
+@dataclass
+class Dataset:
+    """x, y and optional sigma as float64 arrays, plus how many rows were dropped."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sigma: np.ndarray | None = None
+    n_dropped: int = 0
+
+
+def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, row_label: str = "row") -> Dataset:
+    """Check and clean data for a fit: equal lengths, finite values, positive sigma.
+
+    Messages number rows from ``first_row`` (0 for arrays, as numpy indexes them;
+    a file's first data line for files, with ``row_label="line"``).
+    """
+    if nan_policy not in NAN_POLICIES:
+        raise DataError(f"Unknown nan_policy {nan_policy!r}. Choose one of: {', '.join(NAN_POLICIES)}.")
+    x, y = as_array(x, "x"), as_array(y, "y")
+    if y.ndim != 1:
+        raise DataError(f"`y` must be one-dimensional, got shape {y.shape}.")
+    if x.ndim not in (1, 2):
+        raise DataError(f"`x` must be one value per point (or one row of values per point), got shape {x.shape}.")
+    if len(x) != len(y):
+        raise DataError(f"`x` and `y` must have the same length, got {len(x)} and {len(y)}.")
+    arrays = {"x": x, "y": y}
+    if sigma is not None:
+        sigma = as_array(sigma, "sigma")
+        if sigma.shape != y.shape:
+            raise DataError(f"`sigma` must have one value per point ({len(y)}), got shape {sigma.shape}.")
+        arrays["sigma"] = sigma
+    bad = np.zeros(len(y), dtype=bool)
+    for name, a in arrays.items():
+        a_bad = ~np.isfinite(a) if a.ndim == 1 else ~np.isfinite(a).all(axis=1)
+        if a_bad.any() and nan_policy == "raise":
+            raise DataError(
+                f"`{name}` has NaN or inf at {_rows(a_bad, first_row, row_label)}. "
+                "Remove those rows or use nan_policy='omit'."
+            )
+        bad |= a_bad
+    keep = ~bad
+    if sigma is not None and (sigma[keep] <= 0).any():
+        where = _rows(keep & (sigma <= 0), first_row, row_label)
+        raise DataError(f"`sigma` must be > 0, but it is not at {where}.")
+    return Dataset(x[keep], y[keep], None if sigma is None else sigma[keep], int(bad.sum()))
+
+
+def load(path, *, x=None, y=None, sigma=None) -> dict:
+    """Read columns from a CSV or Parquet file as float64 arrays: ``{"x": ..., "y": ..., "sigma": ...}``.
+
+    CSV: the delimiter is sniffed and a first line that is not all numbers is taken
+    as the header. Columns are chosen by name or by 0-based index (an int or a
+    string of digits); ``x`` and ``y`` default to the first two columns.
+    Missing cells become NaN (see ``nan_policy`` in ``fit``). The result also
+    holds ``"first_row"``: the file line (CSV) or row (Parquet, 0-based) of the
+    first value, so that messages can point into the file.
+    """
+    from . import io  # pyarrow only when reading files
+
+    return io.load_columns(path, x=x, y=y, sigma=sigma)

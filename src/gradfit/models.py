@@ -9,7 +9,9 @@ least-squares optimum is one linear solve.
 
 from __future__ import annotations
 
+import inspect
 import re
+from typing import Callable
 
 import torch
 
@@ -37,6 +39,10 @@ class Model:
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
         """The matrix A with f(x; p) = A @ p, for models linear in their parameters."""
         raise ModelError(f"Model '{self.name}' is not linear in its parameters; it has no design matrix.")
+
+    def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Starting values from the data, or None when the model has no rule for them."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: y = {self.formula}>"
@@ -74,6 +80,43 @@ class Polynomial(Model):
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x**k for k in self._powers()], dim=-1)
 
+    def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Any start will do for a model linear in its parameters: the loss is a bowl.
+        # Zero keeps gradient descent's path easy to read.
+        return torch.zeros(self.n_params, dtype=y.dtype)
+
+
+class FunctionModel(Model):
+    """A Python function ``f(x, a, b, ...)`` written with torch operations.
+
+    The parameter names are the function's arguments after the first, as
+    scipy.optimize.curve_fit reads them.
+    """
+
+    def __init__(self, function: Callable, name: str | None = None):
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            raise ModelError(f"Cannot read the arguments of {function!r}; pass a function f(x, a, b, ...).") from None
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        names = [p.name for p in signature.parameters.values()]
+        if any(p.kind not in kinds for p in signature.parameters.values()) or len(names) < 2:
+            raise ModelError(
+                f"A model function must take x and then one argument per parameter, as f(x, a, b); "
+                f"got {getattr(function, '__name__', 'it')}{signature}."
+            )
+        self.function = function
+        self.param_names = tuple(names[1:])
+        self.name = name or getattr(function, "__name__", "function")
+        self.formula = f"{self.name}({', '.join(names)})"
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        out = self.function(x, *params.unbind(-1))
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(f"Model function {self.name} must return a torch tensor, got {type(out).__name__}; "
+                             "write it with torch operations (torch.exp, not math.exp or numpy.exp).")
+        return out.expand(x.shape[:1]) if out.ndim == 0 else out  # a constant function
+
 
 def _term(name: str, power: int) -> str:
     return name if power == 0 else f"{name}*x" if power == 1 else f"{name}*x**{power}"
@@ -99,9 +142,12 @@ _POLY = re.compile(r"poly(\d{1,2})")
 
 
 def get_model(model) -> Model:
-    """A Model from a Model (returned as is) or a built-in name ('linear', 'quadratic', 'poly3', ...)."""
+    """A Model from a Model (returned as is), a Python function f(x, a, b, ...), or a built-in
+    name ('linear', 'quadratic', 'poly3', ...)."""
     if isinstance(model, Model):
         return model
+    if callable(model) and not isinstance(model, str):
+        return FunctionModel(model)
     if isinstance(model, str):
         if model in BUILTIN:
             return BUILTIN[model]()

@@ -1,6 +1,59 @@
-"""Solvers: one module per family of optimisation methods."""
+"""Solvers, and the one registry of methods that feeds the API, the CLI, its help and the errors."""
 
-from .gradient import gradient_descent
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import OptionError
+from .gradient import first_order, gradient_descent
 from .linear import least_squares, mse_curvatures
+from .lm import levenberg_marquardt
+from .problem import Outcome, Problem, Tolerances
 
-__all__ = ["gradient_descent", "least_squares", "mse_curvatures"]
+
+@dataclass(frozen=True)
+class Method:
+    """One optimisation method: its name, what it is, and its defaults."""
+
+    name: str
+    summary: str
+    learning_rate: float | None  # default, in standardized coordinates; None: takes no rate
+    max_steps: int
+    tolerances: Tolerances
+
+
+_GRADIENT_TOL = Tolerances(ftol=1e-15, xtol=1e-15, gtol=1e-10)
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("auto", "picks the method: lm for least-squares problems that fit in memory", None, 1000,
+               Tolerances(1e-15, 1e-15, 1e-15)),
+        Method("gd", "plain gradient descent, the seed article's update (params -= lr * grad)", 0.5, 20000,
+               _GRADIENT_TOL),
+        Method("momentum", "gradient descent with heavy-ball momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
+               _GRADIENT_TOL),
+        Method("nesterov", "Nesterov's accelerated gradient, momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
+               _GRADIENT_TOL),
+        Method("adam", "Adam: per-parameter adaptive steps (torch.optim.Adam)", 0.01, 20000, _GRADIENT_TOL),
+        Method("rmsprop", "RMSprop: steps scaled by a running gradient size (torch.optim.RMSprop)", 0.01,
+               5000, _GRADIENT_TOL),
+        Method("lbfgs", "L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS)", 1.0, 2000,
+               Tolerances(1e-15, 1e-15, 1e-12)),
+        Method("lm", "Levenberg-Marquardt on exact Jacobians, float64", None, 1000,
+               Tolerances(1e-15, 1e-15, 1e-15)),
+    ]
+}
+
+
+def get_method(name) -> Method:
+    """The registry entry for ``name``, or an error that lists the choices."""
+    if isinstance(name, str) and name in METHODS:
+        return METHODS[name]
+    raise OptionError(f"Unknown optimizer {name!r}. Choose one of: {', '.join(sorted(METHODS))}.")
+
+
+__all__ = [
+    "METHODS", "Method", "Outcome", "Problem", "Tolerances", "first_order", "get_method",
+    "gradient_descent", "least_squares", "levenberg_marquardt", "mse_curvatures",
+]

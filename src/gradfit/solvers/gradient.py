@@ -1,4 +1,9 @@
-"""Plain gradient descent: the seed article's ``step()``, run as many times as asked."""
+"""Gradient methods: the seed article's ``step()``, and the same loop with torch.optim's optimizers.
+
+Every method here runs the article's loop — forward, loss, backward, update, zero
+the gradient — and differs only in the update. ``gd`` is the article's own update,
+``params -= learning_rate * grad``; the others are torch.optim's.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from ..errors import FitError
 from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model
+from .problem import Outcome, Problem, Tolerances
+
+PATIENCE = 5  # ftol and xtol must both hold this many steps running (momentum pauses at turning points)
 
 
 def gradient_descent(
@@ -57,12 +65,192 @@ def gradient_descent(
             learning_rate=learning_rate,
             params=tuple(params.tolist()),
         )
-        if not (math.isfinite(loss_value) and all(map(math.isfinite, record.params))):
-            raise FitError(_diverged(step, loss_value, learning_rate), history=history)
+        _check_finite(record, history)
         history.append(record)
         if callback is not None:
             callback(record)
     return params.detach(), history
+
+
+# --- The same loop for gradfit.fit ---------------------------------------------------
+
+
+class Frame:
+    """The coordinates a gradient method walks in: ``params = origin + T @ q``, loss / loss_unit.
+
+    ``standardized`` picks T from the Jacobian's singular value decomposition at the
+    start, J = U S Vᵀ: T = scale · V S⁻¹ · sqrt(N/2). In q the loss curves equally
+    in every direction (exactly, for a model linear in its parameters: for a
+    polynomial this is fitting in standardized x), and dividing by the variance
+    of y makes q unitless, so one learning rate suits every data set. The history
+    is always kept in the user's parameters and units.
+    """
+
+    def __init__(self, problem: Problem, origin: torch.Tensor, transform: torch.Tensor | None, loss_unit: float):
+        self.problem, self.origin, self.transform, self.loss_unit = problem, origin, transform, loss_unit
+
+    @classmethod
+    def identity(cls, problem: Problem, p0: torch.Tensor) -> "Frame":
+        return cls(problem, p0, None, 1.0)
+
+    @classmethod
+    def standardized(cls, problem: Problem, p0: torch.Tensor) -> "Frame":
+        jac = problem.jacobian(p0)
+        if not bool(torch.isfinite(jac).all()):
+            return cls.identity(problem, p0)
+        _, s, vh = torch.linalg.svd(jac, full_matrices=False)
+        if s.numel() == 0 or s[0] <= 0:
+            return cls.identity(problem, p0)
+        s = s.clamp_min(s[0] * 1e-8)  # a direction the data cannot see at p0: don't blow it up
+        y = problem.y if problem.weights is None else problem.y * problem.weights
+        scale = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
+        transform = scale * vh.T / s * math.sqrt(problem.n_points / 2)
+        return cls(problem, p0, transform, scale**2)
+
+    def params(self, q: torch.Tensor) -> torch.Tensor:
+        return q if self.transform is None else self.origin + self.transform @ q
+
+    def start(self) -> torch.Tensor:
+        return self.origin.clone() if self.transform is None else torch.zeros_like(self.origin)
+
+    def objective(self, q: torch.Tensor) -> torch.Tensor:
+        return self.problem.loss(self.params(q)) / self.loss_unit
+
+
+def _torch_optimizer(name: str):
+    """The update of each torch.optim method, as (q, learning_rate) -> optimizer."""
+    optim = torch.optim
+    return {
+        "momentum": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9),
+        "nesterov": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9, nesterov=True),
+        "adam": lambda q, lr: optim.Adam([q], lr=lr),
+        "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr),
+        "lbfgs": lambda q, lr: optim.LBFGS([q], lr=lr, max_iter=1, history_size=20,
+                                            line_search_fn="strong_wolfe",
+                                            tolerance_grad=0, tolerance_change=0),
+    }[name]
+
+
+AUTO_CANDIDATES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4)
+PROBE_STEPS = 30
+
+
+def first_order(
+    problem: Problem,
+    p0: torch.Tensor,
+    *,
+    method: str,
+    learning_rate,
+    max_steps: int,
+    tolerances: Tolerances,
+    scale: bool,
+    callback: Callable[[StepRecord], None] | None = None,
+) -> Outcome:
+    """Fit by a gradient method ('gd', 'momentum', 'nesterov', 'adam', 'rmsprop', 'lbfgs').
+
+    ``learning_rate="auto"``: for gd, a backtracking line search at every step
+    (start from twice the last rate, halve until the loss falls by at least 1e-4
+    times the rate times the squared gradient: Armijo's rule); for the others, each
+    rate of AUTO_CANDIDATES is tried for PROBE_STEPS steps and the one that ends
+    lowest is used.
+    """
+    frame = Frame.standardized(problem, p0) if scale else Frame.identity(problem, p0)
+    notes = []
+    if learning_rate == "auto" and method not in ("gd",):
+        learning_rate = _probe(frame, method, problem, p0)
+        notes.append(f"learning rate {learning_rate:g} chosen by a {PROBE_STEPS}-step probe")
+    return _descend(frame, problem, p0, method, learning_rate, max_steps, tolerances, callback, notes)
+
+
+def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> float:
+    best, best_loss = AUTO_CANDIDATES[-1], math.inf
+    quiet = Tolerances(0.0, 0.0, 0.0)
+    for lr in AUTO_CANDIDATES:
+        try:
+            out = _descend(frame, problem, p0, method, lr, PROBE_STEPS, quiet, None, [])
+        except FitError:
+            continue
+        if out.history and out.history[-1].loss < best_loss:
+            best, best_loss = lr, out.history[-1].loss
+    return best
+
+
+def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback, notes) -> Outcome:
+    q = frame.start().requires_grad_()
+    history = History(problem.model.param_names, p0.tolist())
+    backtrack = learning_rate == "auto"
+    lr = 1.0 if backtrack else learning_rate
+    optimizer = None if method == "gd" else _torch_optimizer(method)(q, lr)
+
+    def closure():  # for L-BFGS, which evaluates the loss again along its line search
+        optimizer.zero_grad()
+        loss = frame.objective(q)
+        loss.backward()
+        return loss
+
+    first_grad, calm, reason = None, 0, None
+    for step in range(1, max_steps + 1):
+        loss = frame.objective(q)  # forward and loss
+        loss.backward()  # gradient
+        grad_norm = q.grad.norm().item()
+        first_grad = first_grad or grad_norm
+        if grad_norm <= tol.gtol * first_grad:
+            reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
+            break
+        before = q.detach().clone()
+        with torch.no_grad():  # update
+            if backtrack:
+                lr = _armijo(frame, q, loss.item(), lr)
+            elif optimizer is None:
+                q -= lr * q.grad  # the article's update
+        if optimizer is not None:
+            optimizer.step(closure if method == "lbfgs" else None)
+        q.grad = None  # zero the gradient
+
+        loss_value = loss.item() * frame.loss_unit
+        params = frame.params(q.detach())
+        record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, tuple(params.tolist()))
+        _check_finite(record, history)
+        history.append(record)
+        if callback is not None:
+            callback(record)
+
+        previous = history[-2].loss if len(history) > 1 else math.inf
+        p_before = frame.params(before)
+        small_loss_change = abs(previous - loss_value) <= tol.ftol * loss_value
+        small_step = bool(((params - p_before).abs() <= tol.xtol * (p_before.abs() + tol.xtol)).all())
+        calm = calm + 1 if (small_loss_change and small_step) else 0  # a 2-cycle keeps the loss, not the step
+        if loss_value == 0:
+            reason = "the loss reached zero: the model fits the data exactly"
+            break
+        if calm >= PATIENCE:
+            reason = (f"the loss and parameters stopped changing (ftol={tol.ftol:g}, xtol={tol.xtol:g}, "
+                      f"{PATIENCE} steps running)")
+            break
+    converged = reason is not None
+    if not converged:
+        reason = f"reached max_steps={max_steps} before converging"
+    params = frame.params(q.detach())
+    return Outcome(params, history, converged, reason, lr if not backtrack else math.nan, notes)
+
+
+def _armijo(frame: Frame, q: torch.Tensor, loss: float, last_lr: float) -> float:
+    """Backtracking line search: the first of 2·last, last, last/2, ... that lowers the loss enough."""
+    grad = q.grad
+    g2 = float(grad @ grad)
+    lr = min(2 * last_lr, 1e6)
+    while lr > 1e-30:
+        trial = q - lr * grad
+        if float(frame.objective(trial)) <= loss - 1e-4 * lr * g2:
+            q.copy_(trial)
+            return lr
+        lr /= 2
+    return lr  # no rate lowers the loss: the gradient is at rounding level; q stays
+
+
+def _check_finite(record: StepRecord, history: History) -> None:
+    if not (math.isfinite(record.loss) and all(map(math.isfinite, record.params))):
+        raise FitError(_diverged(record.step, record.loss, record.learning_rate), history=history)
 
 
 def _diverged(step: int, loss: float, learning_rate: float) -> str:

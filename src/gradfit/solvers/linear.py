@@ -7,17 +7,21 @@ import torch
 from ..models import Model
 
 
-def least_squares(model: Model, x, y) -> tuple[torch.Tensor, float]:
-    """Minimise mean((model(x, p) - y)**2) exactly; returns ``(params, rmse)`` in float64.
+def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
+    """Minimise mean(((model(x, p) - y) / sigma)**2) exactly; returns ``(params, rmse)`` in float64.
 
     Solved in float64 with an SVD-based least-squares routine (LAPACK gelsd), which
     stays accurate when powers of x make the design matrix ill-conditioned. This is
     the yardstick that tells how far gradient descent still is from the best fit.
+    ``rmse`` is the square root of the minimised (weighted) mean square.
     """
     # float64: the optimum is the reference other runs are compared to.
-    x = torch.as_tensor(x, dtype=torch.float64)
-    y = torch.as_tensor(y, dtype=torch.float64)
+    x = torch.as_tensor(x, dtype=torch.float64, device="cpu")
+    y = torch.as_tensor(y, dtype=torch.float64, device="cpu")
     a = model.design_matrix(x)
+    if sigma is not None:
+        w = 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
+        a, y = a * w[:, None], y * w
     params = torch.linalg.lstsq(a, y.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
     return params, rmse

@@ -1,0 +1,287 @@
+"""``fit``: validate -> solve -> check -> FitResult.
+
+Assumes ``y = f(x, *params) + eps`` with independent errors of size ``sigma``
+(scipy's curve_fit contract). Never prints, plots or exits: progress goes out
+through ``callback``, failures as exceptions, a fit that did not converge as a
+ConvergenceWarning.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ._checks import positive_finite, positive_int
+from .data import prepare
+from .errors import ConvergenceWarning, DataError, ModelError, OptionError
+from .history import StepRecord
+from .models import Model, get_model
+from .result import FitResult
+from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
+                      levenberg_marquardt)
+
+AUTO_CHOICE = "lm"
+
+
+def fit(
+    model,
+    x,
+    y,
+    *,
+    p0=None,
+    method: str = "auto",
+    learning_rate=None,
+    max_steps: int | None = None,
+    tol=None,
+    sigma=None,
+    absolute_sigma: bool = False,
+    nan_policy: str = "raise",
+    scale: bool = True,
+    dtype: torch.dtype = torch.float64,
+    device: str = "cpu",
+    callback: Callable[[StepRecord], None] | None = None,
+) -> FitResult:
+    """Fit ``model`` to the points (x, y) by least squares; see the README for every option.
+
+    ``model``: a built-in name ('linear', 'quadratic', 'poly3'), a gradfit Model, or
+    a Python function ``f(x, a, b, ...)`` written with torch operations.
+    ``p0``: starting values, a dict by name or a sequence in order (default: the
+    model's ``guess``, else ones). ``method``: see ``gradfit.METHODS``.
+    ``learning_rate``: for gradient methods, a number or "auto"; None takes the
+    method's default. ``tol``: a number for every stopping rule, or a dict with
+    ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
+    coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
+    """
+    model = get_model(model)
+    chosen = get_method(method)
+    run_method = AUTO_CHOICE if chosen.name == "auto" else chosen.name
+    defaults = get_method(run_method)
+    learning_rate = _learning_rate(learning_rate, defaults, scale)
+    max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
+    tolerances = defaults.tolerances.replace(_tolerance(tol))
+    if dtype not in (torch.float64, torch.float32):
+        raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
+
+    data = prepare(x, y, sigma, nan_policy=nan_policy)
+    if len(data.y) < model.n_params:
+        raise DataError(
+            f"{len(data.y)} points are too few to fit {model.n_params} parameters "
+            f"({', '.join(model.param_names)}): a fit needs at least as many points as parameters."
+        )
+    # float64 unless asked: the sums of squares must keep the digits the solver needs.
+    as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
+    start = _start(model, p0, xt, yt, dtype, device)
+    problem = Problem(model, xt, yt, st)
+
+    if chosen.name == "auto":
+        outcome = _auto(problem, start, max_steps, tolerances, callback)
+    elif run_method == "lm":
+        outcome = levenberg_marquardt(problem, start, max_steps=max_steps, tolerances=tolerances,
+                                      callback=callback)
+    else:
+        outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
+                              max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback)
+    result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
+                     data, learning_rate)
+    if not result.converged:
+        warnings.warn(_advice(result, run_method, max_steps), ConvergenceWarning, stacklevel=2)
+    elif result.rank < model.n_params:
+        warnings.warn(f"The fit ended where the data do not determine every parameter (Jacobian rank "
+                      f"{result.rank} < {model.n_params}): the values and standard errors are unreliable. "
+                      "Consider another p0 or a model with fewer parameters.", ConvergenceWarning, stacklevel=2)
+    return result
+
+
+RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)
+
+
+def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback) -> Outcome:
+    """Levenberg–Marquardt, restarted from rescaled starts when it ends where the data pin nothing down.
+
+    From a poor start LM can slide to a degenerate point (say an exponential rate
+    running off to infinity, leaving a flat line) where some parameter no longer
+    changes the curve. Then the fit is tried again from p0 with all, then each,
+    parameter multiplied by 10, 0.1, 100 and 0.01, and the best full-rank result
+    is kept.
+    """
+    def run(p):
+        return levenberg_marquardt(problem, p, max_steps=max_steps, tolerances=tolerances, callback=callback)
+
+    outcome = run(start)
+    k = len(start)
+    if _rank(problem, outcome.params) == k:
+        return outcome
+    first_loss = outcome.history[-1].loss if len(outcome.history) else math.inf
+    best, best_loss = None, math.inf
+    scalings = [torch.full_like(start, f) for f in RESTART_FACTORS]
+    scalings += [torch.ones_like(start).index_fill(0, torch.tensor([i], device=start.device), f)
+                 for f in RESTART_FACTORS for i in range(k)] if k > 1 else []
+    for scaling in scalings:
+        trial_start = start * scaling
+        with torch.no_grad():
+            if not bool(torch.isfinite(problem.residuals(trial_start)).all()):
+                continue
+        trial = run(trial_start)
+        loss = float(problem.loss(trial.params))
+        if trial.converged and loss < best_loss and loss < first_loss and _rank(problem, trial.params) == k:
+            best, best_loss = trial, loss
+            factors = ", ".join(f"{v:g}" for v in scaling.tolist())
+            best.notes.append(f"restarted from p0 x ({factors}): the first run ended where the data did "
+                              "not determine every parameter")
+            break
+    return best or outcome
+
+
+def _rank(problem: Problem, p: torch.Tensor) -> int:
+    jac = problem.jacobian(p).double()
+    if not bool(torch.isfinite(jac).all()):
+        return 0
+    s = torch.linalg.svdvals(jac)
+    return int((s > np.finfo(float).eps * max(jac.shape) * float(s[0])).sum()) if s.numel() and s[0] > 0 else 0
+
+
+def _learning_rate(value, method, scale: bool):
+    if method.learning_rate is None:
+        if value is not None:
+            raise OptionError(f"Method '{method.name}' takes no learning rate; leave learning_rate out "
+                              "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs).")
+        return None
+    if value is None:
+        return method.learning_rate if scale else "auto"  # no one rate suits raw parameters
+    if value == "auto":
+        return value
+    return positive_finite(value, "learning_rate", hint=" Or use learning_rate='auto'.")
+
+
+def _tolerance(tol):
+    if tol is None:
+        return None
+    if isinstance(tol, dict):
+        unknown = set(tol) - {"ftol", "xtol", "gtol"}
+        if unknown:
+            raise OptionError(f"Unknown tolerance {sorted(unknown)[0]!r}. Use ftol, xtol or gtol.")
+        return {k: _nonnegative_finite(v, f"tol['{k}']") for k, v in tol.items()}
+    return _nonnegative_finite(tol, "tol")
+
+
+def _nonnegative_finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise OptionError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _start(model: Model, p0, x, y, dtype, device) -> torch.Tensor:
+    names = model.param_names
+    if p0 is None:
+        guess = model.guess(x, y)
+        values = [1.0] * len(names) if guess is None else guess  # curve_fit's default: ones
+    elif isinstance(p0, dict):
+        unknown = [k for k in p0 if k not in names]
+        if unknown:
+            raise ModelError(f"p0 names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(names)}.")
+        missing = [n for n in names if n not in p0]
+        if missing:
+            raise ModelError(f"p0 gives no value for {', '.join(missing)}. Give all of: {', '.join(names)}.")
+        values = [p0[n] for n in names]
+    else:
+        try:
+            values = list(p0.tolist() if hasattr(p0, "tolist") else p0)
+        except TypeError:
+            raise ModelError(f"p0 must be a dict or a sequence of numbers, got {p0!r}.") from None
+        if len(values) != len(names):
+            raise ModelError(f"p0 has {len(values)} values but the model has {len(names)} parameters "
+                             f"({', '.join(names)}).")
+    try:
+        start = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device).clone()
+    except (TypeError, ValueError):
+        raise ModelError(f"p0 must hold numbers, got {values!r}.") from None
+    bad = [n for n, v in zip(names, start.tolist()) if not math.isfinite(v)]
+    if bad:
+        raise ModelError(f"p0 must be finite, but {bad[0]} is {start[names.index(bad[0])].item()}.")
+    return start
+
+
+def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_dropped: int,
+            absolute_sigma: bool, data, learning_rate) -> FitResult:
+    p = outcome.params.detach()
+    n, k = problem.n_points, model.n_params
+    with torch.no_grad():
+        residuals = problem.residuals(p)
+        raw = model(problem.x, p) - problem.y
+    chi2 = float((residuals.double() ** 2).sum())
+    rmse = math.sqrt(float((raw.double() ** 2).mean()))
+    ss_tot = float(((problem.y.double() - problem.y.double().mean()) ** 2).sum())
+    r2 = 1 - float((raw.double() ** 2).sum()) / ss_tot if ss_tot > 0 else math.nan
+    dof = n - k
+    reduced = chi2 / dof if dof > 0 else math.inf
+    with np.errstate(divide="ignore"):
+        aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
+        bic = n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf
+
+    covariance, rank = _covariance(problem, p, chi2, dof, absolute_sigma)
+    stderr = np.sqrt(np.diag(covariance))
+    names = model.param_names
+
+    notes = list(outcome.notes)
+    if asked == "auto":
+        notes.insert(0, f"method auto chose {ran}: a least-squares problem that fits in memory")
+    if rank < k:
+        notes.append(f"the data do not determine every parameter (Jacobian rank {rank} < {k}): "
+                     "standard errors are unreliable")
+    if dof == 0:
+        notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
+    gap = optimum_rmse = None
+    if model.is_linear:
+        _, optimum_rmse = least_squares(model, data.x, data.y, data.sigma)
+        fit_rmse = math.sqrt(chi2 / n)
+        gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
+        gap = max(gap, 0.0)
+
+    state = "Converged" if outcome.converged else "Did not converge"
+    message = f"{state} after {len(outcome.history)} steps: {outcome.reason}."
+    if notes:
+        message += " (" + "; ".join(notes) + ")"
+    return FitResult(
+        model=model, method=ran, params=dict(zip(names, p.double().cpu().tolist())),
+        stderr=dict(zip(names, stderr.tolist())), covariance=covariance, rmse=rmse, r2=r2, chi2=chi2,
+        reduced_chi2=reduced, aic=aic, bic=bic, n_points=n, n_steps=len(outcome.history),
+        converged=outcome.converged, message=message, history=outcome.history, n_dropped=n_dropped,
+        gap_to_optimum=gap, optimum_rmse=optimum_rmse,
+        learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
+        dtype=p.dtype, device=str(p.device), notes=notes, rank=rank,
+    )
+
+
+def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool) -> tuple[np.ndarray, int]:
+    """(JᵀJ)⁺ from the Jacobian's SVD, times chi2/dof unless absolute_sigma: scipy's curve_fit rule."""
+    k = len(p)
+    jac = problem.jacobian(p.double() if p.dtype != torch.float64 else p).double().cpu()
+    if not bool(torch.isfinite(jac).all()):
+        return np.full((k, k), np.inf), 0
+    _, s, vh = torch.linalg.svd(jac, full_matrices=False)
+    threshold = np.finfo(float).eps * max(jac.shape) * float(s[0]) if s.numel() else 0.0  # = _rank's
+    keep = s > threshold
+    vh_kept, s_kept = vh[keep], s[keep]
+    cov = (vh_kept.T / s_kept**2 @ vh_kept).numpy()
+    rank = int(keep.sum())
+    if absolute_sigma:
+        return cov, rank
+    if dof > 0:
+        return cov * (chi2 / dof), rank
+    return np.full((k, k), np.inf), rank
+
+
+def _advice(result: FitResult, method: str, max_steps: int) -> str:
+    hint = {
+        "gd": "a larger learning_rate or learning_rate='auto'",
+        "lm": "check the model and p0",
+        "lbfgs": "a better p0",
+    }.get(method, "a different learning_rate")
+    return (f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
+            f"Consider increasing max_steps, {hint}, or method='lm'.")

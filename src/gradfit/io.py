@@ -1,0 +1,127 @@
+"""Reading CSV and Parquet files with pyarrow (imported only when a file is read)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+_SNIFF_BYTES = 64 * 1024
+_DELIMITERS = ",;\t| "
+_PARQUET_MAGIC = b"PAR1"
+
+
+def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data file '{path}' does not exist. Check the path.")
+    if path.is_dir():
+        raise DataError(f"'{path}' is a folder, not a data file. Give a CSV or Parquet file.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
+    if head.startswith(_PARQUET_MAGIC):
+        table, first_row = _read_parquet(path), 0
+    else:
+        table, first_row = _read_csv(path, head)
+    names = table.column_names
+    wanted = {"x": 0 if x is None else x, "y": 1 if y is None else y}
+    if sigma is not None:
+        wanted["sigma"] = sigma
+    out = {}
+    for role, column in wanted.items():
+        name = _column_name(column, names, role, path)
+        out[role] = _numeric(table.column(name), name, path, first_row)
+    out["first_row"] = first_row
+    return out
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"'{path}' is not a readable Parquet file ({_first_line(e)}).") from None
+
+
+def _read_csv(path: Path, head: bytes):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if b"\0" in head:
+        raise DataError(f"'{path}' is a binary file, not CSV text. Give a CSV or Parquet file.")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the end of the sample
+            raise DataError(f"'{path}' is not UTF-8 text, so not a CSV file gradfit can read.") from None
+        text = head[: e.start].decode("utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"'{path}' is empty. It needs a column of x and a column of y.")
+    try:
+        delimiter = csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = ","  # one column, or nothing to tell from: the standard
+    first = next(csv.reader([lines[0]], delimiter=delimiter))
+    has_header = not all(_is_number(cell) for cell in first)
+    leading_blank = len(text) - len(text.lstrip("\r\n"))  # pyarrow skips blank lines too
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(autogenerate_column_names=not has_header),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as e:
+        raise DataError(f"'{path}' is not a well-formed CSV file: {_first_line(e)}.") from None
+    if table.num_rows == 0:
+        raise DataError(f"'{path}' has a header but no rows of data.")
+    first_line = 1 + text[:leading_blank].count("\n") + (1 if has_header else 0)
+    return table, first_line
+
+
+def _column_name(column, names: list[str], role: str, path: Path) -> str:
+    if isinstance(column, str) and column in names:
+        return column
+    index = column if isinstance(column, int) else int(column) if str(column).isdigit() else None
+    if index is not None and 0 <= index < len(names):
+        return names[index]
+    if index is not None and role in ("x", "y") and len(names) < 2:
+        raise DataError(f"'{path}' has only {len(names)} column; it needs one for x and one for y.")
+    shown = ", ".join(repr(n) for n in names[:20])
+    raise DataError(f"Unknown {role} column {column!r} in '{path}'. Columns are: {shown} "
+                    f"(or 0-based indexes 0-{len(names) - 1}).")
+
+
+def _numeric(column, name: str, path: Path, first_row: int) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN
+    # a column pyarrow could not read as numbers: find the first cell that is not one
+    values = column.cast(pa.string()).to_pylist() if not pa.types.is_string(column.type) else column.to_pylist()
+    for i, cell in enumerate(values):
+        if cell is not None and not _is_number(cell):
+            where = f"line {first_row + i}" if first_row else f"row {i}"
+            raise DataError(f"Column {name!r} of '{path}' has a value that is not a number at {where}: "
+                            f"{cell!r}. Fix or remove that row.")
+    return np.array([np.nan if c is None else float(c) for c in values])  # pragma: no cover (defensive)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,147 @@
+"""FitResult: what a fit found, how sure it is, and how it got there."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .history import History
+from .models import Model
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``gradfit.fit``.
+
+    ``params``, ``stderr``: name -> value. ``covariance``: (P, P) array in the
+    order of ``param_names``, from the Jacobian at the solution and scaled by the
+    reduced chi-square as scipy's curve_fit does (unscaled with absolute_sigma).
+    ``rmse`` and ``r2`` are unweighted; ``chi2`` uses sigma when given.
+    ``gap_to_optimum``: for models linear in their parameters, how far the fit's
+    (weighted) RMSE is above the exact least-squares optimum, relative (0 = at it).
+    """
+
+    model: Model
+    method: str
+    params: dict[str, float]
+    stderr: dict[str, float]
+    covariance: np.ndarray
+    rmse: float
+    r2: float
+    chi2: float
+    reduced_chi2: float
+    aic: float
+    bic: float
+    n_points: int
+    n_steps: int
+    converged: bool
+    message: str
+    history: History
+    n_dropped: int = 0
+    gap_to_optimum: float | None = None
+    optimum_rmse: float | None = None
+    learning_rate: float | None = None
+    dtype: torch.dtype = torch.float64
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+    rank: int = -1  # rank of the Jacobian at the solution; < n_params: some parameter is undetermined
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.params)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """Correlation matrix of the parameters (NaN where a standard error is 0 or infinite)."""
+        s = np.sqrt(np.diag(self.covariance))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.covariance / np.outer(s, s)
+
+    def predict(self, x) -> np.ndarray:
+        """The fitted curve at ``x`` (float64)."""
+        from .data import as_array
+
+        xt = torch.as_tensor(as_array(x, "x"), dtype=self.dtype, device=self.device)
+        p = torch.tensor(list(self.params.values()), dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            return self.model(xt, p).double().cpu().numpy()
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (infinite or undefined numbers become None)."""
+        return {
+            "model": self.model.name,
+            "formula": self.model.formula,
+            "params": {k: _num(v) for k, v in self.params.items()},
+            "stderr": {k: _num(v) for k, v in self.stderr.items()},
+            "covariance": [[_num(v) for v in row] for row in self.covariance.tolist()],
+            "rmse": _num(self.rmse),
+            "r2": _num(self.r2),
+            "chi2": _num(self.chi2),
+            "reduced_chi2": _num(self.reduced_chi2),
+            "aic": _num(self.aic),
+            "bic": _num(self.bic),
+            "n_points": self.n_points,
+            "n_dropped": self.n_dropped,
+            "n_steps": self.n_steps,
+            "converged": self.converged,
+            "message": self.message,
+            "method": self.method,
+            "gap_to_optimum": _num(self.gap_to_optimum),
+        }
+
+    def report(self, min_correlation: float = 0.1) -> str:
+        """A readable report: statistics, parameters with standard errors, correlations."""
+        width = max(len(n) for n in self.params) if self.params else 1
+        lines = [
+            "[[Model]]",
+            f"    {self.model.name}: y = {self.model.formula}",
+            "[[Fit Statistics]]",
+            f"    # fitting method   = {self.method}",
+            f"    # steps            = {self.n_steps}",
+            f"    # data points      = {self.n_points}" + (f" ({self.n_dropped} dropped: NaN or inf)"
+                                                            if self.n_dropped else ""),
+            f"    # variables        = {self.n_params}",
+            f"    converged          = {'yes' if self.converged else 'NO'}",
+            f"    RMSE               = {self.rmse:.10g}",
+            f"    R-squared          = {self.r2:.10g}",
+            f"    chi-square         = {self.chi2:.10g}",
+            f"    reduced chi-square = {self.reduced_chi2:.10g}",
+            f"    Akaike info crit   = {self.aic:.10g}",
+            f"    Bayesian info crit = {self.bic:.10g}",
+        ]
+        if self.gap_to_optimum is not None:
+            lines.append(f"    gap to optimum     = {self.gap_to_optimum:.3g} (relative RMSE above the exact "
+                         f"least-squares fit, RMSE {self.optimum_rmse:.10g})")
+        lines.append("[[Variables]]")
+        for name, value in self.params.items():
+            err = self.stderr[name]
+            rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
+            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}")
+        pairs = []
+        corr = self.correlation
+        names = self.param_names
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= min_correlation:
+                    pairs.append((abs(corr[i, j]), f"    C({names[i]}, {names[j]}){'':<{2 * width - len(names[i]) - len(names[j])}} = {corr[i, j]:+.4f}"))
+        if pairs:
+            lines.append(f"[[Correlations]] (unreported correlations are < {min_correlation:.3f})")
+            lines.extend(text for _, text in sorted(pairs, reverse=True))
+        lines.append("[[Message]]")
+        lines.append(f"    {self.message}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={v:.6g}" for k, v in self.params.items())
+        return f"<FitResult {self.method}: {values}; rmse={self.rmse:.6g}, converged={self.converged}>"
+
+
+def _num(v):
+    return None if v is None or not math.isfinite(v) else float(v)

@@ -1,0 +1,75 @@
+"""The problem every solver works on: weighted least squares in float64."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..history import History
+from ..losses import mse
+from ..models import Model
+
+
+class Problem:
+    """Minimise mean(((f(x; p) - y) / sigma)**2) over p."""
+
+    def __init__(self, model: Model, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor | None = None):
+        self.model, self.x, self.y = model, x, y
+        self.weights = None if sigma is None else 1 / sigma
+        self.n_points = len(y)
+
+    def residuals(self, params: torch.Tensor) -> torch.Tensor:
+        r = self.model(self.x, params) - self.y
+        return r if self.weights is None else r * self.weights
+
+    def loss(self, params: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return mse(self.model(self.x, params), self.y)  # the article's loss, as it writes it
+        return (self.residuals(params) ** 2).mean()
+
+    def jacobian(self, params: torch.Tensor) -> torch.Tensor:
+        """d residuals / d params, (N, P), exact by forward-mode autograd."""
+        if self.model.is_linear:
+            a = self.model.design_matrix(self.x)
+            return a if self.weights is None else a * self.weights[:, None]
+        try:
+            return torch.func.jacfwd(self.residuals)(params)
+        except RuntimeError:  # an operation without a forward-mode rule: reverse mode, row by row
+            return torch.autograd.functional.jacobian(self.residuals, params)
+
+
+@dataclass
+class Outcome:
+    """What a solver returns: where it stopped and why."""
+
+    params: torch.Tensor
+    history: History
+    converged: bool
+    reason: str  # which rule stopped the fit, in words
+    learning_rate: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """When a solver may stop (each a relative tolerance; 0 turns a rule off).
+
+    ftol: the loss changed by less than ftol (relative) ...
+    xtol: ... or every parameter moved by less than xtol (relative) ...
+    gtol: ... or the gradient shrank below gtol times its size at the start
+          (for lm: the cosine between the residuals and every Jacobian column).
+    """
+
+    ftol: float
+    xtol: float
+    gtol: float
+
+    def replace(self, tol) -> "Tolerances":
+        """Apply the user's ``tol``: None keeps these, a number sets all three, a dict sets some."""
+        if tol is None:
+            return self
+        if isinstance(tol, dict):
+            return Tolerances(**{**self.__dict__, **tol})
+        return Tolerances(tol, tol, tol)
