@@ -51,6 +51,41 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+def _learning_rate_or_auto(text: str):
+    return "auto" if text == "auto" else _learning_rate(text)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 such as 1e-10, got '{text}'")
+    return value
+
+
+def _p0(text: str):
+    """'a=1,b=2' -> {'a': 1.0, 'b': 2.0}; '1,2' -> [1.0, 2.0]."""
+    items = [item.strip() for item in text.split(",")]
+    named = ["=" in item for item in items]
+    if any(named) and not all(named):
+        raise argparse.ArgumentTypeError(f"give all values by name (a=1,b=2) or none (1,2), got '{text}'")
+    try:
+        if all(named):
+            pairs = [item.split("=", 1) for item in items]
+            return {name.strip(): float(value) for name, value in pairs}
+        return [float(item) for item in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"values must be numbers, as in a=1,b=2 or 1,2; got '{text}'") from None
+
+
+def _method_help() -> str:
+    from .solvers import METHODS  # the one registry: help, choices and errors all come from it
+
+    return "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gradfit",
@@ -79,6 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
                       help="step size (default: %(default)g)")
     demo.add_argument("--seed", type=_seed, default=1989, help="random seed (default: %(default)s)")
     demo.set_defaults(run=_run_demo)
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit a model to the x and y columns of a CSV or Parquet file",
+        description=(
+            "Fit a model to data by least squares and print a report: parameters with standard errors, "
+            "goodness of fit, and why the fit stopped. Assumes y = f(x, params) + noise."
+        ),
+    )
+    fit.add_argument("data", metavar="DATA", help="a CSV (delimiter sniffed, header optional) or Parquet file")
+    fit.add_argument("--x", metavar="COL", help="x column, by name or 0-based index (default: the first)")
+    fit.add_argument("--y", metavar="COL", help="y column, by name or 0-based index (default: the second)")
+    fit.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y (weights 1/sigma**2)")
+    fit.add_argument("--model", default="quadratic",
+                     help="linear, quadratic or polyN (default: %(default)s)")
+    fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
+    fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
+    fit.add_argument("--learning-rate", "--lr", type=_learning_rate_or_auto, metavar="LR",
+                     help="step size of gradient methods, or 'auto' (default: the method's own)")
+    fit.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N steps")
+    fit.add_argument("--tol", type=_tolerance, metavar="T", help="tolerance of every stopping rule")
+    fit.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
+                     help="rows with NaN or inf: refuse them (default) or leave them out")
+    fit.add_argument("--absolute-sigma", action="store_true",
+                     help="sigma is absolute: do not rescale the covariance by the reduced chi-square")
+    fit.add_argument("--no-scale", dest="scale", action="store_false",
+                     help="gradient methods walk the raw parameters, not standardized coordinates")
+    fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
+    fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
+    fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
+    fit.set_defaults(run=_run_fit)
     return parser
 
 
@@ -99,6 +165,90 @@ def _run_demo(args) -> int:
         print(line)
     print(f"Wrote {', '.join(output_files(args.rounds))} to {args.out}/")
     return ExitStatus.OK
+
+
+def _run_fit(args) -> int:
+    import warnings
+
+    from .data import load, prepare
+    from .engine import fit
+    from .errors import ConvergenceWarning
+    from .solvers import get_method
+
+    get_method(args.method)  # an unknown method is refused before the data are read
+    outputs = [check_out_file(path, flag) for path, flag in ((args.json, "--json"), (args.history, "--history"))]
+    columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
+    first = columns["first_row"]
+    data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
+                   first_row=first, row_label="line" if first else "row")
+    progress = None if args.quiet else _progress_bar(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            result = fit(
+                args.model, data.x, data.y, sigma=data.sigma, p0=args.p0, method=args.method,
+                learning_rate=args.learning_rate, max_steps=args.max_steps, tol=args.tol,
+                absolute_sigma=args.absolute_sigma, scale=args.scale,
+                callback=None if progress is None else lambda record: progress.update(1),
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+    result.n_dropped = data.n_dropped
+    json_out, history_out = outputs
+    if json_out is not None:
+        import json
+
+        _write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+    if history_out is not None:
+        _write_atomic(history_out, result.history.to_csv())
+    if not args.quiet:
+        print(result.report())
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            print(f"gradfit fit: warning: {w.message}", file=sys.stderr)
+    return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
+
+
+def _progress_bar(args):
+    """A tqdm bar on stderr for runs long enough to need one, only at a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=args.max_steps, desc="fitting", unit="step", delay=0.5, leave=False, file=sys.stderr)
+
+
+def check_out_file(path, flag: str):
+    """An output file path whose folder exists; refuses folders. None passes through."""
+    from pathlib import Path
+
+    from .errors import OptionError
+
+    if path is None:
+        return None
+    out = Path(path)
+    if out.is_dir():
+        raise OptionError(f"{flag} '{out}' is a folder; give a file name.")
+    if not out.parent.is_dir():
+        raise OptionError(f"{flag} '{out}': the folder '{out.parent}' does not exist.")
+    return out
+
+
+def _write_atomic(path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    import os
+    import tempfile
+
+    from .errors import OptionError
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OptionError(f"Cannot write '{path}': {e.strerror}.") from None
 
 
 def main(argv: list[str] | None = None) -> int:

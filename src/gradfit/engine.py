@@ -90,7 +90,7 @@ def fit(
     result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
                      data, learning_rate)
     if not result.converged:
-        warnings.warn(_advice(result, run_method, max_steps), ConvergenceWarning, stacklevel=2)
+        warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
     elif result.rank < model.n_params:
         warnings.warn(f"The fit ended where the data do not determine every parameter (Jacobian rank "
                       f"{result.rank} < {model.n_params}): the values and standard errors are unreliable. "
@@ -277,11 +277,13 @@ def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool
     return np.full((k, k), np.inf), rank
 
 
-def _advice(result: FitResult, method: str, max_steps: int) -> str:
+def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:
     hint = {
         "gd": "a larger learning_rate or learning_rate='auto'",
         "lm": "check the model and p0",
         "lbfgs": "a better p0",
     }.get(method, "a different learning_rate")
+    if not scale:
+        hint = "standardized coordinates (scale=True), which suit gradient methods far better"
     return (f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
             f"Consider increasing max_steps, {hint}, or method='lm'.")

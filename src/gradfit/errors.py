@@ -16,6 +16,7 @@ class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1  # an unexpected failure: a bug, please report it
     BAD_INPUT = 2  # the user's input or options were rejected; nothing was written
+    NOT_CONVERGED = 3  # the fit ran and its results were written, but it did not converge
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -115,7 +115,12 @@ class FunctionModel(Model):
         if not isinstance(out, torch.Tensor):
             raise ModelError(f"Model function {self.name} must return a torch tensor, got {type(out).__name__}; "
                              "write it with torch operations (torch.exp, not math.exp or numpy.exp).")
-        return out.expand(x.shape[:1]) if out.ndim == 0 else out  # a constant function
+        if out.ndim == 0:  # a constant function
+            return out.expand(x.shape[:1])
+        if out.shape != x.shape[:1]:  # (N, 1) - (N,) would broadcast to (N, N): silently wrong
+            raise ModelError(f"Model function {self.name} returned shape {tuple(out.shape)} for "
+                             f"{x.shape[0]} points; it must return one value per point.")
+        return out
 
 
 def _term(name: str, power: int) -> str:

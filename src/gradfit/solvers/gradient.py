@@ -19,6 +19,8 @@ from ..losses import mse
 from ..models import Model
 from .problem import Outcome, Problem, Tolerances
 
+ADAPTIVE = ("rmsprop",)  # Adam's own moment estimates let it settle; it needs no schedule
+PLATEAU_PATIENCE = 20  # steps without a better loss before an adaptive method's rate is halved
 PATIENCE = 5  # ftol and xtol must both hold this many steps running (momentum pauses at turning points)
 
 
@@ -181,6 +183,11 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
     backtrack = learning_rate == "auto"
     lr = 1.0 if backtrack else learning_rate
     optimizer = None if method == "gd" else _torch_optimizer(method)(q, lr)
+    # RMSprop takes steps of about the learning rate however small the gradient, so near the
+    # optimum it circles it; halving the rate when the loss stops improving lets it land.
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=PLATEAU_PATIENCE,
+                                                          threshold=0.0)
+               if method in ADAPTIVE else None)
 
     def closure():  # for L-BFGS, which evaluates the loss again along its line search
         optimizer.zero_grad()
@@ -206,6 +213,9 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
         if optimizer is not None:
             optimizer.step(closure if method == "lbfgs" else None)
         q.grad = None  # zero the gradient
+        if plateau is not None:
+            plateau.step(loss.item())
+            lr = optimizer.param_groups[0]["lr"]
 
         loss_value = loss.item() * frame.loss_unit
         params = frame.params(q.detach())

@@ -1,0 +1,78 @@
+"""Each bad option of gradfit.fit gets its own clear error."""
+
+import math
+
+import pytest
+
+import gradfit
+from gradfit.errors import ModelError, OptionError
+
+X, Y = [0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 2.2, 2.9, 4.1, 5.0]
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(OptionError, match=r"Unknown optimizer 'adamm'\. Choose one of: adam, auto, gd, lbfgs, "
+                                          r"lm, momentum, nesterov, rmsprop\."):
+        gradfit.fit("linear", X, Y, method="adamm")
+
+
+@pytest.mark.parametrize("lr", [0, -0.1, math.inf, math.nan, "fast"])
+def test_bad_learning_rate(lr):
+    with pytest.raises(OptionError, match="learning_rate must be a positive finite number"):
+        gradfit.fit("linear", X, Y, method="gd", learning_rate=lr)
+
+
+def test_learning_rate_for_a_method_without_one():
+    with pytest.raises(OptionError, match="Method 'lm' takes no learning rate"):
+        gradfit.fit("linear", X, Y, method="lm", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("steps", [0, -5, 1.5])
+def test_bad_max_steps(steps):
+    with pytest.raises(OptionError, match="max_steps must be a whole number >= 1"):
+        gradfit.fit("linear", X, Y, max_steps=steps)
+
+
+@pytest.mark.parametrize("tol,match", [(-1, "`tol` must be a finite number >= 0"),
+                                       (math.nan, "`tol` must be"),
+                                       ({"rtol": 1e-3}, "Unknown tolerance 'rtol'")])
+def test_bad_tolerance(tol, match):
+    with pytest.raises(OptionError, match=match):
+        gradfit.fit("linear", X, Y, tol=tol)
+
+
+@pytest.mark.parametrize("p0,match", [
+    ({"slope": 1, "offset": 0}, "p0 names unknown parameter 'offset'. The parameters are: slope, intercept"),
+    ({"slope": 1}, "p0 gives no value for intercept"),
+    ([1, 2, 3], "p0 has 3 values but the model has 2 parameters"),
+    ([1, math.nan], "p0 must be finite, but intercept is nan"),
+    ([math.inf, 1], "p0 must be finite, but slope is inf"),
+    (5, "p0 must be a dict or a sequence"),
+])
+def test_bad_p0(p0, match):
+    with pytest.raises(ModelError, match=match):
+        gradfit.fit("linear", X, Y, p0=p0)
+
+
+def test_model_function_must_take_parameters():
+    with pytest.raises(ModelError, match="must take x and then one argument per parameter"):
+        gradfit.fit(lambda x: x, X, Y)
+    with pytest.raises(ModelError, match="must take x and then one argument per parameter"):
+        gradfit.fit(lambda x, *p: x, X, Y)
+
+
+def test_model_function_must_return_a_tensor():
+    with pytest.raises(ModelError, match="must return a torch tensor"):
+        gradfit.fit(lambda x, a: 3.0, X, Y)
+
+
+def test_model_function_must_return_one_value_per_point():
+    with pytest.raises(ModelError, match=r"returned shape \(5, 1\) for 5 points"):
+        gradfit.fit(lambda x, a: a * x[:, None], X, Y)
+
+
+def test_bad_dtype():
+    import torch
+
+    with pytest.raises(OptionError, match="`dtype` must be torch.float64 or torch.float32"):
+        gradfit.fit("linear", X, Y, dtype=torch.int64)
