@@ -21,7 +21,7 @@ GRADIENT_STDERR_RTOL = 1e-3  # for gradient methods: their stopping point differ
 OPTIMUM_RTOL = 1e-9  # RMSE against numpy's exact least squares on the seed data
 CERTIFIED_DIGITS = 6  # NIST: significant digits that auto must reach
 
-METHODS = [m for m in gradfit.METHODS]
+ITERATIVE = [m for m in gradfit.METHODS if m != "linear"]
 
 
 def _numpy_model(f):
@@ -42,7 +42,7 @@ def oracle():
     return answers
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ITERATIVE)
 @pytest.mark.parametrize("prob", PROBLEMS, ids=[p["name"] for p in PROBLEMS])
 def test_every_method_finds_curve_fits_answer(method, prob, oracle):
     popt, perr, _ = oracle[prob["name"]]
@@ -53,7 +53,7 @@ def test_every_method_finds_curve_fits_answer(method, prob, oracle):
     np.testing.assert_allclose(list(result.params.values()), popt, rtol=PARAM_RTOL)
     stderr_rtol = STDERR_RTOL if method in ("lm", "auto") else GRADIENT_STDERR_RTOL
     np.testing.assert_allclose(list(result.stderr.values()), perr, rtol=stderr_rtol)
-    expected_method = "lm" if method == "auto" else method
+    expected_method = method if method != "auto" else "linear" if prob["f"] == "quadratic" else "lm"
     assert result.method == expected_method
     if prob["true"] is not None:  # and the answer is near the truth the data were made from
         np.testing.assert_allclose(list(result.params.values()), prob["true"], rtol=0.1)
@@ -89,7 +89,25 @@ def test_seed_default_reaches_the_optimum_in_at_most_20_iterations(golden):
     assert abs(result.rmse - exact_rmse) <= OPTIMUM_RTOL * exact_rmse
     assert result.n_steps <= 20 and result.converged
     assert result.gap_to_optimum <= 1e-9
-    assert result.message.startswith("Converged") and "auto chose lm" in result.message
+    assert result.message.startswith("Converged") and "auto chose linear" in result.message
+
+
+def test_lm_on_the_seed_data_also_reaches_the_optimum_in_at_most_20_iterations(golden):
+    x, y = gradfit.seed_data()
+    result = gradfit.fit("quadratic", x, y, method="lm")
+    assert result.n_steps <= 20 and result.converged
+    assert abs(result.rmse - golden["least_squares_rmse"]) <= OPTIMUM_RTOL * golden["least_squares_rmse"]
+    np.testing.assert_allclose(list(result.params.values()), golden["least_squares_params"], rtol=1e-9)
+
+
+def test_linear_method_is_one_exact_solve_and_refuses_nonlinear_models(oracle):
+    x, y = gradfit.seed_data()
+    result = gradfit.fit("quadratic", x, y, method="linear")
+    assert result.n_steps == 1 and result.gap_to_optimum == 0.0
+    popt, perr, _ = oracle["seed quadratic"]
+    np.testing.assert_allclose(list(result.stderr.values()), perr, rtol=STDERR_RTOL)
+    with pytest.raises(gradfit.ModelError, match="Method 'linear' needs a model linear in its parameters"):
+        gradfit.fit(exp_decay, PROBLEMS[1]["x"], PROBLEMS[1]["y"], method="linear")
 
 
 def test_seed_gd_with_scaling_reaches_the_optimum_within_5000_steps(golden):

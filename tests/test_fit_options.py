@@ -12,7 +12,7 @@ X, Y = [0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 2.2, 2.9, 4.1, 5.0]
 
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(OptionError, match=r"Unknown optimizer 'adamm'\. Choose one of: adam, auto, gd, lbfgs, "
-                                          r"lm, momentum, nesterov, rmsprop\."):
+                                          r"linear, lm, momentum, nesterov, rmsprop\."):
         gradfit.fit("linear", X, Y, method="adamm")
 
 

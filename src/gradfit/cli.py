@@ -210,13 +210,19 @@ def _run_fit(args) -> int:
     return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
 
 
+PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: short fits show none
+
+
 def _progress_bar(args):
     """A tqdm bar on stderr for runs long enough to need one, only at a terminal."""
     if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return tqdm(total=args.max_steps, desc="fitting", unit="step", delay=0.5, leave=False, file=sys.stderr)
+    from .solvers import get_method
+
+    total = args.max_steps or get_method(args.method).max_steps
+    return tqdm(total=total, desc="fitting", unit="step", delay=PROGRESS_DELAY, leave=False, file=sys.stderr)
 
 
 def check_out_file(path, flag: str):

@@ -23,9 +23,7 @@ from .history import StepRecord
 from .models import Model, get_model
 from .result import FitResult
 from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
-                      levenberg_marquardt)
-
-AUTO_CHOICE = "lm"
+                      levenberg_marquardt, solve_linear)
 
 
 def fit(
@@ -59,9 +57,9 @@ def fit(
     """
     model = get_model(model)
     chosen = get_method(method)
-    run_method = AUTO_CHOICE if chosen.name == "auto" else chosen.name
+    run_method = chosen.name if chosen.name != "auto" else "linear" if model.is_linear else "lm"
     defaults = get_method(run_method)
-    learning_rate = _learning_rate(learning_rate, defaults, scale)
+    learning_rate = _learning_rate(learning_rate, defaults, scale, asked=chosen.name)
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = defaults.tolerances.replace(_tolerance(tol))
     if dtype not in (torch.float64, torch.float32):
@@ -79,7 +77,9 @@ def fit(
     start = _start(model, p0, xt, yt, dtype, device)
     problem = Problem(model, xt, yt, st)
 
-    if chosen.name == "auto":
+    if run_method == "linear":
+        outcome = solve_linear(problem, start, callback=callback)
+    elif chosen.name == "auto":
         outcome = _auto(problem, start, max_steps, tolerances, callback)
     elif run_method == "lm":
         outcome = levenberg_marquardt(problem, start, max_steps=max_steps, tolerances=tolerances,
@@ -139,17 +139,17 @@ def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, cal
 
 
 def _rank(problem: Problem, p: torch.Tensor) -> int:
-    jac = problem.jacobian(p).double()
-    if not bool(torch.isfinite(jac).all()):
+    jac = problem.jacobian(p).double().cpu().numpy()
+    if not np.isfinite(jac).all():
         return 0
-    s = torch.linalg.svdvals(jac)
-    return int((s > np.finfo(float).eps * max(jac.shape) * float(s[0])).sum()) if s.numel() and s[0] > 0 else 0
+    s = np.linalg.svd(jac, compute_uv=False)
+    return int((s > _rank_threshold(s, jac.shape)).sum()) if len(s) and s[0] > 0 else 0
 
 
-def _learning_rate(value, method, scale: bool):
+def _learning_rate(value, method, scale: bool, asked: str):
     if method.learning_rate is None:
         if value is not None:
-            raise OptionError(f"Method '{method.name}' takes no learning rate; leave learning_rate out "
+            raise OptionError(f"Method '{asked}' takes no learning rate; leave learning_rate out "
                               "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs).")
         return None
     if value is None:
@@ -211,18 +211,19 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
             absolute_sigma: bool, data, learning_rate) -> FitResult:
     p = outcome.params.detach()
     n, k = problem.n_points, model.n_params
-    with torch.no_grad():
-        residuals = problem.residuals(p)
-        raw = model(problem.x, p) - problem.y
-    chi2 = float((residuals.double() ** 2).sum())
-    rmse = math.sqrt(float((raw.double() ** 2).mean()))
-    ss_tot = float(((problem.y.double() - problem.y.double().mean()) ** 2).sum())
-    r2 = 1 - float((raw.double() ** 2).sum()) / ss_tot if ss_tot > 0 else math.nan
+    with torch.no_grad():  # the statistics in numpy float64: small arrays, no autograd
+        raw = (model(problem.x, p) - problem.y).double().cpu().numpy()
+    weights = None if problem.weights is None else problem.weights.double().cpu().numpy()
+    weighted = raw if weights is None else raw * weights
+    y = data.y
+    chi2 = float(weighted @ weighted)
+    rmse = math.sqrt(float(raw @ raw) / n)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
     dof = n - k
     reduced = chi2 / dof if dof > 0 else math.inf
-    with np.errstate(divide="ignore"):
-        aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
-        bic = n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf
+    aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
+    bic = n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf
 
     covariance, rank = _covariance(problem, p, chi2, dof, absolute_sigma)
     stderr = np.sqrt(np.diag(covariance))
@@ -230,14 +231,18 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
 
     notes = list(outcome.notes)
     if asked == "auto":
-        notes.insert(0, f"method auto chose {ran}: a least-squares problem that fits in memory")
+        why = ("the model is linear in its parameters" if ran == "linear"
+               else "a nonlinear least-squares problem that fits in memory")
+        notes.insert(0, f"method auto chose {ran}: {why}")
     if rank < k:
         notes.append(f"the data do not determine every parameter (Jacobian rank {rank} < {k}): "
                      "standard errors are unreliable")
     if dof == 0:
         notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
     gap = optimum_rmse = None
-    if model.is_linear:
+    if ran == "linear":
+        optimum_rmse, gap = math.sqrt(chi2 / n), 0.0  # this fit is the exact optimum
+    elif model.is_linear:
         _, optimum_rmse = least_squares(model, data.x, data.y, data.sigma)
         fit_rmse = math.sqrt(chi2 / n)
         gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
@@ -261,20 +266,23 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
 def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool) -> tuple[np.ndarray, int]:
     """(JᵀJ)⁺ from the Jacobian's SVD, times chi2/dof unless absolute_sigma: scipy's curve_fit rule."""
     k = len(p)
-    jac = problem.jacobian(p.double() if p.dtype != torch.float64 else p).double().cpu()
-    if not bool(torch.isfinite(jac).all()):
+    jac = problem.jacobian(p).double().cpu().numpy()
+    if not np.isfinite(jac).all():
         return np.full((k, k), np.inf), 0
-    _, s, vh = torch.linalg.svd(jac, full_matrices=False)
-    threshold = np.finfo(float).eps * max(jac.shape) * float(s[0]) if s.numel() else 0.0  # = _rank's
-    keep = s > threshold
-    vh_kept, s_kept = vh[keep], s[keep]
-    cov = (vh_kept.T / s_kept**2 @ vh_kept).numpy()
+    _, s, vh = np.linalg.svd(jac, full_matrices=False)
+    keep = s > _rank_threshold(s, jac.shape)
+    cov = (vh[keep].T / s[keep] ** 2) @ vh[keep]
     rank = int(keep.sum())
     if absolute_sigma:
         return cov, rank
     if dof > 0:
         return cov * (chi2 / dof), rank
     return np.full((k, k), np.inf), rank
+
+
+def _rank_threshold(s, shape) -> float:
+    """Singular values at or below this are zero: curve_fit's rule, eps * max(N, P) * largest."""
+    return np.finfo(float).eps * max(shape) * float(s[0]) if len(s) else 0.0
 
 
 def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:

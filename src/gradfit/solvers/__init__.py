@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 from .gradient import first_order, gradient_descent
-from .linear import least_squares, mse_curvatures
+from .linear import least_squares, mse_curvatures, solve_linear
 from .lm import levenberg_marquardt
 from .problem import Outcome, Problem, Tolerances
 
@@ -27,8 +27,8 @@ _GRADIENT_TOL = Tolerances(ftol=1e-15, xtol=1e-15, gtol=1e-10)
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method("auto", "picks the method: lm for least-squares problems that fit in memory", None, 1000,
-               Tolerances(1e-15, 1e-15, 1e-15)),
+        Method("auto", "picks the method: linear for models linear in their parameters, else lm", None,
+               1000, Tolerances(1e-15, 1e-15, 1e-15)),
         Method("gd", "plain gradient descent, the seed article's update (params -= lr * grad)", 0.5, 20000,
                _GRADIENT_TOL),
         Method("momentum", "gradient descent with heavy-ball momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
@@ -42,6 +42,8 @@ METHODS: dict[str, Method] = {
                Tolerances(1e-15, 1e-15, 1e-12)),
         Method("lm", "Levenberg-Marquardt on exact Jacobians, float64", None, 1000,
                Tolerances(1e-15, 1e-15, 1e-15)),
+        Method("linear", "one exact least-squares solve (SVD), for models linear in their parameters", None,
+               1, Tolerances(0.0, 0.0, 0.0)),
     ]
 }
 
@@ -55,5 +57,5 @@ def get_method(name) -> Method:
 
 __all__ = [
     "METHODS", "Method", "Outcome", "Problem", "Tolerances", "first_order", "get_method",
-    "gradient_descent", "least_squares", "levenberg_marquardt", "mse_curvatures",
+    "gradient_descent", "least_squares", "levenberg_marquardt", "mse_curvatures", "solve_linear",
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 
+from ..errors import ModelError
+from ..history import History, StepRecord
 from ..models import Model
+from .problem import Outcome, Problem
 
 
 def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
@@ -38,3 +44,27 @@ def mse_curvatures(model: Model, x) -> torch.Tensor:
     x = torch.as_tensor(x, dtype=torch.float64)
     a = model.design_matrix(x)
     return torch.linalg.eigvalsh(2 / a.shape[0] * a.T @ a)
+
+
+def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[StepRecord], None] | None = None
+                 ) -> Outcome:
+    """The 'linear' method: one least-squares solve, for a model linear in its parameters.
+
+    The history has one step, from p0 to the optimum, so that it can be drawn like any other.
+    """
+    model = problem.model
+    if not model.is_linear:
+        raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not. "
+                         "Use method='lm' or 'auto'.")
+    a = problem.jacobian(p0)  # the (weighted) design matrix
+    target = problem.y if problem.weights is None else problem.y * problem.weights
+    params = torch.linalg.lstsq(a, target.unsqueeze(-1), driver="gelsd" if a.device.type == "cpu" else None
+                                ).solution.squeeze(-1)
+    history = History(model.param_names, p0.tolist())
+    r0 = problem.residuals(p0)
+    loss = float(r0 @ r0) / problem.n_points
+    history.append(StepRecord(1, loss, math.sqrt(loss), 2 * float((a.T @ r0).norm()) / problem.n_points,
+                              math.nan, tuple(params.tolist())))
+    if callback is not None:
+        callback(history[-1])
+    return Outcome(params, history, True, "solved exactly: the model is linear in its parameters")

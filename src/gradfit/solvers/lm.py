@@ -11,8 +11,9 @@ so the method does not care about the parameters' units. λ follows Nielsen's
 rule (Madsen, Nielsen & Tingleff 2004): after a good step it shrinks by
 max(1/3, 1 - (2ρ - 1)³), after a rejected one it grows by ν, which doubles on
 every rejection in a row. ρ is the actual over the predicted reduction of the loss.
-When the loss stops decreasing, undamped Gauss–Newton steps polish the last
-digits for as long as they do not raise the loss.
+Once the damped model promises almost no further reduction, undamped Gauss–Newton
+steps polish the last digits for as long as they do not raise the loss. The
+history's ``learning_rate`` column holds λ (0 for a Gauss–Newton step).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from .problem import Outcome, Problem, Tolerances
 INITIAL_DAMPING = 1e-3  # λ₀, relative to D²: start close to Gauss–Newton
 MAX_DAMPING = 1e32  # past this no step can lower the loss: we are at the optimum to rounding
 ROUNDING = 1e-13  # relative change of the loss that rounding alone can make
-MAX_POLISH = 5
+MAX_POLISH = 5  # Gauss–Newton steps in a row before damping resumes
+POLISH_BELOW = 1e-8  # relative reduction the damped model still promises, below which to polish
+SHRINK = 1 / 3  # the most the damping may shrink after one good step (Nielsen)
 
 
 def levenberg_marquardt(
@@ -58,14 +61,14 @@ def levenberg_marquardt(
         if cost == 0:
             reason = "the loss reached zero: the model fits the data exactly"
             break
-        col_norms = jac.norm(dim=0)
-        cosines = (grad.abs() / (col_norms * math.sqrt(cost))).nan_to_num(0.0)
+        cosines = (grad.abs() / (jac.norm(dim=0) * math.sqrt(cost))).nan_to_num(0.0)
         if float(cosines.max()) <= tol.gtol:
             reason = f"the residuals are orthogonal to every Jacobian column (gtol={tol.gtol:g})"
             break
 
         # the damped Gauss–Newton step, as one least-squares solve on [J; sqrt(λ) D]
-        stacked = torch.cat([jac, math.sqrt(damping) * torch.diag(d)])
+        lam = 0.0 if polishing else damping
+        stacked = torch.cat([jac, math.sqrt(lam) * torch.diag(d)])
         rhs = torch.cat([-r, torch.zeros_like(d)])
         delta = torch.linalg.lstsq(stacked, rhs.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
         predicted = cost - float(((jac @ delta + r) ** 2).sum())
@@ -73,44 +76,46 @@ def levenberg_marquardt(
         r_new = problem.residuals(p_new)
         cost_new = float(r_new @ r_new)
         rho = (cost - cost_new) / predicted if predicted > 0 else -1.0
-        accepted = math.isfinite(cost_new) and rho > 0
         if polishing:  # near the optimum the loss changes below rounding: judge by more than its last bit
             accepted = math.isfinite(cost_new) and cost_new <= cost * (1 + ROUNDING)
-            polish_steps += 1
+        else:
+            accepted = math.isfinite(cost_new) and rho > 0
 
         loss = cost / n
-        record_params = p_new if accepted else p
-        history.append(StepRecord(step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, math.nan,
-                                  tuple(record_params.tolist())))
+        history.append(StepRecord(step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, lam,
+                                  tuple((p_new if accepted else p).tolist())))
         if callback is not None:
             callback(history[-1])
 
-        # MINPACK's tests, on every step, accepted or not
-        tiny_change = abs(cost - cost_new) <= tol.ftol * cost and predicted <= tol.ftol * cost and rho <= 2
+        # MINPACK's tests, on every step
+        tiny_change = abs(cost - cost_new) <= tol.ftol * cost and predicted <= tol.ftol * cost
         tiny_step = float((d * delta).norm()) <= tol.xtol * (float((d * p).norm()) + tol.xtol)
+        close = predicted <= POLISH_BELOW * cost  # the model promises almost nothing more
         if accepted:
             p, r, cost = p_new, r_new, cost_new
             jac = problem.jacobian(p)
             d = torch.maximum(d, jac.norm(dim=0))
-            damping *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
+        if tiny_change or tiny_step:
+            reason = (f"the loss stopped decreasing (ftol={tol.ftol:g})" if tiny_change
+                      else f"the parameters stopped changing (xtol={tol.xtol:g})")
+            break
+        if polishing:
+            polish_steps += 1
+            if not accepted or polish_steps >= MAX_POLISH:  # Gauss–Newton did not finish it: damp again
+                polishing, polish_steps = False, 0
+            continue
+        if accepted:
+            damping *= max(SHRINK, 1 - (2 * rho - 1) ** 3)
             nu = 2.0
-        elif polishing:
-            break  # a Gauss–Newton step raised the loss: the last point is the optimum
+            # Damped steps crawl in flat directions, where the loss hardly changes: once close,
+            # undamped Gauss–Newton steps finish the last digits (quadratically, for small residuals).
+            polishing = close
         else:
             damping *= nu
             nu *= 2
-        if polishing and (tiny_step or tiny_change or polish_steps >= MAX_POLISH):
-            break
-        if (tiny_change or tiny_step) and not polishing:
-            reason = (f"the loss stopped decreasing (ftol={tol.ftol:g})" if tiny_change
-                      else f"the parameters stopped changing (xtol={tol.xtol:g})")
-            # The damped steps stall before the last digits in flat directions, where the
-            # loss hardly changes: finish with undamped Gauss–Newton steps while they help.
-            polishing, damping = True, 0.0
-            continue
-        if damping > MAX_DAMPING:
-            reason = "no step lowers the loss any more: the optimum is reached to rounding precision"
-            break
+            if damping > MAX_DAMPING:
+                reason = "no step lowers the loss any more: the optimum is reached to rounding precision"
+                break
     converged = reason is not None
     if not converged:
         reason = f"reached max_steps={max_steps} before converging"

@@ -1,0 +1,194 @@
+"""`gradfit fit` in-process: reports, files, exit statuses, and one-line errors that write nothing."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import gradfit
+from gradfit.cli import main
+
+
+@pytest.fixture
+def seed_csv(tmp_path):
+    x, y = gradfit.seed_data()
+    path = tmp_path / "seed.csv"
+    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_prints_the_report_and_writes_json_and_history(capsys, tmp_path, seed_csv, golden):
+    code, out, err = run(capsys, "fit", seed_csv, "--json", tmp_path / "r.json", "--history", tmp_path / "h.csv")
+    assert code == 0 and err == ""
+    assert "[[Variables]]" in out and "a:  0.9014408245" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    for key in ("params", "stderr", "covariance", "rmse", "r2", "n_steps", "converged", "message", "method"):
+        assert key in result
+    np.testing.assert_allclose(list(result["params"].values()), golden["least_squares_params"], rtol=1e-9)
+    assert result["method"] == "linear" and result["converged"] is True  # auto's choice for a polynomial
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert lines[0] == "step,loss,rmse,grad_norm,learning_rate,a,b,c" and len(lines) == result["n_steps"] + 1
+
+
+def test_fit_options_reach_the_solver(capsys, tmp_path, seed_csv):
+    code, out, _ = run(capsys, "fit", seed_csv, "--model", "poly2", "--method", "gd", "--lr", "0.5",
+                       "--max-steps", "3000", "--tol", "1e-14", "--p0", "1,2,3", "--json", tmp_path / "r.json")
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["method"] == "gd" and list(result["params"]) == ["c2", "c1", "c0"]
+
+
+def test_p0_by_name_and_columns_by_name(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    x = np.linspace(0, 4, 20)
+    path.write_text("noise,t,v\n" + "".join(f"0,{a},{3 * a - 1}\n" for a in x))
+    code, out, _ = run(capsys, "fit", path, "--x", "t", "--y", "v", "--model", "linear",
+                       "--p0", "slope=1,intercept=0", "--json", tmp_path / "r.json")
+    assert code == 0
+    params = json.loads((tmp_path / "r.json").read_text())["params"]
+    assert params == pytest.approx({"slope": 3.0, "intercept": -1.0}, abs=1e-10)
+
+
+def test_sigma_column_and_parquet(capsys, tmp_path):
+    x = np.linspace(0, 1, 30)
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"x": x, "y": 2 * x + 1 + 0.01 * np.cos(30 * x), "s": np.full(30, 0.01)}), path)
+    code, out, _ = run(capsys, "fit", path, "--model", "linear", "--sigma", "s", "--absolute-sigma",
+                       "--json", tmp_path / "r.json")
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    reference = gradfit.fit("linear", x, 2 * x + 1 + 0.01 * np.cos(30 * x), sigma=np.full(30, 0.01),
+                            absolute_sigma=True)
+    assert result["stderr"] == pytest.approx(reference.stderr, rel=1e-12)
+
+
+def test_quiet_prints_nothing(capsys, seed_csv):
+    code, out, err = run(capsys, "fit", seed_csv, "--quiet")
+    assert code == 0 and out == "" and err == ""
+
+
+def test_not_converging_warns_and_exits_3_with_results_written(capsys, tmp_path, seed_csv):
+    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--max-steps", "3",
+                         "--json", tmp_path / "r.json")
+    assert code == 3
+    assert err.startswith("gradfit fit: warning: The fit did not converge in 3 steps")
+    assert json.loads((tmp_path / "r.json").read_text())["converged"] is False
+
+
+def test_nan_policy_omit(capsys, tmp_path, seed_csv):
+    text = seed_csv.read_text().splitlines()
+    text[3] = "2.0,nan"
+    seed_csv.write_text("\n".join(text) + "\n")
+    code, _, err = run(capsys, "fit", seed_csv)
+    assert code == 2 and "`y` has NaN or inf at line 4" in err
+    code, out, _ = run(capsys, "fit", seed_csv, "--nan-policy", "omit")
+    assert code == 0 and "1 dropped" in out
+
+
+def test_fit_help(capsys):
+    code, out, _ = run(capsys, "fit", "--help")
+    assert code == 0 and "--learning-rate" in out
+    for name in gradfit.METHODS:  # the registry feeds the help
+        assert f"{name}:" in out
+
+
+def _one_line_error(code, out, err, *fragments):
+    assert code == 2, err
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (lambda p: p / "missing.csv", "does not exist"),
+    (lambda p: p, "is a folder"),
+    (lambda p: _write(p, "bin.csv", b"\x00\x01\x02"), "binary file"),
+    (lambda p: _write(p, "empty.csv", b""), "is empty"),
+    (lambda p: _write(p, "header.csv", b"x,y\n"), "header but no rows"),
+    (lambda p: _write(p, "cell.csv", b"x,y\n1,2\n2,two\n3,4\n"), "not a number at line 3: 'two'"),
+    (lambda p: _write(p, "inf.csv", b"x,y\n1,2\n2,inf\n3,4\n"), "NaN or inf at line 3"),
+    (lambda p: _write(p, "short.csv", b"x,y\n1,2\n2,3\n"), "2 points are too few to fit 3 parameters"),
+])
+def test_bad_data_files(capsys, tmp_path, make, fragment):
+    json_out = tmp_path / "r.json"
+    code, out, err = run(capsys, "fit", make(tmp_path), "--json", json_out)
+    _one_line_error(code, out, err, "gradfit fit: error:", fragment)
+    assert not json_out.exists()
+
+
+def _write(folder, name, data):
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--x", "nope"], "Unknown x column 'nope'"),
+    (["--method", "adamm"], "Unknown optimizer 'adamm'. Choose one of: adam, auto, gd"),
+    (["--method", "gd", "--learning-rate", "0"], "argument --learning-rate/--lr: must be a positive finite"),
+    (["--method", "gd", "--lr=-1"], "argument --learning-rate/--lr: must be a positive finite"),
+    (["--method", "gd", "--lr", "inf"], "argument --learning-rate/--lr: must be a positive finite"),
+    (["--lr", "0.1"], "Method 'auto' takes no learning rate"),
+    (["--method", "lm", "--lr", "0.1"], "Method 'lm' takes no learning rate"),
+    (["--max-steps", "0"], "argument --max-steps: must be a whole number >= 1"),
+    (["--max-steps=-2"], "argument --max-steps: must be a whole number >= 1"),
+    (["--tol=-1"], "argument --tol: must be a finite number >= 0"),
+    (["--p0", "a=1,d=2,c=3"], "p0 names unknown parameter 'd'"),
+    (["--p0", "1,2"], "p0 has 2 values but the model has 3 parameters"),
+    (["--p0", "1,nan,3"], "p0 must be finite, but b is nan"),
+    (["--p0", "a=1,2,3"], "give all values by name"),
+    (["--p0", "1,x,3"], "values must be numbers"),
+    (["--model", "cubic"], "Unknown model 'cubic'"),
+    (["--nan-policy", "drop"], "argument --nan-policy: invalid choice"),
+])
+def test_bad_options(capsys, tmp_path, seed_csv, args, fragment):
+    json_out = tmp_path / "r.json"
+    code, out, err = run(capsys, "fit", seed_csv, "--json", json_out, *args)
+    _one_line_error(code, out, err, fragment)
+    assert not json_out.exists()
+
+
+def test_output_paths_are_checked_before_fitting(capsys, tmp_path, seed_csv):
+    code, out, err = run(capsys, "fit", seed_csv, "--json", tmp_path)
+    _one_line_error(code, out, err, "--json", "is a folder")
+    code, out, err = run(capsys, "fit", seed_csv, "--history", tmp_path / "no" / "h.csv")
+    _one_line_error(code, out, err, "--history", "does not exist")
+
+
+def test_divergence_is_one_line_and_writes_nothing(capsys, tmp_path, seed_csv):
+    json_out = tmp_path / "r.json"
+    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--no-scale", "--lr", "1",
+                         "--json", json_out)
+    _one_line_error(code, out, err, "diverged", "Try a smaller learning rate")
+    assert not json_out.exists()
+
+
+def test_existing_output_is_replaced_whole(capsys, tmp_path, seed_csv):
+    json_out = tmp_path / "r.json"
+    json_out.write_text("old")
+    code, _, _ = run(capsys, "fit", seed_csv, "--json", json_out, "--quiet")
+    assert code == 0 and json.loads(json_out.read_text())["converged"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "seed.csv"]  # no temporary files left
+
+
+@pytest.mark.parametrize("tty,quiet,shown", [(True, False, True), (True, True, False), (False, False, False)])
+def test_progress_bar_only_at_a_terminal_and_not_when_quiet(capsys, monkeypatch, seed_csv, tty, quiet, shown):
+    import sys
+
+    from gradfit import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0)  # show it at once, however short the fit
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    code, _, err = run(capsys, "fit", seed_csv, "--method", "gd", *(["--quiet"] if quiet else []))
+    assert code == 0
+    assert ("fitting" in err) == shown
