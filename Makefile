@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_demo.py
+	$(BIN)/python bench/bench_fit.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _report import ROOT, machine, write_section
+
 ARTICLE = Path(os.environ.get("GRADFIT_SHARED", ROOT.parent / "shared")) / "reference" / "seed_article_code.py"
-DOC = ROOT / "docs" / "BENCHMARKS.md"
-START, END = "<!-- bench_demo:start -->", "<!-- bench_demo:end -->"
 
 
 def measure(cmd: list[str], cwd: str) -> tuple[float, float]:
@@ -63,16 +61,12 @@ def main() -> None:
 
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
     art, gf = med["seed article script"], med["gradfit demo"]
-    import torch  # only for the version line
-
     lines = [
-        START,
         f"### `gradfit demo` against the seed article's script ({datetime.date.today()})",
         "",
         f"Command: `.venv/bin/python bench/bench_demo.py --runs {args.runs}` "
         f"({args.runs} alternating runs of each, medians; whole processes, imports included).",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}.",
+        f"Machine: {machine()}.",
         "",
         "| command | wall time (s) | peak memory (MiB) |",
         "|---|---:|---:|",
@@ -85,18 +79,10 @@ def main() -> None:
         "",
         "Runs (s): article " + ", ".join(f"{v:.2f}" for v in results["seed article script"]["wall"])
         + "; gradfit " + ", ".join(f"{v:.2f}" for v in results["gradfit demo"]["wall"]) + ".",
-        END,
     ]
-    table = "\n".join(lines)
-    print(table)
+    print("\n".join(lines))
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-        if START in text and END in text:
-            text = text[: text.index(START)] + table + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        DOC.write_text(text)
-        print(f"\nwrote {DOC.relative_to(ROOT)}")
+        write_section("bench_demo", lines)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Problem:
         self.model, self.x, self.y = model, x, y
         self.weights = None if sigma is None else 1 / sigma
         self.n_points = len(y)
+        self._design = None  # a linear model's Jacobian does not depend on the parameters: made once
 
     def residuals(self, params: torch.Tensor) -> torch.Tensor:
         r = self.model(self.x, params) - self.y
@@ -32,8 +33,10 @@ class Problem:
     def jacobian(self, params: torch.Tensor) -> torch.Tensor:
         """d residuals / d params, (N, P), exact by forward-mode autograd."""
         if self.model.is_linear:
-            a = self.model.design_matrix(self.x)
-            return a if self.weights is None else a * self.weights[:, None]
+            if self._design is None:
+                a = self.model.design_matrix(self.x)
+                self._design = a if self.weights is None else a * self.weights[:, None]
+            return self._design
         try:
             return torch.func.jacfwd(self.residuals)(params)
         except RuntimeError:  # an operation without a forward-mode rule: reverse mode, row by row
