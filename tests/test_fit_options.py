@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 import gradfit
 from gradfit.errors import ModelError, OptionError
@@ -76,3 +77,14 @@ def test_bad_dtype():
 
     with pytest.raises(OptionError, match="`dtype` must be torch.float64 or torch.float32"):
         gradfit.fit("linear", X, Y, dtype=torch.int64)
+
+
+def test_a_start_where_the_model_is_not_finite_is_refused():
+    with pytest.raises(gradfit.FitError, match=r"NaN or inf at the starting point p0 \(a=0, k=-1\) for 1 of 5"):
+        gradfit.fit(lambda x, a, k: a * torch.log(x) + k, X, Y, p0=[0, -1])
+
+
+def test_a_failing_model_function_gets_a_one_line_message():
+    with pytest.raises(ModelError, match="failed on torch tensors at p0: RuntimeError") as info:
+        gradfit.fit(lambda x, a: a * x.reshape(2, 3), X, Y)
+    assert "\n" not in str(info.value)

@@ -18,7 +18,7 @@ import torch
 
 from ._checks import positive_finite, positive_int
 from .data import prepare
-from .errors import ConvergenceWarning, DataError, ModelError, OptionError
+from .errors import ConvergenceWarning, DataError, FitError, ModelError, OptionError
 from .history import StepRecord
 from .models import Model, get_model
 from .result import FitResult
@@ -76,6 +76,7 @@ def fit(
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
     start = _start(model, p0, xt, yt, dtype, device)
     problem = Problem(model, xt, yt, st)
+    _check_start(problem, start)
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
@@ -205,6 +206,25 @@ def _start(model: Model, p0, x, y, dtype, device) -> torch.Tensor:
     if bad:
         raise ModelError(f"p0 must be finite, but {bad[0]} is {start[names.index(bad[0])].item()}.")
     return start
+
+
+def _check_start(problem: Problem, start: torch.Tensor) -> None:
+    """The model must run, and give finite values, at the starting point."""
+    model = problem.model
+    try:
+        with torch.no_grad():
+            residuals = problem.residuals(start)
+    except ModelError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise ModelError(f"Model {model.name} failed on torch tensors at p0: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
+                         "operations, one value per point.") from None
+    bad = ~torch.isfinite(residuals)
+    if bool(bad.any()):
+        values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
+        raise FitError(f"The model gives NaN or inf at the starting point p0 ({values}) for "
+                       f"{int(bad.sum())} of {len(bad)} points. Choose another p0.")
 
 
 def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_dropped: int,

@@ -13,6 +13,12 @@ from ..models import Model
 from .problem import Outcome, Problem
 
 
+def lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The least-squares solution of a @ x = b: SVD-based (gelsd) on the CPU, QR (the only choice) on a GPU."""
+    driver = "gelsd" if a.device.type == "cpu" else None
+    return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+
+
 def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
     """Minimise mean(((model(x, p) - y) / sigma)**2) exactly; returns ``(params, rmse)`` in float64.
 
@@ -28,7 +34,7 @@ def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
     if sigma is not None:
         w = 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
         a, y = a * w[:, None], y * w
-    params = torch.linalg.lstsq(a, y.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    params = lstsq(a, y)
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
     return params, rmse
 
@@ -58,8 +64,7 @@ def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[Step
                          "Use method='lm' or 'auto'.")
     a = problem.jacobian(p0)  # the (weighted) design matrix
     target = problem.y if problem.weights is None else problem.y * problem.weights
-    params = torch.linalg.lstsq(a, target.unsqueeze(-1), driver="gelsd" if a.device.type == "cpu" else None
-                                ).solution.squeeze(-1)
+    params = lstsq(a, target)
     history = History(model.param_names, p0.tolist())
     r0 = problem.residuals(p0)
     loss = float(r0 @ r0) / problem.n_points

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from ..history import History, StepRecord
+from .linear import lstsq
 from .problem import Outcome, Problem, Tolerances
 
 INITIAL_DAMPING = 1e-3  # λ₀, relative to D²: start close to Gauss–Newton
@@ -70,7 +71,7 @@ def levenberg_marquardt(
         lam = 0.0 if polishing else damping
         stacked = torch.cat([jac, math.sqrt(lam) * torch.diag(d)])
         rhs = torch.cat([-r, torch.zeros_like(d)])
-        delta = torch.linalg.lstsq(stacked, rhs.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+        delta = lstsq(stacked, rhs)
         predicted = cost - float(((jac @ delta + r) ** 2).sum())
         p_new = p + delta
         r_new = problem.residuals(p_new)
