@@ -30,3 +30,10 @@ def golden() -> dict:
 
 def rel_diff(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-300)
+
+
+def make_file(folder, name: str, data):
+    """Write ``data`` (text or bytes) to folder/name and return the path."""
+    path = folder / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path

@@ -9,6 +9,7 @@ import pytest
 
 import gradfit
 from gradfit.cli import main
+from conftest import make_file
 
 
 @pytest.fixture
@@ -112,24 +113,18 @@ def _one_line_error(code, out, err, *fragments):
 @pytest.mark.parametrize("make,fragment", [
     (lambda p: p / "missing.csv", "does not exist"),
     (lambda p: p, "is a folder"),
-    (lambda p: _write(p, "bin.csv", b"\x00\x01\x02"), "binary file"),
-    (lambda p: _write(p, "empty.csv", b""), "is empty"),
-    (lambda p: _write(p, "header.csv", b"x,y\n"), "header but no rows"),
-    (lambda p: _write(p, "cell.csv", b"x,y\n1,2\n2,two\n3,4\n"), "not a number at line 3: 'two'"),
-    (lambda p: _write(p, "inf.csv", b"x,y\n1,2\n2,inf\n3,4\n"), "NaN or inf at line 3"),
-    (lambda p: _write(p, "short.csv", b"x,y\n1,2\n2,3\n"), "2 points are too few to fit 3 parameters"),
+    (lambda p: make_file(p, "bin.csv", b"\x00\x01\x02"), "binary file"),
+    (lambda p: make_file(p, "empty.csv", b""), "is empty"),
+    (lambda p: make_file(p, "header.csv", b"x,y\n"), "header but no rows"),
+    (lambda p: make_file(p, "cell.csv", b"x,y\n1,2\n2,two\n3,4\n"), "not a number at line 3: 'two'"),
+    (lambda p: make_file(p, "inf.csv", b"x,y\n1,2\n2,inf\n3,4\n"), "NaN or inf at line 3"),
+    (lambda p: make_file(p, "short.csv", b"x,y\n1,2\n2,3\n"), "2 points are too few to fit 3 parameters"),
 ])
 def test_bad_data_files(capsys, tmp_path, make, fragment):
     json_out = tmp_path / "r.json"
     code, out, err = run(capsys, "fit", make(tmp_path), "--json", json_out)
     _one_line_error(code, out, err, "gradfit fit: error:", fragment)
     assert not json_out.exists()
-
-
-def _write(folder, name, data):
-    path = folder / name
-    path.write_bytes(data)
-    return path
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -8,16 +8,11 @@ import pytest
 import gradfit
 from gradfit.data import prepare
 from gradfit.errors import DataError
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+from conftest import make_file
 
 
 def test_csv_with_header_defaults_to_the_first_two_columns(tmp_path):
-    path = write(tmp_path, "d.csv", "t,signal,err\n0,1.5,0.1\n1,2.5,0.1\n2,4.5,0.2\n")
+    path = make_file(tmp_path, "d.csv", "t,signal,err\n0,1.5,0.1\n1,2.5,0.1\n2,4.5,0.2\n")
     cols = gradfit.load(path)
     assert cols["x"].tolist() == [0, 1, 2] and cols["y"].tolist() == [1.5, 2.5, 4.5]
     assert cols["x"].dtype == np.float64 and cols["first_row"] == 2
@@ -26,13 +21,13 @@ def test_csv_with_header_defaults_to_the_first_two_columns(tmp_path):
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
 def test_delimiter_is_sniffed_and_a_headerless_file_is_read(tmp_path, delimiter):
     rows = "\n".join(delimiter.join(str(v) for v in (i, i * i, 0.5)) for i in range(5))
-    cols = gradfit.load(write(tmp_path, "d.txt", rows + "\n"), sigma=2)
+    cols = gradfit.load(make_file(tmp_path, "d.txt", rows + "\n"), sigma=2)
     assert cols["y"].tolist() == [0, 1, 4, 9, 16] and cols["sigma"].tolist() == [0.5] * 5
     assert cols["first_row"] == 1
 
 
 def test_columns_by_name_or_index(tmp_path):
-    path = write(tmp_path, "d.csv", "a,b,c\n1,2,3\n4,5,6\n")
+    path = make_file(tmp_path, "d.csv", "a,b,c\n1,2,3\n4,5,6\n")
     assert gradfit.load(path, x="c", y=0)["x"].tolist() == [3, 6]
     assert gradfit.load(path, x="2", y="b")["y"].tolist() == [2, 5]
 
@@ -45,21 +40,21 @@ def test_parquet(tmp_path):
 
 
 def test_missing_cells_and_nan_become_nan(tmp_path):
-    cols = gradfit.load(write(tmp_path, "d.csv", "x,y\n1,2\n2,\n3,nan\n4,inf\n"))
+    cols = gradfit.load(make_file(tmp_path, "d.csv", "x,y\n1,2\n2,\n3,nan\n4,inf\n"))
     assert np.isnan(cols["y"][1]) and np.isnan(cols["y"][2]) and np.isinf(cols["y"][3])
 
 
 @pytest.mark.parametrize("setup,match", [
     (lambda p: p / "nope.csv", "does not exist"),
     (lambda p: p, "is a folder, not a data file"),
-    (lambda p: _bytes(p, "bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"), "is a binary file"),
-    (lambda p: _bytes(p, "latin.csv", "x,y\n1,caf\xe9\n".encode("latin-1") + b"2,3\n" * 10), "not UTF-8"),
-    (lambda p: _bytes(p, "empty.csv", b""), "is empty"),
-    (lambda p: _bytes(p, "blank.csv", b"\n\n  \n"), "is empty"),
-    (lambda p: _bytes(p, "header.csv", b"x,y\n"), "has a header but no rows"),
-    (lambda p: _bytes(p, "one.csv", b"1\n2\n3\n"), "has only 1 column"),
-    (lambda p: _bytes(p, "bad.parquet", b"PAR1 this is not really parquet"), "not a readable Parquet file"),
-    (lambda p: _bytes(p, "ragged.csv", b"x,y\n1,2\n3,4,5\n"), "not a well-formed CSV file"),
+    (lambda p: make_file(p, "bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"), "is a binary file"),
+    (lambda p: make_file(p, "latin.csv", "x,y\n1,caf\xe9\n".encode("latin-1") + b"2,3\n" * 10), "not UTF-8"),
+    (lambda p: make_file(p, "empty.csv", b""), "is empty"),
+    (lambda p: make_file(p, "blank.csv", b"\n\n  \n"), "is empty"),
+    (lambda p: make_file(p, "header.csv", b"x,y\n"), "has a header but no rows"),
+    (lambda p: make_file(p, "one.csv", b"1\n2\n3\n"), "has only 1 column"),
+    (lambda p: make_file(p, "bad.parquet", b"PAR1 this is not really parquet"), "not a readable Parquet file"),
+    (lambda p: make_file(p, "ragged.csv", b"x,y\n1,2\n3,4,5\n"), "not a well-formed CSV file"),
 ])
 def test_bad_files_get_one_clear_error(tmp_path, setup, match):
     with pytest.raises(DataError, match=match) as info:
@@ -67,20 +62,14 @@ def test_bad_files_get_one_clear_error(tmp_path, setup, match):
     assert "\n" not in str(info.value)
 
 
-def _bytes(folder, name, data):
-    path = folder / name
-    path.write_bytes(data)
-    return path
-
-
 def test_non_numeric_cell_names_the_line_and_column(tmp_path):
-    path = write(tmp_path, "d.csv", "x,y\n1,2\n2,3\n3,oops\n4,5\n")
+    path = make_file(tmp_path, "d.csv", "x,y\n1,2\n2,3\n3,oops\n4,5\n")
     with pytest.raises(DataError, match=r"Column 'y' of .* not a number at line 4: 'oops'"):
         gradfit.load(path)
 
 
 def test_unknown_column_lists_the_columns(tmp_path):
-    path = write(tmp_path, "d.csv", "t,v\n1,2\n")
+    path = make_file(tmp_path, "d.csv", "t,v\n1,2\n")
     with pytest.raises(DataError, match=r"Unknown y column 'volts'.*Columns are: 't', 'v'"):
         gradfit.load(path, y="volts")
     with pytest.raises(DataError, match="Unknown x column 7"):
@@ -98,7 +87,7 @@ def test_nan_rows_are_listed():
 
 
 def test_nan_rows_in_files_are_given_as_line_numbers(tmp_path):
-    cols = gradfit.load(write(tmp_path, "d.csv", "x,y\n1,2\n2,nan\n"))
+    cols = gradfit.load(make_file(tmp_path, "d.csv", "x,y\n1,2\n2,nan\n"))
     with pytest.raises(DataError, match="at line 3"):
         prepare(cols["x"], cols["y"], first_row=cols["first_row"], row_label="line")
 
