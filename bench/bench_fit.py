@@ -26,20 +26,25 @@ from _report import machine, write_section
 CLOSE = 1e-6  # "within 1e-6 of the optimum": relative RMSE
 
 
-def per_fit(fn, batches: int, seconds: float) -> float:
-    """Median seconds per call over ``batches`` batches, each about ``seconds`` long."""
-    fn()  # warm-up: imports, first-call caches
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, int(seconds / one))
-    times = []
-    for _ in range(batches):
+def per_fit(candidates: dict, batches: int, seconds: float) -> dict:
+    """Median seconds per call of each candidate, timed in interleaved batches of about ``seconds``.
+
+    Interleaving puts every candidate under the same drift in machine load.
+    """
+    reps = {}
+    for name, fn in candidates.items():
+        fn()  # warm-up: imports, first-call caches
         t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        times.append((time.perf_counter() - t0) / reps)
-    return statistics.median(times)
+        fn()
+        reps[name] = max(1, int(seconds / max(time.perf_counter() - t0, 1e-7)))
+    times = {name: [] for name in candidates}
+    for _ in range(batches):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / reps[name])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def steps_to_optimum(history, optimum_rmse: float, final_rmse: float) -> int | None:
@@ -64,21 +69,22 @@ def main() -> None:
     def quad(x, a, b, c):
         return a * x**2 + b * x + c
 
-    rows = []  # (name, seconds per fit, rmse, steps to optimum or "")
-    t = per_fit(lambda: curve_fit(quad, xn, yn), batches, seconds)
-    p, _ = curve_fit(quad, xn, yn)
-    rows.append(("scipy curve_fit (lm)", t, float(np.sqrt(np.mean((quad(xn, *p) - yn) ** 2))), ""))
-    t = per_fit(lambda: np.polyfit(xn, yn, 2), batches, seconds)
-    p = np.polyfit(xn, yn, 2)
-    rows.append(("numpy polyfit", t, float(np.sqrt(np.mean((np.polyval(p, xn) - yn) ** 2))), ""))
-
+    methods = ("auto", "lm", "lbfgs", "gd", "momentum", "nesterov", "adam", "rmsprop")
+    candidates = {"curve_fit": lambda: curve_fit(quad, xn, yn), "polyfit": lambda: np.polyfit(xn, yn, 2)}
+    candidates.update({m: (lambda m=m: gradfit.fit("quadratic", xn, yn, method=m)) for m in methods})
     warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
-    for method in ("auto", "lm", "lbfgs", "gd", "momentum", "nesterov", "adam", "rmsprop"):
-        t = per_fit(lambda: gradfit.fit("quadratic", xn, yn, method=method), batches, seconds)
+    timing = per_fit(candidates, batches, seconds)
+
+    rows = []  # (name, seconds per fit, rmse, steps to optimum or "")
+    p, _ = curve_fit(quad, xn, yn)
+    rows.append(("scipy curve_fit (lm)", timing["curve_fit"], float(np.sqrt(np.mean((quad(xn, *p) - yn) ** 2))), ""))
+    p = np.polyfit(xn, yn, 2)
+    rows.append(("numpy polyfit", timing["polyfit"], float(np.sqrt(np.mean((np.polyval(p, xn) - yn) ** 2))), ""))
+    for method in methods:
         result = gradfit.fit("quadratic", xn, yn, method=method)
         label = f"gradfit {method}" + (f" (chose {result.method})" if method == "auto" else "")
         steps = steps_to_optimum(result.history, optimum, result.rmse)
-        rows.append((label, t, result.rmse, "not reached" if steps is None else steps))
+        rows.append((label, timing[method], result.rmse, "not reached" if steps is None else steps))
 
     # The article's own setting: raw coordinates, learning rate 1e-4, from its random start.
     raw_steps = 500_000 if not args.quick else 20_000
@@ -98,7 +104,7 @@ def main() -> None:
         f"### One fit of the seed problem ({datetime.date.today()})",
         "",
         f"Command: `.venv/bin/python bench/bench_fit.py{' --quick' if args.quick else ''}` "
-        f"(median of {batches} timed batches after a warm-up, all in one process). Machine: {machine()}.",
+        f"(median of {batches} interleaved timed batches after a warm-up, all in one process). Machine: {machine()}.",
         f"Exact optimum: RMSE {optimum:.10f}. 'Steps to 1e-6': steps until the RMSE is within 1e-6 "
         "(relative) of it.",
         "",

@@ -61,7 +61,7 @@ def test_get_model_passes_a_model_through():
 
 
 def test_unknown_model_lists_the_choices():
-    with pytest.raises(ModelError, match=r"Unknown model 'quadr'\. Choose one of: linear, quadratic, polyN"):
+    with pytest.raises(ModelError, match=r"Unknown model 'quadr'\. Choose one of: constant, linear, quadratic, polyN"):
         gradfit.get_model("quadr")
 
 

@@ -17,12 +17,13 @@ from .errors import (
 )
 from .history import History, StepRecord
 from .losses import mse, rmse
-from .models import FunctionModel, Model, Polynomial, get_model, linear, polynomial, quadratic
+from .library import LIBRARY, get_model
+from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
 from .result import FitResult
 from .solvers import METHODS, gradient_descent, least_squares, mse_curvatures
 
 __all__ = [
-    "METHODS", "FitResult", "FunctionModel", "fit", "load",
+    "METHODS", "LIBRARY", "Composite", "ExpressionModel", "FitResult", "FunctionModel", "fit", "load",
     "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
     "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
     "get_model", "gradient_descent", "least_squares", "linear", "mse_curvatures", "mse", "polynomial", "quadratic",

@@ -20,7 +20,9 @@ from ._checks import positive_finite, positive_int
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, ModelError, OptionError
 from .history import StepRecord
-from .models import Model, get_model
+from .library import get_model
+from .models import Model
+from .params import Constrained, at_bounds, check_bounds, check_fixed, inside
 from .result import FitResult
 from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
                       levenberg_marquardt, solve_linear)
@@ -40,14 +42,20 @@ def fit(
     absolute_sigma: bool = False,
     nan_policy: str = "raise",
     scale: bool = True,
+    bounds: dict | None = None,
+    fixed: dict | None = None,
+    variables=None,
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
     callback: Callable[[StepRecord], None] | None = None,
 ) -> FitResult:
     """Fit ``model`` to the points (x, y) by least squares; see the README for every option.
 
-    ``model``: a built-in name ('linear', 'quadratic', 'poly3'), a gradfit Model, or
-    a Python function ``f(x, a, b, ...)`` written with torch operations.
+    ``model``: a built-in name ('gaussian', 'poly3', 'gaussian + linear'), an expression
+    ('a*exp(-b*x) + c', in the ``variables``, default x), a gradfit Model, or a Python
+    function ``f(x, a, b, ...)`` written with torch operations. ``bounds``:
+    ``{"b": (0, None)}``; ``fixed``: ``{"c": 1.0}`` — for every method, by
+    reparametrisation (see ``gradfit.params``).
     ``p0``: starting values, a dict by name or a sequence in order (default: the
     model's ``guess``, else ones). ``method``: see ``gradfit.METHODS``.
     ``learning_rate``: for gradient methods, a number or "auto"; None takes the
@@ -55,9 +63,14 @@ def fit(
     ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
     coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
     """
-    model = get_model(model)
+    model = get_model(model, variables=_variables(variables))
+    bounds = check_bounds(bounds, model.param_names)
+    fixed = check_fixed(fixed, model.param_names, bounds)
+    constrained = bool(bounds or fixed)
     chosen = get_method(method)
-    run_method = chosen.name if chosen.name != "auto" else "linear" if model.is_linear else "lm"
+    run_method = chosen.name if chosen.name != "auto" else "linear" if model.is_linear and not constrained else "lm"
+    if run_method == "linear" and constrained:
+        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
     defaults = get_method(run_method)
     learning_rate = _learning_rate(learning_rate, defaults, scale, asked=chosen.name)
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
@@ -74,7 +87,11 @@ def fit(
     # float64 unless asked: the sums of squares must keep the digits the solver needs.
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
-    start = _start(model, p0, xt, yt, dtype, device)
+    start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    user_model = model
+    if constrained:
+        model = Constrained(user_model, bounds, fixed)
+        start = model.to_free(start)
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
 
@@ -88,13 +105,13 @@ def fit(
     else:
         outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
                               max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback)
-    result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
-                     data, learning_rate)
+    result = _result(user_model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
+                     data, learning_rate, bounds, fixed)
     if not result.converged:
         warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
-    elif result.rank < model.n_params:
+    elif result.rank < problem.model.n_params:
         warnings.warn(f"The fit ended where the data do not determine every parameter (Jacobian rank "
-                      f"{result.rank} < {model.n_params}): the values and standard errors are unreliable. "
+                      f"{result.rank} < {problem.model.n_params}): the values and standard errors are unreliable. "
                       "Consider another p0 or a model with fewer parameters.", ConvergenceWarning, stacklevel=2)
     return result
 
@@ -177,12 +194,23 @@ def _nonnegative_finite(value, name: str) -> float:
     return float(value)
 
 
-def _start(model: Model, p0, x, y, dtype, device) -> torch.Tensor:
+def _start(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> torch.Tensor:
+    """Starting values of every parameter: p0 (inside any bounds), else the model's guess, else ones."""
     names = model.param_names
+    bounds, fixed = bounds or {}, fixed or {}
     if p0 is None:
         guess = model.guess(x, y)
-        values = [1.0] * len(names) if guess is None else guess  # curve_fit's default: ones
-    elif isinstance(p0, dict):
+        if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and bool(torch.isfinite(guess).all()):
+            start = guess.to(dtype=dtype, device=device)
+        else:
+            start = _start(model, [1.0] * len(names) if guess is None else guess, x, y, dtype, device)
+        for i, name in enumerate(names):
+            if name in fixed:
+                start[i] = fixed[name]
+        return inside(start, names, bounds)  # a guess may fall outside the user's bounds: move it in
+    if isinstance(p0, dict) and fixed:
+        p0 = {**{n: v for n, v in fixed.items()}, **p0}  # a fixed parameter needs no p0
+    if isinstance(p0, dict):
         unknown = [k for k in p0 if k not in names]
         if unknown:
             raise ModelError(f"p0 names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(names)}.")
@@ -205,7 +233,19 @@ def _start(model: Model, p0, x, y, dtype, device) -> torch.Tensor:
     bad = [n for n, v in zip(names, start.tolist()) if not math.isfinite(v)]
     if bad:
         raise ModelError(f"p0 must be finite, but {bad[0]} is {start[names.index(bad[0])].item()}.")
-    return start
+    for i, name in enumerate(names):
+        if name in fixed:
+            start[i] = fixed[name]
+        lower, upper = bounds.get(name, (-math.inf, math.inf))
+        if not lower <= float(start[i]) <= upper:
+            raise ModelError(f"p0 {name}={float(start[i]):g} is outside its bounds ({lower:g}, {upper:g}).")
+    return inside(start, names, bounds)
+
+
+def _variables(variables) -> tuple[str, ...]:
+    if variables is None:
+        return ("x",)
+    return (variables,) if isinstance(variables, str) else tuple(variables)
 
 
 def _check_start(problem: Problem, start: torch.Tensor) -> None:
@@ -228,13 +268,15 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
 
 
 def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_dropped: int,
-            absolute_sigma: bool, data, learning_rate) -> FitResult:
+            absolute_sigma: bool, data, learning_rate, bounds, fixed) -> FitResult:
+    """Statistics and uncertainties at the solution, in the user's parameters."""
     p = outcome.params.detach()
-    n, k = problem.n_points, model.n_params
+    n, k = problem.n_points, problem.model.n_params  # k: the parameters actually fitted
     with torch.no_grad():  # the statistics in numpy float64: small arrays, no autograd
-        raw = (model(problem.x, p) - problem.y).double().cpu().numpy()
+        weighted = problem.residuals(p).double().cpu().numpy()
+        user = problem.model.to_user(p) if isinstance(problem.model, Constrained) else p
     weights = None if problem.weights is None else problem.weights.double().cpu().numpy()
-    weighted = raw if weights is None else raw * weights
+    raw = weighted if weights is None else weighted / weights
     y = data.y
     chi2 = float(weighted @ weighted)
     rmse = math.sqrt(float(raw @ raw) / n)
@@ -245,9 +287,18 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
     bic = n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf
 
-    covariance, rank = _covariance(problem, p, chi2, dof, absolute_sigma)
-    stderr = np.sqrt(np.diag(covariance))
+    # Uncertainties of the free parameters in the user's terms (not the solver's transformed ones),
+    # from the Jacobian there, as curve_fit computes them; a fixed parameter has none.
     names = model.param_names
+    free = [i for i, name in enumerate(names) if name not in fixed]
+    view = Constrained(model, {}, fixed) if fixed else model
+    view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+    cov_free, rank = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
+    covariance = np.zeros((len(names), len(names)))
+    covariance[np.ix_(free, free)] = cov_free
+    stderr = np.sqrt(np.diag(covariance))
+    params = dict(zip(names, user.double().cpu().tolist()))
+    on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)
     if asked == "auto":
@@ -257,12 +308,14 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     if rank < k:
         notes.append(f"the data do not determine every parameter (Jacobian rank {rank} < {k}): "
                      "standard errors are unreliable")
+    for name, side in on_bound.items():
+        notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
         notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
     gap = optimum_rmse = None
     if ran == "linear":
         optimum_rmse, gap = math.sqrt(chi2 / n), 0.0  # this fit is the exact optimum
-    elif model.is_linear:
+    elif model.is_linear and not (bounds or fixed):
         _, optimum_rmse = least_squares(model, data.x, data.y, data.sigma)
         fit_rmse = math.sqrt(chi2 / n)
         gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
@@ -273,13 +326,14 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     if notes:
         message += " (" + "; ".join(notes) + ")"
     return FitResult(
-        model=model, method=ran, params=dict(zip(names, p.double().cpu().tolist())),
+        model=model, method=ran, params=params,
         stderr=dict(zip(names, stderr.tolist())), covariance=covariance, rmse=rmse, r2=r2, chi2=chi2,
         reduced_chi2=reduced, aic=aic, bic=bic, n_points=n, n_steps=len(outcome.history),
         converged=outcome.converged, message=message, history=outcome.history, n_dropped=n_dropped,
         gap_to_optimum=gap, optimum_rmse=optimum_rmse,
         learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
-        dtype=p.dtype, device=str(p.device), notes=notes, rank=rank,
+        dtype=p.dtype, device=str(p.device), notes=notes, rank=rank, bounds=bounds, fixed=fixed,
+        at_bound=on_bound,
     )
 
 

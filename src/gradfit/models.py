@@ -123,6 +123,107 @@ class FunctionModel(Model):
         return out
 
 
+class ExpressionModel(Model):
+    """A model typed as text, ``"a*exp(-b*x) + c"``, compiled by the safe expression language.
+
+    ``variables`` names the independent variables (``x`` by default; several for a
+    surface, with x given as columns, shape (N, k)). Every other name is a parameter,
+    in order of first appearance unless ``params`` orders them. Works on any leading
+    batch dimensions of the parameters: (..., P) gives predictions (..., N).
+    """
+
+    def __init__(self, text: str, variables=("x",), params=None, name: str | None = None, guess=None):
+        from .expr import parse  # the one place text becomes a function
+
+        self.expression = parse(text, variables, params)
+        if not self.expression.param_names:
+            raise ModelError(f"The expression {text.strip()!r} has no parameters to fit: every name in it is "
+                             f"a variable ({', '.join(variables)}) or a constant.")
+        self.variables = self.expression.variables
+        self.param_names = self.expression.param_names
+        self.formula = self.expression.text
+        self.name = name or self.expression.text
+        self._guess = guess
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        columns = _columns(x, len(self.variables), self.name)
+        values = params.unbind(-1)
+        if params.ndim > 1:  # a batch of parameter vectors: line each up against the points
+            values = [v.unsqueeze(-1) for v in values]
+        out = self.expression(columns, values)
+        shape = torch.broadcast_shapes(params.shape[:-1] + (1,), columns[0].shape)
+        if not isinstance(out, torch.Tensor):  # the expression is a constant
+            return torch.full(shape, float(out), dtype=x.dtype, device=x.device)
+        return out if out.shape == shape else out.expand(shape)
+
+    def guess(self, x, y):
+        return None if self._guess is None else self._guess(x, y)
+
+
+def _lstsq_guess(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    a = model.design_matrix(x)
+    return torch.linalg.lstsq(a.cpu().double(), y.cpu().double().unsqueeze(-1)).solution.squeeze(-1)
+
+
+def _columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
+    """x as a list of k variables: (N,) for one, (N, k) split into columns for several."""
+    if k == 1:
+        return [x]
+    if x.ndim < 2 or x.shape[-1] != k:
+        raise ModelError(f"Model {name} takes {k} variables, so x needs {k} columns (shape (N, {k})), "
+                         f"got shape {tuple(x.shape)}.")
+    return list(x.unbind(-1))
+
+
+class Composite(Model):
+    """A sum of models, ``gaussian + linear``: parameters prefixed by component (g_center, l_slope)."""
+
+    def __init__(self, parts: list[Model]):
+        if len(parts) < 2:
+            raise ModelError("A composite model needs at least two parts.")
+        self.parts = list(parts)
+        firsts = [m.name[0].lower() for m in parts]
+        prefixes = []
+        for i, f in enumerate(firsts):
+            same = [j for j, g in enumerate(firsts) if g == f]
+            prefixes.append(f if len(same) == 1 else f"{f}{same.index(i) + 1}")
+        self.prefixes = prefixes
+        self.param_names = tuple(f"{p}_{n}" for p, m in zip(prefixes, parts) for n in m.param_names)
+        self.name = " + ".join(m.name for m in parts)
+        self.formula = " + ".join(f"{m.name}({', '.join(f'{p}_{n}' for n in m.param_names)})"
+                                  for p, m in zip(prefixes, parts))
+        self.is_linear = all(m.is_linear for m in parts)
+        self._slices = []
+        start = 0
+        for m in parts:
+            self._slices.append(slice(start, start + m.n_params))
+            start += m.n_params
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        out = None
+        for m, sl in zip(self.parts, self._slices):
+            term = m(x, params[..., sl])
+            out = term if out is None else out + term
+        return out
+
+    def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.design_matrix(x) for m in self.parts], dim=-1)
+
+    def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Each part guesses from what the parts before it leave unexplained."""
+        values, rest = [], y
+        for m in self.parts:
+            # a part linear in its parameters takes its exact least-squares fit to the rest
+            g = _lstsq_guess(m, x, rest) if m.is_linear else m.guess(x, rest)
+            if g is None:
+                g = torch.ones(m.n_params, dtype=y.dtype, device=y.device)
+            g = torch.as_tensor(g, dtype=y.dtype, device=y.device)
+            with torch.no_grad():
+                rest = rest - m(x, g)
+            values.append(g)
+        return torch.cat(values)
+
+
 def _term(name: str, power: int) -> str:
     return name if power == 0 else f"{name}*x" if power == 1 else f"{name}*x**{power}"
 
@@ -140,24 +241,3 @@ def linear() -> Polynomial:
 def polynomial(degree: int) -> Polynomial:
     """A polynomial of any degree; parameter c<k> multiplies x**k."""
     return Polynomial(degree)
-
-
-BUILTIN = {"linear": linear, "quadratic": quadratic}
-_POLY = re.compile(r"poly(\d{1,2})")
-
-
-def get_model(model) -> Model:
-    """A Model from a Model (returned as is), a Python function f(x, a, b, ...), or a built-in
-    name ('linear', 'quadratic', 'poly3', ...)."""
-    if isinstance(model, Model):
-        return model
-    if callable(model) and not isinstance(model, str):
-        return FunctionModel(model)
-    if isinstance(model, str):
-        if model in BUILTIN:
-            return BUILTIN[model]()
-        match = _POLY.fullmatch(model)
-        if match:
-            return polynomial(int(match.group(1)))
-    choices = ", ".join(sorted(BUILTIN)) + ", polyN (N = degree 0-99, e.g. poly3)"
-    raise ModelError(f"Unknown model {model!r}. Choose one of: {choices}.")

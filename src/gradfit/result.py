@@ -48,6 +48,9 @@ class FitResult:
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
     rank: int = -1  # rank of the Jacobian at the solution; < n_params: some parameter is undetermined
+    bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
+    fixed: dict = field(default_factory=dict)  # name -> value, held fixed
+    at_bound: dict = field(default_factory=dict)  # name -> 'lower' or 'upper': ended on that bound
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -94,6 +97,8 @@ class FitResult:
             "message": self.message,
             "method": self.method,
             "gap_to_optimum": _num(self.gap_to_optimum),
+            "fixed": dict(self.fixed),
+            "at_bound": dict(self.at_bound),
         }
 
     def report(self, min_correlation: float = 0.1) -> str:
@@ -122,8 +127,14 @@ class FitResult:
         lines.append("[[Variables]]")
         for name, value in self.params.items():
             err = self.stderr[name]
+            if name in self.fixed:
+                lines.append(f"    {name:<{width}}: {value: .10g} (fixed)")
+                continue
             rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
-            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}")
+            bound = self.bounds.get(name)
+            where = (f" (at {self.at_bound[name]} bound)" if name in self.at_bound
+                     else f" (bounds {bound[0]:g}, {bound[1]:g})" if bound else "")
+            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}{where}")
         pairs = []
         corr = self.correlation
         names = self.param_names

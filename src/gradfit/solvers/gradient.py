@@ -179,7 +179,7 @@ def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> flo
 
 def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback, notes) -> Outcome:
     q = frame.start().requires_grad_()
-    history = History(problem.model.param_names, p0.tolist())
+    history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
     lr = 1.0 if backtrack else learning_rate
     optimizer = None if method == "gd" else _torch_optimizer(method)(q, lr)
@@ -219,7 +219,7 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
 
         loss_value = loss.item() * frame.loss_unit
         params = frame.params(q.detach())
-        record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, tuple(params.tolist()))
+        record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
         history.append(record)
         if callback is not None:

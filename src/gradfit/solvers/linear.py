@@ -65,11 +65,11 @@ def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[Step
     a = problem.jacobian(p0)  # the (weighted) design matrix
     target = problem.y if problem.weights is None else problem.y * problem.weights
     params = lstsq(a, target)
-    history = History(model.param_names, p0.tolist())
+    history = History(problem.user_names, problem.describe(p0))
     r0 = problem.residuals(p0)
     loss = float(r0 @ r0) / problem.n_points
     history.append(StepRecord(1, loss, math.sqrt(loss), 2 * float((a.T @ r0).norm()) / problem.n_points,
-                              math.nan, tuple(params.tolist())))
+                              math.nan, problem.describe(params)))
     if callback is not None:
         callback(history[-1])
     return Outcome(params, history, True, "solved exactly: the model is linear in its parameters")

@@ -45,7 +45,7 @@ def levenberg_marquardt(
 ) -> Outcome:
     tol = tolerances
     p = p0.clone()
-    history = History(problem.model.param_names, p.tolist())
+    history = History(problem.user_names, problem.describe(p))
     n = problem.n_points
     r = problem.residuals(p)
     cost = float(r @ r)
@@ -84,7 +84,7 @@ def levenberg_marquardt(
 
         loss = cost / n
         history.append(StepRecord(step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, lam,
-                                  tuple((p_new if accepted else p).tolist())))
+                                  problem.describe(p_new if accepted else p)))
         if callback is not None:
             callback(history[-1])
 

@@ -20,8 +20,20 @@ class Problem:
         self.weights = None if sigma is None else 1 / sigma
         self.n_points = len(y)
         self._design = None  # a linear model's Jacobian does not depend on the parameters: made once
+        # The history speaks in the user's parameters, also when the solver walks transformed ones.
+        self.user_names = getattr(model, "user_names", model.param_names)
+        self._to_user = getattr(model, "to_user", None)
+
+    def describe(self, params: torch.Tensor) -> tuple[float, ...]:
+        """The solver's parameters as the user's values, for the history."""
+        with torch.no_grad():
+            values = params if self._to_user is None else self._to_user(params)
+        return tuple(values.tolist())
 
     def residuals(self, params: torch.Tensor) -> torch.Tensor:
+        if self.model.is_linear and not params.requires_grad:  # one matrix product, no autograd needed
+            target = self.y if self.weights is None else self.y * self.weights
+            return self.jacobian(params) @ params - target
         r = self.model(self.x, params) - self.y
         return r if self.weights is None else r * self.weights
 

@@ -1,0 +1,263 @@
+"""The built-in models, each with parameter names, a formula and a ``guess`` from the data.
+
+Every formula is written in the safe expression language, so what ``gradfit models``
+prints is exactly what is fitted. Guesses are robust rules of thumb in numpy (peak
+height and width from the data, frequencies from an FFT, rates from log-linear
+fits): good enough that ``p0`` is optional for every built-in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str
+    make: Callable[[], Model]
+
+
+def _expression(name: str, text: str, guess, variables=("x",)) -> Callable[[], Model]:
+    return lambda: ExpressionModel(text, variables=variables, name=name, guess=_as_guess(guess))
+
+
+def _as_guess(rule):
+    """Wrap a numpy rule (x, y) -> list of floats as a Model.guess on tensors."""
+
+    def guess(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xn = x.detach().double().cpu().numpy()
+        yn = y.detach().double().cpu().numpy()
+        values = [float(v) if math.isfinite(v) else 1.0 for v in rule(xn, yn)]
+        return torch.tensor(values, dtype=y.dtype, device=y.device)
+
+    return guess
+
+
+# --- guesses -------------------------------------------------------------------------
+
+def _sorted(x, y):
+    order = np.argsort(x)
+    return x[order], y[order]
+
+
+def _edge_baseline(x, y):
+    """The straight line through the means of the first and last tenth of the points (x sorted)."""
+    k = max(1, len(x) // 10)
+    x0, y0, x1, y1 = x[:k].mean(), y[:k].mean(), x[-k:].mean(), y[-k:].mean()
+    slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
+    return y0 + slope * (x - x0)
+
+
+def _peak(x, y):
+    """Height, position and half width at half maximum of the largest peak (or dip) above the edges."""
+    x, y = _sorted(x, y)
+    rest = y - _edge_baseline(x, y)
+    i = int(np.argmax(np.abs(rest)))
+    height = rest[i]
+    above = np.abs(rest) >= abs(height) / 2
+    # the run of points above half height around the peak
+    lo, hi = i, i
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    while hi < len(x) - 1 and above[hi + 1]:
+        hi += 1
+    spacing = np.median(np.diff(x)) if len(x) > 1 else 1.0
+    hwhm = max((x[hi] - x[lo]) / 2, spacing / 2, 1e-12)
+    return height, x[i], hwhm
+
+
+def _guess_constant(x, y):
+    return [np.mean(y)]
+
+
+def _guess_exponential(x, y):  # amplitude*exp(rate*x)
+    sign = 1.0 if np.median(y) >= 0 else -1.0
+    ok = sign * y > 0
+    if ok.sum() < 2:
+        return [np.mean(y) or 1.0, 0.0]
+    rate, log_a = np.polyfit(x[ok], np.log(sign * y[ok]), 1)
+    return [sign * math.exp(log_a), rate]
+
+
+def _guess_decay(x, y):  # amplitude*exp(-rate*x) + offset
+    x, y = _sorted(x, y)
+    k = max(1, len(x) // 10)
+    offset = y[-k:].mean()
+    rest = y - offset
+    amplitude_at_start = rest[:k].mean()
+    sign = 1.0 if amplitude_at_start >= 0 else -1.0
+    ok = sign * rest > abs(amplitude_at_start) * 0.05
+    if ok.sum() >= 2:
+        slope, log_a = np.polyfit(x[ok], np.log(sign * rest[ok]), 1)
+        rate = max(-slope, 1e-12)
+        return [sign * math.exp(log_a), rate, offset]
+    span = x[-1] - x[0] or 1.0
+    return [amplitude_at_start, 3.0 / span, offset]
+
+
+def _guess_power_law(x, y):  # amplitude*x**exponent
+    ok = (x > 0) & (y != 0)
+    sign = 1.0 if np.median(y[ok]) >= 0 else -1.0 if ok.any() else 1.0
+    ok &= sign * y > 0
+    if ok.sum() < 2:
+        return [1.0, 1.0]
+    exponent, log_a = np.polyfit(np.log(x[ok]), np.log(sign * y[ok]), 1)
+    return [sign * math.exp(log_a), exponent]
+
+
+def _guess_logistic(x, y):  # bottom + (top - bottom)*sigmoid(rate*(x - center))
+    # bottom is the level on the left and top the level on the right (top < bottom for a falling curve)
+    x, y = _sorted(x, y)
+    k = max(1, len(x) // 10)
+    bottom, top = y[:k].mean(), y[-k:].mean()
+    center = x[int(np.argmin(np.abs(y - (bottom + top) / 2)))]
+    span = x[-1] - x[0] or 1.0
+    return [bottom, top, 8.0 / span, center]
+
+
+def _guess_gaussian(x, y):  # amplitude*exp(-(x - center)**2/(2*sigma**2))
+    height, center, hwhm = _peak(x, y)
+    return [height, center, hwhm / math.sqrt(2 * math.log(2))]
+
+
+def _guess_lorentzian(x, y):  # amplitude*gamma**2/((x - center)**2 + gamma**2)
+    height, center, hwhm = _peak(x, y)
+    return [height, center, hwhm]
+
+
+def _guess_pseudo_voigt(x, y):  # amplitude, fraction, center, width
+    height, center, hwhm = _peak(x, y)
+    return [height, 0.5, center, hwhm]
+
+
+def _frequency(x, y):
+    """The strongest frequency of y(x), from an FFT of y resampled on an even grid."""
+    x, y = _sorted(x, y)
+    n = max(len(x), 16)
+    grid = np.linspace(x[0], x[-1], n)
+    values = np.interp(grid, x, y) - np.mean(y)
+    spectrum = np.abs(np.fft.rfft(values * np.hanning(n)))
+    freqs = np.fft.rfftfreq(n, d=grid[1] - grid[0]) if x[-1] > x[0] else np.zeros(len(spectrum))
+    i = int(np.argmax(spectrum[1:]) + 1) if len(spectrum) > 1 else 0
+    if 1 <= i < len(spectrum) - 1:  # refine between bins (parabola through the peak's three values)
+        a, b, c = np.log(spectrum[i - 1:i + 2] + 1e-300)
+        denom = a - 2 * b + c
+        i = i + (0.5 * (a - c) / denom if denom != 0 else 0.0)
+    return float(i * (freqs[1] if len(freqs) > 1 else 0.0))
+
+
+def _sine_fit(x, y, frequency, envelope=None):
+    """Amplitude and phase of y ≈ A*sin(2πfx + φ)·envelope, by linear least squares in sin and cos."""
+    w = 2 * math.pi * frequency
+    env = np.ones_like(x) if envelope is None else envelope
+    basis = np.stack([np.sin(w * x) * env, np.cos(w * x) * env], axis=1)
+    (s, c), *_ = np.linalg.lstsq(basis, y - (np.mean(y) if envelope is None else 0), rcond=None)
+    return math.hypot(s, c), math.atan2(c, s)
+
+
+def _guess_sine(x, y):  # amplitude*sin(2*pi*frequency*x + phase)
+    f = _frequency(x, y)
+    amplitude, phase = _sine_fit(x, y, f)
+    return [amplitude, f, phase]
+
+
+def _guess_damped_sine(x, y):  # amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)
+    x, y = _sorted(x, y)
+    f = _frequency(x, y)
+    # the decay from the envelope: log of the running peak size against x
+    n = max(4, len(x) // 8)
+    chunks = [slice(i, i + n) for i in range(0, len(x) - n + 1, n)]
+    cx = np.array([x[c].mean() for c in chunks])
+    cy = np.array([np.abs(y[c]).max() for c in chunks])
+    ok = cy > 0
+    decay = max(-np.polyfit(cx[ok], np.log(cy[ok]), 1)[0], 0.0) if ok.sum() >= 2 else 0.0
+    amplitude, phase = _sine_fit(x, y, f, np.exp(-decay * x))
+    return [amplitude, decay, f, phase]
+
+
+def _guess_gaussian2d(xy, z):  # amplitude, x0, sigma_x, y0, sigma_y, offset
+    x, y = xy[:, 0], xy[:, 1]
+    offset = float(np.percentile(z, 10))
+    w = np.clip(z - offset, 0, None)
+    if w.sum() <= 0:
+        w = np.ones_like(z)
+    x0, y0 = np.average(x, weights=w), np.average(y, weights=w)
+    sx = math.sqrt(max(np.average((x - x0) ** 2, weights=w), 1e-24))
+    sy = math.sqrt(max(np.average((y - y0) ** 2, weights=w), 1e-24))
+    return [float(z.max() - offset), x0, sx, y0, sy, offset]
+
+
+# --- the library -----------------------------------------------------------------------
+
+LIBRARY: dict[str, Entry] = {e.name: e for e in [
+    Entry("constant", "a flat line", _expression("constant", "c", _guess_constant)),
+    Entry("linear", "a straight line", linear),
+    Entry("quadratic", "a parabola, the seed article's model", quadratic),
+    Entry("polyN", "a polynomial of degree N (poly3, poly5, ...); c<k> multiplies x**k", lambda: polynomial(3)),
+    Entry("exponential", "exponential growth or decay",
+          _expression("exponential", "amplitude*exp(rate*x)", _guess_exponential)),
+    Entry("exp_decay", "exponential decay to an offset",
+          _expression("exp_decay", "amplitude*exp(-rate*x) + offset", _guess_decay)),
+    Entry("power_law", "a power law", _expression("power_law", "amplitude*x**exponent", _guess_power_law)),
+    Entry("logistic", "an S-curve from bottom to top",
+          _expression("logistic", "bottom + (top - bottom)*sigmoid(rate*(x - center))", _guess_logistic)),
+    Entry("gaussian", "a Gaussian peak",
+          _expression("gaussian", "amplitude*exp(-(x - center)**2/(2*sigma**2))", _guess_gaussian)),
+    Entry("lorentzian", "a Lorentzian peak",
+          _expression("lorentzian", "amplitude*gamma**2/((x - center)**2 + gamma**2)", _guess_lorentzian)),
+    Entry("pseudo_voigt", "a mix of a Lorentzian and a Gaussian of the same half width",
+          _expression("pseudo_voigt", "amplitude*(fraction/(1 + ((x - center)/width)**2) + "
+                      "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt)),
+    Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine)),
+    Entry("damped_sine", "a sine wave dying away",
+          _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
+                      _guess_damped_sine)),
+    Entry("gaussian2d", "a 2-D Gaussian spot on an offset, over (x, y)",
+          _expression("gaussian2d", "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) "
+                      "+ offset", _guess_gaussian2d, variables=("x", "y"))),
+]}
+_POLY = re.compile(r"poly(\d{1,2})")
+
+
+def builtin(name: str) -> Model | None:
+    """A fresh built-in model by name ('gaussian', 'poly5', ...), or None."""
+    if name in LIBRARY and name != "polyN":
+        return LIBRARY[name].make()
+    match = _POLY.fullmatch(name)
+    return polynomial(int(match.group(1))) if match else None
+
+
+def get_model(model, *, variables=("x",), params=None) -> Model:
+    """A Model from a Model (as is), a Python function f(x, a, b, ...), a built-in name, a sum of
+    built-in names ('gaussian + linear'), or an expression ('a*exp(-b*x) + c').
+
+    Text that is a built-in name, or built-in names joined by '+', is the library's;
+    any other text is an expression in the variables ``variables``.
+    """
+    if isinstance(model, Model):
+        return model
+    if callable(model) and not isinstance(model, str):
+        return FunctionModel(model)
+    if not isinstance(model, str):
+        raise ModelError(f"A model is a name, an expression, a Python function or a Model, got "
+                         f"{type(model).__name__}.")
+    parts = [p.strip() for p in model.split("+")]
+    found = [builtin(p) for p in parts]
+    if all(found):
+        return found[0] if len(found) == 1 else Composite(found)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model.strip()) and model.strip() not in (variables or ()):
+        # a bare name that is not a model: most likely a typo of one
+        choices = ", ".join(n for n in LIBRARY)
+        raise ModelError(f"Unknown model {model.strip()!r}. Choose one of: {choices}; or write an expression "
+                         "such as a*x + b.")
+    return ExpressionModel(model, variables=variables, params=params)

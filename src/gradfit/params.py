@@ -1,0 +1,191 @@
+"""Bounds and fixed parameters, for every method, by reparametrisation.
+
+A bounded parameter p is written as a smooth function of an unbounded one u, so that
+any solver can walk u freely while p stays inside its bounds (MINUIT's transforms,
+as lmfit uses them):
+
+    lower only:  p = lower - 1 + sqrt(u**2 + 1)
+    upper only:  p = upper + 1 - sqrt(u**2 + 1)
+    both:        p = lower + (sin(u) + 1) * (upper - lower) / 2
+
+A fixed parameter is left out of what the solver sees and put back with its value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from .errors import ModelError
+from .models import Model
+
+Bounds = dict[str, tuple[float | None, float | None]]
+
+
+def check_bounds(bounds, names: tuple[str, ...]) -> Bounds:
+    """Validate ``{"b": (0, None)}``: known names, numbers or None, lower < upper."""
+    if bounds is None:
+        return {}
+    if not isinstance(bounds, dict):
+        raise ModelError(f"`bounds` must be a dict such as {{'b': (0, None)}}, got {type(bounds).__name__}.")
+    out: Bounds = {}
+    for name, pair in bounds.items():
+        _known(name, names, "bounds")
+        try:
+            lower, upper = pair
+        except (TypeError, ValueError):
+            raise ModelError(f"bounds[{name!r}] must be a pair (lower, upper), None for no bound; got {pair!r}.") \
+                from None
+        lower, upper = _bound(lower, name, "lower", -math.inf), _bound(upper, name, "upper", math.inf)
+        if not lower < upper:
+            raise ModelError(f"bounds[{name!r}]: the lower bound {lower:g} must be below the upper bound {upper:g}.")
+        if math.isfinite(lower) or math.isfinite(upper):
+            out[name] = (lower, upper)
+    return out
+
+
+def check_fixed(fixed, names: tuple[str, ...], bounds: Bounds) -> dict[str, float]:
+    """Validate ``{"c": 1.0}``: known names, finite values inside any bounds, at least one free parameter."""
+    if fixed is None:
+        return {}
+    if not isinstance(fixed, dict):
+        raise ModelError(f"`fixed` must be a dict such as {{'c': 1.0}}, got {type(fixed).__name__}.")
+    out = {}
+    for name, value in fixed.items():
+        _known(name, names, "fixed")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ModelError(f"fixed[{name!r}] must be a number, got {value!r}.") from None
+        if not math.isfinite(value):
+            raise ModelError(f"fixed[{name!r}] must be finite, got {value}.")
+        lower, upper = bounds.get(name, (-math.inf, math.inf))
+        if not lower <= value <= upper:
+            raise ModelError(f"fixed[{name!r}] = {value:g} is outside its bounds ({lower:g}, {upper:g}).")
+        out[name] = value
+    if len(out) == len(names):
+        raise ModelError("Every parameter is fixed: leave at least one free to fit.")
+    return out
+
+
+def _known(name, names, what: str) -> None:
+    if name not in names:
+        raise ModelError(f"`{what}` names unknown parameter {name!r}. The parameters are: {', '.join(names)}.")
+
+
+def _bound(value, name: str, side: str, none: float) -> float:
+    if value is None:
+        return none
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"The {side} bound of {name!r} must be a number or None, got {value!r}.") from None
+    if math.isnan(value):
+        raise ModelError(f"The {side} bound of {name!r} must be a number or None, got nan.")
+    return value
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NAME = r"[A-Za-z][A-Za-z0-9_]*"
+
+
+def parse_bound(text: str) -> tuple[str, float | None, float | None]:
+    """'b>0' -> ('b', 0, None); '0<c<10' -> ('c', 0, 10); 'c<=5' -> ('c', None, 5); '5>c' too."""
+    t = text.replace(" ", "")
+    m = re.fullmatch(rf"({_NUMBER})(<=?)({_NAME})(<=?)({_NUMBER})", t)
+    if m:
+        return m.group(3), float(m.group(1)), float(m.group(5))
+    m = re.fullmatch(rf"({_NUMBER})(>=?)({_NAME})(>=?)({_NUMBER})", t)
+    if m:
+        return m.group(3), float(m.group(5)), float(m.group(1))
+    m = re.fullmatch(rf"({_NAME})([<>]=?)({_NUMBER})", t)
+    if m:
+        name, op, value = m.group(1), m.group(2), float(m.group(3))
+        return (name, value, None) if op.startswith(">") else (name, None, value)
+    m = re.fullmatch(rf"({_NUMBER})([<>]=?)({_NAME})", t)
+    if m:
+        value, op, name = float(m.group(1)), m.group(2), m.group(3)
+        return (name, None, value) if op.startswith(">") else (name, value, None)
+    raise ValueError(f"write a bound as b>0, c<10 or 0<c<10; got '{text}'")
+
+
+class Constrained(Model):
+    """A model seen through bounds and fixed values; its own parameters are the free, unbounded u."""
+
+    def __init__(self, base: Model, bounds: Bounds, fixed: dict[str, float]):
+        self.base, self.bounds, self.fixed = base, bounds, fixed
+        self.user_names = base.param_names
+        self.param_names = tuple(n for n in base.param_names if n not in fixed)
+        self.name, self.formula = base.name, base.formula
+        self.variables = getattr(base, "variables", ("x",))
+
+    def to_user(self, u: torch.Tensor) -> torch.Tensor:
+        """Free unbounded values u -> every parameter in the user's terms, inside its bounds."""
+        free = dict(zip(self.param_names, u.unbind(-1)))
+        values = []
+        for name in self.user_names:
+            if name in self.fixed:
+                values.append(torch.full(u.shape[:-1], self.fixed[name], dtype=u.dtype, device=u.device))
+                continue
+            v = free[name]
+            lower, upper = self.bounds.get(name, (-math.inf, math.inf))
+            if math.isfinite(lower) and math.isfinite(upper):
+                v = lower + (torch.sin(v) + 1) * ((upper - lower) / 2)
+            elif math.isfinite(lower):
+                v = lower - 1 + torch.sqrt(v * v + 1)
+            elif math.isfinite(upper):
+                v = upper + 1 - torch.sqrt(v * v + 1)
+            values.append(v)
+        return torch.stack(values, dim=-1)
+
+    def to_free(self, p: torch.Tensor) -> torch.Tensor:
+        """Every parameter in the user's terms -> the free unbounded values (the inverse of to_user)."""
+        values = []
+        for name, v in zip(self.user_names, p.unbind(-1)):
+            if name in self.fixed:
+                continue
+            lower, upper = self.bounds.get(name, (-math.inf, math.inf))
+            if math.isfinite(lower) and math.isfinite(upper):
+                v = torch.asin((2 * (v - lower) / (upper - lower) - 1).clamp(-1, 1))
+            elif math.isfinite(lower):
+                v = torch.sqrt(((v - lower + 1) ** 2 - 1).clamp_min(0))
+            elif math.isfinite(upper):
+                v = torch.sqrt(((upper - v + 1) ** 2 - 1).clamp_min(0))
+            values.append(v)
+        return torch.stack(values, dim=-1)
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return self.base(x, self.to_user(params))
+
+
+def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
+    """Move starting values that sit on (or, for guesses, beyond) a bound just inside it.
+
+    On a bound the transforms above are flat (their derivative is 0), so a solver
+    starting there would never move.
+    """
+    values = p.clone()
+    for i, name in enumerate(names):
+        if name not in bounds:
+            continue
+        lower, upper = bounds[name]
+        v = float(values[i])
+        room = 1e-6 * (upper - lower) if math.isfinite(upper - lower) else 1e-6 * max(1.0, abs(v))
+        v = min(max(v, lower + room), upper - room)
+        values[i] = v
+    return values
+
+
+def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> dict[str, str]:
+    """The parameters that ended on a bound: name -> 'lower' or 'upper'."""
+    out = {}
+    for name, (lower, upper) in bounds.items():
+        v = params[name]
+        scale = max(abs(v), 1.0) if not math.isfinite(upper - lower) else upper - lower
+        if math.isfinite(lower) and v - lower <= rtol * scale:
+            out[name] = "lower"
+        elif math.isfinite(upper) and upper - v <= rtol * scale:
+            out[name] = "upper"
+    return out
