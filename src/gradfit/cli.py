@@ -80,6 +80,44 @@ def _p0(text: str):
         raise argparse.ArgumentTypeError(f"values must be numbers, as in a=1,b=2 or 1,2; got '{text}'") from None
 
 
+def _columns(text: str):
+    """'t' -> 't'; 'x,y' -> ['x', 'y'] (several variables)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"give column names or indexes separated by commas, got '{text}'")
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _names(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",")]
+    if not all(n.isidentifier() for n in names):
+        raise argparse.ArgumentTypeError(f"give parameter names separated by commas, got '{text}'")
+    return names
+
+
+def _bound(text: str):
+    from .params import parse_bound
+
+    try:
+        return parse_bound(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _fixed(text: str) -> dict[str, float]:
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not name.strip().isidentifier() or number is None or not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"write NAME=VALUE with a finite number, as c=1; got '{item}'")
+        out[name.strip()] = number
+    return out
+
+
 def _method_help() -> str:
     from .solvers import METHODS  # the one registry: help, choices and errors all come from it
 
@@ -124,11 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     fit.add_argument("data", metavar="DATA", help="a CSV (delimiter sniffed, header optional) or Parquet file")
-    fit.add_argument("--x", metavar="COL", help="x column, by name or 0-based index (default: the first)")
+    fit.add_argument("--x", metavar="COL", type=_columns,
+                     help="x column, by name or 0-based index (default: the first); several, comma-separated "
+                          "(--x x,y), for a model of several variables. Names are the expression's variables")
     fit.add_argument("--y", metavar="COL", help="y column, by name or 0-based index (default: the second)")
     fit.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y (weights 1/sigma**2)")
     fit.add_argument("--model", default="quadratic",
-                     help="linear, quadratic or polyN (default: %(default)s)")
+                     help="a built-in model (see 'gradfit models'), a sum of them ('gaussian + linear'), or an "
+                          "expression such as 'a*exp(-b*x) + c' (default: %(default)s)")
+    fit.add_argument("--params", type=_names, metavar="A,B,...",
+                     help="the order of an expression's parameters (default: first appearance)")
+    fit.add_argument("--bound", action="append", type=_bound, metavar="BOUND", default=[],
+                     help="a bound on a parameter: 'b>0', 'c<10', '0<c<10' (repeat for more)")
+    fit.add_argument("--fix", action="append", type=_fixed, metavar="NAME=VALUE", default=[],
+                     help="hold a parameter at a value: c=1 (repeat or comma-separate for more)")
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
     fit.add_argument("--learning-rate", "--lr", type=_learning_rate_or_auto, metavar="LR",
@@ -145,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
     fit.set_defaults(run=_run_fit)
+
+    models = commands.add_parser("models", help="list the built-in models with their formulas",
+                                 description="List the built-in models, their parameters and formulas.")
+    models.set_defaults(run=_run_models)
     return parser
 
 
@@ -173,6 +224,7 @@ def _run_fit(args) -> int:
     from .data import load, prepare
     from .engine import fit
     from .errors import ConvergenceWarning
+    from .library import get_model
     from .solvers import get_method
 
     get_method(args.method)  # an unknown method is refused before the data are read
@@ -181,14 +233,21 @@ def _run_fit(args) -> int:
     first = columns["first_row"]
     data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
                    first_row=first, row_label="line" if first else "row")
+    model = get_model(args.model, variables=_variable_names(args.x), params=args.params)
+    bounds: dict = {}
+    for name, lower, upper in args.bound:  # b>0 and b<10 given apart make one bound
+        old = bounds.get(name, (None, None))
+        bounds[name] = (lower if lower is not None else old[0], upper if upper is not None else old[1])
+    fixed = {k: v for item in args.fix for k, v in item.items()}
     progress = None if args.quiet else _progress_bar(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
             result = fit(
-                args.model, data.x, data.y, sigma=data.sigma, p0=args.p0, method=args.method,
+                model, data.x, data.y, sigma=data.sigma, p0=args.p0, method=args.method,
                 learning_rate=args.learning_rate, max_steps=args.max_steps, tol=args.tol,
-                absolute_sigma=args.absolute_sigma, scale=args.scale,
+                absolute_sigma=args.absolute_sigma, scale=args.scale, bounds=bounds or None,
+                fixed=fixed or None,
                 callback=None if progress is None else lambda record: progress.update(1),
             )
         finally:
@@ -208,6 +267,32 @@ def _run_fit(args) -> int:
         if issubclass(w.category, ConvergenceWarning):
             print(f"gradfit fit: warning: {w.message}", file=sys.stderr)
     return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
+
+
+def _variable_names(x) -> tuple[str, ...]:
+    """An expression's variables are named after the --x columns (x, or x1, x2, ... for indexes)."""
+    columns = [x] if x is None or isinstance(x, str) else list(x)
+    if len(columns) == 1:
+        return (columns[0],) if columns[0] and columns[0].isidentifier() else ("x",)
+    if all(c.isidentifier() for c in columns):
+        return tuple(columns)
+    return tuple(f"x{i + 1}" for i in range(len(columns)))
+
+
+def _run_models(args) -> int:
+    from .library import LIBRARY
+
+    width = max(len(n) for n in LIBRARY)
+    for name, entry in LIBRARY.items():
+        model = entry.make()
+        formula = model.formula if name != "polyN" else "c3*x**3 + c2*x**2 + c1*x + c0  (poly3)"
+        variables = getattr(model, "variables", ("x",))
+        print(f"{name:<{width}}  {entry.description}")
+        print(f"{'':<{width}}  y = {formula}" if variables == ("x",)
+              else f"{'':<{width}}  z = {formula}   (variables: {', '.join(variables)})")
+    print("\nModels add: 'gaussian + linear' has parameters g_amplitude, g_center, g_sigma, l_slope, "
+          "l_intercept.\nAny other text is an expression: 'a*exp(-b*x) + c'.")
+    return ExitStatus.OK
 
 
 PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: short fits show none

@@ -175,12 +175,23 @@ def _check_parentheses(text: str) -> None:
 
 
 def _check_depth(tree: ast.AST) -> None:
+    """Refuse nesting deeper than MAX_DEPTH; a chain like a + b + c + ... counts as one level."""
     stack = [(tree, 0)]
     while stack:  # iteratively: a recursive walk could itself overflow on a hostile tree
         node, depth = stack.pop()
         if depth > MAX_DEPTH + 2:  # Expression and its body add two levels
             raise ExpressionError(f"The expression nests deeper than {MAX_DEPTH} levels.")
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        for child in ast.iter_child_nodes(node):
+            stack.append((child, depth if _continues_chain(node, child) else depth + 1))
+
+
+_CHAINS = ({ast.Add, ast.Sub}, {ast.Mult, ast.Div})
+
+
+def _continues_chain(parent: ast.AST, child: ast.AST) -> bool:
+    """Is child the left operand of parent with the same precedence (a + b + c parses as (a + b) + c)?"""
+    return (isinstance(parent, ast.BinOp) and isinstance(child, ast.BinOp) and child is parent.left
+            and any(type(parent.op) in group and type(child.op) in group for group in _CHAINS))
 
 
 def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list[str]:
@@ -203,7 +214,7 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
         if isinstance(node, ast.Call):
             name = node.func.id if isinstance(node.func, ast.Name) else None
             if name not in FUNCTIONS:
-                what = f"the function {name!r}" if name else "calling this"
+                what = f"the function {name!r}" if name else "a call of anything but a known function"
                 _refuse(node, source, what, hint=f"Known functions: {', '.join(sorted(FUNCTIONS))}.")
             if node.keywords:
                 _refuse(node.keywords[0].value if node.keywords[0].arg is None else node, source,
@@ -284,8 +295,22 @@ def _compile(node: ast.AST) -> Callable[[dict], torch.Tensor]:
             return lambda env: -operand(env)
         return operand
     if isinstance(node, ast.BinOp):
-        left, right, op = _compile(node.left), _compile(node.right), _BINARY[type(node.op)]
-        return lambda env: _apply(op, left(env), right(env))
+        # a chain a + b - c + ... is evaluated in a loop, left to right, not by recursion
+        steps = []
+        while _continues_chain(node, node.left):
+            steps.append((_BINARY[type(node.op)], _compile(node.right)))
+            node = node.left
+        steps.append((_BINARY[type(node.op)], _compile(node.right)))
+        steps.reverse()
+        first = _compile(node.left)
+
+        def chain(env):
+            value = first(env)
+            for op, right in steps:
+                value = _apply(op, value, right(env))
+            return value
+
+        return chain
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
         args = [_compile(a) for a in node.args]

@@ -35,6 +35,10 @@ def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
         wanted["sigma"] = sigma
     out = {}
     for role, column in wanted.items():
+        if role == "x" and isinstance(column, (list, tuple)):  # several variables: one column each
+            columns = [_column_name(c, names, role, path) for c in column]
+            out[role] = np.stack([_numeric(table.column(c), c, path, first_row) for c in columns], axis=1)
+            continue
         name = _column_name(column, names, role, path)
         out[role] = _numeric(table.column(name), name, path, first_row)
     out["first_row"] = first_row

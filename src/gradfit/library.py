@@ -27,8 +27,8 @@ class Entry:
     make: Callable[[], Model]
 
 
-def _expression(name: str, text: str, guess, variables=("x",)) -> Callable[[], Model]:
-    return lambda: ExpressionModel(text, variables=variables, name=name, guess=_as_guess(guess))
+def _expression(name: str, text: str, guess, params=None, variables=("x",)) -> Callable[[], Model]:
+    return lambda: ExpressionModel(text, variables=variables, params=params, name=name, guess=_as_guess(guess))
 
 
 def _as_guess(rule):
@@ -135,9 +135,9 @@ def _guess_lorentzian(x, y):  # amplitude*gamma**2/((x - center)**2 + gamma**2)
     return [height, center, hwhm]
 
 
-def _guess_pseudo_voigt(x, y):  # amplitude, fraction, center, width
+def _guess_pseudo_voigt(x, y):  # amplitude, center, width, fraction
     height, center, hwhm = _peak(x, y)
-    return [height, 0.5, center, hwhm]
+    return [height, center, hwhm, 0.5]
 
 
 def _frequency(x, y):
@@ -185,7 +185,7 @@ def _guess_damped_sine(x, y):  # amplitude*exp(-decay*x)*sin(2*pi*frequency*x + 
     return [amplitude, decay, f, phase]
 
 
-def _guess_gaussian2d(xy, z):  # amplitude, x0, sigma_x, y0, sigma_y, offset
+def _guess_gaussian2d(xy, z):  # amplitude, x0, y0, sigma_x, sigma_y, offset
     x, y = xy[:, 0], xy[:, 1]
     offset = float(np.percentile(z, 10))
     w = np.clip(z - offset, 0, None)
@@ -194,7 +194,7 @@ def _guess_gaussian2d(xy, z):  # amplitude, x0, sigma_x, y0, sigma_y, offset
     x0, y0 = np.average(x, weights=w), np.average(y, weights=w)
     sx = math.sqrt(max(np.average((x - x0) ** 2, weights=w), 1e-24))
     sy = math.sqrt(max(np.average((y - y0) ** 2, weights=w), 1e-24))
-    return [float(z.max() - offset), x0, sx, y0, sy, offset]
+    return [float(z.max() - offset), x0, y0, sx, sy, offset]
 
 
 # --- the library -----------------------------------------------------------------------
@@ -214,17 +214,20 @@ LIBRARY: dict[str, Entry] = {e.name: e for e in [
     Entry("gaussian", "a Gaussian peak",
           _expression("gaussian", "amplitude*exp(-(x - center)**2/(2*sigma**2))", _guess_gaussian)),
     Entry("lorentzian", "a Lorentzian peak",
-          _expression("lorentzian", "amplitude*gamma**2/((x - center)**2 + gamma**2)", _guess_lorentzian)),
+          _expression("lorentzian", "amplitude*gamma**2/((x - center)**2 + gamma**2)", _guess_lorentzian,
+                      params=("amplitude", "center", "gamma"))),
     Entry("pseudo_voigt", "a mix of a Lorentzian and a Gaussian of the same half width",
           _expression("pseudo_voigt", "amplitude*(fraction/(1 + ((x - center)/width)**2) + "
-                      "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt)),
+                      "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt,
+                      params=("amplitude", "center", "width", "fraction"))),
     Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine)),
     Entry("damped_sine", "a sine wave dying away",
           _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
                       _guess_damped_sine)),
     Entry("gaussian2d", "a 2-D Gaussian spot on an offset, over (x, y)",
           _expression("gaussian2d", "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) "
-                      "+ offset", _guess_gaussian2d, variables=("x", "y"))),
+                      "+ offset", _guess_gaussian2d, params=("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset"),
+                      variables=("x", "y"))),
 ]}
 _POLY = re.compile(r"poly(\d{1,2})")
 
