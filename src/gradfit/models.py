@@ -157,6 +157,7 @@ class ExpressionModel(Model):
         return out if out.shape == shape else out.expand(shape)
 
     def guess(self, x, y):
+        _columns(x, len(self.variables), self.name)  # the right number of variables first
         return None if self._guess is None else self._guess(x, y)
 
 

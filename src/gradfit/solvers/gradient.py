@@ -21,6 +21,7 @@ from .problem import Outcome, Problem, Tolerances
 
 ADAPTIVE = ("rmsprop",)  # Adam's own moment estimates let it settle; it needs no schedule
 PLATEAU_PATIENCE = 20  # steps without a better loss before an adaptive method's rate is halved
+STUCK = 1e-3  # a gradient still above this fraction of its start means "stopped", not "converged"
 PATIENCE = 5  # ftol and xtol must both hold this many steps running (momentum pauses at turning points)
 
 
@@ -127,7 +128,8 @@ def _torch_optimizer(name: str):
         "nesterov": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9, nesterov=True),
         "adam": lambda q, lr: optim.Adam([q], lr=lr),
         "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr),
-        "lbfgs": lambda q, lr: optim.LBFGS([q], lr=lr, max_iter=1, history_size=20,
+        # one L-BFGS iteration per step, but room for its line search to try several points
+        "lbfgs": lambda q, lr: optim.LBFGS([q], lr=lr, max_iter=1, max_eval=25, history_size=20,
                                             line_search_fn="strong_wolfe",
                                             tolerance_grad=0, tolerance_change=0),
     }[name]
@@ -195,12 +197,15 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
         loss.backward()
         return loss
 
-    first_grad, calm, reason = None, 0, None
+    first_grad, calm, reason = None, 0, None  # first_grad: the yardstick of "the gradient is small"
     for step in range(1, max_steps + 1):
         loss = frame.objective(q)  # forward and loss
         loss.backward()  # gradient
         grad_norm = q.grad.norm().item()
-        first_grad = first_grad or grad_norm
+        if first_grad is None:
+            # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a
+            # start already at the optimum (tiny first gradient) is measured against that, not itself.
+            first_grad = max(grad_norm, 1.0) if frame.transform is not None else grad_norm
         if grad_norm <= tol.gtol * first_grad:
             reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
             break
@@ -234,6 +239,10 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
             reason = "the loss reached zero: the model fits the data exactly"
             break
         if calm >= PATIENCE:
+            if grad_norm > STUCK * first_grad:  # not a minimum: the optimizer cannot make progress
+                reason = (f"the optimizer stopped moving while the gradient is still {grad_norm / first_grad:.2g} "
+                          "of its starting size (stuck, not converged)")
+                return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
             reason = (f"the loss and parameters stopped changing (ftol={tol.ftol:g}, xtol={tol.xtol:g}, "
                       f"{PATIENCE} steps running)")
             break

@@ -1,0 +1,124 @@
+"""The built-in models: each recovers known parameters from noisy data, starting from its own guess."""
+
+import numpy as np
+import pytest
+import torch
+
+import gradfit
+from gradfit.errors import ModelError
+
+WITHIN_STDERR = 5  # a recovered parameter lies within this many standard errors of the truth
+NOISE = 0.01  # noise, relative to the curve's largest value
+
+# model -> (x, true parameters in the model's order)
+CASES = {
+    "constant": (np.linspace(0, 1, 30), [2.5]),
+    "linear": (np.linspace(0, 5, 30), [1.5, -2.0]),
+    "quadratic": (np.linspace(-3, 3, 30), [0.5, -1.0, 2.0]),
+    "poly3": (np.linspace(-2, 2, 40), [0.3, -0.5, 1.0, 2.0]),
+    "exponential": (np.linspace(0, 2, 40), [3.0, 0.8]),
+    "exp_decay": (np.linspace(0, 5, 50), [4.0, 1.2, 0.7]),
+    "power_law": (np.linspace(0.5, 5, 40), [2.0, 1.7]),
+    "logistic": (np.linspace(-5, 5, 60), [1.0, 6.0, 1.5, 0.5]),
+    "gaussian": (np.linspace(-5, 5, 80), [3.0, 0.7, 0.9]),
+    "lorentzian": (np.linspace(-5, 5, 80), [2.0, -0.4, 0.6]),
+    "pseudo_voigt": (np.linspace(-5, 5, 100), [2.0, 0.2, 0.8, 0.3]),
+    "sine": (np.linspace(0, 10, 120), [1.5, 0.35, 0.6]),
+    "damped_sine": (np.linspace(0, 10, 150), [2.0, 0.25, 0.5, 0.3]),
+}
+
+
+def _data(name, x, true, seed=0):
+    model = gradfit.get_model(name)
+    clean = model(torch.tensor(x), torch.tensor(true, dtype=torch.float64)).numpy()
+    rng = np.random.default_rng(seed)
+    return clean + NOISE * np.abs(clean).max() * rng.normal(size=len(clean))
+
+
+def _recovered(result, true):
+    got = np.array(list(result.params.values()))
+    err = np.array(list(result.stderr.values()))
+    return np.all(np.abs(got - true) <= WITHIN_STDERR * err), got, err
+
+
+@pytest.mark.parametrize("method", ["auto", "lbfgs"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_builtin_recovers_known_parameters_from_its_guess(name, method):
+    x, true = CASES[name]
+    y = _data(name, x, true)
+    result = gradfit.fit(name, x, y, method=method)  # no p0: the model's guess
+    assert result.converged, result.message
+    ok, got, err = _recovered(result, true)
+    assert ok, f"{name}: got {got}, true {true}, stderr {err}"
+
+
+def test_gaussian2d_over_two_variables():
+    xx, yy = np.meshgrid(np.linspace(-3, 3, 25), np.linspace(-2, 4, 25))
+    xy = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    true = [5.0, 0.3, 1.0, 0.8, 1.2, 0.5]
+    model = gradfit.get_model("gaussian2d")
+    assert model.param_names == ("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset")
+    z = model(torch.tensor(xy), torch.tensor(true, dtype=torch.float64)).numpy()
+    z = z + 0.05 * np.random.default_rng(1).normal(size=len(z))
+    for method in ("auto", "gd"):
+        result = gradfit.fit("gaussian2d", xy, z, method=method)
+        ok, got, err = _recovered(result, true)
+        assert ok and result.converged, (method, got)
+    with pytest.raises(ModelError, match="takes 2 variables, so x needs 2 columns"):
+        gradfit.fit("gaussian2d", xy[:, 0], z)
+
+
+def test_composite_models_prefix_their_parameters_and_fit():
+    x = np.linspace(-5, 5, 120)
+    model = gradfit.get_model("gaussian + linear")
+    assert model.param_names == ("g_amplitude", "g_center", "g_sigma", "l_slope", "l_intercept")
+    true = [3.0, 0.5, 0.8, 0.2, 1.0]
+    y = model(torch.tensor(x), torch.tensor(true, dtype=torch.float64)).numpy()
+    y = y + 0.02 * np.random.default_rng(2).normal(size=len(x))
+    result = gradfit.fit("gaussian + linear", x, y)
+    ok, got, _ = _recovered(result, true)
+    assert ok and result.converged, got
+    two = gradfit.get_model("gaussian + gaussian")
+    assert two.param_names[:3] == ("g1_amplitude", "g1_center", "g1_sigma") and two.param_names[3] == "g2_amplitude"
+
+
+def test_composite_of_linear_parts_is_linear():
+    model = gradfit.get_model("linear + poly2")
+    assert model.is_linear
+    x = np.linspace(0, 1, 10)
+    assert model.design_matrix(torch.tensor(x)).shape == (10, 5)
+
+
+def test_an_expression_and_a_builtin_agree():
+    x, true = CASES["exp_decay"]
+    y = _data("exp_decay", x, true)
+    builtin = gradfit.fit("exp_decay", x, y)
+    typed = gradfit.fit("amplitude*exp(-rate*x) + offset", x, y, p0=list(builtin.params.values()))
+    np.testing.assert_allclose(list(typed.params.values()), list(builtin.params.values()), rtol=1e-8)
+
+
+def test_expressions_in_other_variables():
+    t = np.linspace(0, 10, 80)
+    y = 2 * np.sin(1.5 * t + 0.3)
+    result = gradfit.fit("A*sin(w*t + p)", t, y, variables="t", p0={"A": 1.8, "w": 1.45, "p": 0.2})
+    np.testing.assert_allclose(list(result.params.values()), [2, 1.5, 0.3], rtol=1e-8)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("gausian", "Unknown model 'gausian'. Choose one of: constant, linear"),
+    ("x", "'x' has no parameters to fit"),
+    ("2*x", "has no parameters to fit"),
+])
+def test_model_text_errors(text, match):
+    with pytest.raises(ModelError, match=match):
+        gradfit.get_model(text)
+
+
+def test_every_builtin_has_a_formula_names_and_a_guess():
+    for name, entry in gradfit.LIBRARY.items():
+        model = entry.make()
+        assert model.formula and model.param_names
+        x = torch.linspace(0.5, 5, 30, dtype=torch.float64)
+        xin = torch.stack([x, x.flip(0)], dim=1) if getattr(model, "variables", ("x",)) == ("x", "y") else x
+        guess = model.guess(xin, torch.linspace(1, 2, 30, dtype=torch.float64))
+        assert guess is not None and guess.shape == (model.n_params,) and bool(torch.isfinite(guess).all()), name

@@ -1,0 +1,128 @@
+"""Bounds and fixed parameters, for every method, against curve_fit as the oracle."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import curve_fit
+
+import gradfit
+from gradfit.errors import ConvergenceWarning, ModelError
+from gradfit.params import parse_bound
+from problems import PROBLEMS, exp_decay
+
+PROB = PROBLEMS[1]  # a*exp(-b*x) + c, true (5, 1.3, 0.5)
+X, Y = PROB["x"], PROB["y"]
+PARAM_RTOL = 1e-6
+
+BOUNDED_METHODS = ["auto", "lm", "gd", "lbfgs", "adam", "nesterov"]
+
+
+def _curve_fit(f, p0, **kw):
+    return curve_fit(f, X, Y, p0=p0, ftol=1e-14, xtol=1e-14, gtol=1e-14, **kw)
+
+
+@pytest.mark.parametrize("method", BOUNDED_METHODS)
+def test_a_bound_that_binds_holds_for_every_method(method):
+    # the best rate is about 1.3; with b <= 1 the fit must stop at the bound, as curve_fit's does
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # a bound bends the landscape (it is a change of variables): gd needs a smaller step than its default
+        rate = {"learning_rate": 0.1} if method == "gd" else {}
+        result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], method=method, bounds={"b": (None, 1.0)}, **rate)
+    assert result.params["b"] <= 1.0
+    assert result.at_bound == {"b": "upper"}
+    assert "b is at its upper bound 1" in result.message and "(at upper bound)" in result.report()
+    expected, _ = curve_fit(lambda x, a, c: 1.0 * 0 + a * np.exp(-1.0 * x) + c, X, Y, p0=[4, 0])
+    np.testing.assert_allclose([result.params["a"], result.params["c"]], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", BOUNDED_METHODS)
+def test_bounds_that_do_not_bind_change_nothing(method):
+    free = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], method=method)
+    bounded = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], method=method,
+                          bounds={"a": (0, None), "b": (0.1, 10), "c": (None, 5)})
+    np.testing.assert_allclose(list(bounded.params.values()), list(free.params.values()), rtol=PARAM_RTOL)
+    np.testing.assert_allclose(list(bounded.stderr.values()), list(free.stderr.values()), rtol=1e-3)
+    assert bounded.at_bound == {}
+
+
+def test_fixed_parameter_matches_curve_fit_of_the_reduced_model():
+    result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], fixed={"c": 0.5})
+    popt, pcov = _curve_fit(lambda x, a, b: a * np.exp(-b * x) + 0.5, [4.0, 1.0])
+    np.testing.assert_allclose([result.params["a"], result.params["b"]], popt, rtol=PARAM_RTOL)
+    np.testing.assert_allclose(result.covariance[:2, :2], pcov, rtol=1e-4)
+    assert result.params["c"] == 0.5 and result.stderr["c"] == 0.0
+    assert result.reduced_chi2 == pytest.approx(result.chi2 / (len(X) - 2))
+    assert "c: " in result.report() and "(fixed)" in result.report()
+    assert result.history.param_names == ("a", "b", "c") and result.history[-1].params[2] == 0.5
+
+
+@pytest.mark.parametrize("method", ["gd", "lbfgs", "lm"])
+def test_fixed_works_for_every_method(method):
+    result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], fixed={"c": 0.5}, method=method)
+    popt, _ = _curve_fit(lambda x, a, b: a * np.exp(-b * x) + 0.5, [4.0, 1.0])
+    np.testing.assert_allclose([result.params["a"], result.params["b"]], popt, rtol=1e-5)
+
+
+def test_bounds_with_curve_fit_as_the_oracle():
+    popt, _ = curve_fit(exp_decay_np, X, Y, p0=[4.0, 0.5, 0.0], bounds=([-np.inf, 0, -np.inf], [np.inf, 1.0, np.inf]),
+                        ftol=1e-14, xtol=1e-14, gtol=1e-14)
+    result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], bounds={"b": (0, 1.0)})
+    np.testing.assert_allclose(list(result.params.values()), popt, rtol=1e-5)
+
+
+def exp_decay_np(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+
+def test_history_is_in_the_users_parameters():
+    result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], bounds={"b": (0, 1.0)}, method="gd", max_steps=50,
+                         learning_rate=0.1)
+    assert all(0 <= r.params[1] <= 1.0 for r in result.history)
+    assert result.history.init_params[1] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_a_guess_outside_the_bounds_is_moved_inside():
+    x = np.linspace(-5, 5, 60)
+    y = 3 * np.exp(-((x - 0.7) ** 2) / (2 * 0.9**2))
+    result = gradfit.fit("gaussian", x, y, bounds={"center": (1.0, 2.0)})
+    assert 1.0 <= result.params["center"] <= 2.0 and result.at_bound == {"center": "lower"}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"bounds": {"d": (0, 1)}}, "`bounds` names unknown parameter 'd'"),
+    ({"bounds": {"b": (2, 1)}}, "lower bound 2 must be below the upper bound 1"),
+    ({"bounds": {"b": 5}}, r"bounds\['b'\] must be a pair"),
+    ({"bounds": {"b": ("low", 1)}}, "lower bound of 'b' must be a number or None"),
+    ({"fixed": {"z": 1}}, "`fixed` names unknown parameter 'z'"),
+    ({"fixed": {"a": 1, "b": 1, "c": 1}}, "Every parameter is fixed"),
+    ({"fixed": {"c": math.nan}}, "must be finite"),
+    ({"fixed": {"b": 3}, "bounds": {"b": (0, 1)}}, r"fixed\['b'\] = 3 is outside its bounds"),
+    ({"p0": [4, 2, 0], "bounds": {"b": (0, 1)}}, "p0 b=2 is outside its bounds"),
+])
+def test_bad_bounds_and_fixed(kwargs, match):
+    kwargs.setdefault("p0", [4.0, 0.5, 0.0])
+    with pytest.raises(ModelError, match=match):
+        gradfit.fit(exp_decay, X, Y, **kwargs)
+
+
+def test_linear_method_refuses_constraints():
+    with pytest.raises(gradfit.OptionError, match="cannot honour bounds or fixed"):
+        gradfit.fit("quadratic", X, Y, method="linear", fixed={"c": 1.0})
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("b>0", ("b", 0.0, None)), ("b >= 0", ("b", 0.0, None)), ("c<10", ("c", None, 10.0)),
+    ("0<c<10", ("c", 0.0, 10.0)), ("-1e-3<=k<=2.5", ("k", -1e-3, 2.5)), ("5>c", ("c", None, 5.0)),
+    ("10>c>0", ("c", 0.0, 10.0)),
+])
+def test_parse_bound(text, expected):
+    assert parse_bound(text) == expected
+
+
+@pytest.mark.parametrize("text", ["b", "b=0", "0<c>10", "b>x", "1<2", ""])
+def test_parse_bound_refuses(text):
+    with pytest.raises(ValueError, match="write a bound as"):
+        parse_bound(text)
