@@ -187,3 +187,92 @@ def test_progress_bar_only_at_a_terminal_and_not_when_quiet(capsys, monkeypatch,
     code, _, err = run(capsys, "fit", seed_csv, "--method", "gd", *(["--quiet"] if quiet else []))
     assert code == 0
     assert ("fitting" in err) == shown
+
+
+# --- models: expressions, the library, bounds and fixed values on the command line ------------
+
+@pytest.fixture
+def sine_csv(tmp_path):
+    t = np.linspace(0, 10, 80)
+    path = tmp_path / "s.csv"
+    path.write_text("t,v\n" + "".join(f"{a},{2 * np.sin(1.5 * a + 0.3) + 0.01 * np.cos(9 * a)}\n" for a in t))
+    return path
+
+
+def test_an_expression_in_a_named_variable(capsys, tmp_path, sine_csv):
+    code, out, err = run(capsys, "fit", sine_csv, "--x", "t", "--y", "v", "--model", "A*sin(w*t+p)",
+                         "--p0", "A=1.8,w=1.45,p=0.2", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    params = json.loads((tmp_path / "r.json").read_text())["params"]
+    assert params == pytest.approx({"A": 2.0, "w": 1.5, "p": 0.3}, rel=1e-2)
+
+
+def test_params_orders_an_expressions_parameters(capsys, tmp_path, sine_csv):
+    code, _, err = run(capsys, "fit", sine_csv, "--x", "t", "--y", "v", "--model", "A*sin(w*t+p)",
+                       "--params", "p,w,A", "--p0", "0.2,1.45,1.8", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert list(json.loads((tmp_path / "r.json").read_text())["params"]) == ["p", "w", "A"]
+
+
+def test_builtin_without_p0_with_bound_and_fix(capsys, tmp_path, sine_csv):
+    code, out, err = run(capsys, "fit", sine_csv, "--model", "sine", "--bound", "amplitude>0",
+                         "--bound", "0<frequency<1", "--fix", "phase=0.3", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["fixed"] == {"phase": 0.3} and result["stderr"]["phase"] == 0.0
+    assert result["params"]["frequency"] == pytest.approx(1.5 / (2 * np.pi), rel=1e-3)
+    assert "(fixed)" in out and "(bounds 0, 1)" in out
+
+
+def test_two_variables(capsys, tmp_path):
+    xx, yy = np.meshgrid(np.linspace(-3, 3, 15), np.linspace(-2, 4, 15))
+    z = 5 * np.exp(-((xx - 0.3) ** 2) / (2 * 0.8**2) - ((yy - 1) ** 2) / (2 * 1.2**2)) + 0.5
+    path = tmp_path / "surface.csv"
+    path.write_text("x,y,z\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(xx.ravel(), yy.ravel(), z.ravel())))
+    code, _, err = run(capsys, "fit", path, "--x", "x,y", "--y", "z", "--model", "gaussian2d",
+                       "--json", tmp_path / "r.json")
+    assert code == 0, err
+    params = json.loads((tmp_path / "r.json").read_text())["params"]
+    assert params == pytest.approx({"amplitude": 5, "x0": 0.3, "y0": 1, "sigma_x": 0.8, "sigma_y": 1.2,
+                                    "offset": 0.5}, rel=1e-6)
+
+
+def test_composite_from_the_command_line(capsys, tmp_path):
+    x = np.linspace(-5, 5, 100)
+    y = 3 * np.exp(-((x - 0.5) ** 2) / (2 * 0.8**2)) + 0.2 * x + 1
+    path = tmp_path / "peak.csv"
+    path.write_text("".join(f"{a},{b}\n" for a, b in zip(x, y)))
+    code, out, err = run(capsys, "fit", path, "--model", "gaussian + linear", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    params = json.loads((tmp_path / "r.json").read_text())["params"]
+    assert params == pytest.approx({"g_amplitude": 3, "g_center": 0.5, "g_sigma": 0.8, "l_slope": 0.2,
+                                    "l_intercept": 1}, rel=1e-6)
+
+
+def test_models_lists_the_library(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    for name in gradfit.LIBRARY:
+        assert name in out
+    assert "amplitude*exp(-(x - center)**2/(2*sigma**2))" in out and "(variables: x, y)" in out
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--model", "a*exp(x"], "not valid syntax at column 6"),
+    (["--model", "__import__('os').system('id')"], "cannot contain a call of anything but a known function"),
+    (["--model", "a^2*x"], "write a**2 instead of a^2"),
+    (["--model", "gausian"], "Unknown model 'gausian'"),
+    (["--bound", "b=>0"], "argument --bound: write a bound as b>0"),
+    (["--bound", "d>0"], "`bounds` names unknown parameter 'd'"),
+    (["--bound", "1<b<0"], "lower bound 1 must be below the upper bound 0"),
+    (["--fix", "c"], "argument --fix: write NAME=VALUE"),
+    (["--fix", "c=inf"], "argument --fix: write NAME=VALUE with a finite number"),
+    (["--fix", "a=1,b=1,c=1"], "Every parameter is fixed"),
+    (["--params", "a,b"], "`params` orders the parameters of an expression"),
+    (["--x", "x,y"], "Model quadratic takes 1 variable (x), but x has 2 columns"),
+])
+def test_model_option_errors(capsys, tmp_path, seed_csv, args, fragment):
+    json_out = tmp_path / "r.json"
+    code, out, err = run(capsys, "fit", seed_csv, "--json", json_out, *args)
+    _one_line_error(code, out, err, fragment)
+    assert not json_out.exists()

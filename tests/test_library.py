@@ -64,7 +64,7 @@ def test_gaussian2d_over_two_variables():
         result = gradfit.fit("gaussian2d", xy, z, method=method)
         ok, got, err = _recovered(result, true)
         assert ok and result.converged, (method, got)
-    with pytest.raises(ModelError, match="takes 2 variables, so x needs 2 columns"):
+    with pytest.raises(ModelError, match=r"Model gaussian2d takes 2 variables \(x, y\), but x has 1 column"):
         gradfit.fit("gaussian2d", xy[:, 0], z)
 
 

@@ -79,6 +79,7 @@ def fit(
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
 
     data = prepare(x, y, sigma, nan_policy=nan_policy)
+    _check_variables(model, data.x)
     if len(data.y) < model.n_params:
         raise DataError(
             f"{len(data.y)} points are too few to fit {model.n_params} parameters "
@@ -240,6 +241,17 @@ def _start(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> to
         if not lower <= float(start[i]) <= upper:
             raise ModelError(f"p0 {name}={float(start[i]):g} is outside its bounds ({lower:g}, {upper:g}).")
     return inside(start, names, bounds)
+
+
+def _check_variables(model: Model, x: np.ndarray) -> None:
+    if model.variables is None:
+        return
+    k = 1 if x.ndim == 1 else x.shape[1]
+    if k != len(model.variables):
+        names = ", ".join(model.variables)
+        plural = "s" if len(model.variables) > 1 else ""
+        raise ModelError(f"Model {model.name} takes {len(model.variables)} variable{plural} ({names}), but x has "
+                         f"{k} column{'s' if k > 1 else ''}. Give one x column per variable.")
 
 
 def _variables(variables) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import ast
 import keyword
 import math
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -120,7 +121,9 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
                               "write a**2 instead of a^2.")
     _check_parentheses(text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # Python's own warnings about odd literals: the errors below say it
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         where = f" at column {e.offset}" if e.offset else ""
         raise ExpressionError(f"The expression is not valid syntax{where}: {e.msg}. "

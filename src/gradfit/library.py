@@ -247,6 +247,10 @@ def get_model(model, *, variables=("x",), params=None) -> Model:
     Text that is a built-in name, or built-in names joined by '+', is the library's;
     any other text is an expression in the variables ``variables``.
     """
+    if params is not None and not (isinstance(model, str) and not all(
+            builtin(p.strip()) for p in model.split("+"))):
+        raise ModelError("`params` orders the parameters of an expression; a built-in model, a Model or a "
+                         "function has its own order.")
     if isinstance(model, Model):
         return model
     if callable(model) and not isinstance(model, str):

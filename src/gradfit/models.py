@@ -25,6 +25,7 @@ class Model:
     param_names: tuple[str, ...] = ()
     formula: str = ""
     is_linear: bool = False  # linear in its parameters: least squares has a closed form
+    variables: tuple[str, ...] | None = ("x",)  # the independent variables (None: the model does not say)
 
     @property
     def n_params(self) -> int:
@@ -106,6 +107,7 @@ class FunctionModel(Model):
                 f"got {getattr(function, '__name__', 'it')}{signature}."
             )
         self.function = function
+        self.variables = None  # a function may take x of any shape
         self.param_names = tuple(names[1:])
         self.name = name or getattr(function, "__name__", "function")
         self.formula = f"{self.name}({', '.join(names)})"
@@ -194,6 +196,8 @@ class Composite(Model):
         self.formula = " + ".join(f"{m.name}({', '.join(f'{p}_{n}' for n in m.param_names)})"
                                   for p, m in zip(prefixes, parts))
         self.is_linear = all(m.is_linear for m in parts)
+        kinds = {m.variables for m in parts}
+        self.variables = kinds.pop() if len(kinds) == 1 else None
         self._slices = []
         start = 0
         for m in parts:
