@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make test`
+	GRADFIT_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/test_expr.py -k fuzz
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_demo.py

@@ -141,10 +141,11 @@ class FitResult:
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= min_correlation:
-                    pairs.append((abs(corr[i, j]), f"    C({names[i]}, {names[j]}){'':<{2 * width - len(names[i]) - len(names[j])}} = {corr[i, j]:+.4f}"))
+                    pairs.append((abs(corr[i, j]), f"C({names[i]}, {names[j]})", corr[i, j]))
         if pairs:
+            label_width = max(len(label) for _, label, _ in pairs)
             lines.append(f"[[Correlations]] (unreported correlations are < {min_correlation:.3f})")
-            lines.extend(text for _, text in sorted(pairs, reverse=True))
+            lines.extend(f"    {label:<{label_width}} = {value:+.4f}" for _, label, value in sorted(pairs, reverse=True))
         lines.append("[[Message]]")
         lines.append(f"    {self.message}")
         return "\n".join(lines)
