@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test browser bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/gradfit demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The report's and the playground's end-to-end tests drive Debian's Chromium (Playwright's own
+# browser download does not work offline). Installed once, as root; elsewhere those tests skip.
+browser:
+	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make test`
 	GRADFIT_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/test_expr.py -k fuzz

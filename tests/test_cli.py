@@ -129,3 +129,23 @@ def test_console_script_is_installed():
                                  capture_output=True, text=True).stdout.strip()
     done = subprocess.run([gradfit_exe, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "demo" in done.stdout
+
+
+def test_demo_animate_and_compare_learning_rates(capsys, tmp_path):
+    from PIL import Image
+
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path), "--animate", str(tmp_path / "demo.gif"),
+                         "--compare-lr", "1e-5,1e-4,1e-3")
+    assert code == 0, err
+    assert "learning rate 0.001: diverged at step 15" in out
+    assert "learning rate 1e-05: RMSE" in out
+    with Image.open(tmp_path / "compare-lr.png") as img:
+        assert img.size == (1200, 450)
+    with Image.open(tmp_path / "demo.gif") as img:
+        assert img.n_frames == 20  # every step of the article's two rounds
+
+
+def test_compare_lr_refuses_bad_rates(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "d"), "--compare-lr", "1e-4,-1")
+    _assert_one_line_error(code, out, err, "argument --compare-lr: must be a positive finite number")
+    assert not (tmp_path / "d").exists()

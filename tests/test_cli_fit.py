@@ -276,3 +276,47 @@ def test_model_option_errors(capsys, tmp_path, seed_csv, args, fragment):
     code, out, err = run(capsys, "fit", seed_csv, "--json", json_out, *args)
     _one_line_error(code, out, err, fragment)
     assert not json_out.exists()
+
+
+# --- pictures from the command line -------------------------------------------------------------
+
+def test_plot_animate_and_report(capsys, tmp_path, seed_csv):
+    from PIL import Image
+
+    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--plot", tmp_path / "plots",
+                         "--animate", tmp_path / "fit.gif", "--report", tmp_path / "report.html", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "fit.png", "landscape.png", "loss.png", "params.png", "steps.png"]
+    with Image.open(tmp_path / "fit.gif") as img:
+        assert img.n_frames > 10
+    text = (tmp_path / "report.html").read_text()
+    assert "Watch it learn" in text and str(seed_csv) in text
+
+
+def test_a_model_of_one_parameter_skips_the_landscape_with_a_note(capsys, tmp_path, seed_csv):
+    code, _, err = run(capsys, "fit", seed_csv, "--model", "constant", "--plot", tmp_path / "plots")
+    assert code == 0
+    assert "note: --plot: skipped landscape.png" in err
+    assert "landscape.png" not in {p.name for p in (tmp_path / "plots").iterdir()}
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--animate", "fit.avi"], "an animation is written as .gif or .mp4"),
+    (["--plot", "seed.csv"], "--plot 'seed.csv' is an existing file"),
+    (["--report", "."], "--report '.' is a folder"),
+])
+def test_picture_option_errors(capsys, tmp_path, seed_csv, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run(capsys, "fit", seed_csv, *args)
+    _one_line_error(code, out, err, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_mp4_without_ffmpeg_is_refused(capsys, tmp_path, seed_csv, monkeypatch):
+    from matplotlib.animation import FFMpegWriter
+
+    monkeypatch.setattr(FFMpegWriter, "isAvailable", classmethod(lambda cls: False))
+    code, out, err = run(capsys, "fit", seed_csv, "--animate", tmp_path / "fit.mp4")
+    _one_line_error(code, out, err, "writing MP4 needs ffmpeg")

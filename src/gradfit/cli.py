@@ -118,6 +118,13 @@ def _fixed(text: str) -> dict[str, float]:
     return out
 
 
+def _rates(text: str) -> list[float]:
+    rates = []
+    for item in text.split(","):
+        rates.append(_learning_rate(item.strip()))
+    return rates
+
+
 def _method_help() -> str:
     from .solvers import METHODS  # the one registry: help, choices and errors all come from it
 
@@ -151,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--learning-rate", "--lr", type=_learning_rate, default=1e-4, metavar="LR",
                       help="step size (default: %(default)g)")
     demo.add_argument("--seed", type=_seed, default=1989, help="random seed (default: %(default)s)")
+    demo.add_argument("--animate", metavar="FILE", help="also write an animation of the run (.gif, or .mp4 with ffmpeg)")
+    demo.add_argument("--compare-lr", type=_rates, metavar="LR,LR,...",
+                      help="also run the descent at each learning rate and draw them side by side in "
+                           "DIR/compare-lr.png (e.g. 1e-5,1e-4,1e-3: too small, about right, too big)")
     demo.set_defaults(run=_run_demo)
 
     fit = commands.add_parser(
@@ -190,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="gradient methods walk the raw parameters, not standardized coordinates")
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
+    fit.add_argument("--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and "
+                                                  "landscape.png into DIR")
+    fit.add_argument("--animate", metavar="FILE", help="write an animation of the fit (.gif, or .mp4 with ffmpeg)")
+    fit.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (works offline)")
     fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
     fit.set_defaults(run=_run_fit)
 
@@ -200,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args) -> int:
-    from .demo import check_out_dir, demo, output_files, summarize
+    from ._files import check_out_dir, check_animation
+    from .demo import compare_learning_rates, demo, output_files, summarize
 
-    check_out_dir(args.out, "--out")  # refuse a bad --out before any work
+    out = check_out_dir(args.out, "--out")  # refuse a bad --out before any work
+    animation = check_animation(args.animate, "--animate")
     history = demo(
         args.out,
         rounds=args.rounds,
@@ -214,8 +231,41 @@ def _run_demo(args) -> int:
     )
     for line in summarize(history, args.seed).lines():
         print(line)
-    print(f"Wrote {', '.join(output_files(args.rounds))} to {args.out}/")
+    written = output_files(args.rounds)
+    if args.compare_lr:
+        from .plots import plot_learning_rates
+
+        runs = compare_learning_rates(args.compare_lr, steps=args.rounds * args.steps_per_round, seed=args.seed)
+        for rate, run, diverged_at in runs:
+            end = (f"diverged at step {diverged_at}" if diverged_at
+                   else f"RMSE {run.history.rmse[-1]:.6g} before its last step")
+            print(f"learning rate {rate:g}: {end}")
+        figure = plot_learning_rates([(f"lr {rate:g}", run, d) for rate, run, d in runs], ylim=(-75, 120))
+        _save_figure(figure, out / "compare-lr.png")
+        written.append("compare-lr.png")
+    print(f"Wrote {', '.join(written)} to {args.out}/")
+    if animation is not None:
+        from .data import seed_data
+        from .models import quadratic
+        from .plots import Trace
+
+        x, y = seed_data(args.seed)
+        _save_animation(Trace(quadratic(), x, y, history), animation)
+        print(f"Wrote {animation}")
     return ExitStatus.OK
+
+
+def _save_figure(figure, path) -> None:
+    from ._files import save_atomic
+
+    save_atomic(path, figure.savefig)
+
+
+def _save_animation(run, path) -> None:
+    from ._files import save_atomic
+    from .plots import animate
+
+    save_atomic(path, lambda tmp: animate(run, tmp))
 
 
 def _run_fit(args) -> int:
@@ -223,12 +273,16 @@ def _run_fit(args) -> int:
 
     from .data import load, prepare
     from .engine import fit
+    from ._files import check_animation, check_out_dir, check_out_file, staged, write_atomic
     from .errors import ConvergenceWarning
     from .library import get_model
     from .solvers import get_method
 
     get_method(args.method)  # an unknown method is refused before the data are read
     outputs = [check_out_file(path, flag) for path, flag in ((args.json, "--json"), (args.history, "--history"))]
+    plot_dir = check_out_dir(args.plot, "--plot") if args.plot else None
+    animation = check_animation(args.animate, "--animate")
+    report_out = check_out_file(args.report, "--report")
     columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
     first = columns["first_row"]
     data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
@@ -255,14 +309,32 @@ def _run_fit(args) -> int:
                 progress.close()
     result.n_dropped = data.n_dropped
     json_out, history_out = outputs
-    if json_out is not None:
-        import json
+    notes = []
+    with staged(plot_dir) as scratch:  # figures first: if drawing fails, nothing is written
+        if scratch is not None:
+            from .plots import write_plots
 
-        _write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-    if history_out is not None:
-        _write_atomic(history_out, result.history.to_csv())
+            _, skipped = write_plots(result, scratch)
+            notes += [f"--plot: skipped {s}" for s in skipped]
+        report_text = None
+        if report_out is not None:
+            from .report import report_html
+
+            report_text = report_html(result, _report_settings(args))
+        if animation is not None:
+            _save_animation(result, animation)
+        if json_out is not None:
+            import json
+
+            write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+        if history_out is not None:
+            write_atomic(history_out, result.history.to_csv())
+        if report_text is not None:
+            write_atomic(report_out, report_text)
     if not args.quiet:
         print(result.report())
+    for note in notes:
+        print(f"gradfit fit: note: {note}", file=sys.stderr)
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             print(f"gradfit fit: warning: {w.message}", file=sys.stderr)
@@ -298,48 +370,32 @@ def _run_models(args) -> int:
 PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: short fits show none
 
 
+def _report_settings(args) -> dict:
+    settings = {"data": args.data, "x column": args.x or "first", "y column": args.y or "second",
+                "model (as given)": args.model}
+    if args.sigma:
+        settings["sigma column"] = args.sigma
+    for name, value in (("max steps", args.max_steps), ("tolerance", args.tol), ("p0", args.p0)):
+        if value is not None:
+            settings[name] = value
+    if args.bound:
+        settings["bounds"] = ", ".join(f"{n}: {lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
+                                       for n, lo, hi in args.bound)
+    if args.fix:
+        settings["fixed"] = ", ".join(f"{k}={v:g}" for item in args.fix for k, v in item.items())
+    return settings
+
+
 def _progress_bar(args):
     """A tqdm bar on stderr for runs long enough to need one, only at a terminal."""
     if not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from .solvers import get_method
 
     total = args.max_steps or get_method(args.method).max_steps
     return tqdm(total=total, desc="fitting", unit="step", delay=PROGRESS_DELAY, leave=False, file=sys.stderr)
-
-
-def check_out_file(path, flag: str):
-    """An output file path whose folder exists; refuses folders. None passes through."""
-    from pathlib import Path
-
-    from .errors import OptionError
-
-    if path is None:
-        return None
-    out = Path(path)
-    if out.is_dir():
-        raise OptionError(f"{flag} '{out}' is a folder; give a file name.")
-    if not out.parent.is_dir():
-        raise OptionError(f"{flag} '{out}': the folder '{out.parent}' does not exist.")
-    return out
-
-
-def _write_atomic(path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
-    import os
-    import tempfile
-
-    from .errors import OptionError
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OptionError(f"Cannot write '{path}': {e.strerror}.") from None
 
 
 def main(argv: list[str] | None = None) -> int:

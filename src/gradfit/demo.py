@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,7 +11,7 @@ import torch
 
 from ._checks import positive_finite, positive_int
 from .data import SEED, seed_data, seed_generator
-from .errors import OptionError
+from ._files import check_out_dir, staged
 from .history import History, StepRecord
 from .models import quadratic
 from .solvers import gradient_descent, least_squares, mse_curvatures
@@ -52,7 +49,7 @@ def demo(
     out = None if out_dir is None else check_out_dir(out_dir, "out_dir")
 
     model = quadratic()
-    with _staged(out) as scratch:  # claim the output place before any work
+    with staged(out) as scratch:  # claim the output place before any work
         x, y = seed_data(generator=generator)
         params = torch.randn(3, generator=generator).requires_grad_()  # the article's random start
         if on_start is not None:
@@ -137,58 +134,48 @@ def summarize(history: History, seed: int = SEED) -> Summary:
     )
 
 
+def compare_learning_rates(rates, *, steps: int = ROUNDS * STEPS_PER_ROUND, seed: int = SEED):
+    """The article's descent at each learning rate, from the same start: [(rate, Trace, diverged_at)].
+
+    A rate that makes the loss overflow is kept, up to its last finite step, with the step where
+    it blew up; it is never an error here.
+    """
+    from .errors import FitError
+    from .plots import Trace
+
+    steps = positive_int(steps, "steps")
+    model = quadratic()
+    runs = []
+    for rate in rates:
+        rate = positive_finite(rate, "learning rate")
+        generator = seed_generator(seed)
+        x, y = seed_data(generator=generator)
+        start = torch.randn(3, generator=generator)
+        try:
+            _, history = gradient_descent(model, x, y, start, learning_rate=rate, steps=steps)
+            diverged_at = None
+        except FitError as e:
+            history, diverged_at = e.history, e.history.last_step + 1
+        runs.append((rate, Trace(model, x, y, history), diverged_at))
+    return runs
+
+
 def output_files(rounds: int = ROUNDS) -> list[str]:
     """The names the demo writes, in order."""
     return ["data.png", *(f"run{r}.png" for r in range(1, rounds + 1)), "history.csv"]
 
 
 def _draw(folder: Path, model, x, y, history: History, rounds: int, steps_per_round: int) -> None:
-    from .plots import plot_data, plot_steps, spread  # matplotlib only when drawing
+    from .plots import Trace, plot_data, plot_steps, spread  # matplotlib only when drawing
 
     plot_data(x, y, title="The seed article's data").savefig(folder / "data.png")
+    run = Trace(model, x, y, history)
     first_fig = None
     for r in range(rounds):
         first = r * steps_per_round + 1
         steps = spread(first, first + steps_per_round - 1)
-        fig = plot_steps(model, x, y, history, steps=steps, ylim=YLIM, like=first_fig)
+        fig = plot_steps(run, steps, ylim=YLIM, like=first_fig)
         fig.savefig(folder / f"run{r + 1}.png")
         first_fig = first_fig or fig  # every round's figure has the same shape: one layout serves all
     with open(folder / "history.csv", "w", newline="") as f:
         history.to_csv(f)
-
-
-def check_out_dir(path: str | os.PathLike, name: str) -> Path:
-    """An output folder that exists as a folder or can be made; refuses files and unwritable places."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"{name} '{out}' is an existing file; give a folder to write into.")
-    existing = next(p for p in (out, *out.parents) if p.exists())  # "." or "/" at worst
-    if not existing.is_dir():
-        raise OptionError(f"{name} '{out}' cannot be made: '{existing}' is a file, not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OptionError(f"{name} '{out}' is not writable; choose a folder you can write to.")
-    return out
-
-
-@contextmanager
-def _staged(out: Path | None):
-    """Yield a scratch folder inside ``out``; move its files into ``out`` only if the block succeeds."""
-    if out is None:
-        yield None
-        return
-    existed = out.is_dir()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".gradfit-", dir=out))
-    except OSError as e:
-        raise OptionError(f"Cannot write to '{out}': {e.strerror}. Choose a folder you can write to.") from None
-    try:
-        yield scratch
-        for f in sorted(scratch.iterdir()):
-            os.replace(f, out / f.name)
-    except OSError as e:
-        raise OptionError(f"Cannot write to '{out}': {e.strerror}. Nothing was written.") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if not existed and not any(out.iterdir()):
-            out.rmdir()

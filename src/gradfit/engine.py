@@ -345,7 +345,7 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         gap_to_optimum=gap, optimum_rmse=optimum_rmse,
         learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
         dtype=p.dtype, device=str(p.device), notes=notes, rank=rank, bounds=bounds, fixed=fixed,
-        at_bound=on_bound,
+        at_bound=on_bound, x=data.x, y=data.y, sigma=data.sigma,
     )
 
 

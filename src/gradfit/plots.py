@@ -1,13 +1,19 @@
 """Pictures of finished runs. Nothing here fits; everything returns a matplotlib Figure.
 
-Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so that
-drawing needs no GUI backend, keeps no global state and imports less.
+A *run* is a FitResult, or anything with ``model``, ``x``, ``y`` and ``history``
+(the demo's ``Trace``). Figures are built with ``matplotlib.figure.Figure``, not
+pyplot, so drawing needs no GUI backend and keeps no global state; they still show
+inline in a notebook. Colours follow the seed article: data blue, predictions red.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -16,6 +22,20 @@ from .models import Model
 
 DATA_COLOR = "C0"  # matplotlib's default blue, as in the article's scatter
 PRED_COLOR = "red"  # the article's predictions
+SMOOTH_POINTS = 400  # points on a fitted curve drawn between the data
+LANDSCAPE_GRID = 80  # the loss is evaluated on an 80 x 80 grid
+
+
+@dataclass
+class Trace:
+    """A run that is not a FitResult (the demo's): the model, the data and the history."""
+
+    model: Model
+    x: object
+    y: object
+    history: History
+    optimum_rmse: float | None = None
+    sigma: object = None
 
 
 def spread(first: int, last: int, n: int = 10) -> list[int]:
@@ -38,41 +58,44 @@ def plot_data(x, y, *, ax=None, title: str | None = None) -> Figure:
 
 
 def plot_steps(
-    model: Model,
-    x,
-    y,
-    history: History,
-    *,
+    run,
     steps: Sequence[int] | None = None,
+    ncols: int = 10,
+    *,
     ylim: tuple[float, float] | None = None,
     panel_size: tuple[float, float] = (1.5, 3.0),
     like: Figure | None = None,
 ) -> Figure:
-    """A row of panels, one per step: data in blue, that step's predictions in red.
+    """The article's row of panels, one per step: data in blue, that step's predictions in red.
 
-    Each panel shows the predictions the step computed its loss from (the
-    parameters it started from), as the article's ``show_plot(step(params))`` does.
-    ``steps`` are step numbers from the history (default: up to 10 spread over
-    the run); ``ylim`` fixes the y-axis of every panel (the article uses -75..120).
-    ``like`` reuses the margins of an earlier figure of the same shape instead of
-    computing a tight layout again (the slowest part of drawing a row of panels).
+    Each panel shows the predictions the step measured its loss on (the parameters it
+    started from), as the article's ``show_plot(step(params))`` does. ``steps`` are
+    step numbers (default: ``ncols`` spread over the run); more than ``ncols`` wrap
+    into rows. ``ylim`` fixes every panel's y-axis (the article uses -75..120; default:
+    automatic, shared). ``like`` reuses the margins of an earlier figure of the same
+    shape instead of computing a tight layout again (the slowest part of drawing).
     """
+    history = run.history
+    _one_variable(run.model, "plot_steps")
     if not len(history):
         raise ValueError("The history has no steps to draw.")
     first = history[0].step
-    steps = list(steps) if steps is not None else spread(first, history.last_step)
-    fig = Figure(figsize=(panel_size[0] * len(steps), panel_size[1]))
-    axes = fig.subplots(1, len(steps), squeeze=False)[0]
-    x_t = torch.as_tensor(x)
+    steps = list(steps) if steps is not None else spread(first, history.last_step, ncols)
+    rows = math.ceil(len(steps) / ncols)
+    cols = min(len(steps), ncols)
+    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=ylim is None).ravel()
+    x, y = _np(run.x), _np(run.y)
+    order = np.argsort(x)
     for ax, step in zip(axes, steps):
-        before = torch.tensor(history.params_before(step - first), dtype=x_t.dtype)
-        with torch.no_grad():
-            preds = model(x_t, before)
-        ax.scatter(_np(x), _np(y), color=DATA_COLOR)
-        ax.scatter(_np(x), _np(preds), color=PRED_COLOR)
+        preds = _predict(run.model, run.x, history.params_before(step - first))
+        ax.scatter(x, y, color=DATA_COLOR)
+        ax.scatter(x[order], preds[order], color=PRED_COLOR)
         ax.set_title(f"step {step}", fontsize=9)
         if ylim is not None:
             ax.set_ylim(*ylim)
+    for ax in axes[len(steps):]:
+        ax.set_visible(False)
     if like is None:
         fig.tight_layout()
     else:
@@ -80,6 +103,322 @@ def plot_steps(
         fig.subplots_adjust(left=sp.left, right=sp.right, bottom=sp.bottom, top=sp.top,
                             wspace=sp.wspace, hspace=sp.hspace)
     return fig
+
+
+def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
+    """Data, the fitted curve drawn smoothly, a ±1σ band from the covariance, and residuals below.
+
+    The band is the delta method: var f(x) = J(x) C J(x)ᵀ, with J the derivative of the
+    curve with respect to the parameters at x, and C the covariance.
+    """
+    _one_variable(result.model, "plot_fit")
+    x, y = _np(result.x), _np(result.y)
+    fig = Figure(figsize=(7, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    grid = np.linspace(x.min(), x.max(), points)
+    params = np.array(list(result.params.values()))
+    curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
+    if result.sigma is not None:
+        top.errorbar(x, y, yerr=_np(result.sigma), fmt="none", ecolor=DATA_COLOR, alpha=0.5)
+    top.scatter(x, y, color=DATA_COLOR, label="data", zorder=3)
+    top.plot(grid, curve, color=PRED_COLOR, label="fit")
+    if band is not None:
+        top.fill_between(grid, curve - band, curve + band, color=PRED_COLOR, alpha=0.2, label="±1σ")
+    top.set_ylabel("y")
+    top.set_title(f"{result.model.name}: RMSE {result.rmse:.4g}, R² {result.r2:.4f}")
+    top.legend()
+    residuals = y - _predict(result.model, x, params)
+    bottom.axhline(0, color="0.5", lw=1)
+    bottom.scatter(x, residuals, color=DATA_COLOR, s=12)
+    bottom.set_xlabel("x")
+    bottom.set_ylabel("residual")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(results, labels: Sequence[str] | None = None, *, ax=None) -> Figure:
+    """RMSE against step on a log axis, for one run or several overlaid.
+
+    Each item is a FitResult, a Trace or a History. The exact optimum is drawn as a
+    dashed line when a run knows it (models linear in their parameters). A run whose
+    history ends early because it diverged is drawn up to its last finite step.
+    """
+    items = results if isinstance(results, (list, tuple)) else [results]
+    labels = list(labels) if labels is not None else [_label(r) for r in items]
+    fig, ax = _fig_ax(ax, figsize=(7, 4.5))
+    optimum = None
+    for item, label in zip(items, labels):
+        history = item if isinstance(item, History) else item.history
+        steps = [r.step for r in history]
+        ax.plot(steps, history.rmse, marker="." if len(steps) <= 50 else None, label=label)
+        optimum = optimum or getattr(item, "optimum_rmse", None)
+    if optimum:
+        ax.axhline(optimum, color="0.3", ls="--", lw=1, label=f"exact optimum ({optimum:.4g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("RMSE (before the step)")
+    ax.set_title("How the error fell")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_params(result) -> Figure:
+    """Each parameter's value after every step, with its final value dashed."""
+    history = result.history
+    names = history.param_names
+    cols = min(len(names), 3)
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    steps = [0] + [r.step for r in history]
+    values = np.array([history.init_params] + [r.params for r in history])
+    for i, (ax, name) in enumerate(zip(axes, names)):
+        ax.plot(steps, values[:, i], color=PRED_COLOR)
+        ax.axhline(values[-1, i], color="0.4", ls="--", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int = LANDSCAPE_GRID) -> Figure:
+    """Contours of the loss over two parameters, the others held at their final values,
+    with the optimizer's path drawn over them; the range covers the path and the end."""
+    names = result.history.param_names
+    params = landscape_params(result, params)
+    aa, bb, loss, path, (i, j) = landscape_grid(result, params, grid)
+    final = path[-1]
+
+    fig = Figure(figsize=(7, 5.5))
+    ax = fig.subplots()
+    finite = np.isfinite(loss) & (loss > 0)
+    shown = np.log10(np.where(finite, loss, np.nan))
+    filled = ax.contourf(aa, bb, shown, levels=30, cmap="viridis")
+    ax.contour(aa, bb, shown, levels=15, colors="white", linewidths=0.4, alpha=0.6)
+    fig.colorbar(filled, ax=ax, label="log10 loss (mean squared error)")
+    ax.plot(path[:, i], path[:, j], color=PRED_COLOR, marker="." if len(path) <= 200 else None,
+            lw=1.2, label="path")
+    ax.scatter([path[0, i]], [path[0, j]], color="white", edgecolor="k", zorder=4, label="start")
+    ax.scatter([final[i]], [final[j]], color=PRED_COLOR, marker="*", s=150, edgecolor="k", zorder=5,
+               label="end")
+    ax.set_xlabel(params[0])
+    ax.set_ylabel(params[1])
+    others = [n for n in names if n not in params]
+    held = f" ({', '.join(others)} held at their final values)" if others else ""
+    ax.set_title(f"The loss over {params[0]} and {params[1]}{held}", fontsize=10)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def landscape_params(result, params=None) -> tuple[str, str]:
+    """The two parameters to draw the landscape over: as given, or the first two free ones."""
+    names = result.history.param_names
+    fixed = getattr(result, "fixed", {}) or {}
+    free = [n for n in names if n not in fixed]
+    params = tuple(params) if params is not None else tuple(free[:2])
+    if len(params) != 2 or any(p not in free for p in params) or params[0] == params[1]:
+        raise ValueError(f"A landscape needs two different free parameters of: {', '.join(free)}; got "
+                         f"{', '.join(params) or 'none'}.")
+    return params
+
+
+def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID):
+    """The loss on a grid over two parameters (the others at their final values), and the path.
+
+    Returns (A, B, loss, path, (i, j)): meshgrids, the loss there, the parameters at the
+    start and after every step (rows), and the two parameters' indexes.
+    """
+    names = result.history.param_names
+    history = result.history
+    i, j = names.index(params[0]), names.index(params[1])
+    path = np.array([history.init_params] + [r.params for r in history])
+    final = path[-1]
+    lo, hi = path[:, [i, j]].min(axis=0), path[:, [i, j]].max(axis=0)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(final[[i, j]]) * 0.2, 1e-3))
+    lo, hi = lo - 0.15 * span, hi + 0.15 * span
+    aa, bb = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
+    points = np.repeat(final[None, :], aa.size, axis=0)
+    points[:, i], points[:, j] = aa.ravel(), bb.ravel()
+    return aa, bb, _losses(result, points).reshape(aa.shape), path, (i, j)
+
+
+def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
+    """The fit evolving beside its growing loss curve, as a GIF (Pillow) or an MP4 (needs ffmpeg).
+
+    Long runs are thinned to ``max_frames`` frames spread over the run. Returns the path.
+    """
+    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"An animation is written as .gif or .mp4, got '{path.name}'.")
+    if suffix == ".mp4" and not FFMpegWriter.isAvailable():
+        raise ValueError("Writing MP4 needs ffmpeg, which is not installed; write a .gif instead.")
+    _one_variable(result.model, "animate")
+    history = result.history
+    if not len(history):
+        raise ValueError("The history has no steps to animate.")
+    first = history[0].step
+    steps = spread(first, history.last_step, max_frames)
+    x, y = _np(result.x), _np(result.y)
+    grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
+    curves = [_predict(result.model, grid, history.params_before(s - first)) for s in steps]
+
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
+    left.scatter(x, y, color=DATA_COLOR, label="data")
+    (line,) = left.plot(grid, curves[0], color=PRED_COLOR, label="fit")
+    pad = 0.15 * (y.max() - y.min() or 1.0)
+    left.set_ylim(y.min() - pad, y.max() + pad)
+    left.set_xlabel("x")
+    left.set_ylabel("y")
+    left.legend(loc="upper left")
+    title = left.set_title("")
+    all_steps = [r.step for r in history]
+    right.plot(all_steps, history.rmse, color="0.8")
+    (grown,) = right.plot([], [], color=PRED_COLOR)
+    (dot,) = right.plot([], [], "o", color=PRED_COLOR)
+    right.set_yscale("log")
+    right.set_xlabel("step")
+    right.set_ylabel("RMSE")
+    fig.tight_layout()
+
+    def frame(k):
+        step = steps[k]
+        line.set_ydata(curves[k])
+        upto = step - first + 1
+        grown.set_data(all_steps[:upto], history.rmse[:upto])
+        dot.set_data([step], [history.rmse[step - first]])
+        title.set_text(f"step {step}: RMSE {history.rmse[step - first]:.4g}")
+        return line, grown, dot, title
+
+    movie = FuncAnimation(fig, frame, frames=len(steps), blit=False)
+    writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps)
+    movie.save(path, writer=writer)
+    return path
+
+
+def plot_learning_rates(runs: Sequence[tuple[str, "Trace", int | None]], *, ylim=None) -> Figure:
+    """The classic figure: the same descent at several learning rates, side by side.
+
+    ``runs``: (label, run, diverged_at) — ``diverged_at`` is the step where the loss blew up
+    (None if it did not); such a run is drawn up to its last finite step and marked.
+    Left: RMSE against step. Right: the data and each run's last curve.
+    """
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    x, y = _np(runs[0][1].x), _np(runs[0][1].y)
+    right.scatter(x, y, color=DATA_COLOR, label="data", zorder=3)
+    grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
+    for k, (label, run, diverged_at) in enumerate(runs):
+        color = f"C{k + 1}"
+        history = run.history
+        steps = [r.step for r in history]
+        text = f"{label}: diverged at step {diverged_at}" if diverged_at else f"{label}: RMSE {history.rmse[-1]:.3g}"
+        left.plot(steps, history.rmse, color=color, label=text)
+        if diverged_at and steps:
+            left.plot([steps[-1]], [history.rmse[-1]], "x", color=color, markersize=10, mew=2)
+        right.plot(grid, _predict(run.model, grid, history.final_params), color=color, label=label)
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_ylabel("RMSE (before the step)")
+    left.set_title("Too small, about right, too big")
+    left.legend(fontsize=8)
+    pad = 0.5 * (y.max() - y.min() or 1.0)
+    right.set_ylim(*(ylim or (y.min() - pad, y.max() + pad)))
+    right.set_xlabel("x")
+    right.set_ylabel("y")
+    right.set_title("Where each run ended")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(result, folder) -> tuple[list[str], list[str]]:
+    """Write fit.png, loss.png, steps.png, params.png and landscape.png into ``folder``.
+
+    Returns (written, skipped) where skipped says why a figure does not apply (a surface
+    has no curve to draw; a one-parameter model has no landscape).
+    """
+    folder = Path(folder)
+    written, skipped = [], []
+    figures = {
+        "fit.png": lambda: plot_fit(result),
+        "loss.png": lambda: plot_loss(result),
+        "steps.png": lambda: plot_steps(result),
+        "params.png": lambda: plot_params(result),
+        "landscape.png": lambda: plot_landscape(result),
+    }
+    for name, draw in figures.items():
+        try:
+            fig = draw()
+        except ValueError as e:  # the figure does not apply to this model
+            skipped.append(f"{name}: {e}")
+            continue
+        fig.savefig(folder / name)
+        written.append(name)
+    return written, skipped
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _label(item) -> str:
+    if isinstance(item, History):
+        return "run"
+    return getattr(item, "method", None) or "run"
+
+
+def _one_variable(model: Model, what: str) -> None:
+    variables = getattr(model, "variables", ("x",))
+    if variables is not None and len(variables) != 1:
+        raise ValueError(f"{what} draws curves of one variable; {model.name} has {len(variables)} "
+                         f"({', '.join(variables)}).")
+
+
+def _predict(model: Model, x, params) -> np.ndarray:
+    """Predictions at x, in x's own precision when x is a tensor (the demo's float32), else float64."""
+    dtype = x.dtype if isinstance(x, torch.Tensor) else torch.float64
+    xt = torch.as_tensor(x, dtype=dtype) if isinstance(x, torch.Tensor) else torch.as_tensor(
+        np.asarray(x, dtype=np.float64))
+    p = torch.tensor(list(params), dtype=dtype)
+    with torch.no_grad():
+        return model(xt, p).double().numpy()
+
+
+def _curve_and_band(model: Model, grid: np.ndarray, params: np.ndarray, covariance: np.ndarray):
+    xt = torch.as_tensor(grid)
+    p = torch.as_tensor(params)
+    with torch.no_grad():
+        curve = model(xt, p).double().numpy()
+    if not np.isfinite(covariance).all():
+        return curve, None
+    jac = torch.autograd.functional.jacobian(lambda q: model(xt, q), p).numpy()  # (points, P)
+    variance = np.einsum("np,pq,nq->n", jac, covariance, jac)
+    return curve, np.sqrt(np.clip(variance, 0, None))
+
+
+def _losses(result, points: np.ndarray) -> np.ndarray:
+    """The (weighted) mean squared error at each row of ``points``, all at once where the model allows."""
+    model = result.model
+    x = torch.as_tensor(np.asarray(_np(result.x), dtype=np.float64))
+    y = torch.as_tensor(np.asarray(_np(result.y), dtype=np.float64))
+    sigma = getattr(result, "sigma", None)
+    w = None if sigma is None else 1 / torch.as_tensor(np.asarray(_np(sigma), dtype=np.float64))
+    p = torch.as_tensor(points)
+    with torch.no_grad():
+        try:
+            preds = torch.vmap(lambda q: model(x, q))(p)
+        except Exception:  # a model torch.vmap cannot batch: one point at a time
+            preds = torch.stack([model(x, q) for q in p])
+        r = preds - y
+        if w is not None:
+            r = r * w
+        return (r**2).mean(dim=-1).numpy()
 
 
 def _fig_ax(ax, figsize):
@@ -91,5 +430,5 @@ def _fig_ax(ax, figsize):
 
 def _np(values):
     if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return values
+        return values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64) if values is not None else None

@@ -51,6 +51,9 @@ class FitResult:
     bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
     fixed: dict = field(default_factory=dict)  # name -> value, held fixed
     at_bound: dict = field(default_factory=dict)  # name -> 'lower' or 'upper': ended on that bound
+    x: np.ndarray | None = field(default=None, repr=False)  # the data fitted (after nan_policy), float64
+    y: np.ndarray | None = field(default=None, repr=False)
+    sigma: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -149,6 +152,20 @@ class FitResult:
         lines.append("[[Message]]")
         lines.append(f"    {self.message}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The summary as a table, for notebooks."""
+        import html
+
+        rows = []
+        for name, value in self.params.items():
+            err = "fixed" if name in self.fixed else f"± {self.stderr[name]:.4g}"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{value:.8g}</td><td>{err}</td></tr>")
+        stats = (f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · {self.n_points} points · {self.n_steps} steps of "
+                 f"{html.escape(self.method)}")
+        return (f"<div><b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
+                f"<table><tr><th>parameter</th><th>value</th><th>standard error</th></tr>{''.join(rows)}</table>"
+                f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p></div>")
 
     def __repr__(self) -> str:
         values = ", ".join(f"{k}={v:.6g}" for k, v in self.params.items())
