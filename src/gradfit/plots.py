@@ -278,7 +278,7 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
     left.set_xlabel("x")
     left.set_ylabel("y")
     left.legend(loc="upper left")
-    title = left.set_title("")
+    title = left.set_title(f"step {steps[0]}: RMSE {history.rmse[steps[0] - first]:.4g}")  # room for it
     all_steps = [r.step for r in history]
     right.plot(all_steps, history.rmse, color="0.8")
     (grown,) = right.plot([], [], color=PRED_COLOR)
