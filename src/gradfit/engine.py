@@ -303,11 +303,14 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     # from the Jacobian there, as curve_fit computes them; a fixed parameter has none.
     names = model.param_names
     free = [i for i, name in enumerate(names) if name not in fixed]
-    view = Constrained(model, {}, fixed) if fixed else model
-    view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
-    cov_free, rank = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
-    covariance = np.zeros((len(names), len(names)))
-    covariance[np.ix_(free, free)] = cov_free
+    if problem.model is model:  # no bounds, nothing fixed: the solver's parameters are the user's
+        covariance, rank = _covariance(problem, user, chi2, dof, absolute_sigma)
+    else:
+        view = Constrained(model, {}, fixed) if fixed else model
+        view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+        cov_free, rank = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
+        covariance = np.zeros((len(names), len(names)))
+        covariance[np.ix_(free, free)] = cov_free
     stderr = np.sqrt(np.diag(covariance))
     params = dict(zip(names, user.double().cpu().tolist()))
     on_bound = at_bounds(params, bounds)

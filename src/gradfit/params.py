@@ -166,6 +166,8 @@ def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
     On a bound the transforms above are flat (their derivative is 0), so a solver
     starting there would never move.
     """
+    if not bounds:
+        return p
     values = p.clone()
     for i, name in enumerate(names):
         if name not in bounds:
