@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .batch import BatchResult, fit_many
 from .data import load, seed_data
 from .demo import demo
 from .engine import fit
@@ -23,7 +24,7 @@ from .result import FitResult
 from .solvers import METHODS, gradient_descent, least_squares, mse_curvatures
 
 __all__ = [
-    "METHODS", "LIBRARY", "Composite", "ExpressionModel", "FitResult", "FunctionModel", "fit", "load",
+    "BatchResult", "fit_many", "METHODS", "LIBRARY", "Composite", "ExpressionModel", "FitResult", "FunctionModel", "fit", "load",
     "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
     "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
     "get_model", "gradient_descent", "least_squares", "linear", "mse_curvatures", "mse", "polynomial", "quadratic",

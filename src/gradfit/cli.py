@@ -208,6 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
     fit.set_defaults(run=_run_fit)
 
+    many = commands.add_parser(
+        "fit-many",
+        help="fit one model to many curves at once (long format: one row per point)",
+        description=("Fit the same model to every curve of a long-format table (one row per point, a column "
+                     "naming the curve) and write one row per curve: parameters, standard errors, RMSE, "
+                     "steps and status."),
+    )
+    many.add_argument("data", metavar="DATA", help="a Parquet or CSV file, one row per point")
+    many.add_argument("--group", required=True, metavar="COL", help="the column that names each curve")
+    many.add_argument("--x", metavar="COL", type=_columns, help="x column (default: the first)")
+    many.add_argument("--y", metavar="COL", help="y column (default: the second)")
+    many.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y")
+    many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
+    many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
+    many.add_argument("--method", default="auto", metavar="M", help="auto, linear or lm (default: auto)")
+    many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
+    many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
+    many.add_argument("--quiet", action="store_true", help="print no summary")
+    many.set_defaults(run=_run_fit_many)
+
     models = commands.add_parser("models", help="list the built-in models with their formulas",
                                  description="List the built-in models, their parameters and formulas.")
     models.set_defaults(run=_run_models)
@@ -368,6 +388,68 @@ def _run_models(args) -> int:
 
 
 PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: short fits show none
+
+
+def _run_fit_many(args) -> int:
+    import numpy as np
+
+    from ._files import check_out_file, save_atomic
+    from .batch import fit_many
+    from .library import get_model
+
+    out = check_out_file(args.out, "--out")
+    model = get_model(args.model, variables=_variable_names(args.x))
+    groups, x, y, sigma = _long_table(args)
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    position = np.empty_like(order)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position[order] = np.arange(len(order)) - np.repeat(starts, counts)
+    width = counts.max()
+    # one row per curve, NaN-padded to the longest: fit_many leaves the padding out
+    Y = np.full((len(names), width), np.nan)
+    X = np.full((len(names), width) + x.shape[1:], np.nan)
+    S = None if sigma is None else np.full((len(names), width), 1.0)
+    Y[inverse, position], X[inverse, position] = y, x
+    if S is not None:
+        S[inverse, position] = sigma
+    result = fit_many(model, X, Y, sigma=S, p0=args.p0, method=args.method, max_steps=args.max_steps,
+                      progress=not args.quiet and sys.stderr.isatty())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = result.to_arrow()
+    table = table.add_column(0, args.group, pa.array(names.tolist()))
+    save_atomic(out, lambda tmp: pq.write_table(table, tmp))
+    if not args.quiet:
+        counts_text = ", ".join(f"{v} {k}" for k, v in result.counts().items())
+        print(f"Fitted {len(names)} curves of {model.name} by {result.method}: {counts_text}. Wrote {out}.")
+    return ExitStatus.OK if result.converged.all() else ExitStatus.NOT_CONVERGED
+
+
+def _long_table(args):
+    """group, x, y (and sigma) columns of a long-format file; x and y default to the first two others."""
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from . import io
+    from .errors import DataError
+
+    table, first_row = io.read_table(args.data)
+    if args.group not in table.column_names:
+        shown = ", ".join(repr(n) for n in table.column_names[:20])
+        raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")
+    others = [n for n in table.column_names if n != args.group]
+    x = args.x if args.x is not None else (others[0] if others else None)
+    y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
+    columns = io.select_columns(table, first_row, Path(args.data), x=x, y=y, sigma=args.sigma)
+    groups = table.column(args.group)
+    if groups.null_count:
+        raise DataError(f"Group column {args.group!r} has {groups.null_count} empty cells; every row needs a curve.")
+    groups = np.asarray(pc.cast(groups, "string").to_pylist())
+    return groups, columns["x"], columns["y"], columns.get("sigma")
 
 
 def _report_settings(args) -> dict:

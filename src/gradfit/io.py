@@ -14,7 +14,8 @@ _DELIMITERS = ",;\t| "
 _PARQUET_MAGIC = b"PAR1"
 
 
-def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
+def read_table(path):
+    """The whole file as a pyarrow Table, and the file line (CSV) or row (Parquet) of its first value."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"Data file '{path}' does not exist. Check the path.")
@@ -26,9 +27,17 @@ def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
     except OSError as e:
         raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
     if head.startswith(_PARQUET_MAGIC):
-        table, first_row = _read_parquet(path), 0
-    else:
-        table, first_row = _read_csv(path, head)
+        return _read_parquet(path), 0
+    return _read_csv(path, head)
+
+
+def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
+    table, first_row = read_table(path)
+    return select_columns(table, first_row, Path(path), x=x, y=y, sigma=sigma)
+
+
+def select_columns(table, first_row: int, path: Path, *, x=None, y=None, sigma=None) -> dict:
+    """x, y (and sigma) of a table as float64 arrays, chosen by name or index (default: the first two)."""
     names = table.column_names
     wanted = {"x": 0 if x is None else x, "y": 1 if y is None else y}
     if sigma is not None:

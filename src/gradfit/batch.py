@@ -1,0 +1,418 @@
+"""``fit_many``: the same model fitted to many curves at once, as one tensor program per chunk.
+
+Y is (B, N): one curve per row. x is shared (N,) or per curve (B, N) (with a trailing
+dimension for models of several variables). Points that are NaN, or masked out, do not
+count, so ragged curves are rows padded with NaN. Every curve gets its own parameters,
+damping, stopping and status; curves that have converged are frozen while the others go on.
+
+Methods: ``linear`` (one exact solve per curve, for models linear in their parameters) and
+``lm`` (Levenberg–Marquardt with exact Jacobians from torch.func, batched); ``auto`` picks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ._checks import positive_int
+from .errors import DataError, ModelError, OptionError
+from .library import get_model
+from .models import Model
+
+STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
+METHODS = ("auto", "linear", "lm")
+MEMORY_BUDGET = 1 << 30  # bytes of working arrays per chunk, when chunk_size is not given
+INITIAL_DAMPING = 1e-3
+MAX_DAMPING = 1e32
+POLISH_STEPS = 2
+SINGULAR = 1e-14  # smallest pivot², relative, of the equilibrated normal matrix before a curve counts as singular
+
+
+@dataclass
+class BatchResult:
+    """Per-curve results of ``fit_many``: arrays with one row per curve."""
+
+    model: Model
+    method: str
+    params: np.ndarray  # (B, P)
+    stderr: np.ndarray  # (B, P)
+    rmse: np.ndarray  # (B,) unweighted, over each curve's own points
+    chi2: np.ndarray  # (B,)
+    n_points: np.ndarray  # (B,)
+    n_steps: np.ndarray  # (B,)
+    status: np.ndarray  # (B,) one of STATUSES
+    param_names: tuple[str, ...] = field(default=())
+
+    @property
+    def converged(self) -> np.ndarray:
+        return self.status == "converged"
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def counts(self) -> dict[str, int]:
+        """How many curves ended in each status."""
+        values, counts = np.unique(self.status, return_counts=True)
+        return {str(v): int(c) for v, c in zip(values, counts)}
+
+    def columns(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, name in enumerate(self.param_names):
+            out[name] = self.params[:, i]
+        for i, name in enumerate(self.param_names):
+            out[f"{name}_stderr"] = self.stderr[:, i]
+        out.update(rmse=self.rmse, chi2=self.chi2, n_points=self.n_points, n_steps=self.n_steps,
+                   converged=self.converged, status=self.status)
+        return out
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns())
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.table({k: pa.array(v) for k, v in self.columns().items()})
+
+    def __repr__(self) -> str:
+        return f"<BatchResult {self.method}: {len(self)} curves of {self.model.name}; {self.counts()}>"
+
+
+def fit_many(
+    model,
+    x,
+    Y,
+    *,
+    p0=None,
+    method: str = "auto",
+    sigma=None,
+    mask=None,
+    max_steps: int | None = None,
+    tol: float = 1e-12,
+    absolute_sigma: bool = False,
+    chunk_size: int | None = None,
+    variables=None,
+    dtype: torch.dtype = torch.float64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> BatchResult:
+    """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md."""
+    model = get_model(model, variables=_names(variables))
+    if method not in METHODS:
+        raise OptionError(f"Unknown method {method!r} for fit_many. Choose one of: {', '.join(METHODS)}.")
+    run = "linear" if method == "auto" and model.is_linear else "lm" if method == "auto" else method
+    if run == "linear" and not model.is_linear:
+        raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not.")
+    max_steps = 200 if max_steps is None else positive_int(max_steps, "max_steps")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise OptionError(f"`tol` must be a finite number >= 0, got {tol!r}.")
+
+    # float64 unless asked: see engine.fit
+    Yn = _array(Y, "Y")
+    if Yn.ndim != 2:
+        raise DataError(f"`Y` must be (curves, points), got shape {Yn.shape}.")
+    B, N = Yn.shape
+    xn = _array(x, "x")
+    k = len(model.variables) if model.variables else (xn.shape[-1] if xn.ndim in (2, 3) and xn.shape[-1] != N else 1)
+    shared = xn.shape[:1] == (N,) and (xn.ndim == 1 or (xn.ndim == 2 and k > 1 and xn.shape[1] == k))
+    if not shared and xn.shape[:2] != (B, N):
+        raise DataError(f"`x` must be shared, shape ({N},), or one row per curve, shape ({B}, {N}); got {xn.shape}.")
+    valid = np.isfinite(Yn)
+    valid &= np.isfinite(xn).all(axis=-1) if xn.ndim == (2 if shared else 3) else np.isfinite(xn)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (B, N):
+            raise DataError(f"`mask` must be ({B}, {N}) like Y, got {m.shape}.")
+        valid &= m
+    weights = valid.astype(np.float64)
+    if sigma is not None:
+        s = np.broadcast_to(_array(sigma, "sigma"), (B, N))
+        bad = valid & ~(np.isfinite(s) & (s > 0))
+        if bad.any():
+            raise DataError(f"`sigma` must be finite and > 0 where Y is used; it is not at {int(bad.sum())} points.")
+        weights = np.where(valid, 1 / np.where(valid, s, 1.0), 0.0)
+    Yc = np.where(valid, Yn, 0.0)
+    xc = np.where(np.isfinite(xn), xn, 0.0)
+    p0n = _start(model, p0, B)
+
+    if chunk_size is None:
+        per_curve = 8 * N * (model.n_params + 6) * 4  # residuals, Jacobian and work arrays, in bytes
+        chunk_size = max(1, min(B, MEMORY_BUDGET // per_curve))
+    chunk_size = positive_int(chunk_size, "chunk_size")
+
+    out = {key: [] for key in ("params", "stderr", "rmse", "chi2", "n_points", "n_steps", "status")}
+    chunks = range(0, B, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="chunks", unit="chunk", leave=False)
+    for start in chunks:
+        sl = slice(start, min(B, start + chunk_size))
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+        xt = as_t(xc) if shared else as_t(xc[sl])
+        part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]), sigma is not None)
+        p = None if p0n is None else as_t(p0n[sl] if p0n.ndim == 2 else np.broadcast_to(p0n, (sl.stop - sl.start,
+                                                                                            model.n_params)))
+        if run == "linear":
+            result = part.solve_linear()  # needs no start
+        else:
+            result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
+        for key, value in part.finish(*result, absolute_sigma).items():
+            out[key].append(value)
+    return BatchResult(model=model, method=run, param_names=model.param_names,
+                       **{key: np.concatenate(values) for key, values in out.items()})
+
+
+class _Chunk:
+    """One chunk of curves on the device: residuals, Jacobians and the solvers, all batched."""
+
+    def __init__(self, model: Model, x, shared: bool, y, w, weighted: bool):
+        self.model, self.x, self.shared, self.y, self.w, self.weighted = model, x, shared, y, w, weighted
+        self.used = (w > 0).to(y.dtype)
+        self.n_points = self.used.sum(dim=1)
+        self.batch = len(y)
+
+        def residual(p, x, y, w):  # one curve
+            return (model(x, p) - y) * w
+
+        x_dim = None if shared else 0
+        self._residuals = torch.func.vmap(residual, in_dims=(0, x_dim, 0, 0))
+        self._jacobian = torch.func.vmap(torch.func.jacfwd(residual), in_dims=(0, x_dim, 0, 0))
+
+    def residuals(self, p, idx=None):
+        x = self.x if self.shared or idx is None else self.x[idx]
+        y, w = (self.y, self.w) if idx is None else (self.y[idx], self.w[idx])
+        return self._residuals(p, x, y, w)
+
+    def jacobian(self, p, idx=None):
+        if self.model.is_linear:
+            a = self.model.design_matrix(self.x if self.shared or idx is None else self.x[idx])
+            w = self.w if idx is None else self.w[idx]
+            return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
+        x = self.x if self.shared or idx is None else self.x[idx]
+        y, w = (self.y, self.w) if idx is None else (self.y[idx], self.w[idx])
+        return self._jacobian(p, x, y, w)
+
+    def guess(self) -> torch.Tensor:
+        """The model's own guess for each curve (one call per curve), else ones."""
+        k = self.model.n_params
+        rows = []
+        for b in range(self.batch):
+            keep = self.w[b] > 0
+            x = self.x[keep] if self.shared else self.x[b][keep]
+            g = self.model.guess(x, self.y[b][keep]) if int(keep.sum()) >= k else None
+            rows.append(torch.ones(k, dtype=self.y.dtype, device=self.y.device) if g is None
+                        else torch.as_tensor(g, dtype=self.y.dtype, device=self.y.device))
+        return torch.stack(rows)
+
+    def solve_linear(self):
+        """Each curve's exact least squares.
+
+        Curves that share x and use every point share one design matrix: their solutions are
+        one product with its pseudo-inverse (from an SVD: accurate however the columns are
+        conditioned). Otherwise each curve solves its column-equilibrated normal equations, with
+        one step of iterative refinement.
+        """
+        steps = torch.ones(self.batch, dtype=torch.long, device=self.y.device)
+        status = torch.zeros(self.batch, dtype=torch.long, device=self.y.device)
+        if self.shared and bool((self.w == 1).all()):
+            a = self.model.design_matrix(self.x)  # (N, P)
+            return self.y @ torch.linalg.pinv(a).T, steps, status
+        a = self.jacobian(None)  # (B, N, P), weights applied
+        target = self.y * self.w
+        chol, scale, singular = _factor(a)
+        rhs = (a.transpose(1, 2) @ target.unsqueeze(-1)) / scale.unsqueeze(-1)
+        z = torch.cholesky_solve(rhs, chol)
+        resid = target.unsqueeze(-1) - a @ (z / scale.unsqueeze(-1))  # one step of iterative refinement
+        z = z + torch.cholesky_solve((a.transpose(1, 2) @ resid) / scale.unsqueeze(-1), chol)
+        status[singular] = 3
+        return z.squeeze(-1) / scale, steps, status
+
+    def levenberg_marquardt(self, p, max_steps: int, tol: float):
+        """Batched LM: per-curve damping, per-curve stopping; converged curves are frozen."""
+        B, k = p.shape
+        p = p.clone()
+        r = self.residuals(p)
+        cost = (r * r).sum(dim=1)
+        jac = self.jacobian(p)
+        d = jac.norm(dim=1).clamp_min(1e-300)
+        damping = torch.full((B,), INITIAL_DAMPING, dtype=p.dtype, device=p.device)
+        nu = torch.full((B,), 2.0, dtype=p.dtype, device=p.device)
+        status = torch.full((B,), 1, dtype=torch.long, device=p.device)  # 1: max_steps until decided
+        steps = torch.zeros(B, dtype=torch.long, device=p.device)
+        status[~torch.isfinite(cost)] = 2  # diverged at the start
+        active = torch.isfinite(cost)
+        eye = torch.eye(k, dtype=p.dtype, device=p.device)
+        for _ in range(max_steps):
+            idx = active.nonzero().squeeze(-1)
+            if idx.numel() == 0:
+                break
+            J, rr, c, dd = jac[idx], r[idx], cost[idx], d[idx]
+            lam = damping[idx]
+            steps[idx] += 1
+            Jn = J / dd.unsqueeze(1)  # Marquardt's scaling, as columns of unit size
+            g = (Jn.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
+            normal = Jn.transpose(1, 2) @ Jn + lam[:, None, None] * eye
+            chol, info = torch.linalg.cholesky_ex(normal)
+            z = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
+            delta = z / dd
+            predicted = c - ((J @ delta.unsqueeze(-1)).squeeze(-1) + rr).pow(2).sum(dim=1)
+            p_new = p[idx] + delta
+            r_new = self.residuals(p_new, idx)
+            c_new = (r_new * r_new).sum(dim=1)
+            rho = torch.where(predicted > 0, (c - c_new) / predicted, torch.full_like(c, -1.0))
+            ok = torch.isfinite(c_new) & (rho > 0) & (info == 0)
+            # MINPACK-style tests, per curve
+            tiny_change = ((c - c_new).abs() <= tol * c) & (predicted <= tol * c)
+            tiny_step = (dd * delta).norm(dim=1) <= tol * ((dd * p[idx]).norm(dim=1) + tol)
+            exact = c == 0
+            # accept the good steps
+            acc = idx[ok]
+            if acc.numel():
+                p[acc] = p_new[ok]
+                r[acc] = r_new[ok]
+                cost[acc] = c_new[ok]
+                jac[acc] = self.jacobian(p[acc], acc)
+                d[acc] = torch.maximum(d[acc], jac[acc].norm(dim=1))
+                rho_ok = rho[ok]
+                damping[acc] = lam[ok] * torch.clamp(1 - (2 * rho_ok - 1) ** 3, min=1 / 3)
+                nu[acc] = 2.0
+            rej = idx[~ok]
+            if rej.numel():
+                damping[rej] = damping[rej] * nu[rej]
+                nu[rej] = nu[rej] * 2
+            done = (tiny_change & (c_new <= c * (1 + 1e-13))) | (tiny_step & ok) | exact
+            stuck = damping[idx] > MAX_DAMPING
+            status[idx[done | stuck]] = 0
+            active[idx[done | stuck]] = False
+        # Damped steps stop short in flat directions: finish converged curves with undamped
+        # Gauss–Newton steps, each kept only where it does not raise the loss beyond rounding.
+        for _ in range(POLISH_STEPS):
+            idx = (status == 0).nonzero().squeeze(-1)
+            if idx.numel() == 0:
+                break
+            J, rr, c = jac[idx], r[idx], cost[idx]
+            dd = J.norm(dim=1).clamp_min(1e-300)
+            Jn = J / dd.unsqueeze(1)
+            chol, info = torch.linalg.cholesky_ex(Jn.transpose(1, 2) @ Jn)
+            z = -torch.cholesky_solve((Jn.transpose(1, 2) @ rr.unsqueeze(-1)), chol).squeeze(-1)
+            p_new = p[idx] + z / dd
+            r_new = self.residuals(p_new, idx)
+            c_new = (r_new * r_new).sum(dim=1)
+            ok = (info == 0) & torch.isfinite(c_new) & (c_new <= c * (1 + 1e-13))
+            acc = idx[ok]
+            if acc.numel() == 0:
+                break
+            p[acc], r[acc], cost[acc] = p_new[ok], r_new[ok], c_new[ok]
+            jac[acc] = self.jacobian(p[acc], acc)
+            steps[acc] += 1
+        finite = torch.isfinite(p).all(dim=1) & torch.isfinite(cost)
+        status[~finite] = 2
+        return p, steps, status
+
+    def finish(self, p, steps, status, absolute_sigma: bool) -> dict:
+        """Statistics and standard errors per curve, back on the host as numpy."""
+        k = self.model.n_params
+        if self.model.is_linear and self.shared and bool((self.w == 1).all()):
+            return self._finish_shared(p, steps, status, absolute_sigma)
+        with torch.no_grad():
+            r = self.residuals(p)
+            chi2 = (r * r).sum(dim=1)
+            raw = r / torch.where(self.w > 0, self.w, torch.ones_like(self.w)) * self.used
+            rmse = torch.sqrt((raw * raw).sum(dim=1) / self.n_points.clamp_min(1))
+            jac = self.jacobian(p)
+            # (JᵀJ)⁻¹ from the Cholesky factor of the column-equilibrated normal matrix; a factor that
+            # fails, or is nearly singular, marks a curve whose data do not pin every parameter
+            chol, scale, singular = _factor(jac)
+            eye = torch.eye(k, dtype=p.dtype, device=p.device)
+            cov = torch.cholesky_inverse(torch.where(singular[:, None, None], eye, chol))
+            cov = cov / (scale.unsqueeze(2) * scale.unsqueeze(1))
+            dof = self.n_points - k
+            if not absolute_sigma:
+                cov = cov * torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))[:, None, None]
+            stderr = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0))
+            stderr[singular] = math.nan
+        status = status.clone()
+        status[singular & (status == 0)] = 3  # ended where the data do not pin every parameter
+        return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
+
+    def _finish_shared(self, p, steps, status, absolute_sigma: bool) -> dict:
+        """finish() for curves sharing one design matrix and every point: one covariance, scaled per curve."""
+        k = self.model.n_params
+        a = self.model.design_matrix(self.x)
+        r = self.y - p @ a.T
+        chi2 = (r * r).sum(dim=1)
+        rmse = torch.sqrt(chi2 / self.n_points)
+        _, s, _ = torch.linalg.svd(a, full_matrices=False)
+        singular = bool(s[-1] <= torch.finfo(a.dtype).eps * max(a.shape) * s[0])
+        base = torch.diagonal(torch.linalg.pinv(a.T @ a, hermitian=True))
+        dof = self.n_points - k
+        factor = torch.ones_like(chi2) if absolute_sigma else torch.where(dof > 0, chi2 / dof.clamp_min(1),
+                                                                          torch.full_like(chi2, math.inf))
+        stderr = torch.sqrt(base.unsqueeze(0) * factor.unsqueeze(1))
+        if singular:
+            status = torch.full_like(status, 3)
+            stderr = torch.full_like(stderr, math.nan)
+        return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
+
+
+def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:
+    """The per-curve arrays, back on the host as numpy."""
+    status = status.clone()
+    status[n_points < model.n_params] = 4
+    codes = status.cpu().numpy()
+    params = p.detach().double().cpu().numpy()
+    params[codes == 4] = np.nan  # no fit without enough points
+    return {
+        "params": params, "stderr": stderr.double().cpu().numpy(), "rmse": rmse.double().cpu().numpy(),
+        "chi2": chi2.double().cpu().numpy(), "n_points": n_points.long().cpu().numpy(),
+        "n_steps": steps.cpu().numpy(), "status": np.array(STATUSES)[codes],
+    }
+
+
+def _factor(jac: torch.Tensor):
+    """Cholesky factor of the column-equilibrated normal matrix JᵀJ / (s sᵀ), s the column norms.
+
+    Returns (factor, s, singular): singular marks curves whose factor failed or whose smallest
+    pivot² falls below SINGULAR (the data do not pin every parameter).
+    """
+    normal = jac.transpose(1, 2) @ jac
+    scale = torch.diagonal(normal, dim1=1, dim2=2).sqrt().clamp_min(1e-300)
+    chol, info = torch.linalg.cholesky_ex(normal / (scale.unsqueeze(2) * scale.unsqueeze(1)))
+    pivots = torch.diagonal(chol, dim1=1, dim2=2)
+    singular = (info != 0) | ~(pivots.min(dim=1).values ** 2 > SINGULAR)
+    return chol, scale, singular
+
+
+def _names(variables):
+    if variables is None:
+        return ("x",)
+    return (variables,) if isinstance(variables, str) else tuple(variables)
+
+
+def _array(values, name: str) -> np.ndarray:
+    from .data import as_array
+
+    return as_array(values, name)
+
+
+def _start(model: Model, p0, batch: int):
+    if p0 is None:
+        return None
+    if isinstance(p0, dict):
+        missing = [n for n in model.param_names if n not in p0]
+        if missing or set(p0) - set(model.param_names):
+            raise ModelError(f"p0 must give every parameter of {', '.join(model.param_names)}.")
+        p0 = [p0[n] for n in model.param_names]
+    p = np.asarray(p0, dtype=np.float64)
+    if p.shape not in ((model.n_params,), (batch, model.n_params)):
+        raise ModelError(f"p0 must be ({model.n_params},) for every curve or ({batch}, {model.n_params}) "
+                         f"one per curve; got {p.shape}.")
+    if not np.isfinite(p).all():
+        raise ModelError("p0 must be finite.")
+    return p

@@ -1,0 +1,162 @@
+"""fit_many: each curve's answer equals a single fit of it; failures are marked, never silently wrong."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import gradfit
+from gradfit.batch import fit_many
+from gradfit.errors import DataError, ModelError, OptionError
+
+SAME_AS_SINGLE = 1e-8  # relative, parameters of a batched fit against gradfit.fit of the same curve
+RNG = np.random.default_rng(42)
+
+
+def _quadratics(b=200, n=15, per_curve_x=False):
+    x = np.arange(float(n)) if not per_curve_x else np.sort(RNG.uniform(0, 14, size=(b, n)), axis=1)
+    true = np.stack([RNG.uniform(0.5, 1.5, b), RNG.uniform(-6, -4, b), RNG.uniform(8, 12, b)], 1)
+    xx = np.broadcast_to(x, (b, n))
+    y = true[:, :1] * xx**2 + true[:, 1:2] * xx + true[:, 2:] + RNG.normal(size=(b, n))
+    return x, y
+
+
+GAUSS = "a*exp(-(x - m)**2/(2*s**2)) + c"
+
+
+def _peaks(b=60, n=50):
+    x = np.linspace(-5, 5, n)
+    true = np.stack([RNG.uniform(2, 4, b), RNG.uniform(-1, 1, b), RNG.uniform(0.5, 1.5, b), RNG.uniform(0, .5, b)], 1)
+    model = gradfit.get_model(GAUSS)
+    y = model(torch.tensor(x), torch.tensor(true)).numpy() + 0.05 * RNG.normal(size=(b, n))
+    return x, y, true * RNG.uniform(0.9, 1.1, size=true.shape)
+
+
+def _single(model, x, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
+        return gradfit.fit(model, x, y, **kw)
+
+
+@pytest.mark.parametrize("method", ["auto", "lm"])
+@pytest.mark.parametrize("per_curve_x", [False, True])
+def test_quadratics_equal_single_fits(method, per_curve_x):
+    x, y = _quadratics(per_curve_x=per_curve_x)
+    result = fit_many("quadratic", x, y, method=method)
+    assert result.method == ("linear" if method == "auto" else "lm")
+    assert result.counts() == {"converged": len(y)}
+    for i in range(0, len(y), 17):
+        xi = x if x.ndim == 1 else x[i]
+        single = _single("quadratic", xi, y[i])
+        np.testing.assert_allclose(result.params[i], list(single.params.values()), rtol=SAME_AS_SINGLE)
+        np.testing.assert_allclose(result.stderr[i], list(single.stderr.values()), rtol=1e-6)
+        assert result.rmse[i] == pytest.approx(single.rmse, rel=1e-10)
+        np.testing.assert_allclose(result.params[i], np.polyfit(xi, y[i], 2), rtol=SAME_AS_SINGLE)
+
+
+def test_nonlinear_peaks_equal_single_fits():
+    x, y, p0 = _peaks()
+    result = fit_many(GAUSS, x, y, p0=p0)
+    assert result.counts() == {"converged": len(y)}
+    for i in range(0, len(y), 7):
+        single = _single(GAUSS, x, y[i], p0=p0[i])
+        np.testing.assert_allclose(result.params[i], list(single.params.values()), rtol=SAME_AS_SINGLE)
+        np.testing.assert_allclose(result.stderr[i], list(single.stderr.values()), rtol=1e-5)
+
+
+def test_python_function_and_builtin_guess():
+    x, y, _ = _peaks(b=12)
+
+    def peak(x, a, m, s, c):
+        return a * torch.exp(-((x - m) ** 2) / (2 * s**2)) + c
+
+    from_function = fit_many(peak, x, y, p0=[3.0, 0.0, 1.0, 0.2])
+    assert from_function.converged.all() and from_function.param_names == ("a", "m", "s", "c")
+    # a built-in without p0 takes its own guess for each curve
+    builtin = fit_many("gaussian + constant", x, y)
+    assert builtin.converged.all()
+    np.testing.assert_allclose(builtin.params[:, 1], from_function.params[:, 1], rtol=1e-6)
+
+
+def test_ragged_curves_by_nan_padding_and_mask():
+    x, y = _quadratics(b=20)
+    padded = y.copy()
+    padded[3, 10:] = np.nan  # a shorter curve
+    mask = np.ones_like(y, dtype=bool)
+    mask[5, :4] = False
+    result = fit_many("quadratic", x, padded, mask=mask)
+    assert result.n_points[3] == 10 and result.n_points[5] == 11 and result.n_points[0] == 15
+    np.testing.assert_allclose(result.params[3], np.polyfit(x[:10], y[3, :10], 2), rtol=SAME_AS_SINGLE)
+    np.testing.assert_allclose(result.params[5], np.polyfit(x[4:], y[5, 4:], 2), rtol=SAME_AS_SINGLE)
+
+
+def test_sigma_weights_like_a_single_fit():
+    x, y = _quadratics(b=10)
+    sigma = np.linspace(0.5, 2.0, x.size)
+    result = fit_many("quadratic", x, y, sigma=sigma)
+    single = _single("quadratic", x, y[4], sigma=sigma)
+    np.testing.assert_allclose(result.params[4], list(single.params.values()), rtol=SAME_AS_SINGLE)
+    np.testing.assert_allclose(result.stderr[4], list(single.stderr.values()), rtol=1e-6)
+    assert result.chi2[4] == pytest.approx(single.chi2, rel=1e-10)
+
+
+def test_mixed_success_and_failure_in_one_batch():
+    x, y, p0 = _peaks(b=6)
+    y[1, :] = np.nan
+    y[1, :3] = [1.0, 2.0, 3.0]  # three points for four parameters
+    y[2] = 0.5  # a flat line, from a start with no peak: its centre and width are not determined
+    p0[2] = [0.0, 0.0, 1.0, 0.5]
+    p0[3] = [3.0, 0.0, 1e-3, 0.0]  # a start where the curve is almost a spike ...
+    y[4] = 1e300 * np.ones(x.size)  # ... and data whose squares overflow
+    result = fit_many(GAUSS, x, y, p0=p0, max_steps=50)
+    status = list(result.status)
+    assert status[0] == "converged" and status[5] == "converged"
+    assert status[1] == "too_few_points" and np.isnan(result.params[1]).all()
+    assert status[2] == "singular" and np.isnan(result.stderr[2]).all()
+    assert status[4] == "diverged"
+    assert set(result.counts()) <= set(gradfit.batch.STATUSES)
+    assert not result.converged[[1, 2, 4]].any()
+
+
+def test_max_steps_is_reported_per_curve():
+    x, y, p0 = _peaks(b=4)
+    result = fit_many(GAUSS, x, y, p0=p0 * 3, max_steps=2)
+    assert (result.status == "max_steps").any() and (result.n_steps <= 2 + 2).all()
+
+
+def test_chunks_give_the_same_answers():
+    x, y = _quadratics(b=50, per_curve_x=True)
+    whole = fit_many("quadratic", x, y)
+    chunked = fit_many("quadratic", x, y, chunk_size=7)
+    np.testing.assert_array_equal(whole.params, chunked.params)
+
+
+def test_tables():
+    x, y = _quadratics(b=5)
+    result = fit_many("quadratic", x, y)
+    frame = result.to_pandas()
+    assert list(frame.columns[:6]) == ["a", "b", "c", "a_stderr", "b_stderr", "c_stderr"]
+    assert len(frame) == 5 and frame["converged"].all()
+    table = result.to_arrow()
+    assert table.num_rows == 5 and table.column("status").to_pylist() == ["converged"] * 5
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"method": "gd"}, OptionError, "Unknown method 'gd' for fit_many. Choose one of: auto, linear, lm"),
+    ({"method": "linear", "model": GAUSS}, ModelError, "needs a model linear in its parameters"),
+    ({"Y": np.zeros(15)}, DataError, r"`Y` must be \(curves, points\)"),
+    ({"x": np.arange(14.0)}, DataError, r"`x` must be shared, shape \(15,\)"),
+    ({"p0": [1.0, 2.0]}, ModelError, r"p0 must be \(3,\) for every curve"),
+    ({"p0": [1.0, math.nan, 2.0]}, ModelError, "p0 must be finite"),
+    ({"mask": np.ones((2, 2), bool)}, DataError, r"`mask` must be \(4, 15\)"),
+    ({"sigma": -np.ones(15)}, DataError, "`sigma` must be finite and > 0"),
+    ({"max_steps": 0}, OptionError, "max_steps must be a whole number >= 1"),
+])
+def test_bad_input(kwargs, error, match):
+    x, y = _quadratics(b=4)
+    args = {"model": "quadratic", "x": x, "Y": y}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        fit_many(args.pop("model"), args.pop("x"), args.pop("Y"), **args)

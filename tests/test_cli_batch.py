@@ -1,0 +1,54 @@
+"""`gradfit fit-many`: long format in, one row per curve out."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gradfit.cli import main
+
+
+@pytest.fixture
+def long_parquet(tmp_path):
+    rng = np.random.default_rng(0)
+    groups, xs, ys, truths = [], [], [], {}
+    for k in range(30):
+        n = 15 if k % 4 else 8  # ragged: some curves are shorter
+        x = np.arange(n, dtype=float)
+        a, b, c = rng.uniform(0.5, 1.5), rng.uniform(-6, -4), rng.uniform(8, 12)
+        order = rng.permutation(n)  # rows need not be sorted
+        groups += [f"cell{k:02d}"] * n
+        xs += list(x[order])
+        ys += list((a * x**2 + b * x + c + 0.1 * rng.normal(size=n))[order])
+        truths[f"cell{k:02d}"] = (x, a * x**2 + b * x + c)
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"cell": groups, "t": xs, "v": ys}), path)
+    return path, pa.table({"cell": groups, "t": xs, "v": ys})
+
+
+def test_fit_many_writes_one_row_per_curve(capsys, tmp_path, long_parquet):
+    path, table = long_parquet
+    out = tmp_path / "res.parquet"
+    code = main(["fit-many", str(path), "--group", "cell", "--x", "t", "--y", "v", "--model", "quadratic",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "Fitted 30 curves of quadratic by linear: 30 converged" in printed
+    result = pq.read_table(out).to_pandas().set_index("cell")
+    assert len(result) == 30 and result["converged"].all()
+    frame = table.to_pandas()
+    for cell in ("cell00", "cell01", "cell05"):
+        rows = frame[frame.cell == cell]
+        expected = np.polyfit(rows.t, rows.v, 2)
+        np.testing.assert_allclose(result.loc[cell, ["a", "b", "c"]].to_numpy(float), expected, rtol=1e-8)
+        assert result.loc[cell, "n_points"] == len(rows)
+
+
+def test_fit_many_errors(capsys, tmp_path, long_parquet):
+    path, _ = long_parquet
+    code = main(["fit-many", str(path), "--group", "nope", "--out", str(tmp_path / "r.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Unknown group column 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.parquet").exists()
+    code = main(["fit-many", str(path), "--group", "cell", "--method", "adam", "--out", str(tmp_path / "r.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Unknown method 'adam' for fit-many".replace("fit-many", "fit_many") in err
