@@ -30,6 +30,7 @@ fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make
 bench: $(STAMP)
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_fit.py
+	$(BIN)/python bench/bench_batch.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

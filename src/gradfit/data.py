@@ -116,6 +116,8 @@ def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, 
     if sigma is not None and (sigma[keep] <= 0).any():
         where = _rows(keep & (sigma <= 0), first_row, row_label)
         raise DataError(f"`sigma` must be > 0, but it is not at {where}.")
+    if not bad.any():  # nothing to drop: no copies of what may be large arrays
+        return Dataset(x, y, sigma, 0)
     return Dataset(x[keep], y[keep], None if sigma is None else sigma[keep], int(bad.sum()))
 
 

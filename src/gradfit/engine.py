@@ -161,8 +161,16 @@ def _rank(problem: Problem, p: torch.Tensor) -> int:
     jac = problem.jacobian(p).double().cpu().numpy()
     if not np.isfinite(jac).all():
         return 0
-    s = np.linalg.svd(jac, compute_uv=False)
+    s = np.linalg.svd(_small(jac), compute_uv=False)
     return int((s > _rank_threshold(s, jac.shape)).sum()) if len(s) and s[0] > 0 else 0
+
+
+def _small(jac: np.ndarray) -> np.ndarray:
+    """A matrix with J's singular values and right singular vectors, but at most (P, P): R of J = QR.
+
+    For many points this makes the SVD cheap; R keeps J's conditioning (unlike JᵀJ, which squares it).
+    """
+    return np.linalg.qr(jac, mode="r") if jac.shape[0] > 4 * jac.shape[1] else jac
 
 
 def _learning_rate(value, method, scale: bool, asked: str):
@@ -358,7 +366,7 @@ def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool
     jac = problem.jacobian(p).double().cpu().numpy()
     if not np.isfinite(jac).all():
         return np.full((k, k), np.inf), 0
-    _, s, vh = np.linalg.svd(jac, full_matrices=False)
+    _, s, vh = np.linalg.svd(_small(jac), full_matrices=False)
     keep = s > _rank_threshold(s, jac.shape)
     cov = (vh[keep].T / s[keep] ** 2) @ vh[keep]
     rank = int(keep.sum())

@@ -1,0 +1,307 @@
+"""Many curves at once: gradfit.fit_many against the peers, in one run (issue 6's five benchmarks).
+
+    .venv/bin/python bench/bench_batch.py           # full sizes (several minutes)
+    .venv/bin/python bench/bench_batch.py --quick   # smaller sizes, under a minute
+
+Loops of scipy/numpy are timed on a slice of the curves and reported as fits per second;
+answers are compared on the curves both fitted. Results go to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from scipy.optimize import OptimizeWarning, curve_fit, least_squares
+
+import gradfit
+from _report import machine, write_section
+
+RNG = np.random.default_rng(2026)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def rel(a, b):
+    return np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+
+
+# 1. quadratics ---------------------------------------------------------------------------------
+
+def bench_quadratics(n_curves: int, loop: int):
+    x = np.arange(15.0)
+    true = np.stack([RNG.uniform(0.5, 1.5, n_curves), RNG.uniform(-6, -4, n_curves), RNG.uniform(8, 12, n_curves)], 1)
+    Y = true[:, :1] * x**2 + true[:, 1:2] * x + true[:, 2:] + RNG.normal(size=(n_curves, 15))
+    gradfit.fit_many("quadratic", x, Y[:100])  # warm-up
+    result, t_gf = timed(lambda: gradfit.fit_many("quadratic", x, Y))
+
+    def quad(x, a, b, c):
+        return a * x**2 + b * x + c
+
+    sub = slice(0, loop)
+    cf, t_cf = timed(lambda: np.array([curve_fit(quad, x, y)[0] for y in Y[sub]]))
+    pf, t_pf = timed(lambda: np.array([np.polyfit(x, y, 2) for y in Y[sub]]))
+
+    def normal_equations():  # x per curve, as a general per-curve solver must take it
+        X = np.broadcast_to(x, Y.shape)
+        A = np.stack([X**2, X, np.ones_like(X)], -1)
+        return np.linalg.solve(np.einsum("bni,bnj->bij", A, A), np.einsum("bni,bn->bi", A, Y)[..., None])[..., 0]
+
+    ne, t_ne = timed(normal_equations)
+    xs = np.broadcast_to(x, Y.shape)
+    result_x, t_gfx = timed(lambda: gradfit.fit_many("quadratic", xs, Y))  # x given per curve
+    rates = {"gradfit fit_many (shared x)": n_curves / t_gf, "gradfit fit_many (x per curve)": n_curves / t_gfx,
+             "scipy curve_fit loop": loop / t_cf, "numpy polyfit loop": loop / t_pf,
+             "numpy batched normal equations (x per curve)": n_curves / t_ne}
+    agree = max(rel(result.params[sub], pf).max(), rel(result_x.params[sub], pf).max())
+    return rates, agree, result.counts()
+
+
+# 2. Gaussian peaks ---------------------------------------------------------------------------
+
+PEAK = "amplitude*exp(-(x - center)**2/(2*sigma**2)) + offset"
+
+
+def bench_peaks(n_curves: int, loop: int):
+    x = np.linspace(-5, 5, 50)
+    true = np.stack([RNG.uniform(2, 4, n_curves), RNG.uniform(-1, 1, n_curves), RNG.uniform(0.5, 1.5, n_curves),
+                     RNG.uniform(0, 0.5, n_curves)], 1)
+    model = gradfit.get_model(PEAK)
+    Y = model(torch.tensor(x), torch.tensor(true)).numpy() + 0.05 * RNG.normal(size=(n_curves, 50))
+    p0 = true * RNG.uniform(0.8, 1.2, size=true.shape)
+    gradfit.fit_many(PEAK, x, Y[:50], p0=p0[:50])
+    result, t_gf = timed(lambda: gradfit.fit_many(PEAK, x, Y, p0=p0))
+
+    def peak(x, a, c, s, o):
+        return a * np.exp(-(x - c) ** 2 / (2 * s**2)) + o
+
+    fits, ok = [], []
+
+    def loop_fit():
+        for i in range(loop):
+            try:
+                fits.append(curve_fit(peak, x, Y[i], p0=p0[i])[0])
+                ok.append(True)
+            except RuntimeError:
+                fits.append(np.full(4, np.nan))
+                ok.append(False)
+
+    _, t_cf = timed(loop_fit)
+    ok = np.array(ok)
+    # answers: against scipy run to tight tolerances (its defaults stop near 1e-6 relative themselves)
+    tight = []
+    for i in range(loop):
+        try:
+            tight.append(curve_fit(peak, x, Y[i], p0=p0[i], ftol=1e-14, xtol=1e-14, gtol=1e-14)[0])
+        except RuntimeError:
+            tight.append(np.full(4, np.nan))
+            ok[i] = False
+    close = (rel(result.params[:loop], np.array(tight)) <= 1e-6).all(axis=1)
+    share = close[ok].mean() if ok.any() else float("nan")
+    return {"gradfit fit_many (lm)": n_curves / t_gf, "scipy curve_fit loop": loop / t_cf}, share, result.counts()
+
+
+# 3. Gpufit's benchmark problem ---------------------------------------------------------------
+
+GAUSS2D = "amplitude*exp(-((x - x0)**2 + (y - y0)**2)/(2*width**2)) + offset"
+
+
+def gpufit_problem(n: int):
+    xx, yy = np.meshgrid(np.arange(5.0), np.arange(5.0))
+    xy = np.stack([xx.ravel(), yy.ravel()], 1)
+    true = np.array([500.0, 2.0, 2.0, 1.0, 10.0]) * RNG.uniform(0.9, 1.1, size=(n, 5))
+    model = gradfit.get_model(GAUSS2D, variables=("x", "y"))
+    clean = model(torch.tensor(xy), torch.tensor(true)).numpy()
+    Y = clean + RNG.normal(size=clean.shape) * (true[:, :1] / 10)  # SNR 10
+    p0 = true * RNG.uniform(0.9, 1.1, size=true.shape)
+    return model, xy, Y, p0
+
+
+def bench_gpufit(sizes, check: int):
+    rows = []
+    for n in sizes:
+        model, xy, Y, p0 = gpufit_problem(n)
+        gradfit.fit_many(model, xy, Y[:50], p0=p0[:50], tol=1e-4, max_steps=10)
+        _, t = timed(lambda: gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-4, max_steps=10))
+        rows.append((n, n / t))
+    # accuracy with a tight tolerance in float64, against scipy's least_squares run to its limit
+    model, xy, Y, p0 = gpufit_problem(check)
+    tight = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-15, max_steps=200)
+    fast = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-4, max_steps=10)
+
+    def resid(p, y):
+        return model(torch.tensor(xy), torch.tensor(p)).numpy() - y
+
+    best = np.array([least_squares(resid, p0[i], args=(Y[i],), xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                   method="lm").x for i in range(check)])
+    share_tight = (rel(tight.params, best) <= 1e-6).all(axis=1).mean()
+    share_fast = (rel(fast.params, best) <= 1e-6).all(axis=1).mean()
+
+    def chi2(params):
+        return np.array([(resid(params[i], Y[i]) ** 2).sum() for i in range(check)])
+
+    best_chi2 = chi2(best)
+    # the loss itself: is the fit as good as the best one, to rounding?
+    loss_tight = (chi2(tight.params) <= best_chi2 * (1 + 1e-12)).mean()
+    loss_fast = (chi2(fast.params) <= best_chi2 * (1 + 1e-6)).mean()
+    return rows, (share_tight, loss_tight), (share_fast, loss_fast)
+
+
+# 4. one large fit ----------------------------------------------------------------------------
+
+_LARGE = """
+import sys, time, numpy as np
+n = int(sys.argv[2]); rng = np.random.default_rng(0)
+x = rng.uniform(0, 10, n); y = 0.9*x**2 - 5.5*x + 10 + rng.normal(size=n)
+del rng
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak: count only what the fit adds
+def peak_kib():
+    return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
+base = int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
+t = time.perf_counter()
+if sys.argv[1] == "gradfit":
+    import gradfit
+    r = gradfit.fit("quadratic", x, y); p = list(r.params.values())
+else:
+    p = np.linalg.lstsq(np.stack([x**2, x, np.ones_like(x)], 1), y, rcond=None)[0]
+t = time.perf_counter() - t
+print(t, (peak_kib() - base) / 1024, *p)
+"""
+
+
+def bench_large(n: int):
+    out = {}
+    for who in ("numpy", "gradfit"):
+        if who == "gradfit":  # import before measuring, as numpy is imported before measuring
+            code = _LARGE.replace("del rng", "del rng\nimport gradfit")
+        else:
+            code = _LARGE
+        done = subprocess.run([sys.executable, "-c", code, who, str(n)], capture_output=True, text=True, check=True)
+        t, mem, *p = map(float, done.stdout.split())
+        out[who] = (t, mem, np.array(p))
+    return out
+
+
+# 5. the article's loop -----------------------------------------------------------------------
+
+def bench_article_loop(steps: int):
+    x, y = gradfit.seed_data()
+    start = torch.tensor([-0.8802136778831482, 1.1185475587844849, -0.5173491835594177])
+
+    def article():
+        params = start.clone().requires_grad_()
+        for _ in range(steps):  # the article's step(), printing left out
+            preds = params[0] * (x**2) + (params[1] * x) + params[2]
+            loss = ((preds - y) ** 2).mean()
+            loss.backward()
+            params.data = params.data - 1e-4 * params.grad.data
+            params.grad = None
+        return params.detach()
+
+    model = gradfit.quadratic()
+    article()
+    theirs, t_a = timed(article)
+    (ours, _), t_g = timed(lambda: gradfit.gradient_descent(model, x, y, start, learning_rate=1e-4, steps=steps))
+    return t_a / steps, t_g / steps, bool(torch.equal(theirs, ours))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, leave docs alone")
+    args = parser.parse_args()
+    q = args.quick
+    warnings.simplefilter("ignore", OptimizeWarning)
+    warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
+    lines = [f"### Many curves at once ({datetime.date.today()})", "",
+             f"Command: `.venv/bin/python bench/bench_batch.py{' --quick' if q else ''}`. Machine: {machine()}, "
+             f"torch threads {torch.get_num_threads()}. Loops of scipy and numpy are timed on a slice of the "
+             "curves; fits/s are per second of wall time.", ""]
+
+    n1, l1 = (20_000, 1_000) if q else (100_000, 5_000)
+    rates, agree, counts = bench_quadratics(n1, l1)
+    scipy = rates["scipy curve_fit loop"]
+    floor = rates["numpy batched normal equations (x per curve)"]
+    lines += [f"**1. {n1:,} noisy quadratics of 15 points** (gradfit: {counts}; largest relative difference from "
+              f"polyfit {agree:.1e})", "", "| solver | fits/s | vs scipy loop | vs batched normal equations |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v:,.0f} | {v / scipy:.1f}x | {v / floor:.2f}x |" for k, v in rates.items()]
+    best = rates["gradfit fit_many (shared x)"]
+    lines += ["", f"Target ≥100x the scipy loop and ≥0.5x the batched normal equations: **{best / scipy:.0f}x** and "
+              f"**{best / floor:.2f}x** (x per curve: {rates['gradfit fit_many (x per curve)'] / scipy:.0f}x and "
+              f"{rates['gradfit fit_many (x per curve)'] / floor:.2f}x).", ""]
+
+    n2, l2 = (5_000, 300) if q else (100_000, 2_000)
+    rates2, share, counts2 = bench_peaks(n2, l2)
+    ratio2 = rates2["gradfit fit_many (lm)"] / rates2["scipy curve_fit loop"]
+    lines += [f"**2. {n2:,} Gaussian peaks** (4 parameters, 50 points, starts at the truth x U(0.8, 1.2)); gradfit: "
+              f"{counts2}", "", "| solver | fits/s | vs scipy loop |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:,.0f} | {v / rates2['scipy curve_fit loop']:.1f}x |" for k, v in rates2.items()]
+    lines += ["", f"Same answers: {100 * share:.2f}% of the curves scipy fitted (tight tolerances) are within 1e-6 relative "
+              f"(target ≥99.9%: {'met' if share >= 0.999 else 'missed'}; the others differ in flat directions, as in 3). "
+              f"Target ≥30x the scipy loop: **{ratio2:.1f}x — {'met' if ratio2 >= 30 else 'missed'}**. Where the time "
+              "goes (cProfile of fit_many on 20,000 peaks): about two thirds in the Jacobians — forward-mode autograd "
+              "(torch.func.jacfwd under vmap) evaluates the model once per parameter with dual numbers — and most of "
+              "the rest in the model's elementwise operations on (curves x points) tensors; the LM algebra itself "
+              "(batched 4x4 Cholesky solves) is a few percent.", ""]
+
+    sizes = (1_000, 10_000, 100_000) if q else (1_000, 10_000, 100_000, 1_000_000)
+    rows, (share_tight, loss_tight), (share_fast, loss_fast) = bench_gpufit(sizes, 200 if q else 500)
+    lines += ["**3. Gpufit's benchmark problem** (2-D Gaussian, 5x5 points, 5 parameters, tolerance 1e-4, at most 10 "
+              "iterations, float64)", "", "| fits | gradfit fits/s | vs Cpufit (310,000/s, measured by the issue) |",
+              "|---:|---:|---:|"]
+    lines += [f"| {n:,} | {r:,.0f} | {r / 310_000:.2f}x |" for n, r in rows]
+    lines += ["", f"Target: at or above Cpufit's fits/s — **missed** (best {max(r for _, r in rows) / 310_000:.2f}x): "
+              "the same Jacobian cost as in 2, on a CPU with two cores, against hand-written C++ derivatives."]
+    lines += ["", f"Against the optimum (scipy least_squares run to its limit): at tolerance 1e-4 / 10 iterations, "
+              f"{100 * share_fast:.1f}% of the fits have every parameter within 1e-6 relative and {100 * loss_fast:.1f}% "
+              f"a chi-square within 1e-6 of the best; with a tight tolerance in float64, **{100 * share_tight:.1f}%** "
+              f"have every parameter within 1e-6 (target ≥99%) and {100 * loss_tight:.1f}% a chi-square equal to "
+              "the best to 1e-12. Where parameters differ by more than 1e-6 the two chi-squares agree to about 1e-15: "
+              "those fits have flat directions in which float64 cannot tell the points apart, and scipy and a single "
+              "gradfit.fit differ there by as much.", ""]
+
+    n4 = 1_000_000 if q else 10_000_000
+    large = bench_large(n4)
+    t_np, m_np, p_np = large["numpy"]
+    t_gf, m_gf, p_gf = large["gradfit"]
+    lines += [f"**4. One quadratic on {n4:,} points** (each in its own process; memory added over holding x and y)",
+              "", "| solver | time (s) | added memory (MiB) |", "|---|---:|---:|",
+              f"| numpy.linalg.lstsq on the design matrix | {t_np:.2f} | {m_np:.0f} |",
+              f"| gradfit.fit (auto: linear) | {t_gf:.2f} | {m_gf:.0f} |",
+              f"| **ratio** | **{t_gf / t_np:.2f}x** | **{m_gf / max(m_np, 1):.2f}x** |", "",
+              f"Same answer: largest relative difference {rel(p_gf, p_np).max():.1e}. Target ≤1.5x the time "
+              f"({'met' if t_gf <= 1.5 * t_np else 'missed'}) and ≤0.5x the memory "
+              f"({'met' if m_gf <= 0.5 * m_np else 'missed'}): gradfit builds the same design matrix and, with the "
+              "covariance and the statistics, keeps a few more arrays of N values; meeting the memory target needs "
+              "the streaming sums of issue 8 (accumulating RᵀR chunk by chunk).", ""]
+
+    steps = 2_000 if q else 20_000
+    t_a, t_g, same = bench_article_loop(steps)
+    lines += [f"**5. The article's loop** ({steps:,} steps of plain gradient descent on the seed problem, float32)", "",
+              "| loop | time per step (µs) |", "|---|---:|", f"| the article's step() | {t_a * 1e6:.1f} |",
+              f"| gradfit.gradient_descent | {t_g * 1e6:.1f} |", "",
+              f"Same numbers: {'yes, bit for bit' if same else 'NO'}. Target: gradfit ≥2x faster per step — measured "
+              f"**{t_a / t_g:.2f}x, {'met' if t_a / t_g >= 2 else 'missed'}**. Both are dominated by autograd's "
+              "backward pass and a handful of tiny tensor operations (about 120 µs of torch overhead per step); "
+              "gradfit adds its history (reading the loss, gradient norm and parameters back each step). A fused "
+              "step — the closed-form gradient of a polynomial's MSE — would be faster but not bit for bit the "
+              "article's numbers.", ""]
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section("bench_batch", lines)
+
+
+if __name__ == "__main__":
+    main()
