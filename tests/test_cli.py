@@ -36,7 +36,7 @@ def test_demo_options(capsys, tmp_path):
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 5
 
 
-@pytest.mark.parametrize("argv", [[], ["demo"], ["fit"]])
+@pytest.mark.parametrize("argv", [[], ["demo"], ["fit"], ["fit-many"], ["models"]])
 def test_help_works_for_every_command(capsys, argv):
     code, out, _ = run(capsys, *argv, "--help")
     assert code == 0 and out.startswith("usage: gradfit")
