@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -155,7 +154,7 @@ def fit_many(
         sl = slice(start, min(B, start + chunk_size))
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
         xt = as_t(xc) if shared else as_t(xc[sl])
-        part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]), sigma is not None)
+        part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if p0n is None else as_t(p0n[sl] if p0n.ndim == 2 else np.broadcast_to(p0n, (sl.stop - sl.start,
                                                                                             model.n_params)))
         if run == "linear":
@@ -171,8 +170,8 @@ def fit_many(
 class _Chunk:
     """One chunk of curves on the device: residuals, Jacobians and the solvers, all batched."""
 
-    def __init__(self, model: Model, x, shared: bool, y, w, weighted: bool):
-        self.model, self.x, self.shared, self.y, self.w, self.weighted = model, x, shared, y, w, weighted
+    def __init__(self, model: Model, x, shared: bool, y, w):
+        self.model, self.x, self.shared, self.y, self.w = model, x, shared, y, w
         self.used = (w > 0).to(y.dtype)
         self.n_points = self.used.sum(dim=1)
         self.batch = len(y)

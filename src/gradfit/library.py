@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ModelError
-from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
+from .models import Composite, ExpressionModel, FunctionModel, Model, linear, polynomial, quadratic
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ least-squares optimum is one linear solve.
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Callable
 
 import torch
