@@ -320,3 +320,23 @@ def test_float32_fits_run_in_float32():
     result = gradfit.fit(exp_decay, prob["x"], prob["y"], p0=prob["p0"], dtype=torch.float32, method="lm")
     assert result.dtype == torch.float32
     np.testing.assert_allclose(list(result.params.values()), [5.0, 1.3, 0.5], rtol=0.05)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_large_linear_fits_stream_the_design_matrix_and_agree(monkeypatch, weighted):
+    from gradfit.solvers import problem as problem_module
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 10, 5000)
+    y = 0.9 * x**2 - 5.5 * x + 10 + rng.normal(size=x.size)
+    sigma = rng.uniform(0.5, 2, x.size) if weighted else None
+    whole = gradfit.fit("quadratic", x, y, sigma=sigma)
+    monkeypatch.setattr(problem_module, "STREAM_ABOVE", 1000)  # stream anything above 1,000 elements
+    monkeypatch.setattr(problem_module, "CHUNK_ROWS", 777)  # in uneven chunks
+    streamed = gradfit.fit("quadratic", x, y, sigma=sigma)
+    np.testing.assert_allclose(list(streamed.params.values()), list(whole.params.values()), rtol=1e-10)
+    np.testing.assert_allclose(list(streamed.stderr.values()), list(whole.stderr.values()), rtol=1e-8)
+    assert streamed.rmse == pytest.approx(whole.rmse, rel=1e-12) and streamed.chi2 == pytest.approx(whole.chi2, rel=1e-12)
+    assert streamed.history[0].grad_norm == pytest.approx(whole.history[0].grad_norm, rel=1e-9)
+    np.testing.assert_allclose(list(streamed.params.values()), np.polyfit(x, y, 2, w=None if sigma is None else 1 / sigma),
+                               rtol=1e-9)

@@ -363,11 +363,15 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
 def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool) -> tuple[np.ndarray, int]:
     """(JᵀJ)⁺ from the Jacobian's SVD, times chi2/dof unless absolute_sigma: scipy's curve_fit rule."""
     k = len(p)
-    jac = problem.jacobian(p).double().cpu().numpy()
-    if not np.isfinite(jac).all():
+    if problem.streaming:  # R of J = QR, made by chunks, has J's singular values and vectors
+        small, shape = problem.r_factor()[0], (problem.n_points, k)
+    else:
+        jac = problem.jacobian(p).double().cpu().numpy()
+        small, shape = _small(jac), jac.shape
+    if not np.isfinite(small).all():
         return np.full((k, k), np.inf), 0
-    _, s, vh = np.linalg.svd(_small(jac), full_matrices=False)
-    keep = s > _rank_threshold(s, jac.shape)
+    _, s, vh = np.linalg.svd(small, full_matrices=False)
+    keep = s > _rank_threshold(s, shape)
     cov = (vh[keep].T / s[keep] ** 2) @ vh[keep]
     rank = int(keep.sum())
     if absolute_sigma:

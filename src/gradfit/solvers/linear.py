@@ -69,13 +69,19 @@ def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[Step
     if not model.is_linear:
         raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not. "
                          "Use method='lm' or 'auto'.")
-    a = problem.jacobian(p0)  # the (weighted) design matrix
-    target = problem.y if problem.weights is None else problem.y * problem.weights
-    params = lstsq(a, target)
-    history = History(problem.user_names, problem.describe(p0))
     r0 = problem.residuals(p0)
+    if problem.streaming:  # A = QR made by chunks: solve R p = Qᵀy; Aᵀr0 = Rᵀ(R p0 - Qᵀy)
+        r, z = problem.r_factor()
+        params = torch.from_numpy(np.linalg.lstsq(r, z, rcond=None)[0]).to(p0.dtype)
+        gradient = r.T @ (r @ p0.double().numpy() - z)
+    else:
+        a = problem.jacobian(p0)  # the (weighted) design matrix
+        target = problem.y if problem.weights is None else problem.y * problem.weights
+        params = lstsq(a, target)
+        gradient = (a.T @ r0).numpy()
+    history = History(problem.user_names, problem.describe(p0))
     loss = float(r0 @ r0) / problem.n_points
-    history.append(StepRecord(1, loss, math.sqrt(loss), 2 * float((a.T @ r0).norm()) / problem.n_points,
+    history.append(StepRecord(1, loss, math.sqrt(loss), 2 * float(np.linalg.norm(gradient)) / problem.n_points,
                               math.nan, problem.describe(params)))
     if callback is not None:
         callback(history[-1])

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..history import History
 from ..losses import mse
 from ..models import Model
+
+
+CHUNK_ROWS = 1 << 16  # rows of the design matrix made at a time when it is never held whole
+STREAM_ABOVE = 1 << 22  # points x parameters above which a linear model's design matrix is streamed
 
 
 class Problem:
@@ -23,6 +28,11 @@ class Problem:
         # The history speaks in the user's parameters, also when the solver walks transformed ones.
         self.user_names = getattr(model, "user_names", model.param_names)
         self._to_user = getattr(model, "to_user", None)
+        # A large linear problem never holds its (N, P) design matrix: it is made a chunk of rows at a
+        # time and reduced to R of A = QR (P x P), which has all that the solve and the covariance need.
+        self.streaming = (model.is_linear and self.n_points * model.n_params > STREAM_ABOVE
+                          and x.device.type == "cpu")
+        self._r_factor = None
 
     def describe(self, params: torch.Tensor) -> tuple[float, ...]:
         """The solver's parameters as the user's values, for the history."""
@@ -30,7 +40,29 @@ class Problem:
             values = params if self._to_user is None else self._to_user(params)
         return tuple(values.tolist())
 
+    def _rows(self):
+        for start in range(0, self.n_points, CHUNK_ROWS):
+            sl = slice(start, start + CHUNK_ROWS)
+            a = self.model.design_matrix(self.x[sl])
+            t = self.y[sl]
+            if self.weights is not None:
+                a, t = a * self.weights[sl, None], t * self.weights[sl]
+            yield a, t
+
+    def r_factor(self) -> tuple[np.ndarray, np.ndarray]:
+        """R and z = Qᵀ(weighted y) of the (weighted) design matrix A = QR, by chunks (TSQR), float64."""
+        if self._r_factor is None:
+            k = self.model.n_params
+            r, z = np.zeros((0, k)), np.zeros(0)
+            for a, t in self._rows():
+                q, r = np.linalg.qr(np.vstack([r, a.double().numpy()]))
+                z = q.T @ np.concatenate([z, t.double().numpy()])
+            self._r_factor = (r, z)
+        return self._r_factor
+
     def residuals(self, params: torch.Tensor) -> torch.Tensor:
+        if self.streaming and not params.requires_grad:
+            return torch.cat([a @ params - t for a, t in self._rows()])
         if self.model.is_linear and not params.requires_grad:  # one matrix product, no autograd needed
             target = self.y if self.weights is None else self.y * self.weights
             return self.jacobian(params) @ params - target
