@@ -144,7 +144,8 @@ def test_tables():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    ({"method": "gd"}, OptionError, "Unknown method 'gd' for fit_many. Choose one of: auto, linear, lm"),
+    ({"method": "lbfgs"}, OptionError, "Unknown method 'lbfgs' for fit_many. Choose one of: auto, linear, lm, gd"),
+    ({"method": "lm", "learning_rate": 0.1}, OptionError, "Method 'lm' takes no learning rate"),
     ({"method": "linear", "model": GAUSS}, ModelError, "needs a model linear in its parameters"),
     ({"Y": np.zeros(15)}, DataError, r"`Y` must be \(curves, points\)"),
     ({"x": np.arange(14.0)}, DataError, r"`x` must be shared, shape \(15,\)"),
@@ -160,3 +161,27 @@ def test_bad_input(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         fit_many(args.pop("model"), args.pop("x"), args.pop("Y"), **args)
+
+
+GRADIENT_SAME_AS_SINGLE = 1e-7  # both stop when the gradient is 1e-10 of its start: close, not identical
+
+
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam"])
+def test_gradient_methods_equal_single_fits(method):
+    x, y, p0 = _peaks(b=8)
+    result = fit_many(GAUSS, x, y, p0=p0, method=method)
+    assert result.method == method and result.converged.all(), result.counts()
+    for i in (0, 5):
+        single = _single(GAUSS, x, y[i], p0=p0[i], method=method)
+        assert single.converged
+        np.testing.assert_allclose(result.params[i], list(single.params.values()), rtol=GRADIENT_SAME_AS_SINGLE)
+    exact = fit_many(GAUSS, x, y, p0=p0, method="lm")
+    np.testing.assert_allclose(result.params, exact.params, rtol=1e-6)
+
+
+def test_gradient_methods_mark_divergence_and_max_steps():
+    x, y, p0 = _peaks(b=3)
+    result = fit_many(GAUSS, x, y, p0=p0, method="gd", learning_rate=50.0, max_steps=100)
+    assert set(result.status) <= {"diverged", "max_steps"} and not result.converged.any()
+    short = fit_many(GAUSS, x, y, p0=p0, method="adam", max_steps=5)
+    assert (short.status == "max_steps").all() and (short.n_steps == 5).all()

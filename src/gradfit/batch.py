@@ -5,8 +5,10 @@ dimension for models of several variables). Points that are NaN, or masked out, 
 count, so ragged curves are rows padded with NaN. Every curve gets its own parameters,
 damping, stopping and status; curves that have converged are frozen while the others go on.
 
-Methods: ``linear`` (one exact solve per curve, for models linear in their parameters) and
-``lm`` (Levenberg–Marquardt with exact Jacobians from torch.func, batched); ``auto`` picks.
+Methods: ``linear`` (one exact solve per curve, for models linear in their parameters),
+``lm`` (Levenberg–Marquardt with exact Jacobians from torch.func, batched), ``auto`` (picks one
+of those two), and the elementwise gradient methods ``gd``, ``momentum``, ``nesterov``, ``adam``
+in each curve's standardized coordinates, as gradfit.fit runs them for one curve.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import positive_int
+from ._checks import positive_finite, positive_int
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
-METHODS = ("auto", "linear", "lm")
+METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam")
 MEMORY_BUDGET = 1 << 30  # bytes of working arrays per chunk, when chunk_size is not given
 INITIAL_DAMPING = 1e-3
 MAX_DAMPING = 1e32
@@ -93,7 +95,8 @@ def fit_many(
     sigma=None,
     mask=None,
     max_steps: int | None = None,
-    tol: float = 1e-12,
+    tol: float | None = None,
+    learning_rate: float | None = None,
     absolute_sigma: bool = False,
     chunk_size: int | None = None,
     variables=None,
@@ -108,7 +111,20 @@ def fit_many(
     run = "linear" if method == "auto" and model.is_linear else "lm" if method == "auto" else method
     if run == "linear" and not model.is_linear:
         raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not.")
-    max_steps = 200 if max_steps is None else positive_int(max_steps, "max_steps")
+    gradient = run not in ("linear", "lm")
+    if gradient:
+        from .solvers import get_method
+
+        entry = get_method(run)  # the single-fit registry's defaults, in the same standardized coordinates
+        learning_rate = entry.learning_rate if learning_rate is None else positive_finite(learning_rate,
+                                                                                         "learning_rate")
+        default_steps, default_tol = entry.max_steps, entry.tolerances.gtol
+    elif learning_rate is not None:
+        raise OptionError(f"Method '{run}' takes no learning rate.")
+    else:
+        default_steps, default_tol = 200, 1e-12
+    max_steps = default_steps if max_steps is None else positive_int(max_steps, "max_steps")
+    tol = default_tol if tol is None else tol
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise OptionError(f"`tol` must be a finite number >= 0, got {tol!r}.")
 
@@ -160,6 +176,8 @@ def fit_many(
                                                                                             model.n_params)))
         if run == "linear":
             result = part.solve_linear()  # needs no start
+        elif gradient:
+            result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
         else:
             result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
         for key, value in part.finish(*result, absolute_sigma).items():
@@ -237,6 +255,64 @@ class _Chunk:
             z[rough] = z[rough] + torch.cholesky_solve((ar.transpose(1, 2) @ resid) / sr, cr)
         status[singular] = 3
         return z.squeeze(-1) / scale, steps, status
+
+    def descend(self, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
+        """Gradient methods over the batch, each curve in its own standardized coordinates.
+
+        As gradfit.fit does for one curve (solvers.gradient.Frame): p = p0 + T q with T from the
+        SVD of the curve's Jacobian at p0, the loss divided by the variance of y. The updates are
+        elementwise (gd, momentum, nesterov, adam), so curves do not mix; a curve stops when its
+        gradient falls below gtol times max(its first gradient, 1), and is then frozen.
+        """
+        B, k = p0.shape
+        n = self.n_points.clamp_min(1)
+        with torch.no_grad():
+            _, s, vh = torch.linalg.svd(self.jacobian(p0), full_matrices=False)
+            s = torch.maximum(s, s[:, :1] * 1e-8).clamp_min(1e-300)
+            yw = self.y * self.w
+            mean = yw.sum(dim=1) / n
+            var = (((yw - mean[:, None]) * self.used) ** 2).sum(dim=1) / (n - 1).clamp_min(1)
+            scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
+            transform = (scale * torch.sqrt(n / 2))[:, None, None] * vh.transpose(1, 2) / s[:, None, :]
+        q = torch.zeros_like(p0, requires_grad=True)
+        optimizer = {
+            "gd": None,
+            "momentum": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9),
+            "nesterov": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9, nesterov=True),
+            "adam": lambda: torch.optim.Adam([q], lr=learning_rate),
+        }[method]
+        optimizer = optimizer() if optimizer else None
+        first = None
+        done = torch.zeros(B, dtype=torch.bool, device=p0.device)
+        bad = torch.zeros_like(done)
+        steps = torch.zeros(B, dtype=torch.long, device=p0.device)
+        for _ in range(max_steps):
+            p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # forward
+            r = self.residuals(p)
+            loss = (r * r).sum(dim=1) / n / scale**2
+            loss.sum().backward()  # the curves are independent: each gets its own gradient
+            grad = q.grad.norm(dim=1)
+            first = grad.clamp_min(1.0) if first is None else first
+            bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad)
+            done |= (grad <= gtol * first) & ~bad
+            frozen = done | bad
+            if bool(frozen.all()):
+                break
+            keep = q.detach().clone()
+            with torch.no_grad():  # update
+                if optimizer is None:
+                    q -= learning_rate * torch.nan_to_num(q.grad)  # the article's update
+            if optimizer is not None:
+                optimizer.step()
+            q.grad = None  # zero the gradient
+            with torch.no_grad():
+                q[frozen] = keep[frozen]
+            steps += (~frozen).long()
+        with torch.no_grad():
+            p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)
+        status = torch.where(done, 0, 1)
+        status[bad | ~torch.isfinite(p).all(dim=1)] = 2
+        return p.detach(), steps, status
 
     def levenberg_marquardt(self, p, max_steps: int, tol: float):
         """Batched LM: per-curve damping, per-curve stopping; converged curves are frozen."""

@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y")
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
-    many.add_argument("--method", default="auto", metavar="M", help="auto, linear or lm (default: auto)")
+    many.add_argument("--method", default="auto", metavar="M",
+                      help="auto, linear, lm, gd, momentum, nesterov or adam (default: auto)")
     many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
     many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
     many.add_argument("--quiet", action="store_true", help="print no summary")
