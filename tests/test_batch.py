@@ -185,3 +185,13 @@ def test_gradient_methods_mark_divergence_and_max_steps():
     assert set(result.status) <= {"diverged", "max_steps"} and not result.converged.any()
     short = fit_many(GAUSS, x, y, p0=p0, method="adam", max_steps=5)
     assert (short.status == "max_steps").all() and (short.n_steps == 5).all()
+
+
+def test_a_model_that_cannot_be_batched_gets_a_clear_message():
+    x, y, p0 = _peaks(b=2)
+
+    def scalar_model(x, a, m, s, c):
+        return a * torch.exp(-((x - m) ** 2) / (2 * s**2)) + c.item()  # .item() cannot run under vmap
+
+    with pytest.raises(ModelError, match="cannot be fitted over a batch"):
+        fit_many(scalar_model, x, y, p0=p0)

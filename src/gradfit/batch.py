@@ -174,12 +174,17 @@ def fit_many(
         part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if p0n is None else as_t(p0n[sl] if p0n.ndim == 2 else np.broadcast_to(p0n, (sl.stop - sl.start,
                                                                                             model.n_params)))
-        if run == "linear":
-            result = part.solve_linear()  # needs no start
-        elif gradient:
-            result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
-        else:
-            result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
+        try:
+            if run == "linear":
+                result = part.solve_linear()  # needs no start
+            elif gradient:
+                result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
+            else:
+                result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
+        except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (say, one calling .item())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
+                             "Write it with torch operations only, one value per point.") from None
         for key, value in part.finish(*result, absolute_sigma).items():
             out[key].append(value)
     return BatchResult(model=model, method=run, param_names=model.param_names,
