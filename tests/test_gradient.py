@@ -110,3 +110,36 @@ def test_history_csv_round_trips(golden):
     assert len(lines) == 21
     last = [float(v) for v in lines[-1].split(",")]
     assert last[0] == 20 and last[2] == history[-1].rmse and tuple(last[5:]) == history.final_params
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fused_polynomial_steps_equal_autograds_bit_for_bit(degree, dtype):
+    # gradient_descent writes a polynomial's gradient out (no autograd, no read-back per step);
+    # the oracle is the article's loop with autograd, on the same model.
+    model = gradfit.polynomial(degree)
+    x = torch.linspace(-1, 2, 25, dtype=dtype)
+    y = torch.sin(3 * x) + x
+    p0 = torch.linspace(0.1, 0.5, degree + 1, dtype=dtype)
+    ref = p0.clone().requires_grad_()
+    losses = []
+    for _ in range(300):
+        loss = gradfit.mse(model(x, ref), y)
+        loss.backward()
+        ref.data = ref.data - 0.02 * ref.grad.data
+        ref.grad = None
+        losses.append(loss.item())
+    params, history = gradfit.gradient_descent(model, x, y, p0, learning_rate=0.02, steps=300)
+    assert torch.equal(params, ref.detach())
+    assert history.loss == losses
+
+
+def test_the_fused_steps_report_divergence_like_the_loop(golden):
+    model, x, y, p0 = _article_start(golden)
+    with pytest.raises(FitError, match="at step 15") as info:  # lr 1e-3 overflows at step 15 (see the demo)
+        gradfit.gradient_descent(model, x, y, p0, learning_rate=1e-3, steps=40)
+    assert len(info.value.history) == 14
+    seen = []
+    with pytest.raises(FitError, match="at step 15"):  # with a callback: the step-by-step loop
+        gradfit.gradient_descent(model, x, y, p0, learning_rate=1e-3, steps=40, callback=seen.append)
+    assert len(seen) == 14
