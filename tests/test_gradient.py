@@ -143,3 +143,18 @@ def test_the_fused_steps_report_divergence_like_the_loop(golden):
     with pytest.raises(FitError, match="at step 15"):  # with a callback: the step-by-step loop
         gradfit.gradient_descent(model, x, y, p0, learning_rate=1e-3, steps=40, callback=seen.append)
     assert len(seen) == 14
+
+
+def test_the_fused_steps_stay_bit_identical_on_many_points():
+    # large sums run in parallel chunks: the fused step must reduce exactly as autograd does
+    model = gradfit.polynomial(3)
+    x = torch.linspace(-1, 2, 300_000, dtype=torch.float64)
+    y = torch.sin(3 * x) + x
+    p0 = torch.linspace(0.1, 0.5, 4, dtype=torch.float64)
+    ref = p0.clone().requires_grad_()
+    for _ in range(20):
+        gradfit.mse(model(x, ref), y).backward()
+        ref.data = ref.data - 0.01 * ref.grad.data
+        ref.grad = None
+    params, _ = gradfit.gradient_descent(model, x, y, p0, learning_rate=0.01, steps=20)
+    assert torch.equal(params, ref.detach())

@@ -300,7 +300,7 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     y = data.y
     chi2 = float(weighted @ weighted)
     rmse = math.sqrt(float(raw @ raw) / n)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
+    ss_tot = float(np.var(y)) * len(y)  # (one temporary, not two: y can be large)
     r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
     dof = n - k
     reduced = chi2 / dof if dof > 0 else math.inf

@@ -87,13 +87,16 @@ def _polynomial_steps(model: Polynomial, x, y, params, learning_rate: float, ste
     """
     n = x.shape[0]
     terms = [x**k if k > 1 else x if k == 1 else None for k in model._powers()]  # what each coefficient multiplies
-    ones = torch.ones((), dtype=y.dtype, device=y.device).expand(n)
+    mean_grad = torch.ones((), dtype=y.dtype, device=y.device).expand(n) / n  # the backward of mean()
     losses, grads, after = [], [], []
     for _ in range(steps):
-        preds = model(x, params)  # forward
-        diff = preds - y
+        preds = None
+        for p, t in zip(params.unbind(), terms):  # forward, term by term as Polynomial.forward adds them
+            term = p if t is None else p * t
+            preds = term if preds is None else preds + term
+        diff = (preds if model.degree > 0 else preds.expand_as(y)) - y  # a constant is spread over the points
         loss = (diff**2).mean()
-        d = (ones / n) * (2.0 * diff)  # d loss / d preds, as autograd computes it
+        d = mean_grad * (2.0 * diff)  # d loss / d preds, as autograd computes it
         grad = torch.stack([(d * t).sum() if t is not None else d.sum() for t in terms])
         params = params - learning_rate * grad  # step downhill
         losses.append(loss)

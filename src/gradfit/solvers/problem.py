@@ -62,7 +62,10 @@ class Problem:
 
     def residuals(self, params: torch.Tensor) -> torch.Tensor:
         if self.streaming and not params.requires_grad:
-            return torch.cat([a @ params - t for a, t in self._rows()])
+            out = torch.empty(self.n_points, dtype=self.y.dtype)  # filled chunk by chunk: no second copy
+            for i, (a, t) in enumerate(self._rows()):
+                out[i * CHUNK_ROWS:i * CHUNK_ROWS + len(t)] = a @ params - t
+            return out
         if self.model.is_linear and not params.requires_grad:  # one matrix product, no autograd needed
             target = self.y if self.weights is None else self.y * self.weights
             return self.jacobian(params) @ params - target
