@@ -22,7 +22,7 @@ import torch
 from ._checks import positive_finite, positive_int
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
-from .models import Model
+from .models import ExpressionModel, Model, _columns
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
 METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam")
@@ -206,10 +206,15 @@ class _Chunk:
         x_dim = None if shared else 0
         self._residuals = torch.func.vmap(residual, in_dims=(0, x_dim, 0, 0))
         self._jacobian = torch.func.vmap(torch.func.jacfwd(residual), in_dims=(0, x_dim, 0, 0))
+        # An expression differentiates itself on the tree, over the whole batch at once: no vmap,
+        # no dual numbers (several times faster than jacfwd for many curves).
+        self._expression = model.expression if isinstance(model, ExpressionModel) else None
 
     def residuals(self, p, idx=None):
         x = self.x if self.shared or idx is None else self.x[idx]
         y, w = (self.y, self.w) if idx is None else (self.y[idx], self.w[idx])
+        if self._expression is not None and not p.requires_grad:
+            return (self.model(x, p) - y) * w  # the expression takes a (B, P) batch of parameters itself
         return self._residuals(p, x, y, w)
 
     def jacobian(self, p, idx=None):
@@ -219,6 +224,14 @@ class _Chunk:
             return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
         x = self.x if self.shared or idx is None else self.x[idx]
         y, w = (self.y, self.w) if idx is None else (self.y[idx], self.w[idx])
+        if self._expression is not None:
+            columns = _columns(x, len(self.model.variables), self.model.name)
+            _, grads = self._expression.value_and_gradient(columns, [v.unsqueeze(-1) for v in p.unbind(-1)])
+            zero = torch.zeros_like(y)
+            # stacked as (B, P, N) and seen as (B, N, P): each parameter's column is contiguous, which
+            # makes the column norms and JᵀJ fast
+            return torch.stack([zero if g is None else torch.as_tensor(g, dtype=y.dtype, device=y.device)
+                                .expand_as(y) * w for g in grads], dim=1).transpose(1, 2)
         return self._jacobian(p, x, y, w)
 
     def guess(self) -> torch.Tensor:
@@ -338,7 +351,10 @@ class _Chunk:
             idx = active.nonzero().squeeze(-1)
             if idx.numel() == 0:
                 break
-            J, rr, c, dd = jac[idx], r[idx], cost[idx], d[idx]
+            if idx.numel() == B:  # every curve still going: views, not copies
+                J, rr, c, dd = jac, r, cost, d
+            else:
+                J, rr, c, dd = jac[idx], r[idx], cost[idx], d[idx]
             lam = damping[idx]
             steps[idx] += 1
             Jn = J / dd.unsqueeze(1)  # Marquardt's scaling, as columns of unit size
@@ -357,6 +373,8 @@ class _Chunk:
             tiny_change = ((c - c_new).abs() <= tol * c) & (predicted <= tol * c)
             tiny_step = (dd * delta).norm(dim=1) <= tol * ((dd * p[idx]).norm(dim=1) + tol)
             exact = c == 0
+            # decided before the accepted steps are written back (c may be a view of cost)
+            done = (tiny_change & (c_new <= c * (1 + 1e-13))) | (tiny_step & ok) | exact
             # accept the good steps
             acc = idx[ok]
             if acc.numel():
@@ -372,7 +390,6 @@ class _Chunk:
             if rej.numel():
                 damping[rej] = damping[rej] * nu[rej]
                 nu[rej] = nu[rej] * 2
-            done = (tiny_change & (c_new <= c * (1 + 1e-13))) | (tiny_step & ok) | exact
             stuck = damping[idx] > MAX_DAMPING
             status[idx[done | stuck]] = 0
             active[idx[done | stuck]] = False

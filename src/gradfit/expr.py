@@ -97,12 +97,29 @@ class Expression:
     variables: tuple[str, ...]
     param_names: tuple[str, ...]
     _evaluate: Callable[[dict], torch.Tensor]
+    _tree: ast.AST = None
 
     def __call__(self, variables: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> torch.Tensor:
         """Evaluate with tensors (or numbers) in the order of ``variables`` and ``param_names``."""
         env = dict(zip(self.variables, variables))
         env.update(zip(self.param_names, params))
         return self._evaluate(env)
+
+    def value_and_gradient(self, variables, params) -> tuple[object, list]:
+        """The value and its derivative with respect to each parameter (None where it is zero).
+
+        Forward-mode differentiation on the tree itself: each node carries its value and the
+        derivatives of the parameters below it only — no dual numbers, no graph — which is what
+        makes many-curve Jacobians cheap.
+        """
+        if self._dual is None:
+            object.__setattr__(self, "_dual", _compile_dual(self._tree.body, self.param_names))
+        env = dict(zip(self.variables, variables))
+        env.update(zip(self.param_names, params))
+        value, grads = self._dual(env)
+        return value, [grads.get(name) for name in self.param_names]
+
+    _dual: Callable = None
 
 
 def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | None = None) -> Expression:
@@ -154,7 +171,7 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
     clash = set(param_names) & set(variables)
     if clash:
         raise ExpressionError(f"{sorted(clash)[0]!r} cannot be both a variable and a parameter.")
-    return Expression(source, variables, param_names, _compile(tree.body))
+    return Expression(source, variables, param_names, _compile(tree.body), tree)
 
 
 def _check_name(name, role: str) -> None:
@@ -347,3 +364,119 @@ def _tensor(value, env: dict) -> torch.Tensor:
     if like is None:
         return torch.tensor(value, dtype=torch.float64)
     return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+# --- derivatives: forward mode on the tree ----------------------------------------------------
+
+def _derivative_rules():
+    """d f(a)/da as a function of a and of the value v = f(a), for each one-argument function."""
+    ln10, ln2, two_over_sqrt_pi = math.log(10), math.log(2), 2 / math.sqrt(math.pi)
+    rules = {
+        "exp": lambda a, v: v,
+        "log": lambda a, v: 1 / a,
+        "log10": lambda a, v: 1 / (a * ln10),
+        "log2": lambda a, v: 1 / (a * ln2),
+        "sqrt": lambda a, v: 0.5 / v,
+        "abs": lambda a, v: torch.sign(a),
+        "sin": lambda a, v: torch.cos(a),
+        "cos": lambda a, v: -torch.sin(a),
+        "tan": lambda a, v: 1 + v * v,
+        "arcsin": lambda a, v: 1 / torch.sqrt(1 - a * a),
+        "arccos": lambda a, v: -1 / torch.sqrt(1 - a * a),
+        "arctan": lambda a, v: 1 / (1 + a * a),
+        "sinh": lambda a, v: torch.cosh(a),
+        "cosh": lambda a, v: torch.sinh(a),
+        "tanh": lambda a, v: 1 - v * v,
+        "erf": lambda a, v: two_over_sqrt_pi * torch.exp(-a * a),
+        "erfc": lambda a, v: -two_over_sqrt_pi * torch.exp(-a * a),
+        "sigmoid": lambda a, v: v * (1 - v),
+    }
+    rules.update(asin=rules["arcsin"], acos=rules["arccos"], atan=rules["arctan"])
+    return rules
+
+
+_D = _derivative_rules()
+
+
+def _compile_dual(node: ast.AST, params: tuple[str, ...]):
+    """Like _compile, but each closure returns (value, {parameter: derivative}) — derivatives only where nonzero."""
+    if isinstance(node, ast.Constant):
+        value = float(node.value)
+        return lambda env: (value, {})
+    if isinstance(node, ast.Name):
+        if node.id in CONSTANTS:
+            constant = CONSTANTS[node.id]
+            return lambda env: (constant, {})
+        name = node.id
+        if name in params:
+            return lambda env: (env[name], {name: 1.0})
+        return lambda env: (env[name], {})
+    if isinstance(node, ast.UnaryOp):
+        operand = _compile_dual(node.operand, params)
+        if isinstance(node.op, ast.USub):
+            def negate(env):
+                v, d = operand(env)
+                return -v, {k: -g for k, g in d.items()}
+            return negate
+        return operand
+    if isinstance(node, ast.BinOp):
+        left, right, op = _compile_dual(node.left, params), _compile_dual(node.right, params), type(node.op)
+
+        def binary(env):
+            (a, da), (b, db) = left(env), right(env)
+            v = _apply(_BINARY[op], a, b)
+            if op is ast.Add:
+                return v, _merge(da, db, 1.0)
+            if op is ast.Sub:
+                return v, _merge(da, db, -1.0)
+            if op is ast.Mult:
+                return v, _combine({k: g * b for k, g in da.items()}, {k: a * g for k, g in db.items()})
+            if op is ast.Div:  # (da - v db) / b
+                return v, {k: g / b for k, g in _merge(da, {k: v * g for k, g in db.items()}, -1.0).items()}
+            # a ** b
+            out = {}
+            if da:
+                factor = b * a ** (b - 1) if not isinstance(b, float) or b != 0 else 0.0
+                out = {k: g * factor for k, g in da.items()}
+            if db:
+                log_a = torch.log(a) if isinstance(a, torch.Tensor) else math.log(a) if a > 0 else math.nan
+                out = _combine(out, {k: g * v * log_a for k, g in db.items()})
+            return v, out
+
+        return binary
+    if isinstance(node, ast.Call):
+        name = node.func.id
+        function = FUNCTIONS[name][0]
+        args = [_compile_dual(a, params) for a in node.args]
+        if name == "arctan2":
+            def atan2(env):
+                (y, dy), (x, dx) = args[0](env), args[1](env)
+                y_t, x_t = _tensor(y, env), _tensor(x, env)
+                r2 = x_t * x_t + y_t * y_t
+                return function(y_t, x_t), _combine({k: g * x_t / r2 for k, g in dy.items()},
+                                                    {k: -g * y_t / r2 for k, g in dx.items()})
+            return atan2
+        rule = _D[name]
+
+        def call(env):
+            a, da = args[0](env)
+            a = _tensor(a, env)
+            v = function(a)
+            if not da:
+                return v, {}
+            slope = rule(a, v)
+            return v, {k: g * slope for k, g in da.items()}
+
+        return call
+    raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
+
+
+def _merge(da: dict, db: dict, sign: float) -> dict:
+    out = dict(da)
+    for k, g in db.items():
+        out[k] = out[k] + sign * g if k in out else (g if sign == 1.0 else -g)
+    return out
+
+
+def _combine(da: dict, db: dict) -> dict:
+    return _merge(da, db, 1.0)
