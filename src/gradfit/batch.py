@@ -357,9 +357,9 @@ class _Chunk:
                 J, rr, c, dd = jac[idx], r[idx], cost[idx], d[idx]
             lam = damping[idx]
             steps[idx] += 1
-            Jn = J / dd.unsqueeze(1)  # Marquardt's scaling, as columns of unit size
-            g = (Jn.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
-            normal = Jn.transpose(1, 2) @ Jn + lam[:, None, None] * eye
+            # Marquardt's scaling (columns of unit size), applied to the small matrices, not to J
+            g = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1) / dd
+            normal = (J.transpose(1, 2) @ J) / (dd.unsqueeze(2) * dd.unsqueeze(1)) + lam[:, None, None] * eye
             chol, info = torch.linalg.cholesky_ex(normal)
             z = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
             delta = z / dd
