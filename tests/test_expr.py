@@ -214,3 +214,30 @@ def _trees(children):
 @given(st.recursive(_LEAVES, _trees, max_leaves=40))
 def test_fuzz_random_syntax_trees(text):
     _must_compile_or_refuse(text)
+
+
+@pytest.mark.parametrize("text,twin,values", TWINS, ids=[t[0][:30] for t in TWINS])
+def test_tree_derivatives_equal_autograds(text, twin, values):
+    # fit_many differentiates an expression on its tree; torch.func.jacfwd of the twin is the oracle
+    from gradfit import ExpressionModel
+
+    model = ExpressionModel(text)
+    p = torch.tensor(values, dtype=torch.float64)
+    expected = torch.func.jacfwd(lambda q: twin(X64, *q))(p)  # (N, P)
+    value, grads = model.expression.value_and_gradient([X64], list(p.unbind()))
+    got = torch.stack([torch.zeros_like(X64) if g is None else torch.as_tensor(g, dtype=torch.float64).expand_as(X64)
+                       for g in grads], dim=-1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(torch.as_tensor(value).expand_as(X64), twin(X64, *p), rtol=TWIN_RTOL, atol=0)
+
+
+def test_tree_derivatives_over_a_batch_of_parameters():
+    from gradfit import ExpressionModel
+
+    model = ExpressionModel("a*exp(-(x - m)**2/(2*s**2)) + c")
+    batch = torch.tensor([[3.0, 0.5, 1.0, 0.2], [2.0, -0.5, 0.7, 0.0]], dtype=torch.float64)
+    _, grads = model.expression.value_and_gradient([X64], [v.unsqueeze(-1) for v in batch.unbind(-1)])
+    for i, params in enumerate(batch):
+        expected = torch.func.jacfwd(lambda q: model(X64, q))(params)
+        got = torch.stack([torch.as_tensor(g, dtype=torch.float64).expand(2, len(X64))[i] for g in grads], dim=-1)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
