@@ -127,3 +127,13 @@ def test_parse_bound(text, expected):
 def test_parse_bound_refuses(text):
     with pytest.raises(ValueError, match="write a bound as"):
         parse_bound(text)
+
+
+def test_bounded_gd_backtracks_by_default():
+    # with its fixed default rate, gd overshoots on this bounded problem (see the test above, which gives 0.1);
+    # left to itself it takes Armijo's backtracking line search and lands on the bound
+    result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], method="gd", bounds={"b": (None, 1.0)})
+    assert result.converged and result.at_bound == {"b": "upper"}
+    assert len({r.learning_rate for r in result.history}) > 1  # the rate adapts
+    expected, _ = curve_fit(lambda x, a, c: a * np.exp(-1.0 * x) + c, X, Y, p0=[4, 0])
+    np.testing.assert_allclose([result.params["a"], result.params["c"]], expected, rtol=1e-4)

@@ -72,6 +72,10 @@ def fit(
     if run_method == "linear" and constrained:
         raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
     defaults = get_method(run_method)
+    if learning_rate is None and (bounds or fixed) and run_method == "gd":
+        # a bound is a change of variables that bends the landscape: plain gd's fixed default step can
+        # overshoot there, so it takes Armijo's backtracking unless a rate is given
+        learning_rate = "auto"
     learning_rate = _learning_rate(learning_rate, defaults, scale, asked=chosen.name)
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = defaults.tolerances.replace(_tolerance(tol))
