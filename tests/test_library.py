@@ -122,3 +122,16 @@ def test_every_builtin_has_a_formula_names_and_a_guess():
         xin = torch.stack([x, x.flip(0)], dim=1) if getattr(model, "variables", ("x",)) == ("x", "y") else x
         guess = model.guess(xin, torch.linspace(1, 2, 30, dtype=torch.float64))
         assert guess is not None and guess.shape == (model.n_params,) and bool(torch.isfinite(guess).all()), name
+
+
+def test_widths_are_reported_positive():
+    x = np.linspace(-5, 5, 60)
+    y = 3 * np.exp(-((x - 0.5) ** 2) / (2 * 0.9**2)) + 0.02 * np.random.default_rng(3).normal(size=60)
+    negative = gradfit.fit("gaussian", x, y, p0=[2.5, 0.3, -1.0])  # a start with a negative width
+    positive = gradfit.fit("gaussian", x, y, p0=[2.5, 0.3, 1.0])
+    assert negative.params["sigma"] > 0
+    np.testing.assert_allclose(list(negative.params.values()), list(positive.params.values()), rtol=1e-8)
+    np.testing.assert_allclose(negative.covariance, positive.covariance, rtol=1e-6, atol=1e-12)
+    assert gradfit.get_model("gaussian + linear").even_params == ("g_sigma",)
+    batch = gradfit.fit_many("gaussian", x, np.stack([y, y]), p0=[[2.5, 0.3, -1.0], [2.5, 0.3, 1.0]])
+    np.testing.assert_allclose(batch.params[0], batch.params[1], rtol=1e-8)

@@ -187,8 +187,11 @@ def fit_many(
                              "Write it with torch operations only, one value per point.") from None
         for key, value in part.finish(*result, absolute_sigma).items():
             out[key].append(value)
-    return BatchResult(model=model, method=run, param_names=model.param_names,
-                       **{key: np.concatenate(values) for key, values in out.items()})
+    columns = {key: np.concatenate(values) for key, values in out.items()}
+    for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
+        i = model.param_names.index(name)
+        columns["params"][:, i] = np.abs(columns["params"][:, i])
+    return BatchResult(model=model, method=run, param_names=model.param_names, **columns)
 
 
 class _Chunk:

@@ -61,6 +61,8 @@ def as_array(values, name: str) -> np.ndarray:
         raise DataError(f"`{name}` must be numbers, but it holds values that are not ({e}).") from None
     if array.ndim == 0:
         raise DataError(f"`{name}` must be a sequence of numbers, got a single number.")
+    if not array.flags.writeable:  # a read-only view (pandas hands these out): torch wants its own
+        array = array.copy()
     return array
 
 

@@ -325,6 +325,12 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         covariance[np.ix_(free, free)] = cov_free
     stderr = np.sqrt(np.diag(covariance))
     params = dict(zip(names, user.double().cpu().tolist()))
+    for name in model.even_params:  # a width enters squared: its sign means nothing, report it positive
+        if params[name] < 0 and name not in bounds and name not in fixed:
+            i = names.index(name)
+            params[name] = -params[name]
+            covariance[i, :] *= -1
+            covariance[:, i] *= -1
     on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)

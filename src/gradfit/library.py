@@ -27,8 +27,16 @@ class Entry:
     make: Callable[[], Model]
 
 
-def _expression(name: str, text: str, guess, params=None, variables=("x",)) -> Callable[[], Model]:
-    return lambda: ExpressionModel(text, variables=variables, params=params, name=name, guess=_as_guess(guess))
+def _expression(name: str, text: str, guess, params=None, variables=("x",), even=()) -> Callable[[], Model]:
+    """A built-in written in the expression language. ``even``: widths that enter only squared, so that
+    their sign means nothing; fits report them positive."""
+
+    def make():
+        model = ExpressionModel(text, variables=variables, params=params, name=name, guess=_as_guess(guess))
+        model.even_params = tuple(even)
+        return model
+
+    return make
 
 
 def _as_guess(rule):
@@ -212,14 +220,15 @@ LIBRARY: dict[str, Entry] = {e.name: e for e in [
     Entry("logistic", "an S-curve from bottom to top",
           _expression("logistic", "bottom + (top - bottom)*sigmoid(rate*(x - center))", _guess_logistic)),
     Entry("gaussian", "a Gaussian peak",
-          _expression("gaussian", "amplitude*exp(-(x - center)**2/(2*sigma**2))", _guess_gaussian)),
+          _expression("gaussian", "amplitude*exp(-(x - center)**2/(2*sigma**2))", _guess_gaussian,
+                      even=("sigma",))),
     Entry("lorentzian", "a Lorentzian peak",
           _expression("lorentzian", "amplitude*gamma**2/((x - center)**2 + gamma**2)", _guess_lorentzian,
-                      params=("amplitude", "center", "gamma"))),
+                      params=("amplitude", "center", "gamma"), even=("gamma",))),
     Entry("pseudo_voigt", "a mix of a Lorentzian and a Gaussian of the same half width",
           _expression("pseudo_voigt", "amplitude*(fraction/(1 + ((x - center)/width)**2) + "
                       "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt,
-                      params=("amplitude", "center", "width", "fraction"))),
+                      params=("amplitude", "center", "width", "fraction"), even=("width",))),
     Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine)),
     Entry("damped_sine", "a sine wave dying away",
           _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
@@ -227,7 +236,7 @@ LIBRARY: dict[str, Entry] = {e.name: e for e in [
     Entry("gaussian2d", "a 2-D Gaussian spot on an offset, over (x, y)",
           _expression("gaussian2d", "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) "
                       "+ offset", _guess_gaussian2d, params=("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset"),
-                      variables=("x", "y"))),
+                      variables=("x", "y"), even=("sigma_x", "sigma_y"))),
 ]}
 _POLY = re.compile(r"poly(\d{1,2})")
 

@@ -25,6 +25,7 @@ class Model:
     formula: str = ""
     is_linear: bool = False  # linear in its parameters: least squares has a closed form
     variables: tuple[str, ...] | None = ("x",)  # the independent variables (None: the model does not say)
+    even_params: tuple[str, ...] = ()  # parameters whose sign does not change the curve (widths): reported positive
 
     @property
     def n_params(self) -> int:
@@ -195,6 +196,7 @@ class Composite(Model):
         self.formula = " + ".join(f"{m.name}({', '.join(f'{p}_{n}' for n in m.param_names)})"
                                   for p, m in zip(prefixes, parts))
         self.is_linear = all(m.is_linear for m in parts)
+        self.even_params = tuple(f"{p}_{n}" for p, m in zip(prefixes, parts) for n in m.even_params)
         kinds = {m.variables for m in parts}
         self.variables = kinds.pop() if len(kinds) == 1 else None
         self._slices = []
