@@ -236,6 +236,7 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
         return loss
 
     first_grad, calm, reason = None, 0, None  # first_grad: the yardstick of "the gradient is small"
+    p_previous = p0  # the user's parameters before the current step
     for step in range(1, max_steps + 1):
         loss = frame.objective(q)  # forward and loss
         loss.backward()  # gradient
@@ -247,20 +248,20 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
         if grad_norm <= tol.gtol * first_grad:
             reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
             break
-        before = q.detach().clone()
+        loss_raw = loss.item()  # read back once per step
         with torch.no_grad():  # update
             if backtrack:
-                lr = _armijo(frame, q, loss.item(), lr)
+                lr = _armijo(frame, q, loss_raw, lr)
             elif optimizer is None:
                 q -= lr * q.grad  # the article's update
         if optimizer is not None:
             optimizer.step(closure if method == "lbfgs" else None)
         q.grad = None  # zero the gradient
         if plateau is not None:
-            plateau.step(loss.item())
+            plateau.step(loss_raw)
             lr = optimizer.param_groups[0]["lr"]
 
-        loss_value = loss.item() * frame.loss_unit
+        loss_value = loss_raw * frame.loss_unit
         params = frame.params(q.detach())
         record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
@@ -269,7 +270,7 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
             callback(record)
 
         previous = history[-2].loss if len(history) > 1 else math.inf
-        p_before = frame.params(before)
+        p_before, p_previous = p_previous, params
         small_loss_change = abs(previous - loss_value) <= tol.ftol * loss_value
         small_step = bool(((params - p_before).abs() <= tol.xtol * (p_before.abs() + tol.xtol)).all())
         calm = calm + 1 if (small_loss_change and small_step) else 0  # a 2-cycle keeps the loss, not the step
