@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from .params import Constrained, at_bounds, check_bounds, check_fixed, inside
 from .result import FitResult
 from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
                       levenberg_marquardt, solve_linear)
+from .solvers.gradient import Frame, descent_steps
+from .solvers.lm import lm_steps
 
 
 def fit(
@@ -82,23 +84,8 @@ def fit(
     if dtype not in (torch.float64, torch.float32):
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
 
-    data = prepare(x, y, sigma, nan_policy=nan_policy)
-    _check_variables(model, data.x)
-    if len(data.y) < model.n_params:
-        raise DataError(
-            f"{len(data.y)} points are too few to fit {model.n_params} parameters "
-            f"({', '.join(model.param_names)}): a fit needs at least as many points as parameters."
-        )
-    # float64 unless asked: the sums of squares must keep the digits the solver needs.
-    as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-    xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
-    start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    data, problem, start = _problem(model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device)
     user_model = model
-    if constrained:
-        model = Constrained(user_model, bounds, fixed)
-        start = model.to_free(start)
-    problem = Problem(model, xt, yt, st)
-    _check_start(problem, start)
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
@@ -119,6 +106,52 @@ def fit(
                       f"{result.rank} < {problem.model.n_params}): the values and standard errors are unreliable. "
                       "Consider another p0 or a model with fewer parameters.", ConvergenceWarning, stacklevel=2)
     return result
+
+
+def fit_steps(model, x, y, *, p0=None, method: str = "gd", learning_rate=None, scale: bool = True,
+              max_steps: int | None = None, tol=None, variables=None) -> tuple[Problem, Generator]:
+    """The same fit as ``fit``, one step at a time: (problem, steps).
+
+    ``next(steps)`` takes one step and gives its StepRecord; ``steps.send(rate)`` takes one
+    at a new learning rate (gradient methods). When the method stops, StopIteration carries
+    its Outcome; a step that diverges raises FitError. For a caller that steps the loop
+    itself, such as the playground; method: lm or a gradient method.
+    """
+    model = get_model(model, variables=_variables(variables))
+    chosen = get_method(method)
+    if chosen.name in ("auto", "linear"):
+        raise OptionError(f"Method {chosen.name!r} is one solve, not steps; choose lm or a gradient method.")
+    learning_rate = _learning_rate(learning_rate, chosen, scale, asked=chosen.name)
+    if learning_rate == "auto" and chosen.name != "gd":
+        raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
+    max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
+    tolerances = chosen.tolerances.replace(_tolerance(tol))
+    _, problem, start = _problem(model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu")
+    if chosen.name == "lm":
+        return problem, lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
+    frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
+    return problem, descent_steps(frame, problem, start, chosen.name, learning_rate, max_steps, tolerances, [])
+
+
+def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device):
+    """Checked data, the Problem the solver works on, and its start (inside any bounds)."""
+    data = prepare(x, y, sigma, nan_policy=nan_policy)
+    _check_variables(model, data.x)
+    if len(data.y) < model.n_params:
+        raise DataError(
+            f"{len(data.y)} points are too few to fit {model.n_params} parameters "
+            f"({', '.join(model.param_names)}): a fit needs at least as many points as parameters."
+        )
+    # float64 unless asked: the sums of squares must keep the digits the solver needs.
+    as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
+    start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    if bounds or fixed:
+        model = Constrained(model, bounds, fixed)
+        start = model.to_free(start)
+    problem = Problem(model, xt, yt, st)
+    _check_start(problem, start)
+    return data, problem, start
 
 
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)

@@ -8,7 +8,7 @@ the gradient — and differs only in the update. ``gd`` is the article's own upd
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 
@@ -17,7 +17,7 @@ from ..errors import FitError
 from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model, Polynomial
-from .problem import Outcome, Problem, Tolerances
+from .problem import Outcome, Problem, Tolerances, run_steps
 
 ADAPTIVE = ("rmsprop",)  # Adam's own moment estimates let it settle; it needs no schedule
 PLATEAU_PATIENCE = 20  # steps without a better loss before an adaptive method's rate is halved
@@ -218,6 +218,16 @@ def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> flo
 
 
 def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback, notes) -> Outcome:
+    return run_steps(descent_steps(frame, problem, p0, method, learning_rate, max_steps, tol, notes), callback)
+
+
+def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str, learning_rate, max_steps: int,
+                  tol: Tolerances, notes: list[str]) -> Generator[StepRecord, float | None, Outcome]:
+    """The gradient method's loop, one step per ``yield``; returns the Outcome (see ``run_steps``).
+
+    Sending a number into the generator sets the learning rate from the next step on
+    (the playground's slider). Raises FitError when a step leaves the finite numbers.
+    """
     q = frame.start().requires_grad_()
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
@@ -266,8 +276,12 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
         record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
         history.append(record)
-        if callback is not None:
-            callback(record)
+        new_rate = yield record  # the playground may send a new learning rate between steps
+        if new_rate is not None and not backtrack:
+            lr = new_rate
+            if optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
         previous = history[-2].loss if len(history) > 1 else math.inf
         p_before, p_previous = p_previous, params

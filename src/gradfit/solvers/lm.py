@@ -19,13 +19,13 @@ history's ``learning_rate`` column holds λ (0 for a Gauss–Newton step).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 
 from ..history import History, StepRecord
 from .linear import lstsq
-from .problem import Outcome, Problem, Tolerances
+from .problem import Outcome, Problem, Tolerances, run_steps
 
 INITIAL_DAMPING = 1e-3  # λ₀, relative to D²: start close to Gauss–Newton
 MAX_DAMPING = 1e32  # past this no step can lower the loss: we are at the optimum to rounding
@@ -43,6 +43,12 @@ def levenberg_marquardt(
     tolerances: Tolerances,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> Outcome:
+    return run_steps(lm_steps(problem, p0, max_steps=max_steps, tolerances=tolerances), callback)
+
+
+def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
+             tolerances: Tolerances) -> Generator[StepRecord, None, Outcome]:
+    """Levenberg–Marquardt's loop, one iteration per ``yield``; returns the Outcome (see ``run_steps``)."""
     tol = tolerances
     p = p0.clone()
     history = History(problem.user_names, problem.describe(p))
@@ -85,8 +91,7 @@ def levenberg_marquardt(
         loss = cost / n
         history.append(StepRecord(step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, lam,
                                   problem.describe(p_new if accepted else p)))
-        if callback is not None:
-            callback(history[-1])
+        yield history[-1]
 
         # MINPACK's tests, on every step
         tiny_change = abs(cost - cost_new) <= tol.ftol * cost and predicted <= tol.ftol * cost

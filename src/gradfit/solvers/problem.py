@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable, Generator
 
 import numpy as np
 import torch
 
-from ..history import History
+from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model
 
@@ -100,6 +101,23 @@ class Outcome:
     reason: str  # which rule stopped the fit, in words
     learning_rate: float = math.nan
     notes: list[str] = field(default_factory=list)
+
+
+def run_steps(steps: Generator[StepRecord, float | None, Outcome],
+              callback: Callable[[StepRecord], None] | None = None) -> Outcome:
+    """Drive a solver's steps to the end, handing each step to ``callback``; return its Outcome.
+
+    Every iterative solver is a generator that yields one StepRecord per step and
+    returns its Outcome: ``fit`` runs it to the end here, the playground steps it a
+    few steps at a time (and may ``send`` a gradient method a new learning rate).
+    """
+    while True:
+        try:
+            record = next(steps)
+        except StopIteration as done:
+            return done.value
+        if callback is not None:
+            callback(record)
 
 
 @dataclass(frozen=True)
