@@ -229,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--quiet", action="store_true", help="print no summary")
     many.set_defaults(run=_run_fit_many)
 
+    serve = commands.add_parser(
+        "serve", help="start the playground: a local web page to steer gradient descent and watch it learn",
+        description=("Serve the playground on this machine: change the learning rate, the method, the model and "
+                     "the data, and watch the fit converge or diverge. Works offline; Ctrl-C stops it."),
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to "
+                            "your network, with a warning)")
+    serve.add_argument("--port", type=_whole_number(1, 65536, "a port number from 1 to 65535"), default=8000,
+                       help="port (default: %(default)s)")
+    serve.add_argument("--open", action="store_true", help="open the page in your web browser")
+    serve.set_defaults(run=_run_serve)
+
     models = commands.add_parser("models", help="list the built-in models with their formulas",
                                  description="List the built-in models, their parameters and formulas.")
     models.set_defaults(run=_run_models)
@@ -370,6 +383,13 @@ def _variable_names(x) -> tuple[str, ...]:
     if all(c.isidentifier() for c in columns):
         return tuple(columns)
     return tuple(f"x{i + 1}" for i in range(len(columns)))
+
+
+def _run_serve(args) -> int:
+    from .web import serve
+
+    serve(args.host, args.port, open_browser=args.open)
+    return ExitStatus.OK
 
 
 def _run_models(args) -> int:

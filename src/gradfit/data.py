@@ -25,16 +25,20 @@ def seed_generator(seed: int = SEED) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def seed_data(seed: int = SEED, *, generator: torch.Generator | None = None):
+NOISE = 3.0  # the article's noise: rand(15) * 3, uniform on [0, 3)
+
+
+def seed_data(seed: int = SEED, *, noise: float = NOISE, generator: torch.Generator | None = None):
     """The article's 15 noisy points: ``X = arange(0, 15)``, ``Y = rand(15)*3 + 0.9*(X-3)**2 + 1``.
 
     Returns ``(x, y)`` as float32 tensors, bit-identical to the article's for the
-    default seed. Pass ``generator`` to keep drawing from the same stream afterwards
-    (the article draws its initial parameters right after ``Y``).
+    default seed and noise. ``noise`` replaces the 3 (the playground's noise level).
+    Pass ``generator`` to keep drawing from the same stream afterwards (the article
+    draws its initial parameters right after ``Y``).
     """
     g = seed_generator(seed) if generator is None else generator
     x = torch.arange(0, N_POINTS).float()
-    y = torch.rand(N_POINTS, generator=g) * 3 + 0.9 * (x - 3) ** 2 + 1
+    y = torch.rand(N_POINTS, generator=g) * noise + 0.9 * (x - 3) ** 2 + 1
     return x, y
 
 

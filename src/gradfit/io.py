@@ -28,7 +28,14 @@ def read_table(path):
         raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
     if head.startswith(_PARQUET_MAGIC):
         return _read_parquet(path), 0
-    return _read_csv(path, head)
+    return _read_csv(path, head, path)
+
+
+def read_csv_bytes(data: bytes, label: str):
+    """CSV text held in memory (an upload), read as ``read_table`` reads a file; ``label`` names it in errors."""
+    import pyarrow as pa
+
+    return _read_csv(pa.BufferReader(data), data[:_SNIFF_BYTES], label)
 
 
 def load_columns(path, *, x=None, y=None, sigma=None) -> dict:
@@ -63,7 +70,8 @@ def _read_parquet(path: Path):
         raise DataError(f"'{path}' is not a readable Parquet file ({_first_line(e)}).") from None
 
 
-def _read_csv(path: Path, head: bytes):
+def _read_csv(source, head: bytes, path):
+    """``source``: a path or a pyarrow buffer; ``path`` names it in messages."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -87,7 +95,7 @@ def _read_csv(path: Path, head: bytes):
     leading_blank = len(text) - len(text.lstrip("\r\n"))  # pyarrow skips blank lines too
     try:
         table = pacsv.read_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(autogenerate_column_names=not has_header),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=True),

@@ -226,22 +226,29 @@ def landscape_params(result, params=None) -> tuple[str, str]:
     return params
 
 
-def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID):
+def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID, *, include=None, cover=None,
+                   held=None):
     """The loss on a grid over two parameters (the others at their final values), and the path.
 
     Returns (A, B, loss, path, (i, j)): meshgrids, the loss there, the parameters at the
-    start and after every step (rows), and the two parameters' indexes.
+    start and after every step (rows), and the two parameters' indexes. The grid covers
+    the path, or only its rows where ``cover`` (a boolean mask) is true, and the rows
+    of ``include`` (say the optimum). ``held``: the values of the other parameters
+    (default: the final ones).
     """
     names = result.history.param_names
     history = result.history
     i, j = names.index(params[0]), names.index(params[1])
     path = np.array([history.init_params] + [r.params for r in history])
     final = path[-1]
-    lo, hi = path[:, [i, j]].min(axis=0), path[:, [i, j]].max(axis=0)
+    box = path if cover is None else path[np.asarray(cover, dtype=bool)]
+    if include is not None:
+        box = np.vstack([box, np.asarray(include, dtype=np.float64).reshape(-1, path.shape[1])])
+    lo, hi = box[:, [i, j]].min(axis=0), box[:, [i, j]].max(axis=0)
     span = np.where(hi > lo, hi - lo, np.maximum(np.abs(final[[i, j]]) * 0.2, 1e-3))
     lo, hi = lo - 0.15 * span, hi + 0.15 * span
     aa, bb = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
-    points = np.repeat(final[None, :], aa.size, axis=0)
+    points = np.repeat((final if held is None else np.asarray(held, dtype=np.float64))[None, :], aa.size, axis=0)
     points[:, i], points[:, j] = aa.ravel(), bb.ravel()
     return aa, bb, _losses(result, points).reshape(aa.shape), path, (i, j)
 

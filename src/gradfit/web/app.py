@@ -1,0 +1,229 @@
+"""The playground's HTTP side: one page, its assets, and a small JSON API over a SessionStore.
+
+Every asset is served from the package (plotly.js from the plotly package): the page
+works offline. Request bodies are bounded before they are read, POSTs must be JSON
+(so another site's page cannot post to it without a CORS preflight, which is never
+granted), the Host header must name this machine, and a refused request gets a 4xx
+with ``{"error": "..."}`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import GradfitError
+from ..library import LIBRARY
+from .sessions import (METHODS, Limits, PlaygroundError, SessionStore, Setup, checked_pair, make_data,
+                       record_json)
+
+log = logging.getLogger("gradfit.web")
+
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # the page's own script and plotly.js; plotly sets inline styles and draws into blob-free SVG
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; frame-ancestors 'none'",
+}
+_ASSETS = {  # the only files the server sends: a request names one of these, never a path
+    "playground.js": "text/javascript; charset=utf-8",
+    "playground.css": "text/css; charset=utf-8",
+}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("gradfit.web").joinpath("static", name).read_bytes()
+
+
+def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette:
+    """The playground as an ASGI app; ``allowed_hosts``: Host headers accepted (default: this machine's names)."""
+    store = SessionStore(limits)
+    limits = store.limits
+    cache: dict[str, bytes] = {}
+
+    def asset(name: str) -> bytes:
+        if name not in cache:
+            if name == "plotly.min.js":
+                from plotly.offline import get_plotlyjs  # the plotly package ships plotly.js
+
+                cache[name] = get_plotlyjs().encode()
+            else:
+                cache[name] = _static(name)
+        return cache[name]
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(asset("index.html"), headers=SECURITY_HEADERS)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name == "plotly.min.js":
+            media = "text/javascript; charset=utf-8"
+        elif name in _ASSETS:
+            media = _ASSETS[name]
+        else:
+            raise PlaygroundError(404, f"No asset {name!r}.")
+        return Response(asset(name), media_type=media,
+                        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"})
+
+    async def favicon(request: Request) -> Response:
+        return Response(_static("favicon.svg"), media_type="image/svg+xml",
+                        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
+
+    async def options(request: Request) -> Response:
+        models = [{"name": name, "description": entry.description, "formula": model.formula}
+                  for name, entry in LIBRARY.items() if name != "polyN"
+                  for model in [entry.make()] if getattr(model, "variables", ("x",)) in (("x",), None)]
+        return _json({"methods": list(METHODS), "models": models, "defaults": Setup().__dict__,
+                      "limits": {k: getattr(limits, k) for k in (
+                          "max_steps_per_request", "max_steps_per_session", "max_upload_bytes", "max_points",
+                          "max_expression", "min_learning_rate", "max_learning_rate", "max_sessions")}})
+
+    async def create(request: Request) -> Response:
+        body = await _body(request, limits.max_body_bytes, {"setup", "csv", "filename", "pair"})
+        setup = Setup.parse(body.get("setup"), limits)
+        pair = checked_pair(body.get("pair"))
+
+        def work():
+            x, y = make_data(setup, body.get("csv"), body.get("filename"), limits)
+            session = store.create(setup, x, y)
+            with session.lock:
+                return session.state(pair)
+
+        return _json(await run_in_threadpool(work), status=201)
+
+    async def show(request: Request) -> Response:
+        session = store.get(request.path_params["id"])
+        pair = request.query_params.get("pair")
+        pair = checked_pair(pair.split(",")) if pair else None
+
+        def work():
+            with session.lock:
+                return session.state(pair)
+
+        return _json(await run_in_threadpool(work))
+
+    async def step(request: Request) -> Response:
+        body = await _body(request, 4096, {"steps", "learning_rate", "landscape", "pair"})
+        session = store.get(request.path_params["id"])
+        count = body.get("steps", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limits.max_steps_per_request:
+            raise PlaygroundError(400, f"`steps` must be a whole number from 1 to {limits.max_steps_per_request}, "
+                                       f"got {count!r}.")
+        rate = body.get("learning_rate")
+        if rate is not None:
+            rate = Setup.parse({"learning_rate": rate}, limits).learning_rate
+        pair = checked_pair(body.get("pair"))
+        want_landscape = body.get("landscape", False)
+        if not isinstance(want_landscape, bool):
+            raise PlaygroundError(400, "`landscape` must be true or false.")
+
+        def work():
+            with session.lock:
+                records = session.step(count, rate)
+                out = {"records": [record_json(r) for r in records], **session.progress()}
+                if want_landscape:
+                    out["landscape"] = session.landscape(pair)
+                return out
+
+        return _json(await run_in_threadpool(work))
+
+    async def reset(request: Request) -> Response:
+        body = await _body(request, 4096, {"learning_rate", "pair"})
+        session = store.get(request.path_params["id"])
+        rate = body.get("learning_rate")
+        setup = session.setup if rate is None else Setup.parse({**session.setup.__dict__, "learning_rate": rate},
+                                                                limits)
+        pair = checked_pair(body.get("pair"))
+
+        def work():
+            with session.lock:
+                session.start(setup)
+                return session.state(pair)
+
+        return _json(await run_in_threadpool(work))
+
+    async def delete(request: Request) -> Response:
+        store.delete(request.path_params["id"])
+        return Response(status_code=204)
+
+    async def refused(request: Request, exc: PlaygroundError) -> Response:
+        return _json({"error": str(exc)}, status=exc.status)
+
+    async def bad_input(request: Request, exc: GradfitError) -> Response:
+        return _json({"error": str(exc)}, status=400)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        messages = {404: "Not found.", 405: "Method not allowed here."}
+        return _json({"error": messages.get(exc.status_code, exc.detail)}, status=exc.status_code)
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("playground request failed")
+        return _json({"error": "The server failed on this request (a bug in gradfit: please report it)."},
+                     status=500)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/favicon.ico", favicon),
+            Route("/assets/{name}", static),
+            Route("/api/options", options),
+            Route("/api/sessions", create, methods=["POST"]),
+            Route("/api/sessions/{id}", show, methods=["GET"]),
+            Route("/api/sessions/{id}", delete, methods=["DELETE"]),
+            Route("/api/sessions/{id}/step", step, methods=["POST"]),
+            Route("/api/sessions/{id}/reset", reset, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
+            Middleware(GZipMiddleware, minimum_size=2048),
+        ],
+        exception_handlers={PlaygroundError: refused, GradfitError: bad_input, HTTPException: http_error,
+                            Exception: crashed},
+    )
+    app.state.store = store
+    return app
+
+
+async def _body(request: Request, limit: int, allowed: set[str]) -> dict:
+    """The request's JSON object, refused (413) past ``limit`` bytes before it is all read."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise PlaygroundError(415, "Send the request body as JSON (Content-Type: application/json).")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise PlaygroundError(413, f"The request body is larger than this endpoint takes ({limit:,} bytes).")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PlaygroundError(413, f"The request body is larger than this endpoint takes ({limit:,} bytes).")
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PlaygroundError(400, f"The request body is not valid JSON ({e}).") from None
+    if not isinstance(value, dict):
+        raise PlaygroundError(400, "The request body must be a JSON object.")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise PlaygroundError(400, f"Unknown field {unknown[0]!r}. This endpoint takes: {', '.join(sorted(allowed))}.")
+    return value
+
+
+def _json(value, status: int = 200) -> Response:
+    # allow_nan=False: a NaN or inf that slipped through is a bug to see, not invalid JSON to send
+    return Response(json.dumps(value, allow_nan=False, separators=(",", ":")), status_code=status,
+                    media_type="application/json", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})

@@ -1,0 +1,390 @@
+"""The playground's state: one Session per browser tab, each stepping gradfit's own fitting loop.
+
+Nothing here knows about HTTP. ``app.py`` turns requests into calls on a SessionStore
+and a PlaygroundError (which carries its HTTP status) into a JSON error. The fit is
+``engine.fit_steps``: the same loop, the same records and the same stopping rules as
+``gradfit fit``, taken a few steps per request.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from ..data import NOISE, SEED, seed_data, seed_generator
+from ..engine import fit_steps
+from ..errors import FitError, GradfitError
+from ..history import History, StepRecord
+from ..io import read_csv_bytes, select_columns
+from ..library import get_model
+from ..solvers import least_squares, mse_curvatures
+
+METHODS = ("gd", "momentum", "nesterov", "adam", "lbfgs", "lm")  # the methods that take steps one at a time
+CURVE_POINTS = 200  # points of the drawn fit curve
+GRID = 48  # the landscape's grid is GRID x GRID
+LANDSCAPE_REACH = 1e3  # the landscape frames path points whose loss is at most this times the start's
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server allows: every request and every session stays inside these."""
+
+    max_sessions: int = 100
+    session_ttl_s: float = 30 * 60  # a session untouched this long is forgotten
+    max_steps_per_request: int = 500
+    max_steps_per_session: int = 50_000
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_points: int = 100_000
+    max_expression: int = 200  # characters of a typed model
+    min_learning_rate: float = 1e-6
+    max_learning_rate: float = 1.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_upload_bytes + 64 * 1024  # an upload travels inside a small JSON document
+
+
+class PlaygroundError(Exception):
+    """A request the playground refuses: ``status`` is its HTTP status, the message says what to change."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything that defines a run; the page keeps it in its URL, so a link reproduces it.
+
+    The default is the seed article: its 15 points (seed 1989, noise 3), a quadratic,
+    plain gradient descent on the raw parameters at learning rate 1e-4, from the
+    article's random start.
+    """
+
+    data: str = "generated"  # "generated" (seed and noise) or "upload" (a CSV sent with the setup)
+    seed: int = SEED  # draws the data (when generated) and then the random start, as the article does
+    noise: float = NOISE
+    model: str = "quadratic"  # a built-in name (quadratic, line, poly3, gaussian, ...) or an expression in x
+    method: str = "gd"
+    learning_rate: float = 1e-4
+    scale: bool = False  # walk standardized coordinates (gradfit fit's default) instead of the raw parameters
+
+    @classmethod
+    def parse(cls, given, limits: Limits) -> "Setup":
+        """A Setup from a JSON object, every field checked; missing fields take the article's values."""
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise PlaygroundError(400, "`setup` must be a JSON object of settings.")
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in given if k not in names]
+        if unknown:
+            raise PlaygroundError(400, f"Unknown setting {unknown[0]!r}. Settings are: {', '.join(names)}.")
+        setup = replace(cls(), **given)
+        if setup.data not in ("generated", "upload"):
+            raise PlaygroundError(400, f"`data` must be 'generated' or 'upload', got {setup.data!r}.")
+        _whole(setup.seed, "seed", 0, 2**31 - 1)
+        _number(setup.noise, "noise", 0.0, 1000.0)
+        if not isinstance(setup.model, str) or not setup.model.strip():
+            raise PlaygroundError(400, "`model` must be a model name or an expression, such as a*x**2 + b*x + c.")
+        if len(setup.model) > limits.max_expression:
+            raise PlaygroundError(400, f"`model` is {len(setup.model)} characters long; the playground takes "
+                                       f"at most {limits.max_expression}.")
+        if setup.method not in METHODS:
+            raise PlaygroundError(400, f"Unknown method {setup.method!r}. Choose one of: {', '.join(METHODS)}.")
+        _number(setup.learning_rate, "learning_rate", limits.min_learning_rate, limits.max_learning_rate)
+        if not isinstance(setup.scale, bool):
+            raise PlaygroundError(400, f"`scale` must be true or false, got {setup.scale!r}.")
+        return replace(setup, noise=float(setup.noise), learning_rate=float(setup.learning_rate))
+
+
+def _whole(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PlaygroundError(400, f"`{name}` must be a whole number from {low} to {high}, got {value!r}.")
+    return value
+
+
+def _number(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise PlaygroundError(400, f"`{name}` must be a number from {low:g} to {high:g}, got {value!r}.")
+    return float(value)
+
+
+def uploaded_data(text, filename, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (the first two columns) of an uploaded CSV, checked as ``gradfit fit`` checks a file."""
+    if not isinstance(text, str) or not text.strip():
+        raise PlaygroundError(400, "`csv` must hold the uploaded file's text (a column of x, a column of y).")
+    raw = text.encode()
+    if len(raw) > limits.max_upload_bytes:
+        raise PlaygroundError(413, f"The uploaded CSV is {len(raw) / 2**20:.1f} MB; the playground takes at "
+                                   f"most {limits.max_upload_bytes / 2**20:g} MB.")
+    label = filename if isinstance(filename, str) and 0 < len(filename) <= 100 else "the upload"
+    table, first_row = read_csv_bytes(raw, label)  # only ever read from memory: no path comes from a request
+    if table.num_rows > limits.max_points:
+        raise PlaygroundError(413, f"The uploaded CSV has {table.num_rows:,} rows; the playground takes at most "
+                                   f"{limits.max_points:,}.")
+    columns = select_columns(table, first_row, label)
+    return columns["x"], columns["y"]
+
+
+class Session:
+    """One tab's run: its data, its model, and the fitting loop paused between requests."""
+
+    def __init__(self, setup: Setup, x: np.ndarray, y: np.ndarray, limits: Limits):
+        self.id = secrets.token_urlsafe(16)
+        self.lock = threading.Lock()  # one request at a time per session
+        self.touched = time.monotonic()
+        self.limits = limits
+        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.model = get_model(setup.model)
+        if self.model.variables is not None and len(self.model.variables) != 1:
+            raise PlaygroundError(400, "The playground fits curves y = f(x): the model must use the one variable x.")
+        self.optimum = _optimum(self.model, self.x, self.y)
+        self.start(setup)
+
+    def start(self, setup: Setup) -> None:
+        """(Re)start the run from the random start that ``setup.seed`` draws, with ``setup``'s method and rate."""
+        generator = seed_generator(setup.seed)
+        if setup.data == "generated":
+            seed_data(noise=setup.noise, generator=generator)  # the data come first in the stream, as in the article
+        p0 = torch.randn(self.model.n_params, generator=generator).double()
+        rate = None if setup.method == "lm" else setup.learning_rate
+        self.problem, self.steps = fit_steps(self.model, self.x, self.y, p0=p0, method=setup.method,
+                                             learning_rate=rate, scale=setup.scale,
+                                             max_steps=self.limits.max_steps_per_session)
+        self.setup = setup
+        self.history = History(self.model.param_names, p0.tolist())
+        self.status, self.message = "ready", ""
+        self.start_loss = float(self.problem.loss(p0))
+
+    def step(self, count: int, learning_rate: float | None = None) -> list[StepRecord]:
+        """Take up to ``count`` steps (fewer when the run stops); a new ``learning_rate`` applies from now on."""
+        if learning_rate is not None and learning_rate != self.setup.learning_rate and self.setup.method != "lm":
+            if len(self.history) == 0:
+                self.start(replace(self.setup, learning_rate=learning_rate))
+                learning_rate = None
+            else:
+                self.setup = replace(self.setup, learning_rate=learning_rate)
+        new = []
+        while len(new) < count and self.status in ("ready", "running"):
+            try:
+                if learning_rate is not None and len(self.history) > 0:
+                    record = self.steps.send(learning_rate)
+                    learning_rate = None
+                else:
+                    record = next(self.steps)
+            except StopIteration as done:
+                outcome = done.value
+                self.status = "converged" if outcome.converged else "stopped"
+                self.message = f"{'Converged' if outcome.converged else 'Stopped'} after {len(self.history)} " \
+                               f"steps: {outcome.reason}."
+                break
+            except FitError as e:  # diverged: the page keeps the last finite step
+                self.status, self.message = "diverged", str(e)
+                break
+            except (GradfitError, ArithmeticError, RuntimeError, ValueError) as e:  # a model that fails mid-run
+                self.status = "failed"
+                self.message = f"The fit stopped at step {len(self.history) + 1}: {type(e).__name__}: {e}"
+                break
+            self.status = "running"
+            self.history.append(record)
+            new.append(record)
+        if self.status == "running" and len(self.history) >= self.limits.max_steps_per_session:
+            self.status = "stopped"
+            self.message = f"The playground stops a run at {self.limits.max_steps_per_session:,} steps. Reset to " \
+                           "start again, or try a larger learning rate or another method."
+        return new
+
+    @property
+    def params(self) -> tuple[float, ...]:
+        return self.history.final_params
+
+    def curve(self) -> dict:
+        """The fit curve at the current parameters, over the data's x range."""
+        grid = np.linspace(self.x.min(), self.x.max(), CURVE_POINTS) if len(self.x) else np.zeros(0)
+        with torch.no_grad():
+            y = self.model(torch.as_tensor(grid), torch.tensor(self.params, dtype=torch.float64)).numpy()
+        y = np.broadcast_to(y, grid.shape)
+        return {"x": _floats(grid), "y": _floats(y)}
+
+    def landscape(self, pair=None) -> dict | None:
+        """log10 of the loss over two parameters (the others where the run is now), or None for one parameter.
+
+        The grid frames the start, the optimum and every point of the path whose loss stayed
+        within LANDSCAPE_REACH of the start's, so a run that blows up does not shrink the picture.
+        """
+        names = list(self.model.param_names)
+        if len(names) < 2:
+            return None
+        pair = names[:2] if pair is None else list(pair)
+        if len(pair) != 2 or pair[0] == pair[1] or any(p not in names for p in pair):
+            raise PlaygroundError(400, f"`pair` must name two different parameters of: {', '.join(names)}.")
+        from ..plots import landscape_grid  # matplotlib's import is not needed before the first landscape
+
+        # the loss at each point of the path: a record holds it at the parameters its step started from
+        with torch.no_grad():
+            now = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
+        losses = np.array([r.loss for r in self.history] + [now])
+        cover = np.isfinite(losses) & (losses <= LANDSCAPE_REACH * max(self.start_loss, 1e-300))
+        cover[0] = True
+        view = SimpleNamespace(history=self.history, model=self.model, x=self.x, y=self.y, sigma=None, fixed={})
+        include = None if self.optimum is None else [self.optimum["params"]]
+        # the other parameters where the path last was inside that frame: a diverged run's last values are absurd
+        held = ([self.history.init_params] + [r.params for r in self.history])[int(np.flatnonzero(cover)[-1])]
+        aa, bb, loss, _, _ = landscape_grid(view, tuple(pair), GRID, include=include, cover=cover, held=held)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shown = np.where(np.isfinite(loss) & (loss > 0), np.log10(loss), np.nan)
+        return {"pair": pair, "a": _floats(aa[0]), "b": _floats(bb[:, 0]), "log10_loss": [_floats(r) for r in shown]}
+
+    def stability(self) -> str:
+        """What the learning rate must stay below for plain gradient descent here, when one number says it."""
+        if self.setup.method != "gd" or not self.model.is_linear:
+            return ""
+        if self.setup.scale:
+            return ("Standardized, the loss curves alike in every direction: rate 1 lands on the best fit in one "
+                    "step, and gd diverges above 2.")
+        largest = float(mse_curvatures(self.model, self.x)[-1])
+        if largest <= 0:
+            return ""
+        return (f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
+                "largest curvature); above it every step overshoots more.")
+
+    def state(self, pair=None, max_records: int = 2000) -> dict:
+        """Everything the page draws: data, curve, history (thinned to ``max_records``), status."""
+        records = list(self.history)
+        if len(records) > max_records:  # spread over the run, always with the last step
+            keep = np.unique(np.linspace(0, len(records) - 1, max_records).round().astype(int))
+            records = [records[i] for i in keep]
+        return {
+            "id": self.id,
+            "setup": asdict(self.setup),
+            "param_names": list(self.model.param_names),
+            "model": self.model.name,
+            "data": {"x": _floats(self.x), "y": _floats(self.y)},
+            "start": list(self.history.init_params),
+            "start_rmse": math.sqrt(self.start_loss),
+            "optimum": self.optimum,
+            "records": [record_json(r) for r in records],
+            "stability": self.stability(),
+            "landscape": self.landscape(pair),
+            **self.progress(),
+        }
+
+    def progress(self) -> dict:
+        """What changes with every step: where the run is and what the curve looks like now."""
+        with torch.no_grad():
+            loss = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
+        return {"status": self.status, "message": self.message, "step": self.history.last_step,
+                "params": list(self.params), "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
+                "curve": self.curve(),
+                "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate}
+
+
+def record_json(r: StepRecord) -> dict:
+    return {"step": r.step, "loss": _float(r.loss), "rmse": _float(r.rmse), "grad_norm": _float(r.grad_norm),
+            "learning_rate": _float(r.learning_rate), "params": [_float(v) for v in r.params]}
+
+
+def _optimum(model, x, y) -> dict | None:
+    """The best fit of the model to the data (exact for a linear model, gradfit's auto otherwise), or None."""
+    try:
+        if model.is_linear:
+            params, rmse = least_squares(model, x, y)
+            return {"params": params.tolist(), "rmse": rmse}
+        import warnings
+
+        from ..engine import fit
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = fit(model, x, y, method="auto")
+        if not result.converged:
+            return None
+        return {"params": list(result.params.values()), "rmse": result.rmse}
+    except (GradfitError, ArithmeticError, RuntimeError, ValueError):
+        return None  # no optimum to show: the page draws the run alone
+
+
+def _float(v: float):
+    return float(v) if math.isfinite(v) else None  # JSON has no inf or NaN
+
+
+def _floats(values) -> list:
+    return [_float(v) for v in np.asarray(values, dtype=np.float64).tolist()]
+
+
+class SessionStore:
+    """The live sessions, at most ``limits.max_sessions``; a session idle past its time is forgotten."""
+
+    def __init__(self, limits: Limits | None = None, clock=time.monotonic):
+        self.limits = limits or Limits()
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(self, setup: Setup, x, y) -> Session:
+        with self._lock:
+            self._expire()
+            if len(self._sessions) >= self.limits.max_sessions:
+                raise PlaygroundError(503, f"The playground already holds {self.limits.max_sessions} sessions. "
+                                           "Close a tab or try again in a few minutes.")
+        session = Session(setup, x, y, self.limits)  # fitting work outside the store's lock
+        session.touched = self._clock()
+        with self._lock:
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session:
+        with self._lock:
+            self._expire()
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise PlaygroundError(404, "No such session (it may have expired after "
+                                           f"{self.limits.session_ttl_s / 60:g} idle minutes). Reload the page.")
+            session.touched = self._clock()
+            return session
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            if self._sessions.pop(session_id, None) is None:
+                raise PlaygroundError(404, "No such session.")
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._sessions)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key in [k for k, s in self._sessions.items() if now - s.touched > self.limits.session_ttl_s]:
+            del self._sessions[key]
+
+
+def make_data(setup: Setup, csv_text=None, filename=None, limits: Limits | None = None):
+    """The setup's data: the article's generator (seed, noise) or the uploaded CSV."""
+    limits = limits or Limits()
+    if setup.data == "upload":
+        return uploaded_data(csv_text, filename, limits)
+    if csv_text is not None:
+        raise PlaygroundError(400, "`csv` was sent but `data` is 'generated'; set data to 'upload' to use it.")
+    x, y = seed_data(setup.seed, noise=setup.noise)
+    return x.double().numpy(), y.double().numpy()
+
+
+def checked_pair(pair):
+    if pair is None:
+        return None
+    if not isinstance(pair, (list, tuple)) or not all(isinstance(p, str) for p in pair):
+        raise PlaygroundError(400, "`pair` must be a list of two parameter names, such as [\"a\", \"b\"].")
+    return list(pair)
+
+
+__all__ = ["GRID", "Limits", "METHODS", "PlaygroundError", "Session", "SessionStore", "Setup", "make_data"]
