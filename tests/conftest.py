@@ -37,3 +37,24 @@ def make_file(folder, name: str, data):
     path = folder / name
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     return path
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make test` (Playwright's own download needs the network)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        # In CI the browser must be there (make test installs it): a missing one is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

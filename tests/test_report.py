@@ -1,6 +1,5 @@
 """The HTML report: self-contained, and working in a real browser (headless Chromium via Playwright)."""
 
-import os
 import re
 import shutil
 import warnings
@@ -9,11 +8,6 @@ import pytest
 
 import gradfit
 from gradfit.report import write_report
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, golden):
@@ -35,21 +29,6 @@ def test_report_is_one_self_contained_file(report):
                  result.message.split(":")[0], "0.0001"):
         assert part in text, part
     assert f"{result.params['a']:.10g}" in text and f"{result.stderr['a']:.4g}" in text
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        # In CI the browser must be there (make test installs it): a missing one is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
-        pytest.skip(f"{CHROMIUM} is not installed (make test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def test_report_in_a_real_browser(browser, report, tmp_path):

@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ..errors import GradfitError
@@ -99,6 +99,11 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
         def work():
             x, y = make_data(setup, body.get("csv"), body.get("filename"), limits)
             session = store.create(setup, x, y)
+            try:
+                session.check_pair(pair)
+            except PlaygroundError:
+                store.delete(session.id)  # refused: no session is left behind
+                raise
             with session.lock:
                 return session.state(pair)
 
@@ -132,6 +137,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
         def work():
             with session.lock:
+                session.check_pair(pair)  # every check before the first step: a refused request changes nothing
                 records = session.step(count, rate)
                 out = {"records": [record_json(r) for r in records], **session.progress()}
                 if want_landscape:
@@ -150,6 +156,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
         def work():
             with session.lock:
+                session.check_pair(pair)
                 session.start(setup)
                 return session.state(pair)
 

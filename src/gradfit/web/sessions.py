@@ -143,7 +143,7 @@ class Session:
         self.lock = threading.Lock()  # one request at a time per session
         self.touched = time.monotonic()
         self.limits = limits
-        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.x, self.y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)  # own, writable copies
         self.model = get_model(setup.model)
         if self.model.variables is not None and len(self.model.variables) != 1:
             raise PlaygroundError(400, "The playground fits curves y = f(x): the model must use the one variable x.")
@@ -224,9 +224,7 @@ class Session:
         names = list(self.model.param_names)
         if len(names) < 2:
             return None
-        pair = names[:2] if pair is None else list(pair)
-        if len(pair) != 2 or pair[0] == pair[1] or any(p not in names for p in pair):
-            raise PlaygroundError(400, f"`pair` must name two different parameters of: {', '.join(names)}.")
+        pair = self.check_pair(pair) or names[:2]
         from ..plots import landscape_grid  # matplotlib's import is not needed before the first landscape
 
         # the loss at each point of the path: a record holds it at the parameters its step started from
@@ -243,6 +241,13 @@ class Session:
         with np.errstate(divide="ignore", invalid="ignore"):
             shown = np.where(np.isfinite(loss) & (loss > 0), np.log10(loss), np.nan)
         return {"pair": pair, "a": _floats(aa[0]), "b": _floats(bb[:, 0]), "log10_loss": [_floats(r) for r in shown]}
+
+    def check_pair(self, pair):
+        """``pair`` if it names two different parameters of the model (None stays None)."""
+        names = list(self.model.param_names)
+        if pair is not None and (len(pair) != 2 or pair[0] == pair[1] or any(p not in names for p in pair)):
+            raise PlaygroundError(400, f"`pair` must name two different parameters of: {', '.join(names)}.")
+        return pair
 
     def stability(self) -> str:
         """What the learning rate must stay below for plain gradient descent here, when one number says it."""

@@ -90,8 +90,11 @@ async function api(method, path, body) {
   return value;
 }
 
+let pending = 0;  // queued and running tasks, shown as <body data-busy>: tests wait for "0"
 function serial(task) {  // one request at a time: the next waits for the last
-  busy = busy.then(task, task);
+  pending += 1; document.body.dataset.busy = "1";
+  const done = () => { pending -= 1; if (pending === 0) document.body.dataset.busy = "0"; };
+  busy = busy.then(task, task).finally(done);
   return busy;
 }
 
@@ -112,6 +115,7 @@ async function newSession(pair) {
     drawAll(state);
     writeUrl();
   } catch (e) {
+    if (pair && e.message.includes("`pair`")) return newSession(null);  // a link's pair the model lacks
     showMessage("error", e.message);
   }
 }
@@ -297,7 +301,7 @@ function showModelRows() {
 
 // ---- wiring ---------------------------------------------------------------------------
 
-function restart() { serial(() => newSession(currentPair())); }
+function restart() { serial(() => newSession(null)); }  // another model may have other parameters
 
 function wire() {
   $("step").addEventListener("click", () => { stop(); serial(() => step(1, true)); });

@@ -1,0 +1,187 @@
+"""The playground end to end: `gradfit serve` in its own process, driven in headless Chromium by Playwright.
+
+In CI these run, never skip: a missing browser fails (see conftest.browser).
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+SHOTS = Path(os.environ.get("GRADFIT_SHOTS", "")) if os.environ.get("GRADFIT_SHOTS") else None
+DISPLAY_RTOL = 1e-5  # the page shows six significant digits
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "api/options", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"gradfit serve did not start: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def page(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.problems, page.requests, page.refusals = [], [], []
+    refused = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
+    page.on("console", lambda m: (page.refusals if refused.match(m.text) else page.problems).append(m.text)
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.shot = lambda name: _shot(page, tmp_path, name)
+    yield page
+    assert page.problems == []  # no script errors, no failed loads, no CSP refusals
+    assert len(page.refusals) == getattr(page, "expected_refusals", 0)  # a 4xx only where the test asked for one
+    assert all(u.startswith(server) for u in page.requests), page.requests  # nothing leaves this machine
+    page.close()
+
+
+def _shot(page, folder, name):
+    page.screenshot(path=str(folder / name), full_page=True)
+    if SHOTS is not None:  # GRADFIT_SHOTS=docs keeps them
+        page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def ready(page, url):
+    page.goto(url)
+    page.wait_for_selector("#landscape-chart .contour")  # drawn when the session has arrived
+    settle(page)
+
+
+def settle(page):
+    """Wait until the page has no request queued or running (it marks <body data-busy="0">)."""
+    page.wait_for_selector("body[data-busy='0']", state="attached")
+
+
+def wait_for_text(page, selector, text, timeout=15000):
+    page.locator(selector).filter(has_text=re.compile(f"^{re.escape(text)}$")).wait_for(timeout=timeout)
+
+
+def rmse_on_page(page) -> float:
+    return float(page.text_content("#rmse"))
+
+
+def test_ten_steps_lower_the_rmse_on_the_page_as_the_article_printed(page, server, golden):
+    ready(page, server)
+    assert rmse_on_page(page) == pytest.approx(golden["rmse"][0], rel=DISPLAY_RTOL)
+    shown = [rmse_on_page(page)]
+    for k in range(1, 11):
+        page.click("#step")
+        wait_for_text(page, "#step-count", str(k))
+        shown.append(rmse_on_page(page))
+    assert all(b < a for a, b in zip(shown, shown[1:])), shown
+    # after k steps the page shows the RMSE the article printed before step k+1
+    assert shown == pytest.approx(golden["rmse"][:11], rel=DISPLAY_RTOL)
+    rows = page.locator("#params-table tbody tr")
+    assert rows.count() == 3
+    assert float(rows.nth(0).locator("td").nth(1).text_content()) == pytest.approx(
+        golden["params_after_step"][9][0], rel=DISPLAY_RTOL)
+    page.shot("playground-ten-steps.png")
+
+
+def test_learning_rate_one_diverges_with_a_plain_message(page, server):
+    ready(page, server)
+    page.fill("#lr", "0")  # log10 of the rate: 1
+    page.dispatch_event("#lr", "input")
+    assert page.text_content("#lr-value") == "1"
+    page.click("#run")
+    page.wait_for_selector("#message.diverged", timeout=30000)
+    message = page.text_content("#message")
+    assert "diverged" in message and "smaller learning rate" in message
+    wait_for_text(page, "#run", "Run")  # the run stopped by itself
+    assert "left the picture" in page.text_content("#fit-chart")  # the curve is frozen where it blew up
+    assert parse_qs(urlparse(page.url).query)["lr"] == ["1"]
+    page.shot("playground-diverged.png")
+
+
+def test_the_url_holds_the_setup_and_a_new_page_gets_the_same(page, browser, server, tmp_path):
+    ready(page, server)
+    page.select_option("#model-kind", "poly")
+    page.fill("#degree", "3")
+    page.dispatch_event("#degree", "change")
+    page.wait_for_selector("text=c3")
+    page.select_option("#method", "momentum")
+    page.fill("#lr", "-5")
+    page.dispatch_event("#lr", "input")
+    page.fill("#seed", "7")
+    page.dispatch_event("#seed", "change")
+    page.select_option("#speed", "100")
+    page.select_option("#pair-y", "c2")
+    settle(page)
+    link = page.url
+    query = parse_qs(urlparse(link).query)
+    assert query["model"] == ["poly3"] and query["method"] == ["momentum"] and query["lr"] == ["1e-5"]
+    assert query["seed"] == ["7"] and query["speed"] == ["100"] and query["pair"] == ["c3,c2"]
+
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        ready(other, link)
+        assert other.input_value("#model-kind") == "poly" and other.input_value("#degree") == "3"
+        assert other.input_value("#method") == "momentum" and other.text_content("#lr-value") == "1e-5"
+        assert other.input_value("#seed") == "7" and other.input_value("#speed") == "100"
+        assert other.input_value("#pair-x") == "c3" and other.input_value("#pair-y") == "c2"
+        names = [r.locator("td").first.text_content() for r in other.locator("#params-table tbody tr").all()]
+        assert names == ["c3", "c2", "c1", "c0"]
+        # the same data and start: both pages show the same numbers
+        assert other.text_content("#rmse") == page.text_content("#rmse")
+        assert other.text_content("#params-table") == page.text_content("#params-table")
+        other.screenshot(path=str(tmp_path / "shared-link.png"), full_page=True)
+    finally:
+        other.close()
+
+
+def test_a_bad_expression_is_explained_and_the_page_keeps_working(page, server):
+    ready(page, server)
+    page.select_option("#model-kind", "expression")
+    page.fill("#expression", "a*x + __import__('os')")
+    page.press("#expression", "Enter")
+    page.expected_refusals = 1
+    page.wait_for_selector("#message.error")
+    assert "cannot contain" in page.text_content("#message")
+    page.fill("#expression", "a*exp(-b*x) + c")
+    page.press("#expression", "Enter")
+    wait_for_text(page, "#params-table tbody tr:first-child td:first-child", "a")
+    page.click("#step")
+    wait_for_text(page, "#step-count", "1")
+
+
+def test_an_uploaded_csv_becomes_the_data(page, server, tmp_path):
+    ready(page, server)
+    csv = tmp_path / "line.csv"
+    csv.write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(25)))
+    page.set_input_files("#csv-file", str(csv))
+    page.wait_for_selector("#upload-note:has-text('25 points')")
+    assert "not part of the link" in page.text_content("#upload-note")
+    assert parse_qs(urlparse(page.url).query)["data"] == ["upload"]
+    page.select_option("#method", "lm")
+    settle(page)
+    page.click("#run")
+    page.wait_for_selector("#message.converged", timeout=30000)
+    assert float(page.text_content("#rmse")) < 1e-6
