@@ -52,7 +52,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
     """The playground as an ASGI app; ``allowed_hosts``: Host headers accepted (default: this machine's names)."""
     store = SessionStore(limits)
     limits = store.limits
-    cache: dict[str, bytes] = {}
+    cache: dict = {}  # assets' bytes and the options, made once
 
     def asset(name: str) -> bytes:
         if name not in cache:
@@ -82,14 +82,19 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
         return Response(_static("favicon.svg"), media_type="image/svg+xml",
                         headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
 
-    async def options(request: Request) -> Response:
+    def describe() -> dict:
         models = [{"name": name, "description": entry.description, "formula": model.formula}
                   for name, entry in LIBRARY.items() if name != "polyN"
                   for model in [entry.make()] if getattr(model, "variables", ("x",)) in (("x",), None)]
-        return _json({"methods": list(METHODS), "models": models, "defaults": Setup().__dict__,
-                      "limits": {k: getattr(limits, k) for k in (
-                          "max_steps_per_request", "max_steps_per_session", "max_upload_bytes", "max_points",
-                          "max_expression", "min_learning_rate", "max_learning_rate", "max_sessions")}})
+        return {"methods": list(METHODS), "models": models, "defaults": Setup().__dict__,
+                "limits": {k: getattr(limits, k) for k in (
+                    "max_steps_per_request", "max_steps_per_session", "max_upload_bytes", "max_points",
+                    "max_expression", "min_learning_rate", "max_learning_rate", "max_sessions")}}
+
+    async def options(request: Request) -> Response:
+        if "options" not in cache:
+            cache["options"] = describe()
+        return _json(cache["options"])
 
     async def create(request: Request) -> Response:
         body = await _body(request, limits.max_body_bytes, {"setup", "csv", "filename", "pair"})

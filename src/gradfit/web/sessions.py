@@ -207,13 +207,16 @@ class Session:
     def params(self) -> tuple[float, ...]:
         return self.history.final_params
 
-    def curve(self) -> dict:
-        """The fit curve at the current parameters, over the data's x range."""
-        grid = np.linspace(self.x.min(), self.x.max(), CURVE_POINTS) if len(self.x) else np.zeros(0)
+    def curve_x(self) -> np.ndarray:
+        """Where the fit curve is drawn: across the data's x range."""
+        return np.linspace(self.x.min(), self.x.max(), CURVE_POINTS)
+
+    def curve(self) -> list:
+        """The fit curve's y at ``curve_x``, at the current parameters (None where it overflowed)."""
+        grid = self.curve_x()
         with torch.no_grad():
             y = self.model(torch.as_tensor(grid), torch.tensor(self.params, dtype=torch.float64)).numpy()
-        y = np.broadcast_to(y, grid.shape)
-        return {"x": _floats(grid), "y": _floats(y)}
+        return _floats(np.broadcast_to(y, grid.shape))
 
     def landscape(self, pair=None) -> dict | None:
         """log10 of the loss over two parameters (the others where the run is now), or None for one parameter.
@@ -274,6 +277,7 @@ class Session:
             "param_names": list(self.model.param_names),
             "model": self.model.name,
             "data": {"x": _floats(self.x), "y": _floats(self.y)},
+            "curve_x": _floats(self.curve_x()),
             "start": list(self.history.init_params),
             "start_rmse": math.sqrt(self.start_loss),
             "optimum": self.optimum,
@@ -289,7 +293,7 @@ class Session:
             loss = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
         return {"status": self.status, "message": self.message, "step": self.history.last_step,
                 "params": list(self.params), "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
-                "curve": self.curve(),
+                "curve_y": self.curve(),
                 "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate}
 
 

@@ -186,12 +186,12 @@ function drawProgress(p) {
   $("rmse").textContent = fmt(p.rmse);
   if (p.message) showMessage(p.status, p.message); else hideMessage();
 
-  const range = yRange(), shown = p.curve.y.filter((v) => v !== null && v >= range[0] && v <= range[1]);
-  const away = shown.length ? [] : [{ text: curveAway(p.curve.y), showarrow: false, xref: "paper", yref: "paper",
+  const range = yRange(), shown = p.curve_y.filter((v) => v !== null && v >= range[0] && v <= range[1]);
+  const away = shown.length ? [] : [{ text: curveAway(p.curve_y), showarrow: false, xref: "paper", yref: "paper",
                                       x: 0.5, y: 0.95, font: { color: RED } }];
   Plotly.react("fit-chart", [
     { x: session.data.x, y: session.data.y, mode: "markers", name: "data", marker: { color: BLUE, size: 7 } },
-    { x: p.curve.x, y: tame(p.curve.y, range), mode: "lines", name: "fit", line: { color: RED, width: 2.5 } },
+    { x: session.curve_x, y: tame(p.curve_y, range), mode: "lines", name: "fit", line: { color: RED, width: 2.5 } },
   ], { ...LAYOUT, annotations: away, xaxis: { title: { text: "x" } }, yaxis: { title: { text: "y" }, range } },
   CONFIG);
 
