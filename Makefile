@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test browser bench fuzz clean
+.PHONY: demo test serve browser bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/gradfit demo
+
+serve: $(STAMP)  # the playground on http://127.0.0.1:8000/ (Ctrl-C stops it)
+	$(BIN)/gradfit serve
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
@@ -31,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_batch.py
+	$(BIN)/python bench/bench_playground.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

@@ -259,11 +259,16 @@ class Session:
         if self.setup.scale:
             return ("Standardized, the loss curves alike in every direction: rate 1 lands on the best fit in one "
                     "step, and gd diverges above 2.")
-        largest = float(mse_curvatures(self.model, self.x)[-1])
+        curvatures = mse_curvatures(self.model, self.x)
+        largest, smallest = float(curvatures[-1]), float(curvatures[0])
         if largest <= 0:
             return ""
-        return (f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
+        text = (f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
                 "largest curvature); above it every step overshoots more.")
+        if smallest > 0 and largest / smallest > 100:
+            text += (f" The valley is {largest / smallest:,.0f} times steeper across than along, so even a stable "
+                     "rate crawls along it: try standardizing, or momentum.")
+        return text
 
     def state(self, pair=None, max_records: int = 2000) -> dict:
         """Everything the page draws: data, curve, history (thinned to ``max_records``), status."""
