@@ -185,3 +185,13 @@ def test_an_uploaded_csv_becomes_the_data(page, server, tmp_path):
     page.click("#run")
     page.wait_for_selector("#message.converged", timeout=30000)
     assert float(page.text_content("#rmse")) < 1e-6
+
+
+def test_a_link_s_rate_is_kept_exactly_and_odd_values_fall_back(page, server):
+    ready(page, server + "?lr=0.5&scale=1&method=nonsense")
+    assert page.text_content("#lr-value") == "0.5" and page.input_value("#method") == "gd"
+    page.click("#step")
+    wait_for_text(page, "#step-count", "1")
+    assert parse_qs(urlparse(page.url).query)["lr"] == ["0.5"]
+    ready(page, server + "?lr=50")  # beyond the slider: its end
+    assert page.text_content("#lr-value") == "1"

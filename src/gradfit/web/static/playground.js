@@ -27,7 +27,7 @@ function readUrl() {
       noise: num("noise", DEFAULTS.noise),
       model: q.get("model") || DEFAULTS.model,
       method: q.get("method") || DEFAULTS.method,
-      learning_rate: num("lr", DEFAULTS.learning_rate),
+      learning_rate: Math.min(1, Math.max(1e-6, num("lr", DEFAULTS.learning_rate))),  // the slider's range
       scale: q.get("scale") === "1",
     },
     speed: q.get("speed") || "10",
@@ -56,8 +56,10 @@ function showSetup(setup, speed) {
   else if (poly) { $("model-kind").value = "poly"; $("degree").value = poly[1]; }
   else { $("model-kind").value = "expression"; $("expression").value = m; }
   $("method").value = setup.method;
+  if ($("method").value !== setup.method) $("method").value = DEFAULTS.method;  // a link with an unknown method
   $("scale").checked = setup.scale;
   $("lr").value = Math.log10(setup.learning_rate);
+  exactRate = setup.learning_rate;
   $("speed").value = ["1", "10", "100"].includes(speed) ? speed : "10";
   showModelRows(); showRate();
 }
@@ -72,7 +74,8 @@ function currentSetup() {
   };
 }
 
-function rate() { return +Math.pow(10, +$("lr").value).toPrecision(3); }
+let exactRate = null;  // a rate from a link, kept as given until the slider moves
+function rate() { return exactRate !== null ? exactRate : +Math.pow(10, +$("lr").value).toPrecision(2); }
 function formatRate(r) { return r >= 0.01 && r < 1000 ? String(+r.toPrecision(3)) : r.toExponential(2).replace(/\.?0+e/, "e"); }
 function currentPair() {
   const x = $("pair-x").value, y = $("pair-y").value;
@@ -316,7 +319,7 @@ function wire() {
       } catch (e) { showMessage("error", e.message); }
     });
   });
-  $("lr").addEventListener("input", () => { showRate(); writeUrl(); });
+  $("lr").addEventListener("input", () => { exactRate = null; showRate(); writeUrl(); });
   $("speed").addEventListener("change", writeUrl);
   for (const id of ["seed", "noise", "method", "scale", "degree"]) $(id).addEventListener("change", restart);
   $("model-kind").addEventListener("change", () => {
@@ -342,6 +345,10 @@ function wire() {
     catch (e) { $("share-note").textContent = "copy the address bar"; }
   });
 }
+
+window.addEventListener("pagehide", () => {  // leaving: free the server's session now, not after it expires
+  if (session) fetch("/api/sessions/" + session.id, { method: "DELETE", keepalive: true }).catch(() => {});
+});
 
 window.addEventListener("DOMContentLoaded", () => {
   const { setup, speed, pair } = readUrl();
