@@ -13,6 +13,7 @@ from .errors import (
     ExpressionError,
     FitError,
     GradfitError,
+    Interrupted,
     ModelError,
     OptionError,
 )
@@ -22,10 +23,11 @@ from .library import LIBRARY, get_model
 from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
 from .result import FitResult
 from .solvers import METHODS, gradient_descent, least_squares, mse_curvatures
+from .stream import fit_file
 
 __all__ = [
-    "BatchResult", "fit_many", "METHODS", "LIBRARY", "Composite", "ExpressionModel", "FitResult", "FunctionModel", "fit", "load",
-    "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError",
+    "BatchResult", "fit_many", "METHODS", "LIBRARY", "Composite", "ExpressionModel", "FitResult", "FunctionModel", "fit", "fit_file", "load",
+    "ConvergenceWarning", "DataError", "ExitStatus", "ExpressionError", "FitError", "GradfitError", "Interrupted",
     "History", "Model", "ModelError", "OptionError", "Polynomial", "StepRecord", "demo",
     "get_model", "gradient_descent", "least_squares", "linear", "mse_curvatures", "mse", "polynomial", "quadratic",
     "rmse", "seed_data",

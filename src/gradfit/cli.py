@@ -51,6 +51,21 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K": 2**10, "M": 2**20,
+          "G": 2**30, "T": 2**40, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _size(text: str) -> int:
+    """A memory size: 1GB, 500MB, 2GiB, 1.5G, or bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _UNITS or float(match.group(1)) * _UNITS[unit] < 1:
+        raise argparse.ArgumentTypeError(f"must be a size such as 500MB or 2GB, got '{text}'")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
 def _learning_rate_or_auto(text: str):
     return "auto" if text == "auto" else _learning_rate(text)
 
@@ -199,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sigma is absolute: do not rescale the covariance by the reduced chi-square")
     fit.add_argument("--no-scale", dest="scale", action="store_false",
                      help="gradient methods walk the raw parameters, not standardized coordinates")
+    fit.add_argument("--memory-budget", type=_size, default="1GB", metavar="SIZE",
+                     help="the most memory the whole process may hold (e.g. 500MB, 2GB; default %(default)s): "
+                          "Parquet data that do not fit with the solver's work arrays are streamed in batches, "
+                          "with exact sums over them in every iteration")
+    fit.add_argument("--batch-size", type=_positive_int, metavar="ROWS",
+                     help="fit by mini-batches of ROWS rows (Parquet data; methods sgd, momentum, nesterov, adam, "
+                          "rmsprop): one step per batch, --epochs passes over row groups in a shuffled order")
+    fit.add_argument("--epochs", type=_positive_int, metavar="N", help="passes of a mini-batch fit (default 1)")
+    fit.add_argument("--seed", type=_seed, default=0, help="seed of the mini-batch order (default: %(default)s)")
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument("--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and "
@@ -308,42 +332,62 @@ def _run_fit(args) -> int:
     from .data import load, prepare
     from .engine import fit
     from ._files import check_animation, check_out_dir, check_out_file, staged, write_atomic
-    from .errors import ConvergenceWarning
+    from .errors import ConvergenceWarning, Interrupted, OptionError
+    from .stream import fit_file
     from .library import get_model
     from .solvers import get_method
 
-    get_method(args.method)  # an unknown method is refused before the data are read
+    if args.method == "sgd":  # gd on mini-batches: a method of streamed fits only
+        if not args.batch_size:
+            raise OptionError("Method 'sgd' is gradient descent on mini-batches: give --batch-size (Parquet data).")
+    else:
+        get_method(args.method)  # an unknown method is refused before the data are read
     outputs = [check_out_file(path, flag) for path, flag in ((args.json, "--json"), (args.history, "--history"))]
     plot_dir = check_out_dir(args.plot, "--plot") if args.plot else None
     animation = check_animation(args.animate, "--animate")
     report_out = check_out_file(args.report, "--report")
-    columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
-    first = columns["first_row"]
-    data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
-                   first_row=first, row_label="line" if first else "row")
     model = get_model(args.model, variables=_variable_names(args.x), params=args.params)
+    parquet = _parquet_data(args.data)
+    if not parquet and (args.batch_size or args.epochs):
+        raise OptionError("--batch-size and --epochs stream Parquet data; convert the CSV file to Parquet first.")
+    if not parquet:
+        columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
+        first = columns["first_row"]
+        data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
+                       first_row=first, row_label="line" if first else "row")
     bounds: dict = {}
     for name, lower, upper in args.bound:  # b>0 and b<10 given apart make one bound
         old = bounds.get(name, (None, None))
         bounds[name] = (lower if lower is not None else old[0], upper if upper is not None else old[1])
     fixed = {k: v for item in args.fix for k, v in item.items()}
     progress = None if args.quiet else _progress_bar(args)
+    batches = None if args.quiet or not parquet else _progress_bar(args, unit="batch")
+    options = dict(p0=args.p0, method=args.method, learning_rate=args.learning_rate, max_steps=args.max_steps,
+                   tol=args.tol, absolute_sigma=args.absolute_sigma, scale=args.scale, bounds=bounds or None,
+                   fixed=fixed or None, callback=None if progress is None else lambda record: progress.update(1))
+    json_out, history_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            result = fit(
-                model, data.x, data.y, sigma=data.sigma, p0=args.p0, method=args.method,
-                learning_rate=args.learning_rate, max_steps=args.max_steps, tol=args.tol,
-                absolute_sigma=args.absolute_sigma, scale=args.scale, bounds=bounds or None,
-                fixed=fixed or None,
-                callback=None if progress is None else lambda record: progress.update(1),
-            )
+            if parquet:
+                result = fit_file(model, args.data, x=args.x, y=args.y, sigma=args.sigma, nan_policy=args.nan_policy,
+                                  memory_budget=args.memory_budget, batch_size=args.batch_size, epochs=args.epochs,
+                                  seed=args.seed, on_batch=None if batches is None else lambda rows: batches.update(1),
+                                  **options)
+            else:
+                result = fit(model, data.x, data.y, sigma=data.sigma, **options)
+                result.n_dropped = data.n_dropped
+        except Interrupted as stopped:
+            return _interrupted(stopped, history_out)
         finally:
-            if progress is not None:
-                progress.close()
-    result.n_dropped = data.n_dropped
-    json_out, history_out = outputs
+            for bar in (progress, batches):
+                if bar is not None:
+                    bar.close()
     notes = []
+    if result.x is None and (plot_dir or report_out or animation):  # streamed: the data were never held
+        notes.append("--plot, --report and --animate need the data in memory; these were streamed, so none was "
+                     "drawn (raise --memory-budget, or fit a sample)")
+        plot_dir = report_out = animation = None
     with staged(plot_dir) as scratch:  # figures first: if drawing fails, nothing is written
         if scratch is not None:
             from .plots import write_plots
@@ -373,6 +417,35 @@ def _run_fit(args) -> int:
         if issubclass(w.category, ConvergenceWarning):
             print(f"gradfit fit: warning: {w.message}", file=sys.stderr)
     return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
+
+
+def _parquet_data(path: str) -> bool:
+    """A Parquet file (by its magic bytes), a folder, or a glob: data that `fit_file` may stream."""
+    import os
+
+    if any(c in path for c in "*?[") or os.path.isdir(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False  # load() says what is wrong with it
+
+
+def _interrupted(stopped, history_out) -> int:
+    """Ctrl-C during a streamed fit: keep the steps so far where --history asked, and say so."""
+    from ._files import write_atomic
+
+    history = stopped.history
+    steps = 0 if history is None else len(history)
+    if history_out is not None and history is not None:
+        write_atomic(history_out, history.to_csv())
+        where = f"the history so far is in {history_out}"
+    else:
+        where = "give --history OUT.csv to keep the steps of an interrupted fit"
+    print(f"gradfit fit: interrupted after {steps} steps (stopped after the current batch); {where}.",
+          file=sys.stderr)
+    return ExitStatus.INTERRUPTED
 
 
 def _variable_names(x) -> tuple[str, ...]:
@@ -489,15 +562,17 @@ def _report_settings(args) -> dict:
     return settings
 
 
-def _progress_bar(args):
-    """A tqdm bar on stderr for runs long enough to need one, only at a terminal."""
+def _progress_bar(args, unit: str = "step"):
+    """A tqdm bar on stderr for runs long enough to need one, only at a terminal (steps, or batches read)."""
     if not sys.stderr.isatty():
         return None
     from tqdm.auto import tqdm
 
-    from .solvers import get_method
+    from .solvers import METHODS
 
-    total = args.max_steps or get_method(args.method).max_steps
+    if unit == "batch":
+        return tqdm(desc="reading", unit="batch", delay=PROGRESS_DELAY, leave=False, file=sys.stderr, position=1)
+    total = args.max_steps or (METHODS[args.method].max_steps if args.method in METHODS else None)
     return tqdm(total=total, desc="fitting", unit="step", delay=PROGRESS_DELAY, leave=False, file=sys.stderr)
 
 

@@ -65,6 +65,12 @@ def fit(
     ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
     coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
     """
+    if y is None and _is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
+        from .stream import fit_file
+
+        return fit_file(model, x, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps, tol=tol,
+                        absolute_sigma=absolute_sigma, nan_policy=nan_policy, scale=scale, bounds=bounds,
+                        fixed=fixed, callback=callback)
     model = get_model(model, variables=_variables(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
@@ -152,6 +158,13 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
     return data, problem, start
+
+
+def _is_source(value) -> bool:
+    import os
+
+    return isinstance(value, (str, os.PathLike)) or (type(value).__module__.startswith("pyarrow")
+                                                       and hasattr(value, "to_batches"))
 
 
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)

@@ -48,6 +48,10 @@ class FitError(GradfitError, RuntimeError):
         self.history = history
 
 
+class Interrupted(FitError):
+    """A streamed fit stopped on Ctrl-C after its current batch; ``history`` holds the steps so far."""
+
+
 class OptionError(GradfitError, ValueError):
     """A setting (learning rate, step count, output place, ...) is out of range."""
 

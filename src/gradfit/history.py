@@ -25,6 +25,7 @@ class StepRecord:
     grad_norm: float
     learning_rate: float
     params: tuple[float, ...]
+    epoch: int | None = None  # mini-batch methods: the pass over the data this step belongs to
 
 
 class History:
@@ -67,12 +68,18 @@ class History:
         """The parameters row ``i`` started from (its loss was measured there)."""
         return self.records[i - 1].params if i > 0 else self.init_params
 
+    @property
+    def has_epochs(self) -> bool:
+        return bool(self.records) and self.records[0].epoch is not None
+
     def columns(self) -> list[str]:
-        return ["step", "loss", "rmse", "grad_norm", "learning_rate", *self.param_names]
+        epoch = ["epoch"] if self.has_epochs else []
+        return [*epoch, "step", "loss", "rmse", "grad_norm", "learning_rate", *self.param_names]
 
     def rows(self) -> Iterator[list]:
+        epochs = self.has_epochs
         for r in self.records:
-            yield [r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, *r.params]
+            yield [*([r.epoch] if epochs else []), r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, *r.params]
 
     def to_csv(self, file=None) -> str | None:
         """Write the history as CSV (parameters are those after each step).

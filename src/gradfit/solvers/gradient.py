@@ -136,15 +136,15 @@ class Frame:
 
     @classmethod
     def standardized(cls, problem: Problem, p0: torch.Tensor) -> "Frame":
-        jac = problem.jacobian(p0)
+        jac, _ = problem.linearize(p0)  # J, or R of J = QR for streamed data: the same s and V
         if not bool(torch.isfinite(jac).all()):
             return cls.identity(problem, p0)
         _, s, vh = torch.linalg.svd(jac, full_matrices=False)
         if s.numel() == 0 or s[0] <= 0:
             return cls.identity(problem, p0)
         s = s.clamp_min(s[0] * 1e-8)  # a direction the data cannot see at p0: don't blow it up
-        y = problem.y if problem.weights is None else problem.y * problem.weights
-        scale = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
+        std = problem.y_std()
+        scale = std if std > 0 else 1.0
         transform = scale * vh.T / s * math.sqrt(problem.n_points / 2)
         return cls(problem, p0, transform, scale**2)
 
@@ -156,6 +156,18 @@ class Frame:
 
     def objective(self, q: torch.Tensor) -> torch.Tensor:
         return self.problem.loss(self.params(q)) / self.loss_unit
+
+    def evaluate(self, q: torch.Tensor) -> torch.Tensor:
+        """The objective at q, with its gradient put in q.grad (forward, loss, backward)."""
+        if not getattr(self.problem, "streamed", False):
+            loss = self.objective(q)
+            loss.backward()
+            return loss
+        # data streamed by batches: the problem sums the loss and its gradient over them
+        with torch.no_grad():
+            value, grad = self.problem.loss_and_grad(self.params(q))
+            q.grad = (grad if self.transform is None else self.transform.T @ grad) / self.loss_unit
+        return torch.tensor(value / self.loss_unit, dtype=q.dtype)
 
 
 def _torch_optimizer(name: str):
@@ -241,15 +253,12 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
 
     def closure():  # for L-BFGS, which evaluates the loss again along its line search
         optimizer.zero_grad()
-        loss = frame.objective(q)
-        loss.backward()
-        return loss
+        return frame.evaluate(q)
 
     first_grad, calm, reason = None, 0, None  # first_grad: the yardstick of "the gradient is small"
     p_previous = p0  # the user's parameters before the current step
     for step in range(1, max_steps + 1):
-        loss = frame.objective(q)  # forward and loss
-        loss.backward()  # gradient
+        loss = frame.evaluate(q)  # forward, loss, and backward: the gradient in q.grad
         grad_norm = q.grad.norm().item()
         if first_grad is None:
             # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a

@@ -53,11 +53,11 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
     p = p0.clone()
     history = History(problem.user_names, problem.describe(p))
     n = problem.n_points
-    r = problem.residuals(p)
-    cost = float(r @ r)
+    cost = problem.cost(p)
     if not math.isfinite(cost):
         return Outcome(p, history, False, "the model gives non-finite values at the starting point p0")
-    jac = problem.jacobian(p)
+    # J and r, or for data streamed by batches R and Qᵀr of J = QR: the same step, gradient and column norms
+    jac, r = problem.linearize(p)
     d = jac.norm(dim=0)
     d = torch.where(d > 0, d, torch.ones_like(d))
     damping = INITIAL_DAMPING
@@ -78,10 +78,9 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
         stacked = torch.cat([jac, math.sqrt(lam) * torch.diag(d)])
         rhs = torch.cat([-r, torch.zeros_like(d)])
         delta = lstsq(stacked, rhs)
-        predicted = cost - float(((jac @ delta + r) ** 2).sum())
+        predicted = float(r @ r) - float(((jac @ delta + r) ** 2).sum())
         p_new = p + delta
-        r_new = problem.residuals(p_new)
-        cost_new = float(r_new @ r_new)
+        cost_new = problem.cost(p_new)
         rho = (cost - cost_new) / predicted if predicted > 0 else -1.0
         if polishing:  # near the optimum the loss changes below rounding: judge by more than its last bit
             accepted = math.isfinite(cost_new) and cost_new <= cost * (1 + ROUNDING)
@@ -98,8 +97,8 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
         tiny_step = float((d * delta).norm()) <= tol.xtol * (float((d * p).norm()) + tol.xtol)
         close = predicted <= POLISH_BELOW * cost  # the model promises almost nothing more
         if accepted:
-            p, r, cost = p_new, r_new, cost_new
-            jac = problem.jacobian(p)
+            p, cost = p_new, cost_new
+            jac, r = problem.linearize(p)
             d = torch.maximum(d, jac.norm(dim=0))
         if tiny_change or tiny_step:
             reason = (f"the loss stopped decreasing (ftol={tol.ftol:g})" if tiny_change

@@ -73,6 +73,28 @@ class Problem:
         r = self.model(self.x, params) - self.y
         return r if self.weights is None else r * self.weights
 
+    def y_std(self) -> float:
+        """The standard deviation of the (weighted) y: the unit of the standardized loss."""
+        y = self.y if self.weights is None else self.y * self.weights
+        return float(y.std()) if len(y) > 1 else 0.0
+
+    def cost(self, params: torch.Tensor) -> float:
+        """The (weighted) sum of squared residuals at ``params``; ``linearize`` there reuses its residuals."""
+        with torch.no_grad():
+            r = self.residuals(params)
+        self._last = (params, r)
+        return float(r @ r)
+
+    def linearize(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(J, r): the Jacobian and the residuals at ``params`` (a streamed problem gives R and Qᵀr)."""
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is params:
+            r = last[1]
+        else:
+            with torch.no_grad():
+                r = self.residuals(params)
+        return self.jacobian(params), r
+
     def loss(self, params: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
             return mse(self.model(self.x, params), self.y)  # the article's loss, as it writes it

@@ -1,0 +1,578 @@
+"""Fitting data larger than memory: record batches streamed from Parquet with ``pyarrow.dataset``.
+
+``fit_file`` reads a Parquet file, a folder or a glob of them, or a pyarrow Dataset.
+When holding the data and the solver's work arrays would pass the memory budget
+(which bounds the whole process, measured from what it already holds), the data
+are never held: every evaluation is one pass over record batches.
+
+- Full-batch methods (auto, lm, linear, gd and the other gradient methods) add up
+  exact sums over the batches in every iteration: the loss, the gradient, and for
+  Levenberg–Marquardt the R factor of J = QR and Qᵀr (a tall-skinny QR folded batch
+  by batch, which has all that JᵀJ and Jᵀr have without squaring J's condition
+  number). So the answer is the in-memory fit's, to rounding.
+- Mini-batch methods (``batch_size=``: sgd, momentum, nesterov, adam, rmsprop) take
+  one step per batch, ``epochs`` times over the data, visiting the row groups in a
+  shuffled order (seeded) and the rows of each in a shuffled order.
+
+A Ctrl-C stops a streamed fit after the current batch, as ``Interrupted`` with the
+history so far.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import resource
+import signal
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ._checks import positive_int
+from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
+from .history import History, StepRecord
+from .library import get_model
+from .models import Model
+from .solvers import Problem, get_method
+from .solvers.gradient import Frame, descent_steps, _torch_optimizer
+from .solvers.lm import lm_steps
+from .solvers.problem import Outcome, run_steps
+
+DEFAULT_BUDGET = 10**9  # bytes: 1 GB for the whole process
+MARGIN = 96 << 20  # bytes kept free under the budget: allocator slack, pyarrow's buffers, the result
+MIN_BATCH = 1024  # rows: below this a budget is too tight to stream usefully
+MAX_BATCH = 1 << 20  # rows: more per batch buys nothing and costs memory
+MINIBATCH = {"sgd": "gd", "gd": "gd", "momentum": "momentum", "nesterov": "nesterov", "adam": "adam",
+             "rmsprop": "rmsprop"}  # mini-batch method -> the update it takes on each batch
+MINIBATCH_RATES = {"gd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.003, "rmsprop": 0.003}
+
+
+# --- where the data are, and how much of them fits -----------------------------------------
+
+
+def is_source(value) -> bool:
+    """True for what ``fit_file`` reads: a path (str or Path) or a pyarrow Dataset."""
+    if isinstance(value, (str, os.PathLike)):
+        return True
+    return type(value).__module__.startswith("pyarrow") and hasattr(value, "to_batches")
+
+
+def open_dataset(source):
+    """A pyarrow Dataset of Parquet files from a file, a folder, a glob, or a Dataset as is."""
+    import pyarrow.dataset as ds
+
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    text = os.fspath(source)
+    if any(c in text for c in "*?["):
+        files = sorted(glob.glob(text))
+        if not files:
+            raise DataError(f"No file matches '{text}'. Check the pattern.")
+    elif not Path(text).exists():
+        raise DataError(f"Data file '{text}' does not exist. Check the path.")
+    else:
+        files = text
+    try:
+        dataset = ds.dataset(files, format="parquet")
+        if not dataset.files:
+            raise DataError(f"'{text}' is a folder with no Parquet files in it. Give a CSV or Parquet file, or a "
+                            "folder of Parquet files.")
+        return dataset
+    except DataError:
+        raise
+    except Exception as e:  # pyarrow raises several kinds for files that are not Parquet
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"'{text}' is not readable as Parquet ({first}). Give Parquet files, or a CSV file "
+                        "small enough to read whole.") from None
+
+
+def process_memory() -> int:
+    """Bytes this process holds now (resident set)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: the peak so far is an upper bound
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
+def row_bytes(n_columns: int, n_params: int, *, streamed: bool) -> int:
+    """Bytes per row a fit holds at its peak: the data and its copies, the Jacobian, temporaries.
+
+    Measured rather than derived: the columns as Arrow, numpy and torch arrays; the
+    Jacobian and forward-mode autograd's tangents; residuals, predictions and their
+    temporaries. Deliberately generous: the budget is a promise.
+    """
+    data = 8 * n_columns * 3
+    work = 8 * (6 * n_params + 12)
+    return 2 * (data + work) if streamed else 2 * (data + work) + 8 * n_columns * 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a file will be fitted: whole in memory, or streamed in batches of ``batch_rows``."""
+
+    streamed: bool
+    batch_rows: int
+    reason: str
+
+
+def warm_up(model: Model) -> None:
+    """Take one Jacobian and one QR on a few made-up rows, so that what the process holds counts torch's code.
+
+    The first use of forward-mode autograd and of LAPACK maps about 100 MB of torch's
+    libraries into memory (measured); a budget measured before that would be overrun.
+    """
+    k = len(model.variables) if getattr(model, "variables", None) else 1
+    x = torch.linspace(0.1, 1.0, 64, dtype=torch.float64)
+    x = x if k == 1 else x[:, None].repeat(1, k)
+    try:
+        jac = Problem(model, x, torch.ones(64, dtype=torch.float64)).jacobian(
+            torch.ones(model.n_params, dtype=torch.float64))
+        torch.linalg.qr(torch.cat([jac, jac]))
+    except Exception:  # a model that cannot run on made-up rows: the real fit will say what is wrong
+        pass
+
+
+def plan(n_rows: int, n_columns: int, n_params: int, budget: int, batch_rows: int | None = None) -> Plan:
+    """In memory when the data and the work arrays fit under ``budget`` (with what the process holds), else batches."""
+    available = budget - process_memory() - MARGIN
+    whole = n_rows * row_bytes(n_columns, n_params, streamed=False)
+    if batch_rows is None and whole <= available:
+        return Plan(False, n_rows, f"{n_rows:,} rows fit in memory ({whole / 1e6:.0f} MB of work arrays)")
+    per_row = row_bytes(n_columns, n_params, streamed=True)
+    rows = batch_rows or min(MAX_BATCH, available // per_row if available > 0 else 0)
+    if batch_rows is None and rows < MIN_BATCH:
+        raise OptionError(f"The memory budget of {budget / 1e6:.0f} MB leaves too little room: this process "
+                          f"already holds {process_memory() / 1e6:.0f} MB. Give a larger --memory-budget.")
+    return Plan(True, int(rows), f"streamed in batches of {int(rows):,} rows (memory budget "
+                                 f"{budget / 1e6:.0f} MB)")
+
+
+class Source:
+    """Columns of a dataset, read in record batches as float64 arrays, every value checked."""
+
+    def __init__(self, dataset, *, x=None, y=None, sigma=None, nan_policy: str = "raise", label: str = "the data"):
+        from .io import _column_name
+
+        self.dataset, self.nan_policy = dataset, nan_policy
+        self.label = f"'{label}'"  # quoted in messages, as gradfit.load quotes a path
+        names = dataset.schema.names
+        self.x = _column_name(0 if x is None else x, names, "x", label)
+        self.y = _column_name(1 if y is None else y, names, "y", label)
+        self.sigma = None if sigma is None else _column_name(sigma, names, "sigma", label)
+        self.columns = [c for c in (self.x, self.y, self.sigma) if c is not None]
+        self.n_rows = dataset.count_rows()
+        if self.n_rows == 0:
+            raise DataError(f"{self.label} has no rows of data.")
+
+    def read_all(self) -> dict:
+        table = self.dataset.to_table(columns=self.columns)
+        return {role: _floats(table.column(name), name, self.label, 0)
+                for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma)) if name is not None}
+
+    def batches(self, rows: int, shuffle: np.random.Generator | None = None) -> Iterator[tuple]:
+        """(x, y, sigma or None) of up to ``rows`` rows each; with ``shuffle``, row groups and rows in a random order."""
+        import pyarrow.dataset as ds
+
+        # read one row group's columns at a time: no read-ahead, no buffering of whole files
+        lean = dict(batch_readahead=0, fragment_readahead=0,
+                    fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        if shuffle is None:
+            offset = 0
+            for batch in self.dataset.to_batches(columns=self.columns, batch_size=rows, **lean):
+                if batch.num_rows:
+                    yield self._arrays(batch, offset)
+                offset += batch.num_rows
+            return
+        groups = [g for fragment in self.dataset.get_fragments() for g in fragment.split_by_row_group()]
+        for i in shuffle.permutation(len(groups)):
+            table = groups[i].to_table(columns=self.columns, **lean)
+            order = shuffle.permutation(table.num_rows)
+            for start in range(0, table.num_rows, rows):
+                part = table.take(order[start:start + rows])
+                yield self._arrays(part, None)
+
+    def _arrays(self, batch, offset):
+        out = {role: _floats(batch.column(name), name, self.label, offset)
+               for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma)) if name is not None}
+        x, y, sigma = out["x"], out["y"], out.get("sigma")
+        bad = ~(np.isfinite(x) & np.isfinite(y))
+        if sigma is not None:
+            bad |= ~np.isfinite(sigma) | (sigma <= 0)
+        if bad.any():
+            if self.nan_policy == "raise":
+                where = f"row {offset + int(np.flatnonzero(bad)[0])}" if offset is not None else "a row"
+                raise DataError(f"{self.label} has NaN, inf or a sigma <= 0 at {where}. Fix those rows or use "
+                                "nan_policy='omit' (--nan-policy omit) to leave them out.")
+            keep = ~bad
+            x, y, sigma = x[keep], y[keep], None if sigma is None else sigma[keep]
+        return x, y, sigma
+
+
+def _floats(column, name: str, label: str, offset) -> np.ndarray:
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise DataError(f"Column {name!r} of {label} holds {column.type}, not numbers. Choose a numeric column.")
+    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+# --- stopping after the current batch on Ctrl-C ----------------------------------------------
+
+
+class _Stop:
+    requested = False
+
+
+@contextmanager
+def _ctrl_c_finishes_the_batch():
+    """While streaming, a Ctrl-C asks to stop after the current batch (a second one stops at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield _Stop()
+        return
+    flag = _Stop()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Interrupt(Exception):
+    """Raised inside a solver's pass when Ctrl-C asked to stop; turned into Interrupted with the history."""
+
+
+# --- the problem, over batches ------------------------------------------------------------------
+
+
+class StreamProblem:
+    """The Problem of every solver, for data read in batches: each evaluation is one pass.
+
+    Per batch it builds an in-memory ``Problem`` of those rows (so residuals and
+    Jacobians are computed exactly as for data in memory) and adds up: the sum of
+    squares, the gradient, and R, Qᵀr of the Jacobian by a tall-skinny QR.
+    """
+
+    streamed = True
+
+    def __init__(self, model: Model, source: Source, batch_rows: int, *, on_batch: Callable[[int], None] | None = None,
+                 stop: _Stop | None = None):
+        self.model, self.source, self.batch_rows = model, source, batch_rows
+        self.on_batch, self.stop = on_batch, stop or _Stop()
+        self.user_names = getattr(model, "user_names", model.param_names)
+        self._to_user = getattr(model, "to_user", None)
+        self._cache = None  # (params, cost, R, Qᵀr) of the last pass
+        # a first pass: the rows kept, and the moments of y (the standardized loss's unit, R²)
+        n, total, total_sq, wtotal, wtotal_sq = 0, 0.0, 0.0, 0.0, 0.0
+        for _, y, sigma in self._batches():
+            w = y if sigma is None else y / sigma
+            n += len(y)
+            total, total_sq = total + float(y.sum()), total_sq + float(y @ y)
+            wtotal, wtotal_sq = wtotal + float(w.sum()), wtotal_sq + float(w @ w)
+        self.n_points = n
+        self.ss_tot = max(total_sq - total * total / n, 0.0) if n else 0.0
+        self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
+        self.weights = None if source.sigma is None else True  # weighted or not, as a Problem says
+
+    def describe(self, params: torch.Tensor) -> tuple[float, ...]:
+        with torch.no_grad():
+            values = params if self._to_user is None else self._to_user(params)
+        return tuple(values.tolist())
+
+    def y_std(self) -> float:
+        return math.sqrt(self._y_var)
+
+    def _batches(self, shuffle=None):
+        for x, y, sigma in self.source.batches(self.batch_rows, shuffle):
+            yield x, y, sigma
+            if self.on_batch is not None:
+                self.on_batch(len(y))
+            if self.stop.requested:
+                raise _Interrupt
+
+    def _part(self, x, y, sigma) -> Problem:
+        as_t = lambda a: None if a is None else torch.from_numpy(np.require(a, requirements="W"))  # noqa: E731
+        return Problem(self.model, as_t(x), as_t(y), as_t(sigma))
+
+    def _pass(self, params: torch.Tensor):
+        """cost, R and Qᵀr at ``params``: one pass, the Jacobian folded into R batch by batch."""
+        if self._cache is not None and self._cache[0] is params:
+            return self._cache[1:]
+        k = len(params)
+        r_factor, z, cost = torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64), 0.0
+        for x, y, sigma in self._batches():
+            part = self._part(x, y, sigma)
+            with torch.no_grad():
+                r = part.residuals(params)
+            cost += float(r @ r)
+            if not math.isfinite(cost):
+                break
+            jac = part.jacobian(params)
+            q, r_factor = torch.linalg.qr(torch.cat([r_factor, jac]))
+            z = q.T @ torch.cat([z, r])
+        self._cache = (params, cost, r_factor, z)
+        return cost, r_factor, z
+
+    def cost(self, params: torch.Tensor) -> float:
+        return self._pass(params)[0]
+
+    def linearize(self, params: torch.Tensor):
+        _, r_factor, z = self._pass(params)
+        return r_factor, z
+
+    def loss(self, params: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        with torch.no_grad():
+            for x, y, sigma in self._batches():
+                r = self._part(x, y, sigma).residuals(params)
+                total += float(r @ r)
+        return torch.tensor(total / self.n_points, dtype=torch.float64)
+
+    def loss_and_grad(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """The mean squared (weighted) residual and its gradient, summed batch by batch."""
+        p = params.detach().clone().requires_grad_()
+        total, grad = 0.0, torch.zeros_like(p)
+        for x, y, sigma in self._batches():
+            with torch.enable_grad():
+                r = self._part(x, y, sigma).residuals(p)
+                s = (r * r).sum()
+                (g,) = torch.autograd.grad(s, p)
+            total += float(s)
+            grad += g
+        return total / self.n_points, grad / self.n_points
+
+
+# --- mini-batch methods -------------------------------------------------------------------------
+
+
+def minibatch_steps(problem: StreamProblem, p0: torch.Tensor, *, method: str, learning_rate: float, epochs: int,
+                    seed: int, scale: bool):
+    """One step per batch, ``epochs`` times over the data in a shuffled order: a generator like the solvers'.
+
+    The records' ``loss`` is the batch's; ``epoch`` says which pass over the data it belongs to.
+    """
+    update = MINIBATCH[method]
+    frame = Frame.standardized(problem, p0) if scale else Frame.identity(problem, p0)
+    q = frame.start().requires_grad_()
+    optimizer = torch.optim.SGD([q], lr=learning_rate) if update == "gd" else _torch_optimizer(update)(q, learning_rate)
+    history = History(problem.user_names, problem.describe(p0))
+    shuffle = np.random.default_rng(seed)
+    step = 0
+    for epoch in range(1, epochs + 1):
+        for x, y, sigma in problem._batches(shuffle):
+            part = problem._part(x, y, sigma)
+            optimizer.zero_grad()
+            r = part.residuals(frame.params(q))
+            loss = (r * r).mean() / frame.loss_unit
+            loss.backward()
+            grad_norm = q.grad.norm().item()
+            optimizer.step()
+            step += 1
+            value = loss.item() * frame.loss_unit
+            record = StepRecord(step, value, math.sqrt(value), grad_norm, learning_rate,
+                                problem.describe(frame.params(q.detach())), epoch=epoch)
+            if not (math.isfinite(value) and all(map(math.isfinite, record.params))):
+                from .errors import FitError
+
+                raise FitError(f"The loss became {value} at step {step} (epoch {epoch}, learning_rate="
+                               f"{learning_rate:g}): the descent diverged. Try a smaller learning rate, e.g. "
+                               f"{learning_rate / 10:g}.", history=history)
+            history.append(record)
+            yield record
+    return Outcome(frame.params(q.detach()), history, False,
+                   f"ran the {epochs} epoch{'s' if epochs > 1 else ''} asked for ({step} mini-batch steps; "
+                   "mini-batch methods stop by epochs, not by a tolerance)", learning_rate)
+
+
+# --- fitting a file ---------------------------------------------------------------------------
+
+
+def fit_file(
+    model,
+    source,
+    *,
+    x=None,
+    y=None,
+    sigma=None,
+    p0=None,
+    method: str = "auto",
+    learning_rate=None,
+    max_steps: int | None = None,
+    tol=None,
+    absolute_sigma: bool = False,
+    nan_policy: str = "raise",
+    scale: bool = True,
+    memory_budget: int = DEFAULT_BUDGET,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    callback: Callable[[StepRecord], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    **fit_options,
+):
+    """Fit ``model`` to columns ``x`` and ``y`` (names or indexes) of Parquet data: in memory when they fit under
+    ``memory_budget`` bytes (the whole process), else streamed in batches; ``batch_size`` asks for mini-batches.
+
+    ``source``: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV
+    path is read whole, as ``gradfit.load`` reads it). ``on_batch(rows)`` is called after
+    every batch of a streamed fit (a progress bar). The other options are ``fit``'s.
+    """
+    from .engine import fit
+    from .io import read_table, select_columns
+
+    memory_budget = positive_int(memory_budget, "memory_budget")
+    if nan_policy not in ("raise", "omit"):
+        raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
+    if batch_size is None and epochs is not None:
+        raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not _is_parquet(source):
+        if batch_size is not None:
+            raise OptionError("Mini-batches stream Parquet data; convert the CSV file to Parquet first.")
+        table, first_row = read_table(source)  # a CSV file: read whole, as `gradfit fit` always has
+        columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
+        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
+                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
+                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+    data = Source(open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
+    model = get_model(model)
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
+    warm_up(model)
+    how = plan(data.n_rows, len(data.columns), model.n_params, memory_budget, batch_size)
+    if not how.streamed:
+        columns = data.read_all()
+        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
+                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
+                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+    if fit_options.get("bounds") or fit_options.get("fixed"):
+        raise OptionError("Bounds and fixed parameters are not yet supported for streamed data; fit a sample in "
+                          "memory, or raise --memory-budget.")
+    with _ctrl_c_finishes_the_batch() as stop:
+        problem = None
+        try:
+            problem = StreamProblem(model, data, how.batch_rows, on_batch=on_batch, stop=stop)
+            return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate,
+                                 max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma, scale=scale,
+                                 batch_size=batch_size, epochs=epochs, seed=seed, callback=callback, how=how)
+        except _Interrupt:
+            history = getattr(problem, "history", None)
+            raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
+
+
+def _is_parquet(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, max_steps, tol, absolute_sigma,
+                  scale, batch_size, epochs, seed, callback, how):
+    from .engine import _learning_rate, _start, _tolerance
+
+    if batch_size is not None:
+        if method not in MINIBATCH:
+            raise OptionError(f"Method {method!r} takes no mini-batches. With batch_size choose one of: "
+                              f"{', '.join(MINIBATCH)}.")
+        epochs = 1 if epochs is None else positive_int(epochs, "epochs")
+        rate = MINIBATCH_RATES[MINIBATCH[method]] if learning_rate is None else learning_rate
+        rate = _learning_rate(rate, get_method(MINIBATCH[method]), True, asked=method)
+        if rate == "auto":
+            raise OptionError("Mini-batch methods take a number as learning_rate, not 'auto'.")
+    chosen = get_method("gd" if method == "sgd" else method)
+    # streamed, a linear model's one exact solve becomes lm, whose Gauss–Newton steps land on it in a few passes
+    run_method = "lm" if chosen.name in ("auto", "linear") else chosen.name
+    # the start: p0, or the model's guess from the first batch
+    first = next(iter(problem.source.batches(min(problem.batch_rows, 100_000))))
+    xs, ys = torch.tensor(first[0]), torch.tensor(first[1])  # copies: arrow's buffers are read-only
+    start = _start(model, p0, xs, ys, torch.float64, "cpu")
+    tolerances = get_method(run_method).tolerances.replace(_tolerance(tol))
+    max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
+
+    if batch_size is not None:
+        steps = minibatch_steps(problem, start, method=method, learning_rate=rate, epochs=epochs, seed=seed,
+                                scale=scale)
+        ran, rate_used = f"{method} (mini-batches of {batch_size:,})", rate
+    elif run_method == "lm":  # lm on the streamed R and Qᵀr
+        steps = lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
+        ran, rate_used = "lm", None
+    else:
+        rate_used = _learning_rate(learning_rate, get_method(run_method), scale, asked=chosen.name)
+        frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
+        steps = descent_steps(frame, problem, start, run_method, rate_used, max_steps, tolerances, [])
+        ran = run_method
+    problem.history = History(problem.user_names, problem.describe(start))  # what Ctrl-C leaves
+
+    def record(step):
+        problem.history.append(step)
+        if callback is not None:
+            callback(step)
+
+    outcome = run_steps(steps, record)
+    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how)
+
+
+def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: str, absolute_sigma: bool,
+            learning_rate, how: Plan):
+    """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR."""
+    from .engine import _rank_threshold
+    from .result import FitResult
+
+    p = outcome.params.detach()
+    chi2, r_factor, _ = problem._pass(p)
+    n, k = problem.n_points, len(p)
+    raw_ss = chi2
+    if problem.source.sigma is not None:  # the unweighted sum of squares, for the RMSE and R²
+        raw_ss = 0.0
+        with torch.no_grad():
+            for x, y, _sigma in problem._batches():
+                r = problem._part(x, y, None).residuals(p)
+                raw_ss += float(r @ r)
+    dof = n - k
+    small = r_factor.numpy()
+    _, s, vh = np.linalg.svd(small, full_matrices=False)
+    keep = s > _rank_threshold(s, (n, k))
+    covariance = (vh[keep].T / s[keep] ** 2) @ vh[keep]
+    rank = int(keep.sum())
+    if not absolute_sigma:
+        covariance = covariance * (chi2 / dof) if dof > 0 else np.full((k, k), np.inf)
+    names = model.param_names
+    params = dict(zip(names, p.tolist()))
+    stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
+    notes = [f"{n:,} rows {how.reason}"]
+    if asked == "auto":
+        notes.insert(0, f"method auto chose {ran} on the streamed sums")
+    state = "Converged" if outcome.converged else "Did not converge"
+    message = f"{state} after {len(outcome.history)} steps: {outcome.reason}. ({'; '.join(notes)})"
+    result = FitResult(
+        model=model, method=ran, params=params, stderr=stderr, covariance=covariance,
+        rmse=math.sqrt(raw_ss / n), r2=1 - raw_ss / problem.ss_tot if problem.ss_tot > 0 else math.nan,
+        chi2=chi2, reduced_chi2=chi2 / dof if dof > 0 else math.inf,
+        aic=n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf,
+        bic=n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf,
+        n_points=n, n_steps=len(outcome.history), converged=outcome.converged, message=message,
+        history=outcome.history, n_dropped=problem.source.n_rows - n, gap_to_optimum=None, optimum_rmse=None,
+        learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
+        notes=notes, rank=rank, bounds={}, fixed={}, at_bound={}, x=None, y=None, sigma=None,
+    )
+    if not outcome.converged:
+        warnings.warn(f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): "
+                      f"{outcome.reason}.", ConvergenceWarning, stacklevel=3)
+    return result
+
+
+__all__ = ["DEFAULT_BUDGET", "Plan", "Source", "StreamProblem", "fit_file", "is_source", "open_dataset", "plan"]
