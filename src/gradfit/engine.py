@@ -33,7 +33,7 @@ from .solvers.lm import lm_steps
 def fit(
     model,
     x,
-    y,
+    y=None,
     *,
     p0=None,
     method: str = "auto",
@@ -71,6 +71,8 @@ def fit(
         return fit_file(model, x, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps, tol=tol,
                         absolute_sigma=absolute_sigma, nan_policy=nan_policy, scale=scale, bounds=bounds,
                         fixed=fixed, callback=callback)
+    if y is None:
+        raise DataError("`y` is missing: give x and y, or a Parquet file or pyarrow Dataset as the only data.")
     model = get_model(model, variables=_variables(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
