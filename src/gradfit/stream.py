@@ -309,8 +309,10 @@ class StreamProblem:
                 raise _Interrupt
 
     def _part(self, x, y, sigma) -> Problem:
-        as_t = lambda a: None if a is None else torch.from_numpy(np.require(a, requirements="W"))  # noqa: E731
-        return Problem(self.model, as_t(x), as_t(y), as_t(sigma))
+        with warnings.catch_warnings():  # arrow's buffers are read-only; nothing here writes to them
+            warnings.simplefilter("ignore", UserWarning)
+            as_t = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
+            return Problem(self.model, as_t(x), as_t(y), as_t(sigma))
 
     def _pass(self, params: torch.Tensor):
         """cost, R and Qᵀr at ``params``: one pass, the Jacobian folded into R batch by batch."""
@@ -325,9 +327,14 @@ class StreamProblem:
             cost += float(r @ r)
             if not math.isfinite(cost):
                 break
-            jac = part.jacobian(params)
-            q, r_factor = torch.linalg.qr(torch.cat([r_factor, jac]))
+            # fold this batch's rows under R so far: [R; J_b] = Q R', and z' = Qᵀ[z; r_b] (a tall-skinny QR,
+            # accurate where summing JᵀJ would square J's condition number)
+            q, r_factor = torch.linalg.qr(torch.cat([r_factor, part.jacobian(params)]))
             z = q.T @ torch.cat([z, r])
+        if r_factor.shape[0] < k:  # fewer rows than parameters, or a pass cut short by an overflow
+            pad = k - r_factor.shape[0]
+            r_factor = torch.cat([r_factor, torch.zeros((pad, k), dtype=torch.float64)])
+            z = torch.cat([z, torch.zeros(pad, dtype=torch.float64)])
         self._cache = (params, cost, r_factor, z)
         return cost, r_factor, z
 
