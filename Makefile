@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_batch.py
 	$(BIN)/python bench/bench_playground.py
+	$(BIN)/python bench/bench_stream.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache
