@@ -522,3 +522,25 @@ def _start(model: Model, p0, batch: int):
     if not np.isfinite(p).all():
         raise ModelError("p0 must be finite.")
     return p
+
+
+def fit_long(model, groups, x, y, sigma=None, **options) -> tuple[np.ndarray, BatchResult]:
+    """Fit every curve of long-format data (one row per point; ``groups`` names each point's curve).
+
+    Returns the curves' names (sorted) and the BatchResult, one row per curve in that order.
+    The curves are NaN-padded to the longest, which fit_many leaves out.
+    """
+    groups, x, y = np.asarray(groups), np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    position = np.empty_like(order)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position[order] = np.arange(len(order)) - np.repeat(starts, counts)
+    width = counts.max()
+    Y = np.full((len(names), width), np.nan)
+    X = np.full((len(names), width) + x.shape[1:], np.nan)
+    S = None if sigma is None else np.full((len(names), width), 1.0)
+    Y[inverse, position], X[inverse, position] = y, x
+    if S is not None:
+        S[inverse, position] = np.asarray(sigma, dtype=np.float64)
+    return names, fit_many(model, X, Y, sigma=S, **options)

@@ -250,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto, linear, lm, gd, momentum, nesterov or adam (default: auto)")
     many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
     many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
+    many.add_argument("--workers", type=_positive_int, metavar="N",
+                      help="fit on a local Dask cluster of N worker processes (127.0.0.1); DATA may then be a "
+                           "Parquet file, a folder or a glob of them")
+    many.add_argument("--scheduler", metavar="ADDRESS",
+                      help="fit on an existing dask.distributed cluster (tcp://host:port)")
     many.add_argument("--quiet", action="store_true", help="print no summary")
     many.set_defaults(run=_run_fit_many)
 
@@ -485,30 +490,17 @@ PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: shor
 
 
 def _run_fit_many(args) -> int:
-    import numpy as np
-
     from ._files import check_out_file, save_atomic
-    from .batch import fit_many
+    from .batch import fit_long
     from .library import get_model
 
     out = check_out_file(args.out, "--out")
     model = get_model(args.model, variables=_variable_names(args.x))
+    if args.workers or args.scheduler:
+        return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
-    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
-    position = np.empty_like(order)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position[order] = np.arange(len(order)) - np.repeat(starts, counts)
-    width = counts.max()
-    # one row per curve, NaN-padded to the longest: fit_many leaves the padding out
-    Y = np.full((len(names), width), np.nan)
-    X = np.full((len(names), width) + x.shape[1:], np.nan)
-    S = None if sigma is None else np.full((len(names), width), 1.0)
-    Y[inverse, position], X[inverse, position] = y, x
-    if S is not None:
-        S[inverse, position] = sigma
-    result = fit_many(model, X, Y, sigma=S, p0=args.p0, method=args.method, max_steps=args.max_steps,
-                      progress=not args.quiet and sys.stderr.isatty())
+    names, result = fit_long(model, groups, x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
+                             progress=not args.quiet and sys.stderr.isatty())
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -521,6 +513,45 @@ def _run_fit_many(args) -> int:
     return ExitStatus.OK if result.converged.all() else ExitStatus.NOT_CONVERGED
 
 
+def _fit_many_on_dask(args, model, out) -> int:
+    """fit-many on a Dask cluster: the table read lazily, each partition's curves fitted by a worker."""
+    from .errors import OptionError
+
+    try:
+        import dask.dataframe as dd
+        import distributed  # noqa: F401
+    except ImportError:
+        raise OptionError("--workers and --scheduler need Dask: pip install 'gradfit[dask]'.") from None
+
+    from ._files import save_atomic
+    from .dask import cluster, fit_many
+    from .errors import DataError
+
+    if args.workers and args.scheduler:
+        raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
+    if not _parquet_data(args.data):
+        raise DataError(f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
+                        "glob); convert it, or leave out --workers.")
+    frame = dd.read_parquet(args.data)
+    others = [c for c in frame.columns if c != args.group]
+    if args.group not in frame.columns:
+        shown = ", ".join(repr(n) for n in list(frame.columns)[:20])
+        raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")
+    x = args.x if args.x is not None else (others[0] if others else None)
+    y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
+    with cluster(args.workers, args.scheduler):
+        table = fit_many(frame, model, group=args.group, x=x, y=y, sigma=args.sigma, p0=args.p0,
+                         method=args.method, max_steps=args.max_steps).compute()
+    table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
+    save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))
+    if not args.quiet:
+        counts = table["status"].value_counts()
+        where = f"{args.workers} local workers" if args.workers else args.scheduler
+        print(f"Fitted {len(table)} curves of {model.name} on {where}: "
+              f"{', '.join(f'{v} {k}' for k, v in counts.items())}. Wrote {out}.")
+    return ExitStatus.OK if table["converged"].all() else ExitStatus.NOT_CONVERGED
+
+
 def _long_table(args):
     """group, x, y (and sigma) columns of a long-format file; x and y default to the first two others."""
     from pathlib import Path
@@ -531,7 +562,12 @@ def _long_table(args):
     from . import io
     from .errors import DataError
 
-    table, first_row = io.read_table(args.data)
+    if _parquet_data(args.data) and not Path(args.data).is_file():  # a folder or a glob of Parquet files
+        from .stream import open_dataset
+
+        table, first_row = open_dataset(args.data).to_table(), 0
+    else:
+        table, first_row = io.read_table(args.data)
     if args.group not in table.column_names:
         shown = ", ".join(repr(n) for n in table.column_names[:20])
         raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")

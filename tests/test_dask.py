@@ -1,0 +1,139 @@
+"""fit-many on a real Dask cluster (dask.distributed LocalCluster, 2 worker processes on 127.0.0.1).
+
+Oracle: the single-process fit-many of the same data (itself checked curve by curve against
+gradfit.fit and numpy in test_batch.py), compared curve by curve.
+"""
+
+import os
+import signal
+import time
+
+import dask.dataframe as dd
+import distributed
+import numpy as np
+import pandas as pd
+import pytest
+
+import gradfit.dask
+from gradfit.batch import fit_long
+from gradfit.cli import main
+
+COLUMNS = ["amplitude", "center", "sigma", "amplitude_stderr", "center_stderr", "sigma_stderr", "rmse", "chi2"]
+
+
+def peaks(n_curves: int, n_points: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Long format, shuffled: one row per point of noisy Gaussian peaks."""
+    rng = np.random.default_rng(seed)
+    names = np.repeat([f"c{i:05d}" for i in range(n_curves)], n_points)
+    x = np.tile(np.linspace(-1, 1, n_points), n_curves)
+    a, c = rng.uniform(1, 3, n_curves).repeat(n_points), rng.uniform(-0.3, 0.3, n_curves).repeat(n_points)
+    y = a * np.exp(-((x - c) ** 2) / 0.2) + rng.normal(0, 0.05, n_curves * n_points)
+    return pd.DataFrame({"cell": names, "t": x, "v": y}).sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def write_parts(folder, frame: pd.DataFrame, parts: int):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rows in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        frame.iloc[rows].to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    return folder
+
+
+def same_curves(a: pd.DataFrame, b: pd.DataFrame):
+    a = a.sort_values("cell").reset_index(drop=True)
+    b = b.sort_values("cell").reset_index(drop=True)
+    assert list(a["cell"]) == list(b["cell"])
+    for column in COLUMNS:
+        np.testing.assert_allclose(a[column], b[column], rtol=1e-10, err_msg=column)
+    assert list(a["status"]) == list(b["status"]) and list(a["n_steps"]) == list(b["n_steps"])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as local, distributed.Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    frame = peaks(1500)
+    folder = write_parts(tmp_path_factory.mktemp("dask") / "peaks", frame, 4)
+    single = tmp_path_factory.mktemp("dask") / "single.parquet"
+    assert main(["fit-many", str(folder / "*.parquet"), "--group", "cell", "--x", "t", "--y", "v", "--model",
+                 "gaussian", "--out", str(single), "--quiet"]) == 0
+    return frame, folder, pd.read_parquet(single)
+
+
+def test_workers_equal_a_single_process_curve_by_curve(data, tmp_path, capsys):
+    _, folder, single = data
+    out = tmp_path / "cluster.parquet"
+    assert main(["fit-many", str(folder), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
+                 "--out", str(out), "--workers", "2"]) == 0
+    assert "on 2 local workers: 1500 converged" in capsys.readouterr().out
+    same_curves(pd.read_parquet(out), single)
+
+
+def test_an_existing_scheduler_gives_the_same_result(data, cluster, tmp_path):
+    _, folder, single = data
+    local, _ = cluster
+    out = tmp_path / "scheduler.parquet"
+    assert main(["fit-many", str(folder / "part-*.parquet"), "--group", "cell", "--x", "t", "--y", "v",
+                 "--model", "gaussian", "--out", str(out), "--scheduler", local.scheduler_address, "--quiet"]) == 0
+    same_curves(pd.read_parquet(out), single)
+
+
+def test_the_python_api_is_lazy_and_marks_short_curves(cluster):
+    frame = peaks(300, seed=3)
+    frame = pd.concat([frame, pd.DataFrame({"cell": ["short", "short"], "t": [0.0, 0.5], "v": [1.0, 2.0]})])
+    lazy = gradfit.dask.fit_many(dd.from_pandas(frame, npartitions=5), "gaussian", group="cell", x="t", y="v")
+    assert hasattr(lazy, "compute")  # nothing ran yet
+    result = lazy.compute().sort_values("cell").reset_index(drop=True)
+    assert len(result) == 301
+    short = result[result["cell"] == "short"].iloc[0]
+    assert short["status"] == "too_few_points" and not short["converged"]
+    names, oracle = fit_long("gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy())
+    expected = oracle.to_pandas()
+    expected.insert(0, "cell", names)
+    same_curves(result, expected)
+
+
+def test_a_worker_killed_mid_run_loses_nothing(cluster):
+    local, client = cluster
+    frame = peaks(6000, seed=5)
+    lazy = gradfit.dask.fit_many(dd.from_pandas(frame, npartitions=24), "gaussian", group="cell", x="t", y="v")
+    pids = client.run(os.getpid)  # worker address -> process id
+    future = client.compute(lazy)
+    deadline = time.monotonic() + 60
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until the workers are busy with its tasks
+    assert not future.done()
+    os.kill(next(iter(pids.values())), signal.SIGKILL)  # one worker process dies; its nanny starts another
+    result = future.result(timeout=300).sort_values("cell").reset_index(drop=True)
+    names, oracle = fit_long("gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy())
+    expected = oracle.to_pandas()
+    expected.insert(0, "cell", names)
+    assert len(result) == 6000
+    same_curves(result, expected)
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--group", "well"], "Unknown group column 'well'"),
+    (["--group", "cell", "--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
+    (["--group", "cell", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
+])
+def test_bad_input_is_one_line_and_exit_2(data, tmp_path, capsys, args, match):
+    _, folder, _ = data
+    extra = [] if "--workers" in args or "--scheduler" in args else ["--workers", "2"]
+    code = main(["fit-many", str(folder), "--x", "t", "--y", "v", "--model", "gaussian",
+                 "--out", str(tmp_path / "o.parquet"), *args, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_csv_file_is_not_sent_to_a_cluster(tmp_path, capsys):
+    csv = tmp_path / "d.csv"
+    csv.write_text("cell,t,v\na,0,1\na,1,2\na,2,5\n")
+    assert main(["fit-many", str(csv), "--group", "cell", "--out", str(tmp_path / "o.parquet"), "--workers", "2"]) == 2
+    assert "is not Parquet data" in capsys.readouterr().err
