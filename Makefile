@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_batch.py
 	$(BIN)/python bench/bench_playground.py
 	$(BIN)/python bench/bench_stream.py
+	$(BIN)/python bench/bench_dask.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

@@ -137,3 +137,27 @@ def test_a_csv_file_is_not_sent_to_a_cluster(tmp_path, capsys):
     csv.write_text("cell,t,v\na,0,1\na,1,2\na,2,5\n")
     assert main(["fit-many", str(csv), "--group", "cell", "--out", str(tmp_path / "o.parquet"), "--workers", "2"]) == 2
     assert "is not Parquet data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method,weighted", [("auto", False), ("lm", True), ("gd", False)])
+def test_one_huge_fit_on_the_cluster_equals_one_process(cluster, method, weighted):
+    """The rows spread over the workers' memory; each iteration's sums computed per partition and folded."""
+    import gradfit
+
+    rng = np.random.default_rng(11)
+    n = 120_000
+    x = rng.uniform(-2, 2, n)
+    sigma = rng.uniform(0.1, 0.3, n)
+    y = 1.5 * x**2 - 0.5 * x + 0.25 + rng.normal(0, 1, n) * sigma
+    frame = dd.from_pandas(pd.DataFrame({"x": x, "y": y, "s": sigma}), npartitions=6)
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", gradfit.ConvergenceWarning)
+        on_cluster = gradfit.dask.fit(frame, "quadratic", x="x", y="y", sigma="s" if weighted else None, method=method)
+        alone = gradfit.fit("quadratic", x, y, sigma=sigma if weighted else None, method=method)
+    assert "summed by the cluster's workers" in on_cluster.message and on_cluster.converged
+    for name in alone.params:
+        assert on_cluster.params[name] == pytest.approx(alone.params[name], rel=1e-10)
+        assert on_cluster.stderr[name] == pytest.approx(alone.stderr[name], rel=1e-8)
+    assert on_cluster.chi2 == pytest.approx(alone.chi2, rel=1e-10)
+    assert on_cluster.rmse == pytest.approx(alone.rmse, rel=1e-10)
+    assert on_cluster.r2 == pytest.approx(alone.r2, rel=1e-10)

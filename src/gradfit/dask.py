@@ -69,6 +69,166 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
     return out
 
 
+# --- one huge fit, its sums computed where the data are --------------------------------------
+
+
+def fit(frame, model, *, x: str, y: str, sigma: str | None = None, p0=None, method: str = "auto",
+        learning_rate=None, max_steps: int | None = None, tol=None, absolute_sigma: bool = False, scale: bool = True,
+        callback=None):
+    """One fit of all the rows of a Dask DataFrame, as ``gradfit.fit_file`` streams a file, on the cluster.
+
+    The columns are persisted in the workers' memory; every iteration each worker computes its
+    partitions' sums (the loss and its gradient, or R and Qᵀr of the Jacobian), and the client
+    folds them: the answer is the one-process fit's. Methods: auto, lm, linear, or a gradient method.
+    """
+    from .stream import _fit_streamed, Plan
+
+    model = get_model(model)
+    wanted = [c for c in (x, y, sigma) if c is not None]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(f"Unknown column {missing[0]!r}. Columns are: {', '.join(map(repr, frame.columns))}.")
+    problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma)
+    where = Plan(True, 0, f"in {problem.n_partitions} partitions, summed by the cluster's workers")
+    return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps,
+                         tol=tol, absolute_sigma=absolute_sigma, scale=scale, batch_size=None, epochs=None, seed=0,
+                         callback=callback, how=where)
+
+
+def _columns(part, x, y, sigma):
+    arrays = [part[c].to_numpy(np.float64) for c in (x, y)]
+    s = None if sigma is None else part[sigma].to_numpy(np.float64)
+    keep = np.isfinite(arrays[0]) & np.isfinite(arrays[1])
+    if s is not None:
+        keep &= np.isfinite(s) & (s > 0)
+    if not keep.all():
+        raise DataError("The data hold NaN, inf or a sigma <= 0; clean them before a cluster fit.")
+    return arrays[0], arrays[1], s
+
+
+def _part_problem(part, model, x, y, sigma, weighted=True):
+    import torch
+
+    from .solvers import Problem
+
+    xs, ys, ss = _columns(part, x, y, sigma)
+    return Problem(model, torch.from_numpy(xs), torch.from_numpy(ys),
+                   None if ss is None or not weighted else torch.from_numpy(ss))
+
+
+def _moments(part, x, y, sigma):
+    _, ys, ss = _columns(part, x, y, sigma)
+    w = ys if ss is None else ys / ss
+    return np.array([len(ys), ys.sum(), ys @ ys, w.sum(), w @ w])
+
+
+def _factor(part, model, x, y, sigma, params):
+    """This partition's (cost, R, Qᵀr) at ``params``."""
+    import torch
+
+    problem = _part_problem(part, model, x, y, sigma)
+    if problem.n_points == 0:
+        k = len(params)
+        return 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    with torch.no_grad():
+        r = problem.residuals(params)
+    q, r_factor = torch.linalg.qr(problem.jacobian(params))
+    return float(r @ r), r_factor, q.T @ r
+
+
+def _loss_grad(part, model, x, y, sigma, params):
+    import torch
+
+    problem = _part_problem(part, model, x, y, sigma)
+    p = params.detach().clone().requires_grad_()
+    r = problem.residuals(p)
+    s = (r * r).sum()
+    (g,) = torch.autograd.grad(s, p)
+    return float(s), g
+
+
+def _raw_ss(part, model, x, y, sigma, params):
+    import torch
+
+    with torch.no_grad():
+        r = _part_problem(part, model, x, y, sigma, weighted=False).residuals(params)
+    return float(r @ r)
+
+
+class ClusterProblem:
+    """StreamProblem's interface over a persisted Dask DataFrame: each pass is one task per partition."""
+
+    streamed = True
+
+    def __init__(self, model, frame, x, y, sigma):
+        import dask
+
+        self.model, self.frame, self.columns = model, frame, (x, y, sigma)
+        self.parts = frame.to_delayed()
+        self.n_partitions = len(self.parts)
+        self.user_names = model.param_names
+        self.weights = None if sigma is None else True
+        self._cache = None
+        m = sum(dask.compute(*[dask.delayed(_moments)(p, x, y, sigma) for p in self.parts]))
+        n, total, total_sq, wtotal, wtotal_sq = m
+        self.n_points = int(n)
+        if self.n_points == 0:
+            raise DataError("The data have no rows.")
+        self.ss_tot = max(total_sq - total * total / n, 0.0)
+        self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
+        self.n_dropped = 0
+
+    def _each(self, fn, *args):
+        import dask
+
+        return dask.compute(*[dask.delayed(fn)(p, self.model, *self.columns, *args) for p in self.parts])
+
+    def describe(self, params):
+        return tuple(params.tolist())
+
+    def y_std(self) -> float:
+        return float(np.sqrt(self._y_var))
+
+    def sample(self):
+        import torch
+
+        head = self.frame.head(100_000, npartitions=-1)
+        xs, ys, _ = _columns(head, *self.columns)
+        return torch.tensor(xs), torch.tensor(ys)
+
+    def _pass(self, params):
+        import torch
+
+        if self._cache is not None and self._cache[0] is params:
+            return self._cache[1:]
+        k = len(params)
+        cost, r_factor, z = 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+        for part_cost, part_r, part_z in self._each(_factor, params):  # fold the partitions' factors
+            cost += part_cost
+            q, r_factor = torch.linalg.qr(torch.cat([r_factor, part_r]))
+            z = q.T @ torch.cat([z, part_z])
+        self._cache = (params, cost, r_factor, z)
+        return cost, r_factor, z
+
+    def cost(self, params) -> float:
+        return self._pass(params)[0]
+
+    def linearize(self, params):
+        return self._pass(params)[1:]
+
+    def loss(self, params):
+        import torch
+
+        return torch.tensor(self._pass(params)[0] / self.n_points, dtype=torch.float64)
+
+    def loss_and_grad(self, params):
+        parts = self._each(_loss_grad, params)
+        return sum(v for v, _ in parts) / self.n_points, sum(g for _, g in parts) / self.n_points
+
+    def raw_ss(self, params) -> float:
+        return self._pass(params)[0] if self.columns[2] is None else sum(self._each(_raw_ss, params))
+
+
 @contextmanager
 def cluster(workers: int | None = None, scheduler: str | None = None):
     """A Dask client: on a LocalCluster of ``workers`` processes on 127.0.0.1, or on ``scheduler``."""
@@ -92,4 +252,4 @@ def cluster(workers: int | None = None, scheduler: str | None = None):
         yield client
 
 
-__all__ = ["cluster", "fit_many"]
+__all__ = ["cluster", "fit", "fit_many"]

@@ -300,6 +300,26 @@ class StreamProblem:
     def y_std(self) -> float:
         return math.sqrt(self._y_var)
 
+    @property
+    def n_dropped(self) -> int:
+        return self.source.n_rows - self.n_points
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and y of the first rows (up to 100,000): what the model's guess of p0 sees."""
+        x, y, _ = next(iter(self.source.batches(min(self.batch_rows, 100_000))))
+        return torch.tensor(x), torch.tensor(y)  # copies: arrow's buffers are read-only
+
+    def raw_ss(self, params: torch.Tensor) -> float:
+        """The unweighted sum of squared residuals (for the RMSE and R²), one pass when sigma weights."""
+        if self.source.sigma is None:
+            return self._pass(params)[0]
+        total = 0.0
+        with torch.no_grad():
+            for x, y, _sigma in self._batches():
+                r = self._part(x, y, None).residuals(params)
+                total += float(r @ r)
+        return total
+
     def _batches(self, shuffle=None):
         for x, y, sigma in self.source.batches(self.batch_rows, shuffle):
             yield x, y, sigma
@@ -506,9 +526,7 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
     chosen = get_method("gd" if method == "sgd" else method)
     # streamed, a linear model's one exact solve becomes lm, whose Gauss–Newton steps land on it in a few passes
     run_method = "lm" if chosen.name in ("auto", "linear") else chosen.name
-    # the start: p0, or the model's guess from the first batch
-    first = next(iter(problem.source.batches(min(problem.batch_rows, 100_000))))
-    xs, ys = torch.tensor(first[0]), torch.tensor(first[1])  # copies: arrow's buffers are read-only
+    xs, ys = problem.sample()  # the start: p0, or the model's guess from the first rows
     start = _start(model, p0, xs, ys, torch.float64, "cpu")
     tolerances = get_method(run_method).tolerances.replace(_tolerance(tol))
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
@@ -533,11 +551,11 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
             callback(step)
 
     outcome = run_steps(steps, record)
-    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how)
+    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason)
 
 
 def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: str, absolute_sigma: bool,
-            learning_rate, how: Plan):
+            learning_rate, how: str):
     """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR."""
     from .engine import _rank_threshold
     from .result import FitResult
@@ -545,13 +563,7 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     p = outcome.params.detach()
     chi2, r_factor, _ = problem._pass(p)
     n, k = problem.n_points, len(p)
-    raw_ss = chi2
-    if problem.source.sigma is not None:  # the unweighted sum of squares, for the RMSE and R²
-        raw_ss = 0.0
-        with torch.no_grad():
-            for x, y, _sigma in problem._batches():
-                r = problem._part(x, y, None).residuals(p)
-                raw_ss += float(r @ r)
+    raw_ss = problem.raw_ss(p)
     dof = n - k
     small = r_factor.numpy()
     _, s, vh = np.linalg.svd(small, full_matrices=False)
@@ -563,7 +575,7 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     names = model.param_names
     params = dict(zip(names, p.tolist()))
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
-    notes = [f"{n:,} rows {how.reason}"]
+    notes = [f"{n:,} rows {how}"]
     if asked == "auto":
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
     state = "Converged" if outcome.converged else "Did not converge"
@@ -575,7 +587,7 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         aic=n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf,
         bic=n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf,
         n_points=n, n_steps=len(outcome.history), converged=outcome.converged, message=message,
-        history=outcome.history, n_dropped=problem.source.n_rows - n, gap_to_optimum=None, optimum_rmse=None,
+        history=outcome.history, n_dropped=problem.n_dropped, gap_to_optimum=None, optimum_rmse=None,
         learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
         notes=notes, rank=rank, bounds={}, fixed={}, at_bound={}, x=None, y=None, sigma=None,
     )
