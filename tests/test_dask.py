@@ -161,3 +161,24 @@ def test_one_huge_fit_on_the_cluster_equals_one_process(cluster, method, weighte
     assert on_cluster.chi2 == pytest.approx(alone.chi2, rel=1e-10)
     assert on_cluster.rmse == pytest.approx(alone.rmse, rel=1e-10)
     assert on_cluster.r2 == pytest.approx(alone.r2, rel=1e-10)
+
+
+def test_a_dask_array_of_curves_equals_fit_many_in_one_process(cluster):
+    import dask.array as da
+
+    from gradfit.batch import fit_many as fit_rows
+
+    rng = np.random.default_rng(4)
+    x = np.linspace(-1, 1, 20)
+    coef = rng.normal(0, 1, (700, 3))
+    Y = coef[:, :1] * x**2 + coef[:, 1:2] * x + coef[:, 2:] + rng.normal(0, 0.05, (700, 20))
+    Y[5, 2:] = np.nan  # a curve with too few points (2 for 3 parameters)
+    lazy = gradfit.dask.fit_many(da.from_array(Y, chunks=(150, 10)), "quadratic", x=x)
+    result = lazy.compute().sort_values("curve").reset_index(drop=True)
+    expected = fit_rows("quadratic", x, Y).to_pandas()
+    assert list(result["curve"]) == list(range(700))
+    for column in ["a", "b", "c", "a_stderr", "rmse", "chi2"]:
+        np.testing.assert_allclose(result[column], expected[column], rtol=1e-10, equal_nan=True, err_msg=column)
+    assert list(result["status"]) == list(expected["status"]) and result["status"][5] == "too_few_points"
+    with pytest.raises(gradfit.DataError, match="1-D array of length 20"):
+        gradfit.dask.fit_many(da.from_array(Y), "quadratic", x=x[:5])

@@ -24,17 +24,24 @@ from .library import get_model
 CONNECT_TIMEOUT = "10s"
 
 
-def fit_many(frame, model, *, group: str, x: str, y: str, sigma: str | None = None, p0=None, method: str = "auto",
-             max_steps: int | None = None):
-    """Fit ``model`` to every curve of a Dask DataFrame; lazy: call ``.compute()`` on the result.
+def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = None, sigma: str | None = None,
+             p0=None, method: str = "auto", max_steps: int | None = None):
+    """Fit ``model`` to every curve of a Dask DataFrame or a Dask array; lazy: call ``.compute()`` on the result.
 
-    The result has the group column, then each parameter, its ``_stderr``, ``rmse``, ``chi2``,
-    ``n_points``, ``n_steps``, ``converged`` and ``status`` (as ``BatchResult.to_pandas``).
+    A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D
+    array holds one curve per row, measured at the shared ``x`` (a 1-D array of the row length);
+    its rows are fitted a chunk of rows at a time, and the result's ``curve`` column is the row index.
+    The result has the group (or curve) column, then each parameter, its ``_stderr``, ``rmse``,
+    ``chi2``, ``n_points``, ``n_steps``, ``converged`` and ``status`` (as ``BatchResult.to_pandas``).
     A curve with fewer points than parameters is marked ``too_few_points``; the rest are fitted.
     """
     import pandas as pd
 
     model = get_model(model)
+    if hasattr(frame, "chunks") and hasattr(frame, "to_delayed"):  # a Dask array: one curve per row
+        return _fit_array(frame, model, x, p0=p0, method=method, max_steps=max_steps)
+    if group is None or x is None or y is None:
+        raise OptionError("A Dask DataFrame needs group=, x= and y= column names.")
     wanted = [c for c in (group, x, y, sigma) if c is not None]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -53,6 +60,35 @@ def fit_many(frame, model, *, group: str, x: str, y: str, sigma: str | None = No
     whole_curves = frame[wanted].shuffle(on=group, shuffle_method="tasks")
     return whole_curves.map_partitions(_fit_partition, model=model, group=group, x=x, y=y, sigma=sigma, p0=p0,
                                        method=method, max_steps=max_steps, meta=meta)
+
+
+def _fit_array(array, model, x, *, p0, method, max_steps):
+    """Rows of a 2-D Dask array, one curve each at the shared x: one batched fit per chunk of rows."""
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    if array.ndim != 2:
+        raise DataError(f"A Dask array of curves must be 2-D (curves, points), got {array.ndim} dimensions.")
+    x = np.asarray(x, dtype=np.float64) if x is not None else None
+    if x is None or x.shape != (array.shape[1],):
+        raise DataError(f"x must be one value per point: a 1-D array of length {array.shape[1]}.")
+    rows = array.rechunk({1: -1})  # whole curves in every block
+    starts = np.concatenate([[0], np.cumsum(rows.chunks[0])[:-1]])
+    blocks = rows.to_delayed()[:, 0]
+    parts = [dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps)
+             for block, start in zip(blocks, starts)]
+    meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, p0, method, max_steps).iloc[:0]
+    meta = meta.astype({"curve": "int64"})
+    return dd.from_delayed(parts, meta=pd.DataFrame(meta), verify_meta=False)
+
+
+def _fit_block(block, start, model, x, p0, method, max_steps):
+    from .batch import fit_many as fit_rows
+
+    out = fit_rows(model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps).to_pandas()
+    out.insert(0, "curve", np.arange(start, start + len(out), dtype=np.int64))
+    return out
 
 
 def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
