@@ -28,6 +28,7 @@ from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
                       levenberg_marquardt, solve_linear)
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
+from .stream import is_source
 
 
 def fit(
@@ -65,7 +66,7 @@ def fit(
     ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
     coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
     """
-    if y is None and _is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
+    if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
         from .stream import fit_file
 
         return fit_file(model, x, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps, tol=tol,
@@ -160,13 +161,6 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
     return data, problem, start
-
-
-def _is_source(value) -> bool:
-    import os
-
-    return isinstance(value, (str, os.PathLike)) or (type(value).__module__.startswith("pyarrow")
-                                                       and hasattr(value, "to_batches"))
 
 
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)
