@@ -425,16 +425,9 @@ def _run_fit(args) -> int:
 
 
 def _parquet_data(path: str) -> bool:
-    """A Parquet file (by its magic bytes), a folder, or a glob: data that `fit_file` may stream."""
-    import os
+    from .stream import is_parquet_data
 
-    if any(c in path for c in "*?[") or os.path.isdir(path):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PAR1"
-    except OSError:
-        return False  # load() says what is wrong with it
+    return is_parquet_data(path)
 
 
 def _interrupted(stopped, history_out) -> int:

@@ -145,7 +145,8 @@ def warm_up(model: Model) -> None:
 
 def plan(n_rows: int, n_columns: int, n_params: int, budget: int, batch_rows: int | None = None) -> Plan:
     """In memory when the data and the work arrays fit under ``budget`` (with what the process holds), else batches."""
-    available = budget - process_memory() - MARGIN
+    held = process_memory()
+    available = budget - held - MARGIN
     whole = n_rows * row_bytes(n_columns, n_params, streamed=False)
     if batch_rows is None and whole <= available:
         return Plan(False, n_rows, f"{n_rows:,} rows fit in memory ({whole / 1e6:.0f} MB of work arrays)")
@@ -153,7 +154,7 @@ def plan(n_rows: int, n_columns: int, n_params: int, budget: int, batch_rows: in
     rows = batch_rows or min(MAX_BATCH, available // per_row if available > 0 else 0)
     if batch_rows is None and rows < MIN_BATCH:
         raise OptionError(f"The memory budget of {budget / 1e6:.0f} MB leaves too little room: this process "
-                          f"already holds {process_memory() / 1e6:.0f} MB. Give a larger --memory-budget.")
+                          f"already holds {held / 1e6:.0f} MB. Give a larger --memory-budget.")
     return Plan(True, int(rows), f"streamed in batches of {int(rows):,} rows (memory budget "
                                  f"{budget / 1e6:.0f} MB)")
 
@@ -471,7 +472,7 @@ def fit_file(
     if batch_size is None and epochs is not None:
         raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not _is_parquet(source):
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_parquet_data(source):
         if batch_size is not None:
             raise OptionError("Mini-batches stream Parquet data; convert the CSV file to Parquet first.")
         table, first_row = read_table(source)  # a CSV file: read whole, as `gradfit fit` always has
@@ -505,9 +506,18 @@ def fit_file(
             raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
 
 
-def _is_parquet(path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"PAR1"
+def is_parquet_data(path) -> bool:
+    """A Parquet file (by its magic bytes), a folder, or a glob: data that ``fit_file`` may stream."""
+    from .io import _PARQUET_MAGIC
+
+    text = os.fspath(path)
+    if any(c in text for c in "*?[") or os.path.isdir(text):
+        return True
+    try:
+        with open(text, "rb") as f:
+            return f.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+    except OSError:
+        return False  # the reader says what is wrong with it
 
 
 def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, max_steps, tol, absolute_sigma,
@@ -597,4 +607,4 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     return result
 
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "Source", "StreamProblem", "fit_file", "is_source", "open_dataset", "plan"]
+__all__ = ["DEFAULT_BUDGET", "Plan", "Source", "StreamProblem", "fit_file", "is_parquet_data", "is_source", "open_dataset", "plan"]
