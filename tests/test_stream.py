@@ -20,6 +20,7 @@ import pytest
 
 import gradfit
 from gradfit.errors import DataError, OptionError
+from gradfit.solvers.fold import GramFold
 from gradfit.stream import MARGIN
 
 SAME_RTOL = 1e-10  # streamed against in-memory: the issue's bar
@@ -107,6 +108,39 @@ def test_a_nonlinear_model_streams_exactly_too(decay_file, method):
     in_memory = gradfit.fit("exp_decay", x, y, method=method, p0=p0)
     same(streamed, in_memory)
     assert streamed.params["rate"] == pytest.approx(0.7, rel=0.01)
+
+
+def test_ill_conditioned_sorted_data_stream_exactly(tmp_path, monkeypatch):
+    """x from 200 to 210 in ascending order: the quadratic's Jacobian is ill-conditioned (~1e9), and the first rows,
+    whose R preconditions the first pass, see only x near 200. The fast fold must notice and refine, not mislead."""
+    rng = np.random.default_rng(9)
+    x = np.sort(rng.uniform(200, 210, ROWS))
+    y = 1e-3 * (x - 205) ** 2 + 0.5 * x + rng.normal(0, 0.01, ROWS)
+    path = write(tmp_path / "sorted.parquet", x=x, y=y)
+    refined = []
+    original = GramFold.refined
+    monkeypatch.setattr(GramFold, "refined", lambda self: refined.append(1) or original(self))
+    streamed = gradfit.fit_file("quadratic", path, method="lm", memory_budget=tight_budget())
+    in_memory = gradfit.fit("quadratic", x, y, method="lm")
+    same(streamed, in_memory, rtol=1e-9)  # the problem's own condition: two QRs of J differ by about this
+    assert refined  # the sample's R was refused as a preconditioner and a better one made
+    assert np.allclose(list(streamed.params.values()), np.polyfit(x, y, 2), rtol=1e-8)
+
+
+def test_rank_deficient_data_fall_back_to_householder(tmp_path, monkeypatch):
+    """x takes two values only: a quadratic's three columns span two dimensions. No Cholesky exists; the
+    Householder fold gives the same rank-2 answer as in memory."""
+    x = np.tile([1.0, 2.0], ROWS // 2)
+    y = 3.0 * x + 1.0 + np.random.default_rng(10).normal(0, 0.1, ROWS)
+    path = write(tmp_path / "two.parquet", x=x, y=y)
+    streamed = quiet(gradfit.fit_file, "quadratic", path, method="lm", memory_budget=tight_budget())
+    in_memory = quiet(gradfit.fit, "quadratic", x, y, method="lm")
+    assert streamed.rank == in_memory.rank == 2
+    # the fitted curve at the two x values is determined, and is each group's mean
+    for value in (1.0, 2.0):
+        mean = y[x == value].mean()
+        assert streamed.predict(np.array([value]))[0] == pytest.approx(mean, rel=1e-10)
+        assert in_memory.predict(np.array([value]))[0] == pytest.approx(mean, rel=1e-10)
 
 
 def test_a_folder_a_glob_and_a_dataset_give_the_same_answer(tmp_path, quadratic_file):

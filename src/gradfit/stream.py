@@ -39,8 +39,9 @@ from ._checks import positive_int
 from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
 from .library import get_model
-from .models import Model
+from .models import Model, Polynomial
 from .solvers import Problem, get_method
+from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
 from .solvers.gradient import Frame, descent_steps, _torch_optimizer
 from .solvers.lm import lm_steps
 from .solvers.problem import Outcome, run_steps
@@ -173,6 +174,7 @@ class Source:
         self.sigma = None if sigma is None else _column_name(sigma, names, "sigma", label)
         self.columns = [c for c in (self.x, self.y, self.sigma) if c is not None]
         self.n_rows = dataset.count_rows()
+        self.known_clean = False  # set once a pass has found no NaN, inf or sigma <= 0 in any row
         if self.n_rows == 0:
             raise DataError(f"{self.label} has no rows of data.")
 
@@ -208,6 +210,8 @@ class Source:
         out = {role: _floats(batch.column(name), name, self.label, offset)
                for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma)) if name is not None}
         x, y, sigma = out["x"], out["y"], out.get("sigma")
+        if self.known_clean:  # an earlier pass checked every row
+            return x, y, sigma
         bad = ~(np.isfinite(x) & np.isfinite(y))
         if sigma is not None:
             bad |= ~np.isfinite(sigma) | (sigma <= 0)
@@ -226,7 +230,9 @@ def _floats(column, name: str, label: str, offset) -> np.ndarray:
 
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise DataError(f"Column {name!r} of {label} holds {column.type}, not numbers. Choose a numeric column.")
-    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if column.type != pa.float64():
+        column = column.cast(pa.float64())
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 # --- stopping after the current batch on Ctrl-C ----------------------------------------------
@@ -261,6 +267,28 @@ class _Interrupt(Exception):
     """Raised inside a solver's pass when Ctrl-C asked to stop; turned into Interrupted with the history."""
 
 
+@contextmanager
+def _one_torch_thread():
+    """torch on one thread for a while (restored after).
+
+    A pass multiplies blocks of 65,536 rows by tiny matrices while pyarrow decodes with
+    its own threads: measured on 2 cores, one torch thread folds 1.5x faster than two.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tensors(*arrays):
+    """numpy arrays (or None) as tensors sharing their memory."""
+    with warnings.catch_warnings():  # arrow's buffers are read-only; nothing here writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        return tuple(None if a is None else torch.from_numpy(a) for a in arrays)
+
+
 # --- the problem, over batches ------------------------------------------------------------------
 
 
@@ -281,6 +309,7 @@ class StreamProblem:
         self.user_names = getattr(model, "user_names", model.param_names)
         self._to_user = getattr(model, "to_user", None)
         self._cache = None  # (params, cost, R, Qᵀr) of the last pass
+        self._precond, self._exact, self._powers = None, False, None  # see _pass
         # a first pass: the rows kept, and the moments of y (the standardized loss's unit, R²)
         n, total, total_sq, wtotal, wtotal_sq = 0, 0.0, 0.0, 0.0, 0.0
         for _, y, sigma in self._batches():
@@ -289,6 +318,7 @@ class StreamProblem:
             total, total_sq = total + float(y.sum()), total_sq + float(y @ y)
             wtotal, wtotal_sq = wtotal + float(w.sum()), wtotal_sq + float(w @ w)
         self.n_points = n
+        source.known_clean = n == source.n_rows
         self.ss_tot = max(total_sq - total * total / n, 0.0) if n else 0.0
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.weights = None if source.sigma is None else True  # weighted or not, as a Problem says
@@ -336,28 +366,81 @@ class StreamProblem:
             return Problem(self.model, as_t(x), as_t(y), as_t(sigma))
 
     def _pass(self, params: torch.Tensor):
-        """cost, R and Qᵀr at ``params``: one pass, the Jacobian folded into R batch by batch."""
-        if self._cache is not None and self._cache[0] is params:
+        """cost, R and Qᵀr at ``params``: one pass, the rows folded block by block (see solvers.fold).
+
+        The fast fold sums the Gram matrix of J preconditioned by the R of the last pass (or of a
+        sample); when that is too far from orthonormal to trust, the pass is redone with a better
+        R (Cholesky QR's second round), and at worst by Householder QR, which is exact for any J.
+        """
+        if self._cache is not None and (self._cache[0] is params or torch.equal(self._cache[0], params)):
             return self._cache[1:]
-        k = len(params)
-        r_factor, z, cost = torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64), 0.0
-        for x, y, sigma in self._batches():
-            part = self._part(x, y, sigma)
-            with torch.no_grad():
-                r = part.residuals(params)
-            cost += float(r @ r)
-            if not math.isfinite(cost):
+        fold = self._new_fold(params)
+        for attempt in range(3):
+            self._fold_rows(fold, params)
+            out = fold.result()
+            if out is not None:
                 break
-            # fold this batch's rows under R so far: [R; J_b] = Q R', and z' = Qᵀ[z; r_b] (a tall-skinny QR,
-            # accurate where summing JᵀJ would square J's condition number)
-            q, r_factor = torch.linalg.qr(torch.cat([r_factor, part.jacobian(params)]))
-            z = q.T @ torch.cat([z, r])
-        if r_factor.shape[0] < k:  # fewer rows than parameters, or a pass cut short by an overflow
-            pad = k - r_factor.shape[0]
-            r_factor = torch.cat([r_factor, torch.zeros((pad, k), dtype=torch.float64)])
-            z = torch.cat([z, torch.zeros(pad, dtype=torch.float64)])
+            better = fold.refined()
+            fold = GramFold(better) if better is not None and attempt == 0 and usable(better) else HouseholderFold(
+                len(params))
+        cost, r_factor, z = out
+        if math.isfinite(cost):  # this pass's R preconditions the next one, where J will be much the same
+            if usable(r_factor):
+                self._precond = r_factor
+            elif isinstance(fold, HouseholderFold):
+                self._exact = True  # J is (nearly) rank-deficient: only Householder folds it exactly
         self._cache = (params, cost, r_factor, z)
         return cost, r_factor, z
+
+    def _new_fold(self, params: torch.Tensor):
+        if self._exact:
+            return HouseholderFold(len(params))
+        if self._precond is None:  # the first pass: R of a sample of the rows, scaled to all of them
+            x, y, sigma = next(iter(self.source.batches(min(self.batch_rows, BLOCK_ROWS))))
+            sample = HouseholderFold(len(params))
+            self._fold_block(sample, *_tensors(x, y, sigma), params)
+            r_factor = sample.result()[1] * math.sqrt(self.n_points / len(y))
+            if not (torch.isfinite(r_factor).all() and usable(r_factor)):
+                return HouseholderFold(len(params))
+            self._precond = r_factor
+        return GramFold(self._precond)
+
+    def _fold_rows(self, fold, params: torch.Tensor) -> None:
+        with _one_torch_thread():
+            self._fold_all(fold, params)
+
+    def _fold_all(self, fold, params: torch.Tensor) -> None:
+        for batch in self._batches():
+            x, y, sigma = _tensors(*batch)
+            for a in range(0, len(y), BLOCK_ROWS):
+                rows = slice(a, a + BLOCK_ROWS)
+                self._fold_block(fold, x[rows], y[rows], None if sigma is None else sigma[rows], params)
+            if not math.isfinite(fold.cost_so_far()):  # the model overflowed: this point is rejected anyway
+                break
+
+    def _fold_block(self, fold, x, y, sigma, params) -> None:
+        if self.model.is_linear:
+            fold.add_linear(self._design(x, y), params, None if sigma is None else 1 / sigma)
+            return
+        part = Problem(self.model, x, y, sigma)
+        with torch.no_grad():
+            r = part.residuals(params)
+        fold.add(part.jacobian(params), r)
+
+    def _design(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[A | y], a linear model's design matrix beside y; a polynomial's made in a reused array."""
+        if not isinstance(self.model, Polynomial):
+            return torch.cat([self.model.design_matrix(x), y[:, None]], 1)
+        d, n = self.model.degree, len(x)
+        if self._powers is None or self._powers.shape[1] < n:
+            self._powers = torch.ones((d + 2, max(n, BLOCK_ROWS)), dtype=torch.float64)
+        rows = self._powers[:, :n]  # row i holds x**(d - i) (row d stays 1), the last row y
+        if d >= 1:
+            rows[d - 1].copy_(x)
+        for i in range(d - 2, -1, -1):
+            torch.mul(rows[i + 1], x, out=rows[i])
+        rows[d + 1].copy_(y)
+        return rows.T
 
     def cost(self, params: torch.Tensor) -> float:
         return self._pass(params)[0]
