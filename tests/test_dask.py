@@ -182,3 +182,20 @@ def test_a_dask_array_of_curves_equals_fit_many_in_one_process(cluster):
     assert list(result["status"]) == list(expected["status"]) and result["status"][5] == "too_few_points"
     with pytest.raises(gradfit.DataError, match="1-D array of length 20"):
         gradfit.dask.fit_many(da.from_array(Y), "quadratic", x=x[:5])
+
+
+def test_an_xarray_cube_on_the_cluster_equals_fit_many_in_one_process(cluster):
+    """A Dask-backed xarray DataArray (pixels x wavelengths): a lazy Dataset over the pixels, fitted by the workers."""
+    import xarray as xr
+
+    rng = np.random.default_rng(5)
+    wavelength = np.linspace(-1, 1, 20)
+    values = rng.uniform(1, 3, (12, 10, 1)) * np.exp(-(wavelength - rng.uniform(-0.3, 0.3, (12, 10, 1))) ** 2 / 0.2)
+    values = values + rng.normal(0, 0.05, values.shape)
+    data = xr.DataArray(values, dims=("y", "x", "wavelength"), coords={"wavelength": wavelength}).chunk({"y": 5})
+    out = gradfit.dask.fit_many(data, "gaussian")
+    assert out["center"].chunks == ((5, 5, 2), (10,))  # lazy, one task per block of pixels
+    computed = out.compute()  # on the cluster: the fixture's client is the default
+    flat = gradfit.fit_many("gaussian", wavelength, values.reshape(-1, 20))
+    np.testing.assert_allclose(computed["center"].values.ravel(), flat.params[:, 1], rtol=1e-10)
+    assert list(computed["status"].values.ravel()) == list(flat.status)

@@ -34,6 +34,12 @@ REFINE_BELOW = 1e-6  # smallest pivot² below which a curve's normal-equation so
 SINGULAR = 1e-14  # smallest pivot², relative, of the equilibrated normal matrix before a curve counts as singular
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous array torch may share; a read-only one (a Dask block, a broadcast) is copied."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
 @dataclass
 class BatchResult:
     """Per-curve results of ``fit_many``: arrays with one row per curve."""
@@ -169,7 +175,7 @@ def fit_many(
         chunks = tqdm(chunks, desc="chunks", unit="chunk", leave=False)
     for start in chunks:
         sl = slice(start, min(B, start + chunk_size))
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+        as_t = lambda a: torch.as_tensor(_contiguous(a), dtype=dtype, device=device)  # noqa: E731
         xt = as_t(xc) if shared else as_t(xc[sl])
         part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if p0n is None else as_t(p0n[sl] if p0n.ndim == 2 else np.broadcast_to(p0n, (sl.stop - sl.start,

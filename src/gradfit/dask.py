@@ -25,8 +25,8 @@ CONNECT_TIMEOUT = "10s"
 
 
 def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = None, sigma: str | None = None,
-             p0=None, method: str = "auto", max_steps: int | None = None):
-    """Fit ``model`` to every curve of a Dask DataFrame or a Dask array; lazy: call ``.compute()`` on the result.
+             p0=None, method: str = "auto", max_steps: int | None = None, dim: str | None = None):
+    """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
     A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D
     array holds one curve per row, measured at the shared ``x`` (a 1-D array of the row length);
@@ -34,10 +34,19 @@ def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = 
     The result has the group (or curve) column, then each parameter, its ``_stderr``, ``rmse``,
     ``chi2``, ``n_points``, ``n_steps``, ``converged`` and ``status`` (as ``BatchResult.to_pandas``).
     A curve with fewer points than parameters is marked ``too_few_points``; the rest are fitted.
+
+    An xarray DataArray (Dask- or numpy-backed) holds one curve along ``dim`` (default: its last
+    dimension) for every index of the others, at x = the ``dim`` coordinate (or ``x=``); the result
+    is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
+    data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
     """
     import pandas as pd
 
     model = get_model(model)
+    if _is_xarray(frame):
+        return _fit_xarray(frame, model, x, dim, p0=p0, method=method, max_steps=max_steps)
+    if dim is not None:
+        raise OptionError("dim= names the dimension of an xarray DataArray along which each curve runs.")
     if hasattr(frame, "chunks") and hasattr(frame, "to_delayed"):  # a Dask array: one curve per row
         return _fit_array(frame, model, x, p0=p0, method=method, max_steps=max_steps)
     if group is None or x is None or y is None:
@@ -89,6 +98,76 @@ def _fit_block(block, start, model, x, p0, method, max_steps):
     out = fit_rows(model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps).to_pandas()
     out.insert(0, "curve", np.arange(start, start + len(out), dtype=np.int64))
     return out
+
+
+def _is_xarray(value) -> bool:
+    module = type(value).__module__ or ""
+    return module.split(".")[0] == "xarray"
+
+
+def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
+    """Every curve of a DataArray along ``dim``: a Dataset of results over its other dimensions."""
+    import xarray as xr
+
+    if isinstance(data, xr.Dataset):
+        names = ", ".join(repr(str(v)) for v in list(data.data_vars)[:10])
+        raise DataError(f"Give one variable of the Dataset (one of {names}), e.g. ds['intensity'], not the Dataset.")
+    if not isinstance(data, xr.DataArray):
+        raise DataError(f"Expected an xarray DataArray, got {type(data).__name__}.")
+    dim = data.dims[-1] if dim is None else dim
+    if dim not in data.dims:
+        raise DataError(f"Unknown dimension {dim!r}. The array's dimensions are: "
+                        f"{', '.join(repr(str(d)) for d in data.dims)}.")
+    n_points = data.sizes[dim]
+    if x is None:
+        if dim not in data.coords:
+            raise DataError(f"Dimension {dim!r} has no coordinate to give each point's x: give x= (one value per "
+                            f"point, {n_points} of them) or assign the coordinate.")
+        x = data[dim].values
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (n_points,):
+        raise DataError(f"x must be one value per point along {dim!r}: a 1-D array of length {n_points}, "
+                        f"got shape {x.shape}.")
+    if data.chunks is not None:
+        data = data.chunk({dim: -1})  # whole curves in every block
+    names = list(model.param_names)
+    outputs = xr.apply_ufunc(
+        _fit_curves, data, input_core_dims=[[dim]],
+        output_core_dims=[["parameter"], ["parameter"], [], [], [], [], []],
+        kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps),
+        dask="parallelized",
+        output_dtypes=[np.float64, np.float64, np.float64, np.float64, np.int64, np.int64, STATUS_DTYPE],
+        dask_gufunc_kwargs={"output_sizes": {"parameter": len(names)}},
+    )
+    params, stderr, rmse, chi2, n_points_used, n_steps, status = outputs
+    out = xr.Dataset()
+    for i, name in enumerate(names):
+        out[name] = params.isel(parameter=i, drop=True)
+    for i, name in enumerate(names):
+        out[f"{name}_stderr"] = stderr.isel(parameter=i, drop=True)
+    out["rmse"], out["chi2"], out["n_points"], out["n_steps"] = rmse, chi2, n_points_used, n_steps
+    out["converged"], out["status"] = status == "converged", status
+    out.attrs.update(model=model.name, formula=model.formula, method=method, dim=str(dim))
+    return out
+
+
+STATUS_DTYPE = "<U16"  # the longest status, too_few_points, has 14 characters
+
+
+def _fit_curves(values, *, model, x, p0, method, max_steps):
+    """A block of curves (..., points) in one batched fit: arrays shaped like the block's leading dimensions."""
+    from .batch import fit_many as fit_rows
+
+    lead, k = values.shape[:-1], model.n_params
+    rows = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
+    if rows.shape[0] == 0:
+        empty = np.zeros(lead)
+        return (np.zeros((*lead, k)), np.zeros((*lead, k)), empty, empty, empty.astype(np.int64),
+                empty.astype(np.int64), empty.astype(STATUS_DTYPE))
+    r = fit_rows(model, x, rows, p0=p0, method=method, max_steps=max_steps)
+    return (r.params.reshape(*lead, k), r.stderr.reshape(*lead, k), r.rmse.reshape(lead), r.chi2.reshape(lead),
+            r.n_points.astype(np.int64).reshape(lead), r.n_steps.astype(np.int64).reshape(lead),
+            r.status.astype(STATUS_DTYPE).reshape(lead))
 
 
 def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
