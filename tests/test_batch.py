@@ -166,7 +166,7 @@ def test_bad_input(kwargs, error, match):
 GRADIENT_SAME_AS_SINGLE = 1e-7  # both stop when the gradient is 1e-10 of its start: close, not identical
 
 
-@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop"])
 def test_gradient_methods_equal_single_fits(method):
     x, y, p0 = _peaks(b=8)
     result = fit_many(GAUSS, x, y, p0=p0, method=method)

@@ -135,3 +135,66 @@ def test_widths_are_reported_positive():
     assert gradfit.get_model("gaussian + linear").even_params == ("g_sigma",)
     batch = gradfit.fit_many("gaussian", x, np.stack([y, y]), p0=[[2.5, 0.3, -1.0], [2.5, 0.3, 1.0]])
     np.testing.assert_allclose(batch.params[0], batch.params[1], rtol=1e-8)
+
+
+BATCHED = [name for name in CASES if getattr(gradfit.get_model(name), "guess_many", None) is not None]
+
+
+def _curves(name, x, true, count=40, seed=3):
+    """Curves of the model at parameters scattered around ``true``, with noise, and some awkward rows."""
+    rng = np.random.default_rng(seed)
+    model = gradfit.get_model(name)
+    params = np.asarray(true) * rng.uniform(0.5, 1.5, size=(count, len(true)))
+    clean = model(torch.tensor(x), torch.tensor(params)).numpy()
+    Y = clean + NOISE * np.abs(clean).max(axis=1, keepdims=True) * rng.normal(size=clean.shape)
+    Y[0] = -Y[0]  # upside down
+    Y[1] = 0.0  # flat zero
+    Y[2] = rng.normal(size=len(x))  # noise only
+    Y[3, : len(x) // 2] = -1.0  # half negative
+    return Y
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_batched_guesses_equal_the_guess_of_each_curve(name):
+    x, true = CASES[name]
+    Y = _curves(name, x, true)
+    order = np.random.default_rng(4).permutation(len(x))  # x need not be sorted
+    x, Y = x[order], Y[:, order]
+    model = gradfit.get_model(name)
+    many = model.guess_many(x, Y)
+    one = np.stack([model.guess(torch.tensor(x), torch.tensor(row)).numpy() for row in Y])
+    assert many.shape == (len(Y), model.n_params)
+    np.testing.assert_allclose(many, one, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_gaussian2d_guesses_equal_each_curve():
+    model = gradfit.get_model("gaussian2d")
+    xx, yy = np.meshgrid(np.arange(7.0), np.arange(6.0))
+    xy = np.stack([xx.ravel(), yy.ravel()], 1)
+    rng = np.random.default_rng(5)
+    true = np.array([5.0, 3.0, 2.5, 1.2, 0.8, 1.0]) * rng.uniform(0.7, 1.3, size=(30, 6))
+    Z = model(torch.tensor(xy), torch.tensor(true)).numpy() + 0.05 * rng.normal(size=(30, 42))
+    Z[0] = 0.0
+    many = model.guess_many(xy, Z)
+    one = np.stack([model.guess(torch.tensor(xy), torch.tensor(row)).numpy() for row in Z])
+    np.testing.assert_allclose(many, one, rtol=1e-9, atol=1e-12)
+
+
+def test_fit_many_guesses_all_curves_at_once_where_it_can(monkeypatch):
+    x, true = CASES["gaussian"]
+    Y = _curves("gaussian", x, true, count=200)[4:]  # the well-behaved rows
+    expected = gradfit.fit_many("gaussian", x, Y)  # batched guesses
+    calls = []
+    original = gradfit.models.ExpressionModel.guess
+    monkeypatch.setattr(gradfit.models.ExpressionModel, "guess", lambda self, *a: calls.append(1) or original(self, *a))
+    again = gradfit.fit_many("gaussian", x, Y)
+    assert not calls  # never curve by curve
+    ragged = Y.copy()
+    ragged[0, :5] = np.nan  # a ragged curve: guessed on its own points, one call per curve
+    gradfit.fit_many("gaussian", x, ragged)
+    assert calls
+    np.testing.assert_array_equal(again.params, expected.params)
+    per_curve = np.stack([gradfit.get_model("gaussian").guess(torch.tensor(x), torch.tensor(row)).numpy()
+                          for row in Y])
+    from_guesses = gradfit.fit_many("gaussian", x, Y, p0=per_curve)
+    np.testing.assert_allclose(expected.params, from_guesses.params, rtol=1e-10)

@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import ExitStatus, GradfitError
+from .batch import METHODS as BATCH_METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
     many.add_argument("--method", default="auto", metavar="M",
-                      help="auto, linear, lm, gd, momentum, nesterov or adam (default: auto)")
+                      help=f"{', '.join(BATCH_METHODS[:-1])} or {BATCH_METHODS[-1]} (default: auto)")
     many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
     many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
     many.add_argument("--workers", type=_positive_int, metavar="N",

@@ -26,6 +26,9 @@ class Model:
     is_linear: bool = False  # linear in its parameters: least squares has a closed form
     variables: tuple[str, ...] | None = ("x",)  # the independent variables (None: the model does not say)
     even_params: tuple[str, ...] = ()  # parameters whose sign does not change the curve (widths): reported positive
+    # guess_many(x, Y) -> (B, P) numpy array: ``guess`` for every row of Y at once, for curves sharing x and
+    # using every point; None where the model has no batched rule (fit_many then guesses curve by curve)
+    guess_many = None
 
     @property
     def n_params(self) -> int:
