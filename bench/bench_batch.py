@@ -35,6 +35,29 @@ def timed(fn):
 def rel(a, b):
     return np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
 
+def optimum(model, x, Y, starts, steps: int = 4):
+    """Each curve's least-squares optimum to rounding: ``starts`` (scipy's answers) finished by Gauss–Newton steps
+    with the model's exact Jacobian, each kept only while it lowers the cost. scipy's MINPACK stops on relative
+    changes of the cost, which cannot see past about 1e-8 of the parameters; a Gauss–Newton step solves for where
+    the gradient vanishes, which can."""
+    xt = torch.tensor(x)
+    out = np.array(starts, dtype=np.float64)
+    for i in range(len(out)):
+        p = torch.tensor(out[i])
+        y = torch.tensor(Y[i])
+        cost = float(((model(xt, p) - y) ** 2).sum())
+        for _ in range(steps):
+            r = model(xt, p) - y
+            jac = torch.func.jacfwd(lambda q: model(xt, q))(p)
+            trial = p + torch.linalg.lstsq(jac, -r.unsqueeze(-1)).solution.squeeze(-1)
+            c = float(((model(xt, trial) - y) ** 2).sum())
+            if not c <= cost:
+                break
+            p, cost = trial, c
+        out[i] = p.numpy()
+    return out
+
+
 
 # 1. quadratics ---------------------------------------------------------------------------------
 
@@ -108,7 +131,11 @@ def bench_peaks(n_curves: int, loop: int):
             ok[i] = False
     close = (rel(result.params[:loop], np.array(tight)) <= 1e-6).all(axis=1)
     share = close[ok].mean() if ok.any() else float("nan")
-    return {"gradfit fit_many (lm)": n_curves / t_gf, "scipy curve_fit loop": loop / t_cf}, share, result.counts()
+    best = optimum(model, x, Y[:loop], np.where(np.isfinite(tight), tight, p0[:loop]))
+    at_optimum = {"gradfit": (rel(result.params[:loop], best) <= 1e-6).all(axis=1)[ok].mean(),
+                  "scipy": (rel(np.array(tight), best) <= 1e-6).all(axis=1)[ok].mean()}
+    return ({"gradfit fit_many (lm)": n_curves / t_gf, "scipy curve_fit loop": loop / t_cf}, (share, at_optimum),
+            result.counts())
 
 
 # 3. Gpufit's benchmark problem ---------------------------------------------------------------
@@ -142,8 +169,10 @@ def bench_gpufit(sizes, check: int):
     def resid(p, y):
         return model(torch.tensor(xy), torch.tensor(p)).numpy() - y
 
-    best = np.array([least_squares(resid, p0[i], args=(Y[i],), xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                                   method="lm").x for i in range(check)])
+    scipy_best = np.array([least_squares(resid, p0[i], args=(Y[i],), xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                         method="lm").x for i in range(check)])
+    best = optimum(model, xy, Y[:check], scipy_best)
+    share_scipy = (rel(scipy_best, best) <= 1e-6).all(axis=1).mean()
     share_tight = (rel(tight.params, best) <= 1e-6).all(axis=1).mean()
     share_fast = (rel(fast.params, best) <= 1e-6).all(axis=1).mean()
 
@@ -154,7 +183,7 @@ def bench_gpufit(sizes, check: int):
     # the loss itself: is the fit as good as the best one, to rounding?
     loss_tight = (chi2(tight.params) <= best_chi2 * (1 + 1e-12)).mean()
     loss_fast = (chi2(fast.params) <= best_chi2 * (1 + 1e-6)).mean()
-    return rows, (share_tight, loss_tight), (share_fast, loss_fast)
+    return rows, (share_tight, loss_tight, share_scipy), (share_fast, loss_fast)
 
 
 # 4. one large fit ----------------------------------------------------------------------------
@@ -256,8 +285,14 @@ def main() -> None:
     lines += [f"**2. {n2:,} Gaussian peaks** (4 parameters, 50 points, starts at the truth x U(0.8, 1.2)); gradfit: "
               f"{counts2}", "", "| solver | fits/s | vs scipy loop |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:,.0f} | {v / rates2['scipy curve_fit loop']:.1f}x |" for k, v in rates2.items()]
+    share, at_optimum = share
     lines += ["", f"Same answers: {100 * share:.2f}% of the curves scipy fitted (tight tolerances) are within 1e-6 relative "
-              f"(target ≥99.9%: {'met' if share >= 0.999 else 'missed'}; the others differ in flat directions, as in 3). "
+              f"of scipy's answer (target ≥99.9%: {'met' if share >= 0.999 else 'missed'}). Against each curve's "
+              f"optimum to rounding (scipy's answer finished by Gauss–Newton steps, which solve for a zero gradient), "
+              f"**{100 * at_optimum['gradfit']:.2f}%** of gradfit's answers are within 1e-6 and "
+              f"{100 * at_optimum['scipy']:.2f}% of scipy's: where the two differ, it is scipy that stopped short "
+              "(MINPACK stops on relative changes of the cost, which cannot resolve the parameters past ~1e-8 of "
+              "their scale in flat directions; gradfit's LM ends with Gauss–Newton steps). "
               f"Target ≥30x the scipy loop: **{ratio2:.1f}x — {'met' if ratio2 >= 30 else 'missed'}**. Where the time "
               "goes (torch.profiler of fit_many on 40,000 peaks): the LM loop now keeps the iterating curves packed "
               "(no gathers or scatters of rows; 1.3-1.9x faster than before, same answers to 5e-13) in cache-sized "
@@ -268,7 +303,7 @@ def main() -> None:
               "not worth it here. 30x needs those passes fused in one kernel per model.", ""]
 
     sizes = (1_000, 10_000, 100_000) if q else (1_000, 10_000, 100_000, 1_000_000)
-    rows, (share_tight, loss_tight), (share_fast, loss_fast) = bench_gpufit(sizes, 200 if q else 500)
+    rows, (share_tight, loss_tight, share_scipy), (share_fast, loss_fast) = bench_gpufit(sizes, 200 if q else 500)
     lines += ["**3. Gpufit's benchmark problem** (2-D Gaussian, 5x5 points, 5 parameters, tolerance 1e-4, at most 10 "
               "iterations, float64)", "", "| fits | gradfit fits/s | vs Cpufit (310,000/s, measured by the issue) |",
               "|---:|---:|---:|"]
@@ -276,13 +311,14 @@ def main() -> None:
     lines += ["", f"Target: at or above Cpufit's fits/s — **missed** (best {max(r for _, r in rows) / 310_000:.2f}x): "
               "the same per-iteration passes as in 2, in float64 on two cores, against Cpufit's fused float32 C++ "
               "with hand-written derivatives (1.5-1.9x faster than before the packed LM loop, same machine and day)."]
-    lines += ["", f"Against the optimum (scipy least_squares run to its limit): at tolerance 1e-4 / 10 iterations, "
-              f"{100 * share_fast:.1f}% of the fits have every parameter within 1e-6 relative and {100 * loss_fast:.1f}% "
-              f"a chi-square within 1e-6 of the best; with a tight tolerance in float64, **{100 * share_tight:.1f}%** "
-              f"have every parameter within 1e-6 (target ≥99%) and {100 * loss_tight:.1f}% a chi-square equal to "
-              "the best to 1e-12. Where parameters differ by more than 1e-6 the two chi-squares agree to about 1e-15: "
-              "those fits have flat directions in which float64 cannot tell the points apart, and scipy and a single "
-              "gradfit.fit differ there by as much.", ""]
+    lines += ["", f"Against the optimum (scipy least_squares run to its limit, then finished by Gauss–Newton steps with the "
+              f"exact Jacobian: the parameters where the gradient vanishes, to rounding): at tolerance 1e-4 / 10 "
+              f"iterations, {100 * share_fast:.1f}% of the fits have every parameter within 1e-6 relative and "
+              f"{100 * loss_fast:.1f}% a chi-square within 1e-6 of the best; with a tight tolerance in float64, "
+              f"**{100 * share_tight:.1f}%** have every parameter within 1e-6 (target ≥99%: "
+              f"{'met' if share_tight >= 0.99 else 'missed'}) and {100 * loss_tight:.1f}% a chi-square equal to the best "
+              f"to 1e-12. scipy's own answers (xtol=ftol=gtol=1e-15): {100 * share_scipy:.1f}% within 1e-6 — MINPACK "
+              "stops on relative changes of the cost, which cannot resolve flat directions past ~1e-8.", ""]
 
     n4 = 1_000_000 if q else 10_000_000
     large = bench_large(n4)

@@ -195,3 +195,13 @@ def test_a_model_that_cannot_be_batched_gets_a_clear_message():
 
     with pytest.raises(ModelError, match="cannot be fitted over a batch"):
         fit_many(scalar_model, x, y, p0=p0)
+
+
+@pytest.mark.parametrize("method", ["auto", "lm", "adam"])
+def test_no_curves_give_an_empty_result(method):
+    """A batch of no curves (an empty Dask partition, a filter that kept nothing) is an empty result, not a crash."""
+    result = fit_many("gaussian", np.linspace(-1, 1, 20), np.zeros((0, 20)), method=method)
+    assert len(result) == 0 and result.params.shape == (0, 3) and result.stderr.shape == (0, 3)
+    table = result.to_pandas()
+    assert len(table) == 0 and list(table.columns)[:3] == ["amplitude", "center", "sigma"]
+    assert result.counts() == {}

@@ -199,6 +199,11 @@ def fit_many(
                              "Write it with torch operations only, one value per point.") from None
         for key, value in part.finish(*result, absolute_sigma).items():
             out[key].append(value)
+    if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
+        k = model.n_params
+        out = {"params": [np.zeros((0, k))], "stderr": [np.zeros((0, k))], "rmse": [np.zeros(0)],
+               "chi2": [np.zeros(0)], "n_points": [np.zeros(0, dtype=np.int64)], "n_steps": [np.zeros(0, dtype=np.int64)],
+               "status": [np.array(STATUSES)[np.zeros(0, dtype=np.int64)]]}
     columns = {key: np.concatenate(values) for key, values in out.items()}
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
