@@ -144,7 +144,7 @@ def test_tables():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    ({"method": "lbfgs"}, OptionError, "Unknown method 'lbfgs' for fit_many. Choose one of: auto, linear, lm, gd"),
+    ({"method": "bfgs"}, OptionError, "Unknown method 'bfgs' for fit_many. Choose one of: auto, linear, lm, gd"),
     ({"method": "lm", "learning_rate": 0.1}, OptionError, "Method 'lm' takes no learning rate"),
     ({"method": "linear", "model": GAUSS}, ModelError, "needs a model linear in its parameters"),
     ({"Y": np.zeros(15)}, DataError, r"`Y` must be \(curves, points\)"),
@@ -166,7 +166,7 @@ def test_bad_input(kwargs, error, match):
 GRADIENT_SAME_AS_SINGLE = 1e-7  # both stop when the gradient is 1e-10 of its start: close, not identical
 
 
-@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop"])
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs"])
 def test_gradient_methods_equal_single_fits(method):
     x, y, p0 = _peaks(b=8)
     result = fit_many(GAUSS, x, y, p0=p0, method=method)
@@ -205,3 +205,16 @@ def test_no_curves_give_an_empty_result(method):
     table = result.to_pandas()
     assert len(table) == 0 and list(table.columns)[:3] == ["amplitude", "center", "sigma"]
     assert result.counts() == {}
+
+
+def test_batched_lbfgs_reaches_each_curves_optimum_from_its_guess():
+    """No p0: each curve starts from its batched guess; L-BFGS lands where LM does (the optimum), curve by curve."""
+    x, y, _ = _peaks(b=60)
+    result = fit_many(GAUSS, x, y, method="lbfgs")
+    exact = fit_many(GAUSS, x, y, method="lm")
+    assert result.converged.all(), result.counts()
+    # s enters squared: its sign is whichever side each solver came from
+    np.testing.assert_allclose(np.abs(result.params), np.abs(exact.params), rtol=1e-6)
+    np.testing.assert_allclose(result.chi2, exact.chi2, rtol=1e-12)
+    short = fit_many(GAUSS, x, y, method="lbfgs", max_steps=2)
+    assert (short.status == "max_steps").all() and (short.n_steps <= 2).all()

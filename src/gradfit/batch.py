@@ -7,8 +7,9 @@ damping, stopping and status; curves that have converged are frozen while the ot
 
 Methods: ``linear`` (one exact solve per curve, for models linear in their parameters),
 ``lm`` (Levenberg–Marquardt with exact Jacobians from torch.func, batched), ``auto`` (picks one
-of those two), and the elementwise gradient methods ``gd``, ``momentum``, ``nesterov``, ``adam``,
-``rmsprop`` in each curve's standardized coordinates, as gradfit.fit runs them for one curve.
+of those two), the elementwise gradient methods ``gd``, ``momentum``, ``nesterov``, ``adam``,
+``rmsprop``, and ``lbfgs`` (a history and a line search per curve), in each curve's standardized
+coordinates, as gradfit.fit runs them for one curve.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from .library import get_model
 from .models import ExpressionModel, Model, _columns
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
-METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam", "rmsprop")
+METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs")
+LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
+LINE_SEARCH_HALVINGS = 50  # of the step, before a curve's line search gives up (the optimum to rounding)
 PLATEAU_PATIENCE = 20  # as gradfit.fit's RMSprop: a curve's rate halves after this many steps without a better loss
 MEMORY_BUDGET = 1 << 30  # bytes of working arrays per chunk, when chunk_size is not given
 CACHE_POINTS = 1 << 19  # curves x points per chunk of an iterative method on the CPU (4 MB per float64 array)
@@ -189,6 +192,8 @@ def fit_many(
         try:
             if run == "linear":
                 result = part.solve_linear()  # needs no start
+            elif run == "lbfgs":
+                result = part.lbfgs(part.guess() if p is None else p, max_steps, tol, learning_rate)
             elif gradient:
                 result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
             else:
@@ -310,15 +315,9 @@ class _Chunk:
         status[singular] = 3
         return z.squeeze(-1) / scale, steps, status
 
-    def descend(self, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
-        """Gradient methods over the batch, each curve in its own standardized coordinates.
-
-        As gradfit.fit does for one curve (solvers.gradient.Frame): p = p0 + T q with T from the
-        SVD of the curve's Jacobian at p0, the loss divided by the variance of y. The updates are
-        elementwise (gd, momentum, nesterov, adam), so curves do not mix; a curve stops when its
-        gradient falls below gtol times max(its first gradient, 1), and is then frozen.
-        """
-        B, k = p0.shape
+    def _standardized(self, p0):
+        """Each curve's standardized coordinates (p = p0 + T q, as solvers.gradient.Frame), the unit of its loss
+        (the standard deviation of y) and its number of points."""
         n = self.n_points.clamp_min(1)
         with torch.no_grad():
             _, s, vh = torch.linalg.svd(self.jacobian(p0), full_matrices=False)
@@ -328,6 +327,106 @@ class _Chunk:
             var = (((yw - mean[:, None]) * self.used) ** 2).sum(dim=1) / (n - 1).clamp_min(1)
             scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
             transform = (scale * torch.sqrt(n / 2))[:, None, None] * vh.transpose(1, 2) / s[:, None, :]
+        return transform, scale, n
+
+    def lbfgs(self, p0, max_steps: int, gtol: float, learning_rate: float = 1.0):
+        """L-BFGS over the batch, each curve in its standardized coordinates with its own history of the
+        last LBFGS_MEMORY steps and its own backtracking (Armijo) line search, which starts from a step of
+        ``learning_rate`` times the L-BFGS direction (1 by default, as torch.optim.LBFGS). A curve stops when its
+        gradient falls below gtol times max(its first gradient, 1), or when no step along its direction
+        lowers the loss any more (the optimum to rounding)."""
+        B, k = p0.shape
+        transform, scale, n = self._standardized(p0)
+        to_params = lambda q: p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+
+        def loss(q):
+            r = self.residuals(to_params(q))
+            return (r * r).sum(dim=1) / n / scale**2
+
+        def loss_and_grad(q):
+            q = q.detach().requires_grad_()
+            with torch.enable_grad():
+                f = loss(q)
+                (g,) = torch.autograd.grad(f.sum(), q)  # the curves are independent: each gets its own
+            return f.detach(), g
+
+        m = LBFGS_MEMORY
+        q = torch.zeros_like(p0)
+        f, g = loss_and_grad(q)
+        first = g.norm(dim=1).clamp_min(1.0)
+        pairs_s, pairs_y = torch.zeros((B, m, k), dtype=q.dtype), torch.zeros((B, m, k), dtype=q.dtype)
+        rho = torch.zeros((B, m), dtype=q.dtype)  # 0 marks an empty slot: it changes nothing below
+        gamma = torch.ones(B, dtype=q.dtype)
+        bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
+        done = torch.zeros_like(bad)
+        steps = torch.zeros(B, dtype=torch.long)
+        with torch.no_grad():
+            for _ in range(max_steps):
+                done |= (g.norm(dim=1) <= gtol * first) & ~bad
+                moving = ~(done | bad)
+                if not bool(moving.any()):
+                    break
+                # the two-loop recursion: d = -H g from the stored pairs, newest last
+                v, alphas = g.clone(), []
+                for j in reversed(range(m)):
+                    a = rho[:, j] * (pairs_s[:, j] * v).sum(dim=1)
+                    v -= a[:, None] * pairs_y[:, j]
+                    alphas.append(a)
+                v *= gamma[:, None]
+                for j in range(m):
+                    b = rho[:, j] * (pairs_y[:, j] * v).sum(dim=1)
+                    v += pairs_s[:, j] * (alphas[m - 1 - j] - b)[:, None]
+                d = -v
+                slope = (g * d).sum(dim=1)
+                uphill = ~(slope < 0)  # rounding spoilt the history: start again from steepest descent
+                d = torch.where(uphill[:, None], -g, d)
+                slope = torch.where(uphill, -(g * g).sum(dim=1), slope)
+                rho = torch.where(uphill[:, None], torch.zeros_like(rho), rho)
+                # backtracking from t = 1, each curve for itself
+                t = torch.full((B,), float(learning_rate), dtype=q.dtype)
+                pending, found = moving.clone(), torch.zeros_like(moving)
+                for _ in range(LINE_SEARCH_HALVINGS):
+                    f_try = loss(q + t[:, None] * d)
+                    # a strict decrease: at rounding level no step passes, and the curve has arrived
+                    ok = pending & torch.isfinite(f_try) & (f_try < f + 1e-4 * t * slope) & (f_try < f)
+                    found |= ok
+                    pending &= ~ok
+                    if not bool(pending.any()):
+                        break
+                    t = torch.where(pending, t / 2, t)
+                done |= moving & ~found  # no step lowers the loss: at the optimum to rounding
+                q_new = torch.where(found[:, None], q + t[:, None] * d, q)
+                f_new, g_new = loss_and_grad(q_new)
+                s_step, y_step = q_new - q, g_new - g
+                sy = (s_step * y_step).sum(dim=1)
+                keep = found & (sy > 1e-12 * (s_step.norm(dim=1) * y_step.norm(dim=1)).clamp_min(1e-300))
+                shifted_s = torch.cat([pairs_s[:, 1:], s_step[:, None]], dim=1)
+                shifted_y = torch.cat([pairs_y[:, 1:], y_step[:, None]], dim=1)
+                shifted_rho = torch.cat([rho[:, 1:], (1 / torch.where(keep, sy, torch.ones_like(sy)))[:, None]], dim=1)
+                pairs_s = torch.where(keep[:, None, None], shifted_s, pairs_s)
+                pairs_y = torch.where(keep[:, None, None], shifted_y, pairs_y)
+                rho = torch.where(keep[:, None], shifted_rho, rho)
+                gamma = torch.where(keep, sy / (y_step * y_step).sum(dim=1).clamp_min(1e-300), gamma)
+                q = q_new
+                f = torch.where(found, f_new, f)
+                g = torch.where(found[:, None], g_new, g)
+                bad |= found & (~torch.isfinite(f_new) | ~torch.isfinite(g_new).all(dim=1))
+                steps += found.long()
+            p = to_params(q)
+        status = torch.where(done, 0, 1)
+        status[bad | ~torch.isfinite(p).all(dim=1)] = 2
+        return p, steps, status
+
+    def descend(self, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
+        """Gradient methods over the batch, each curve in its own standardized coordinates.
+
+        As gradfit.fit does for one curve (solvers.gradient.Frame): p = p0 + T q with T from the
+        SVD of the curve's Jacobian at p0, the loss divided by the variance of y. The updates are
+        elementwise (gd, momentum, nesterov, adam), so curves do not mix; a curve stops when its
+        gradient falls below gtol times max(its first gradient, 1), and is then frozen.
+        """
+        B, k = p0.shape
+        transform, scale, n = self._standardized(p0)
         q = torch.zeros_like(p0, requires_grad=True)
         optimizer = {
             "gd": None,
