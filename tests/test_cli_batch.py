@@ -49,6 +49,6 @@ def test_fit_many_errors(capsys, tmp_path, long_parquet):
     err = capsys.readouterr().err
     assert code == 2 and "Unknown group column 'nope'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.parquet").exists()
-    code = main(["fit-many", str(path), "--group", "cell", "--method", "lbfgs", "--out", str(tmp_path / "r.parquet")])
+    code = main(["fit-many", str(path), "--group", "cell", "--method", "bfgs", "--out", str(tmp_path / "r.parquet")])
     err = capsys.readouterr().err
-    assert code == 2 and "Unknown method 'lbfgs' for fit_many" in err
+    assert code == 2 and "Unknown method 'bfgs' for fit_many" in err
