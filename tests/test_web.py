@@ -390,9 +390,13 @@ def test_idle_sessions_expire():
 
 def test_a_request_for_another_host_is_refused(api):
     # a page on another site that resolves its name to 127.0.0.1 (DNS rebinding) cannot drive the server
-    assert api.get("/", headers={"host": "attacker.example"}).status_code == 400
-    assert api.post("/api/sessions", json={}, headers={"host": "attacker.example"}).status_code == 400
+    refused = api.get("/", headers={"host": "attacker.example"})
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+    assert refused.json()["error"].startswith("Host 'attacker.example' does not name this machine")
+    assert api.post("/api/sessions", json={}, headers={"host": "attacker.example:8000"}).status_code == 400
     assert sessions(api) == 0
+    for ours in ("127.0.0.1:8000", "localhost", "[::1]:8000"):  # this machine's names, with or without a port
+        assert api.get("/api/options", headers={"host": ours}).status_code == 200, ours
 
 
 # ---- gradfit serve -------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -199,7 +198,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
             Route("/api/sessions/{id}/reset", reset, methods=["POST"]),
         ],
         middleware=[
-            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
+            Middleware(_KnownHosts, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
             Middleware(GZipMiddleware, minimum_size=2048),
         ],
         exception_handlers={PlaygroundError: refused, GradfitError: bad_input, HTTPException: http_error,
@@ -233,6 +232,36 @@ async def _body(request: Request, limit: int, allowed: set[str]) -> dict:
     if unknown:
         raise PlaygroundError(400, f"Unknown field {unknown[0]!r}. This endpoint takes: {', '.join(sorted(allowed))}.")
     return value
+
+
+class _KnownHosts:
+    """Refuse a request whose Host header does not name this machine, as JSON like every other error.
+
+    A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) sends its own name
+    as the Host: refusing it keeps other sites from driving the playground.
+    """
+
+    def __init__(self, app, allowed_hosts):
+        self.app, self.allowed = app, {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = _host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed and "*" not in self.allowed:
+                shown = host if len(host) <= 80 else host[:77] + "..."
+                response = _json({"error": f"Host {shown!r} does not name this machine: open the playground at "
+                                           f"http://127.0.0.1:PORT/ (or localhost)."}, status=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without its port ('[::1]:8000' -> '[::1]')."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.split(":")[0]
 
 
 def _json(value, status: int = 200) -> Response:
