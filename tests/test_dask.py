@@ -199,3 +199,57 @@ def test_an_xarray_cube_on_the_cluster_equals_fit_many_in_one_process(cluster):
     flat = gradfit.fit_many("gaussian", wavelength, values.reshape(-1, 20))
     np.testing.assert_allclose(computed["center"].values.ravel(), flat.params[:, 1], rtol=1e-10)
     assert list(computed["status"].values.ravel()) == list(flat.status)
+
+
+@pytest.fixture(scope="module")
+def one_big_file(tmp_path_factory):
+    rng = np.random.default_rng(12)
+    n = 90_000
+    x = rng.uniform(-2, 3, n)
+    y = 0.8 * x**2 - 1.5 * x + 2 + rng.normal(0, 0.2, n)
+    folder = write_parts(tmp_path_factory.mktemp("dask") / "big", pd.DataFrame({"t": x, "v": y}), 3)
+    return folder, x, y
+
+
+@pytest.mark.parametrize("where", ["workers", "scheduler"])
+def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_path, capsys, where):
+    """`gradfit fit DATA --workers N` / `--scheduler ADDRESS`: the one-process answer, computed where the data are."""
+    import json
+
+    import gradfit
+
+    folder, x, y = one_big_file
+    out = tmp_path / "fit.json"
+    how = ["--workers", "2"] if where == "workers" else ["--scheduler", cluster[0].scheduler_address]
+    assert main(["fit", str(folder), "--x", "t", "--y", "v", "--method", "lm", "--json", str(out), "--quiet",
+                 *how]) == 0
+    got = json.loads(out.read_text())
+    alone = gradfit.fit("quadratic", x, y, method="lm")
+    assert "summed by the cluster's workers" in got["message"]
+    for name, value in alone.params.items():
+        assert got["params"][name] == pytest.approx(value, rel=1e-10)
+        assert got["stderr"][name] == pytest.approx(alone.stderr[name], rel=1e-8)
+    assert "UserWarning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
+    (["--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
+    (["--workers", "2", "--batch-size", "100"], "--batch-size and --epochs stream one file"),
+    (["--workers", "2", "--nan-policy", "omit"], "--nan-policy omit is not yet supported on a cluster"),
+    (["--workers", "2", "--bound", "a>0"], "Bounds and fixed parameters are not yet supported on a cluster"),
+    (["--workers", "2", "--x", "nope"], "Unknown x column 'nope'"),
+])
+def test_a_cluster_fit_refuses_in_one_line(one_big_file, tmp_path, capsys, extra, match):
+    folder, _, _ = one_big_file
+    code = main(["fit", str(folder), "--json", str(tmp_path / "o.json"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_csv_file_is_not_fitted_on_a_cluster(tmp_path, capsys):
+    csv = tmp_path / "d.csv"
+    csv.write_text("t,v\n0,1\n1,2\n2,5\n3,10\n")
+    assert main(["fit", str(csv), "--workers", "2"]) == 2
+    assert "is not Parquet data" in capsys.readouterr().err

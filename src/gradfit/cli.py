@@ -224,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "rmsprop): one step per batch, --epochs passes over row groups in a shuffled order")
     fit.add_argument("--epochs", type=_positive_int, metavar="N", help="passes of a mini-batch fit (default 1)")
     fit.add_argument("--seed", type=_seed, default=0, help="seed of the mini-batch order (default: %(default)s)")
+    fit.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="fit Parquet data too large for one machine on a local Dask cluster of N worker processes "
+                          "(127.0.0.1): each iteration's sums computed where the data are")
+    fit.add_argument("--scheduler", metavar="ADDRESS",
+                     help="the same on an existing Dask cluster (e.g. tcp://10.0.0.5:8786)")
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument("--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and "
@@ -375,7 +380,9 @@ def _run_fit(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            if parquet:
+            if args.workers or args.scheduler:
+                result = _fit_on_dask(args, model, options)
+            elif parquet:
                 result = fit_file(model, args.data, x=args.x, y=args.y, sigma=args.sigma, nan_policy=args.nan_policy,
                                   memory_budget=args.memory_budget, batch_size=args.batch_size, epochs=args.epochs,
                                   seed=args.seed, on_batch=None if batches is None else lambda rows: batches.update(1),
@@ -505,6 +512,41 @@ def _run_fit_many(args) -> int:
         counts_text = ", ".join(f"{v} {k}" for k, v in result.counts().items())
         print(f"Fitted {len(names)} curves of {model.name} by {result.method}: {counts_text}. Wrote {out}.")
     return ExitStatus.OK if result.converged.all() else ExitStatus.NOT_CONVERGED
+
+
+def _fit_on_dask(args, model, options):
+    """One fit of all the rows of Parquet data on a Dask cluster (gradfit.dask.fit): the columns stay on the workers."""
+    from .errors import DataError, OptionError
+
+    if args.workers and args.scheduler:
+        raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
+    if args.batch_size or args.epochs:
+        raise OptionError("--batch-size and --epochs stream one file in this process; leave out --workers/--scheduler.")
+    if options.get("bounds") or options.get("fixed"):
+        raise OptionError("Bounds and fixed parameters are not yet supported on a cluster; fit a sample in memory.")
+    if args.nan_policy != "raise":
+        raise OptionError("--nan-policy omit is not yet supported on a cluster: drop those rows first.")
+    if not _parquet_data(args.data):
+        raise DataError(f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
+                        "glob); convert it, or leave out --workers.")
+    try:
+        import dask.dataframe as dd
+        import distributed  # noqa: F401
+    except ImportError:
+        raise OptionError("--workers and --scheduler need Dask: pip install 'gradfit[dask]'.") from None
+    from pathlib import Path
+
+    from .dask import cluster, fit
+    from .io import _column_name
+
+    frame = dd.read_parquet(args.data)
+    names = list(frame.columns)
+    columns = {role: _column_name(default if given is None else given, names, role, Path(args.data))
+               for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
+               if given is not None or default is not None}
+    with cluster(args.workers, args.scheduler):
+        return fit(frame, model, x=columns["x"], y=columns["y"], sigma=columns.get("sigma"), **{
+            k: v for k, v in options.items() if k not in ("bounds", "fixed")})
 
 
 def _fit_many_on_dask(args, model, out) -> int:

@@ -226,9 +226,10 @@ def _part_problem(part, model, x, y, sigma, weighted=True):
 
     from .solvers import Problem
 
-    xs, ys, ss = _columns(part, x, y, sigma)
-    return Problem(model, torch.from_numpy(xs), torch.from_numpy(ys),
-                   None if ss is None or not weighted else torch.from_numpy(ss))
+    # a partition's arrays may be read-only (Arrow's buffers): torch gets a writable copy of those only
+    xs, ys, ss = (None if a is None else torch.from_numpy(np.require(a, requirements="W"))
+                  for a in _columns(part, x, y, sigma))
+    return Problem(model, xs, ys, None if not weighted else ss)
 
 
 def _moments(part, x, y, sigma):
