@@ -354,12 +354,12 @@ class _Chunk:
         q = torch.zeros_like(p0)
         f, g = loss_and_grad(q)
         first = g.norm(dim=1).clamp_min(1.0)
-        pairs_s, pairs_y = torch.zeros((B, m, k), dtype=q.dtype), torch.zeros((B, m, k), dtype=q.dtype)
-        rho = torch.zeros((B, m), dtype=q.dtype)  # 0 marks an empty slot: it changes nothing below
-        gamma = torch.ones(B, dtype=q.dtype)
+        pairs_s, pairs_y = q.new_zeros((B, m, k)), q.new_zeros((B, m, k))
+        rho = q.new_zeros((B, m))  # 0 marks an empty slot: it changes nothing below
+        gamma = q.new_ones(B)
         bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
         done = torch.zeros_like(bad)
-        steps = torch.zeros(B, dtype=torch.long)
+        steps = torch.zeros(B, dtype=torch.long, device=q.device)
         with torch.no_grad():
             for _ in range(max_steps):
                 done |= (g.norm(dim=1) <= gtol * first) & ~bad
@@ -383,7 +383,7 @@ class _Chunk:
                 slope = torch.where(uphill, -(g * g).sum(dim=1), slope)
                 rho = torch.where(uphill[:, None], torch.zeros_like(rho), rho)
                 # backtracking from t = 1, each curve for itself
-                t = torch.full((B,), float(learning_rate), dtype=q.dtype)
+                t = q.new_full((B,), float(learning_rate))
                 pending, found = moving.clone(), torch.zeros_like(moving)
                 for _ in range(LINE_SEARCH_HALVINGS):
                     f_try = loss(q + t[:, None] * d)
