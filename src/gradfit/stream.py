@@ -360,10 +360,7 @@ class StreamProblem:
                 raise _Interrupt
 
     def _part(self, x, y, sigma) -> Problem:
-        with warnings.catch_warnings():  # arrow's buffers are read-only; nothing here writes to them
-            warnings.simplefilter("ignore", UserWarning)
-            as_t = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-            return Problem(self.model, as_t(x), as_t(y), as_t(sigma))
+        return Problem(self.model, *_tensors(x, y, sigma))
 
     def _pass(self, params: torch.Tensor):
         """cost, R and Qᵀr at ``params``: one pass, the rows folded block by block (see solvers.fold).
@@ -407,16 +404,13 @@ class StreamProblem:
 
     def _fold_rows(self, fold, params: torch.Tensor) -> None:
         with _one_torch_thread():
-            self._fold_all(fold, params)
-
-    def _fold_all(self, fold, params: torch.Tensor) -> None:
-        for batch in self._batches():
-            x, y, sigma = _tensors(*batch)
-            for a in range(0, len(y), BLOCK_ROWS):
-                rows = slice(a, a + BLOCK_ROWS)
-                self._fold_block(fold, x[rows], y[rows], None if sigma is None else sigma[rows], params)
-            if not math.isfinite(fold.cost_so_far()):  # the model overflowed: this point is rejected anyway
-                break
+            for batch in self._batches():
+                x, y, sigma = _tensors(*batch)
+                for a in range(0, len(y), BLOCK_ROWS):
+                    rows = slice(a, a + BLOCK_ROWS)
+                    self._fold_block(fold, x[rows], y[rows], None if sigma is None else sigma[rows], params)
+                if not math.isfinite(fold.cost_so_far()):  # the model overflowed: this point is rejected anyway
+                    break
 
     def _fold_block(self, fold, x, y, sigma, params) -> None:
         if self.model.is_linear:
