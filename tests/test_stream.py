@@ -143,6 +143,40 @@ def test_rank_deficient_data_fall_back_to_householder(tmp_path, monkeypatch):
         assert in_memory.predict(np.array([value]))[0] == pytest.approx(mean, rel=1e-10)
 
 
+@pytest.mark.parametrize("options", [
+    dict(bounds={"c": (None, 1.5)}),  # the unconstrained optimum has c = 2: the bound holds it
+    dict(fixed={"a": 0.8}),
+    dict(bounds={"b": (-3.0, 0.0)}, fixed={"a": 0.75}),
+])
+def test_bounds_and_fixed_parameters_stream_as_in_memory(quadratic_file, options):
+    path, x, y, _ = quadratic_file
+    streamed = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), **options)
+    in_memory = gradfit.fit("quadratic", x, y, method="lm", **options)
+    assert "streamed in batches" in streamed.message and streamed.converged
+    for name, value in in_memory.params.items():
+        assert streamed.params[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        assert streamed.stderr[name] == pytest.approx(in_memory.stderr[name], rel=1e-6, abs=1e-15), name
+    assert streamed.chi2 == pytest.approx(in_memory.chi2, rel=1e-10)
+    assert streamed.at_bound == in_memory.at_bound and streamed.fixed == in_memory.fixed
+    if "bounds" in options and "c" in options["bounds"]:
+        assert streamed.at_bound == {"c": "upper"} and "c is at its upper bound 1.5" in streamed.message
+    for name in options.get("fixed", {}):
+        assert streamed.params[name] == options["fixed"][name] and streamed.stderr[name] == 0
+
+
+def test_streamed_bounds_refuse_what_they_cannot_do(quadratic_file):
+    path, *_ = quadratic_file
+    with pytest.raises(OptionError, match="Mini-batches do not take bounds"):
+        gradfit.fit_file("quadratic", path, x="t", y="v", method="adam", batch_size=500, fixed={"a": 1.0},
+                         memory_budget=tight_budget())
+    with pytest.raises(OptionError, match="Method 'linear' cannot honour bounds"):
+        gradfit.fit_file("quadratic", path, x="t", y="v", method="linear", bounds={"a": (0, 1)},
+                         memory_budget=tight_budget())
+    with pytest.raises(gradfit.errors.ModelError, match="outside its bounds"):
+        gradfit.fit_file("quadratic", path, x="t", y="v", p0=[5.0, 0, 0], bounds={"a": (0, 1)},
+                         memory_budget=tight_budget())
+
+
 def test_a_folder_a_glob_and_a_dataset_give_the_same_answer(tmp_path, quadratic_file):
     _, x, y, _ = quadratic_file
     folder = tmp_path / "parts"
@@ -266,8 +300,13 @@ def test_the_command_line_streams_and_refuses_in_one_line(tmp_path, quadratic_fi
     assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B",
                  "--json", str(tmp_path / "r.json")]) == 0
     assert "streamed in batches" in capsys.readouterr().out
+    assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B", "--bound", "c<1.5",
+                 "--fix", "a=0.8", "--json", str(tmp_path / "b.json"), "--quiet"]) == 0
+    bounded = __import__("json").loads((tmp_path / "b.json").read_text())
+    assert bounded["params"]["c"] == pytest.approx(1.5, rel=1e-6) and bounded["params"]["a"] == 0.8
     for args, match in [
         (["--memory-budget", "lots"], "must be a size such as 500MB"),
+        (["--batch-size", "100", "--method", "adam", "--fix", "a=1"], "Mini-batches do not take bounds"),
         (["--memory-budget", "1MB"], "leaves too little room"),
         (["--method", "sgd"], "give --batch-size"),
         (["--batch-size", "100", "--method", "lm"], "takes no mini-batches"),

@@ -40,6 +40,7 @@ from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
 from .library import get_model
 from .models import Model, Polynomial
+from .params import Constrained, at_bounds, check_bounds, check_fixed
 from .solvers import Problem, get_method
 from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
 from .solvers.gradient import Frame, descent_steps, _torch_optimizer
@@ -304,12 +305,9 @@ class StreamProblem:
 
     def __init__(self, model: Model, source: Source, batch_rows: int, *, on_batch: Callable[[int], None] | None = None,
                  stop: _Stop | None = None):
-        self.model, self.source, self.batch_rows = model, source, batch_rows
+        self.source, self.batch_rows = source, batch_rows
         self.on_batch, self.stop = on_batch, stop or _Stop()
-        self.user_names = getattr(model, "user_names", model.param_names)
-        self._to_user = getattr(model, "to_user", None)
-        self._cache = None  # (params, cost, R, Qᵀr) of the last pass
-        self._precond, self._exact, self._powers = None, False, None  # see _pass
+        self.use_model(model)
         # a first pass: the rows kept, and the moments of y (the standardized loss's unit, R²)
         n, total, total_sq, wtotal, wtotal_sq = 0, 0.0, 0.0, 0.0, 0.0
         for _, y, sigma in self._batches():
@@ -322,6 +320,14 @@ class StreamProblem:
         self.ss_tot = max(total_sq - total * total / n, 0.0) if n else 0.0
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.weights = None if source.sigma is None else True  # weighted or not, as a Problem says
+
+    def use_model(self, model: Model) -> None:
+        """Fit ``model`` to these data (the same model seen through bounds or fixed values, say)."""
+        self.model = model
+        self.user_names = getattr(model, "user_names", model.param_names)
+        self._to_user = getattr(model, "to_user", None)
+        self._cache = None  # (params, cost, R, Qᵀr) of the last pass
+        self._precond, self._exact, self._powers = None, False, None  # see _pass
 
     def describe(self, params: torch.Tensor) -> tuple[float, ...]:
         with torch.no_grad():
@@ -568,16 +574,22 @@ def fit_file(
         return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
                    learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
                    nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
-    if fit_options.get("bounds") or fit_options.get("fixed"):
-        raise OptionError("Bounds and fixed parameters are not yet supported for streamed data; fit a sample in "
-                          "memory, or raise --memory-budget.")
+    unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device"})
+    if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
+        raise OptionError(f"Unknown option {unknown[0]!r}.")
+    bounds = check_bounds(fit_options.get("bounds"), model.param_names)
+    fixed = check_fixed(fit_options.get("fixed"), model.param_names, bounds)
+    if (bounds or fixed) and batch_size is not None:
+        raise OptionError("Mini-batches do not take bounds or fixed parameters yet; use a full-batch method "
+                          "(lm, auto, gd, ...).")
     with _ctrl_c_finishes_the_batch() as stop:
         problem = None
         try:
             problem = StreamProblem(model, data, how.batch_rows, on_batch=on_batch, stop=stop)
             return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate,
                                  max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma, scale=scale,
-                                 batch_size=batch_size, epochs=epochs, seed=seed, callback=callback, how=how)
+                                 batch_size=batch_size, epochs=epochs, seed=seed, callback=callback, how=how,
+                                 bounds=bounds, fixed=fixed)
         except _Interrupt:
             history = getattr(problem, "history", None)
             raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
@@ -598,7 +610,7 @@ def is_parquet_data(path) -> bool:
 
 
 def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, max_steps, tol, absolute_sigma,
-                  scale, batch_size, epochs, seed, callback, how):
+                  scale, batch_size, epochs, seed, callback, how, bounds=None, fixed=None):
     from .engine import _learning_rate, _start, _tolerance
 
     if batch_size is not None:
@@ -613,8 +625,17 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
     chosen = get_method("gd" if method == "sgd" else method)
     # streamed, a linear model's one exact solve becomes lm, whose Gauss–Newton steps land on it in a few passes
     run_method = "lm" if chosen.name in ("auto", "linear") else chosen.name
+    bounds, fixed = bounds or {}, fixed or {}
+    if (bounds or fixed) and method == "linear":
+        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
     xs, ys = problem.sample()  # the start: p0, or the model's guess from the first rows
-    start = _start(model, p0, xs, ys, torch.float64, "cpu")
+    start = _start(model, p0, xs, ys, torch.float64, "cpu", bounds, fixed)
+    if bounds or fixed:  # the solver walks free, unbounded parameters (gradfit.params), as in memory
+        constrained = Constrained(model, bounds, fixed)
+        problem.use_model(constrained)
+        start = constrained.to_free(start)
+        if learning_rate is None and run_method == "gd":
+            learning_rate = "auto"  # a bound bends the landscape: Armijo's backtracking, as gradfit.fit does
     tolerances = get_method(run_method).tolerances.replace(_tolerance(tol))
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
 
@@ -638,33 +659,58 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
             callback(step)
 
     outcome = run_steps(steps, record)
-    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason)
+    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason, bounds, fixed)
 
 
 def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: str, absolute_sigma: bool,
-            learning_rate, how: str):
-    """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR."""
+            learning_rate, how: str, bounds=None, fixed=None):
+    """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR.
+
+    With bounds or fixed parameters the solver's parameters are free, unbounded ones: the
+    uncertainties are those of the user's free parameters, from one more pass with the Jacobian
+    taken in the user's terms (as gradfit.fit computes them in memory).
+    """
     from .engine import _rank_threshold
     from .result import FitResult
 
+    bounds, fixed = bounds or {}, fixed or {}
     p = outcome.params.detach()
     chi2, r_factor, _ = problem._pass(p)
-    n, k = problem.n_points, len(p)
     raw_ss = problem.raw_ss(p)
+    n, k = problem.n_points, len(p)  # k: the parameters actually fitted
+    names = model.param_names
+    user = p
+    if bounds or fixed:
+        with torch.no_grad():
+            user = problem.model.to_user(p)
+        free = [i for i, name in enumerate(names) if name not in fixed]
+        problem.use_model(Constrained(model, {}, fixed) if fixed else model)
+        _, r_factor, _ = problem._pass(user[free])
     dof = n - k
     small = r_factor.numpy()
     _, s, vh = np.linalg.svd(small, full_matrices=False)
     keep = s > _rank_threshold(s, (n, k))
-    covariance = (vh[keep].T / s[keep] ** 2) @ vh[keep]
+    cov_free = (vh[keep].T / s[keep] ** 2) @ vh[keep]
     rank = int(keep.sum())
     if not absolute_sigma:
-        covariance = covariance * (chi2 / dof) if dof > 0 else np.full((k, k), np.inf)
-    names = model.param_names
-    params = dict(zip(names, p.tolist()))
+        cov_free = cov_free * (chi2 / dof) if dof > 0 else np.full((k, k), np.inf)
+    covariance = np.zeros((len(names), len(names)))
+    free = [i for i, name in enumerate(names) if name not in fixed]
+    covariance[np.ix_(free, free)] = cov_free
+    params = dict(zip(names, user.tolist()))
+    for name in model.even_params:  # a width enters squared: its sign means nothing, report it positive
+        if params[name] < 0 and name not in bounds and name not in fixed:
+            i = names.index(name)
+            params[name] = -params[name]
+            covariance[i, :] *= -1
+            covariance[:, i] *= -1
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
+    on_bound = at_bounds(params, bounds)
     notes = [f"{n:,} rows {how}"]
     if asked == "auto":
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
+    for name, side in on_bound.items():
+        notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     state = "Converged" if outcome.converged else "Did not converge"
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}. ({'; '.join(notes)})"
     result = FitResult(
@@ -676,7 +722,7 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         n_points=n, n_steps=len(outcome.history), converged=outcome.converged, message=message,
         history=outcome.history, n_dropped=problem.n_dropped, gap_to_optimum=None, optimum_rmse=None,
         learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
-        notes=notes, rank=rank, bounds={}, fixed={}, at_bound={}, x=None, y=None, sigma=None,
+        notes=notes, rank=rank, bounds=bounds, fixed=fixed, at_bound=on_bound, x=None, y=None, sigma=None,
     )
     if not outcome.converged:
         warnings.warn(f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): "
