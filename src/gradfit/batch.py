@@ -259,16 +259,24 @@ class _Chunk:
             a = self.model.design_matrix(x)
             return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
         if self._expression is not None:
-            columns = _columns(x, len(self.model.variables), self.model.name)
-            _, grads = self._expression.value_and_gradient(columns, [v.unsqueeze(-1) for v in p.unbind(-1)])
-            zero = torch.zeros_like(y)
-            columns = [zero if g is None else torch.as_tensor(g, dtype=y.dtype, device=y.device).expand_as(y)
-                       for g in grads]
-            # stacked as (B, P, N) and seen as (B, N, P): each parameter's column is contiguous, which
-            # makes the column norms and JᵀJ fast
-            jac = torch.stack(columns, dim=1) if self.unit else torch.stack([c * w for c in columns], dim=1)
-            return jac.transpose(1, 2)
+            return self._residuals_and_jacobian_of(p, x, y, w)[1]
         return self._jacobian(p, x, y, w)
+
+    def _residuals_and_jacobian_of(self, p, x, y, w):
+        """Residuals and Jacobian at p. An expression gives its value with its derivatives: one
+        evaluation on the tree instead of two."""
+        if self._expression is None or self.model.is_linear:
+            return self._residuals_of(p, x, y, w), self._jacobian_of(p, x, y, w)
+        columns = _columns(x, len(self.model.variables), self.model.name)
+        value, grads = self._expression.value_and_gradient(columns, [v.unsqueeze(-1) for v in p.unbind(-1)])
+        as_y = lambda v: torch.as_tensor(v, dtype=y.dtype, device=y.device).expand_as(y)  # noqa: E731
+        r = as_y(value) - y
+        columns = [torch.zeros_like(y) if g is None else as_y(g) for g in grads]
+        # stacked as (B, P, N) and seen as (B, N, P): each parameter's column is contiguous, which
+        # makes the column norms and JᵀJ fast
+        if self.unit:
+            return r, torch.stack(columns, dim=1).transpose(1, 2)
+        return r * w, torch.stack([c * w for c in columns], dim=1).transpose(1, 2)
 
     def guess(self) -> torch.Tensor:
         """The model's own guess for each curve, else ones: for all curves at once where the model has a
@@ -500,21 +508,26 @@ class _Chunk:
         r = self.residuals(p)
         cost = (r * r).sum(dim=1)
         status[~torch.isfinite(cost)] = 2  # diverged at the start
-        pack = _Pack(self, torch.isfinite(cost).nonzero().squeeze(-1), p, r, cost)
+        pack = _Pack(self, torch.isfinite(cost).nonzero().squeeze(-1), p)
         eye = torch.eye(k, dtype=p.dtype, device=p.device)
         while pack.size:
             J, rr, c, lam, polish = pack.jac, pack.r, pack.cost, pack.damping, pack.polished > 0
+            jtj = J.transpose(1, 2) @ J  # the small matrices carry all that follows; J is read twice
+            jtr = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
+            norms = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(0).sqrt()
+            pack.d = torch.maximum(pack.d, norms)  # Marquardt's scaling never shrinks (Moré)
             # Marquardt's scaling (columns of unit size), applied to the small matrices, not to J;
             # a polishing curve scales by its current column norms and takes no damping
-            dd = torch.where(polish[:, None], J.norm(dim=1).clamp_min(1e-300), pack.d)
+            dd = torch.where(polish[:, None], norms.clamp_min(1e-300), pack.d)
             lam = torch.where(polish, torch.zeros_like(lam), lam)
-            g = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1) / dd
-            normal = (J.transpose(1, 2) @ J) / (dd.unsqueeze(2) * dd.unsqueeze(1)) + lam[:, None, None] * eye
+            g = jtr / dd
+            normal = jtj / (dd.unsqueeze(2) * dd.unsqueeze(1)) + lam[:, None, None] * eye
             chol, info = torch.linalg.cholesky_ex(normal)
             delta = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1) / dd
-            predicted = c - ((J @ delta.unsqueeze(-1)).squeeze(-1) + rr).pow(2).sum(dim=1)
+            # the reduction the linear model promises, |r|² - |J δ + r|², from the small matrices
+            predicted = -(2 * (delta * jtr).sum(dim=1) + (delta.unsqueeze(1) @ jtj @ delta.unsqueeze(-1)).flatten())
             p_new = pack.p + delta
-            r_new = pack.residuals(p_new)
+            r_new, j_new = pack.residuals_and_jacobian(p_new)  # J there too: most steps are taken
             c_new = (r_new * r_new).sum(dim=1)
             rho = torch.where(predicted > 0, (c - c_new) / predicted, torch.full_like(c, -1.0))
             finite = torch.isfinite(c_new) & (info == 0)
@@ -525,7 +538,7 @@ class _Chunk:
             done = (tiny_change & (c_new <= c * (1 + 1e-13))) | (tiny_step & ok) | (c == 0)
             steps[pack.idx[~polish | ok]] += 1  # a polishing step counts only when kept
             pack.steps += 1
-            pack.accept(ok, p_new, r_new, c_new)
+            pack.accept(ok, p_new, r_new, c_new, j_new)
             # the damping shrinks after a good step (Nielsen) and grows after a bad one
             pack.damping = torch.where(ok, lam * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3), lam * pack.nu)
             pack.nu = torch.where(ok, torch.full_like(pack.nu, 2.0), pack.nu * 2)
@@ -603,13 +616,12 @@ def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:
 class _Pack:
     """The curves of a chunk still iterating, packed: their state and their data, row for row."""
 
-    def __init__(self, chunk: _Chunk, idx, p, r=None, cost=None):
+    def __init__(self, chunk: _Chunk, idx, p):
         self.chunk, self.idx = chunk, idx
         self.x, self.y, self.w = chunk.rows(idx)
         self.p = p[idx]
-        self.r = self.residuals(self.p) if r is None else r[idx]
-        self.cost = (self.r * self.r).sum(dim=1) if cost is None else cost[idx]
-        self.jac = self.jacobian(self.p)
+        self.r, self.jac = self.residuals_and_jacobian(self.p)
+        self.cost = (self.r * self.r).sum(dim=1)
         self.d = self.jac.norm(dim=1).clamp_min(1e-300)
         self.damping = torch.full_like(self.cost, INITIAL_DAMPING)
         self.nu = torch.full_like(self.cost, 2.0)
@@ -620,22 +632,18 @@ class _Pack:
     def size(self) -> int:
         return len(self.idx)
 
-    def residuals(self, p):
-        return self.chunk._residuals_of(p, self.x, self.y, self.w)
+    def residuals_and_jacobian(self, p):
+        return self.chunk._residuals_and_jacobian_of(p, self.x, self.y, self.w)
 
-    def jacobian(self, p):
-        return self.chunk._jacobian_of(p, self.x, self.y, self.w)
-
-    def accept(self, ok, p, r, cost) -> None:
-        """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian."""
-        if not bool(ok.any()):
-            return
-        self.p = torch.where(ok[:, None], p, self.p)
-        self.r = torch.where(ok[:, None], r, self.r)
-        self.cost = torch.where(ok, cost, self.cost)
-        # a rejected curve's Jacobian is computed again where it was: the same, and no gather
-        self.jac = self.jacobian(self.p)
-        self.d = torch.maximum(self.d, self.jac.norm(dim=1))
+    def accept(self, ok, p, r, cost, jac) -> None:
+        """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian there."""
+        if bool(ok.all()):
+            self.p, self.r, self.cost, self.jac = p, r, cost, jac
+        elif bool(ok.any()):
+            self.p = torch.where(ok[:, None], p, self.p)
+            self.r = torch.where(ok[:, None], r, self.r)
+            self.cost = torch.where(ok, cost, self.cost)
+            self.jac = torch.where(ok[:, None, None], jac, self.jac)
 
     def drop(self, which, p) -> None:
         """Write the curves ``which`` back into ``p`` and leave them out from now on."""
