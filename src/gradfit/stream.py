@@ -679,11 +679,11 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     raw_ss = problem.raw_ss(p)
     n, k = problem.n_points, len(p)  # k: the parameters actually fitted
     names = model.param_names
+    free = [i for i, name in enumerate(names) if name not in fixed]  # a fixed parameter has no uncertainty
     user = p
     if bounds or fixed:
         with torch.no_grad():
             user = problem.model.to_user(p)
-        free = [i for i, name in enumerate(names) if name not in fixed]
         problem.use_model(Constrained(model, {}, fixed) if fixed else model)
         _, r_factor, _ = problem._pass(user[free])
     dof = n - k
@@ -695,7 +695,6 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     if not absolute_sigma:
         cov_free = cov_free * (chi2 / dof) if dof > 0 else np.full((k, k), np.inf)
     covariance = np.zeros((len(names), len(names)))
-    free = [i for i, name in enumerate(names) if name not in fixed]
     covariance[np.ix_(free, free)] = cov_free
     params = dict(zip(names, user.tolist()))
     for name in model.even_params:  # a width enters squared: its sign means nothing, report it positive
