@@ -86,3 +86,28 @@ def test_bad_input_is_one_clear_error(call, error, match):
     data, _, _ = cube(rows=2, cols=2)
     with pytest.raises(error, match=match):
         call(data)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_curves_at_their_own_x(lazy):
+    """Each row of pixels has its own wavelength calibration: x is a DataArray over (row, wavelength)."""
+    rng = np.random.default_rng(9)
+    rows, cols = 5, 6
+    shift = rng.uniform(-0.2, 0.2, rows)
+    x = xr.DataArray(WAVELENGTH[None, :] + shift[:, None], dims=("row", "wavelength"))
+    center = rng.uniform(-0.3, 0.3, (rows, cols))
+    values = 2.0 * np.exp(-((x.values[:, None, :] - center[..., None]) ** 2) / 0.2)
+    values = values + rng.normal(0, 0.01, values.shape)
+    data = xr.DataArray(values, dims=("row", "col", "wavelength"))
+    if lazy:
+        data = data.chunk({"row": 2, "col": 4})
+    with dask.config.set(scheduler="threads"):
+        out = gradfit.dask.fit_many(data, MODEL, x=x, p0={"amplitude": 1.0, "center": 0.0}).compute()
+    each_x = np.broadcast_to(x.values[:, None, :], values.shape).reshape(-1, 25)
+    flat = gradfit.fit_many(MODEL, each_x, values.reshape(-1, 25), p0={"amplitude": 1.0, "center": 0.0})
+    np.testing.assert_allclose(out["center"].values.ravel(), flat.params[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(out["center"].values, center, atol=0.01)  # the truth, at each curve's own x
+    with pytest.raises(DataError, match="must run along 'wavelength'"):
+        gradfit.dask.fit_many(data, MODEL, x=xr.DataArray(np.zeros((rows, 25)), dims=("row", "time")))
+    with pytest.raises(DataError, match="has 3 points along 'wavelength'"):
+        gradfit.dask.fit_many(data, MODEL, x=xr.DataArray(np.zeros((rows, 3)), dims=("row", "wavelength")))

@@ -119,20 +119,32 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
         raise DataError(f"Unknown dimension {dim!r}. The array's dimensions are: "
                         f"{', '.join(repr(str(d)) for d in data.dims)}.")
     n_points = data.sizes[dim]
-    if x is None:
-        if dim not in data.coords:
-            raise DataError(f"Dimension {dim!r} has no coordinate to give each point's x: give x= (one value per "
-                            f"point, {n_points} of them) or assign the coordinate.")
-        x = data[dim].values
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape != (n_points,):
-        raise DataError(f"x must be one value per point along {dim!r}: a 1-D array of length {n_points}, "
-                        f"got shape {x.shape}.")
-    if data.chunks is not None:
-        data = data.chunk({dim: -1})  # whole curves in every block
+    inputs = [data]
+    if isinstance(x, xr.DataArray):  # each curve at its own x: x over `dim` and some of the other dimensions
+        extra = [d for d in x.dims if d not in data.dims]
+        if dim not in x.dims or extra:
+            raise DataError(f"An x DataArray must run along {dim!r} and use only the data's dimensions "
+                            f"({', '.join(repr(str(d)) for d in data.dims)}); it has {tuple(map(str, x.dims))}.")
+        if x.sizes[dim] != n_points:
+            raise DataError(f"x has {x.sizes[dim]} points along {dim!r}, the data {n_points}.")
+        inputs.append(x.astype(np.float64).broadcast_like(data).transpose(*data.dims))
+        x = None
+    else:
+        if x is None:
+            if dim not in data.coords:
+                raise DataError(f"Dimension {dim!r} has no coordinate to give each point's x: give x= (one value "
+                                f"per point, {n_points} of them, or a DataArray of each curve's x) or assign the "
+                                "coordinate.")
+            x = data[dim].values
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (n_points,):
+            raise DataError(f"x must be one value per point along {dim!r}: a 1-D array of length {n_points} (or a "
+                            f"DataArray of each curve's x), got shape {x.shape}.")
+    if data.chunks is not None:  # whole curves in every block
+        inputs = [a.chunk({d: (-1 if d == dim else data.chunksizes[d]) for d in data.dims}) for a in inputs]
     names = list(model.param_names)
     outputs = xr.apply_ufunc(
-        _fit_curves, data, input_core_dims=[[dim]],
+        _fit_curves, *inputs, input_core_dims=[[dim]] * len(inputs),
         output_core_dims=[["parameter"], ["parameter"], [], [], [], [], []],
         kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps),
         dask="parallelized",
@@ -154,12 +166,15 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
 STATUS_DTYPE = "<U16"  # the longest status, too_few_points, has 14 characters
 
 
-def _fit_curves(values, *, model, x, p0, method, max_steps):
-    """A block of curves (..., points) in one batched fit: arrays shaped like the block's leading dimensions."""
+def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps):
+    """A block of curves (..., points) in one batched fit (at the shared ``x``, or at ``each_x``, shaped like the
+    block): arrays shaped like the block's leading dimensions."""
     from .batch import fit_many as fit_rows
 
     lead, k = values.shape[:-1], model.n_params
     rows = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
+    if each_x is not None:
+        x = np.asarray(each_x, dtype=np.float64).reshape(rows.shape)
     if rows.shape[0] == 0:
         empty = np.zeros(lead)
         return (np.zeros((*lead, k)), np.zeros((*lead, k)), empty, empty, empty.astype(np.int64),
