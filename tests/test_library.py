@@ -198,3 +198,20 @@ def test_fit_many_guesses_all_curves_at_once_where_it_can(monkeypatch):
                           for row in Y])
     from_guesses = gradfit.fit_many("gaussian", x, Y, p0=per_curve)
     np.testing.assert_allclose(expected.params, from_guesses.params, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gaussian + linear", "lorentzian + quadratic", "exp_decay + constant"])
+def test_composites_guess_all_curves_at_once_like_each_curve(name):
+    model = gradfit.get_model(name)
+    assert model.guess_many is not None
+    x = np.linspace(-4, 5, 60)
+    rng = np.random.default_rng(6)
+    base = np.exp(-((x[None, :] - rng.uniform(-1, 1, (30, 1))) ** 2)) * rng.uniform(1, 3, (30, 1))
+    Y = base + 0.3 * x[None, :] + rng.normal(0, 0.02, (30, 60))
+    many = model.guess_many(x, Y)
+    one = np.stack([model.guess(torch.tensor(x), torch.tensor(row)).numpy() for row in Y])
+    np.testing.assert_allclose(many, one, rtol=1e-9, atol=1e-10)
+
+
+def test_a_composite_with_a_part_that_cannot_guess_in_batches_guesses_curve_by_curve():
+    assert gradfit.get_model("sine + linear").guess_many is None

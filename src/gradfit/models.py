@@ -207,6 +207,8 @@ class Composite(Model):
         for m in parts:
             self._slices.append(slice(start, start + m.n_params))
             start += m.n_params
+        if all(m.is_linear or m.guess_many is not None for m in parts):
+            self.guess_many = self._guess_many
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         out = None
@@ -217,6 +219,9 @@ class Composite(Model):
 
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m.design_matrix(x) for m in self.parts], dim=-1)
+
+    def _guess_many(self, x, Y):
+        return _composite_guess_many(self, x, Y)
 
     def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """Each part guesses from what the parts before it leave unexplained."""
@@ -231,6 +236,24 @@ class Composite(Model):
                 rest = rest - m(x, g)
             values.append(g)
         return torch.cat(values)
+
+
+def _composite_guess_many(model: "Composite", x, Y):
+    """Composite.guess for every row of Y at once (shared x): each part from what the parts before it leave."""
+    xt, rest = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
+    values = []
+    for m in model.parts:
+        if m.is_linear:  # its exact least-squares fit to every row's rest: one solve with many right-hand sides
+            a = m.design_matrix(xt).double()
+            g = torch.linalg.lstsq(a, rest.T).solution.T
+            explained = g @ a.T
+        else:
+            g = torch.as_tensor(m.guess_many(x, rest.numpy()), dtype=torch.float64)
+            with torch.no_grad():
+                explained = m(xt, g)
+        rest = rest - explained
+        values.append(g)
+    return torch.cat(values, dim=1).numpy()
 
 
 def _term(name: str, power: int) -> str:
