@@ -236,8 +236,6 @@ def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_p
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
     (["--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
     (["--workers", "2", "--batch-size", "100"], "--batch-size and --epochs stream one file"),
-    (["--workers", "2", "--nan-policy", "omit"], "--nan-policy omit is not yet supported on a cluster"),
-    (["--workers", "2", "--bound", "a>0"], "Bounds and fixed parameters are not yet supported on a cluster"),
     (["--workers", "2", "--x", "nope"], "Unknown x column 'nope'"),
 ])
 def test_a_cluster_fit_refuses_in_one_line(one_big_file, tmp_path, capsys, extra, match):
@@ -253,3 +251,36 @@ def test_a_csv_file_is_not_fitted_on_a_cluster(tmp_path, capsys):
     csv.write_text("t,v\n0,1\n1,2\n2,5\n3,10\n")
     assert main(["fit", str(csv), "--workers", "2"]) == 2
     assert "is not Parquet data" in capsys.readouterr().err
+
+
+def test_a_cluster_fit_leaves_out_bad_rows_and_honours_bounds(cluster, tmp_path, capsys):
+    """nan_policy='omit' drops NaN rows on the workers; bounds and fixed values as in memory; the CLI passes both."""
+    import json
+
+    import gradfit
+
+    rng = np.random.default_rng(13)
+    n = 60_000
+    x = rng.uniform(-2, 3, n)
+    y = 0.8 * x**2 - 1.5 * x + 2 + rng.normal(0, 0.2, n)
+    y[[10, 20_000, 59_999]] = np.nan
+    frame = pd.DataFrame({"t": x, "v": y})
+    lazy = dd.from_pandas(frame, npartitions=4)
+    with pytest.raises(gradfit.errors.DataError, match="nan_policy='omit'"):
+        gradfit.dask.fit(lazy, "quadratic", x="t", y="v")
+    keep = np.isfinite(y)
+    options = dict(bounds={"c": (None, 1.9)}, fixed={"a": 0.8})
+    on_cluster = gradfit.dask.fit(lazy, "quadratic", x="t", y="v", nan_policy="omit", method="lm", **options)
+    alone = gradfit.fit("quadratic", x[keep], y[keep], method="lm", **options)
+    assert on_cluster.n_dropped == 3 and on_cluster.n_points == n - 3
+    assert on_cluster.at_bound == alone.at_bound == {"c": "upper"}
+    for name, value in alone.params.items():
+        assert on_cluster.params[name] == pytest.approx(value, rel=1e-9), name
+        assert on_cluster.stderr[name] == pytest.approx(alone.stderr[name], rel=1e-6, abs=1e-15), name
+    folder = write_parts(tmp_path / "nan", frame, 2)
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(folder), "--x", "t", "--y", "v", "--method", "lm", "--nan-policy", "omit",
+                 "--bound", "c<1.9", "--fix", "a=0.8", "--scheduler", cluster[0].scheduler_address,
+                 "--json", str(out), "--quiet"]) == 0
+    got = json.loads(out.read_text())
+    assert got["params"]["c"] == pytest.approx(alone.params["c"], rel=1e-9)

@@ -522,10 +522,6 @@ def _fit_on_dask(args, model, options):
         raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
     if args.batch_size or args.epochs:
         raise OptionError("--batch-size and --epochs stream one file in this process; leave out --workers/--scheduler.")
-    if options.get("bounds") or options.get("fixed"):
-        raise OptionError("Bounds and fixed parameters are not yet supported on a cluster; fit a sample in memory.")
-    if args.nan_policy != "raise":
-        raise OptionError("--nan-policy omit is not yet supported on a cluster: drop those rows first.")
     if not _parquet_data(args.data):
         raise DataError(f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
                         "glob); convert it, or leave out --workers.")
@@ -545,8 +541,8 @@ def _fit_on_dask(args, model, options):
                for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
                if given is not None or default is not None}
     with cluster(args.workers, args.scheduler):
-        return fit(frame, model, x=columns["x"], y=columns["y"], sigma=columns.get("sigma"), **{
-            k: v for k, v in options.items() if k not in ("bounds", "fixed")})
+        return fit(frame, model, x=columns["x"], y=columns["y"], sigma=columns.get("sigma"),
+                   nan_policy=args.nan_policy, **options)
 
 
 def _fit_many_on_dask(args, model, out) -> int:

@@ -204,60 +204,70 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
 
 def fit(frame, model, *, x: str, y: str, sigma: str | None = None, p0=None, method: str = "auto",
         learning_rate=None, max_steps: int | None = None, tol=None, absolute_sigma: bool = False, scale: bool = True,
-        callback=None):
+        nan_policy: str = "raise", bounds: dict | None = None, fixed: dict | None = None, callback=None):
     """One fit of all the rows of a Dask DataFrame, as ``gradfit.fit_file`` streams a file, on the cluster.
 
     The columns are persisted in the workers' memory; every iteration each worker computes its
     partitions' sums (the loss and its gradient, or R and Qᵀr of the Jacobian), and the client
     folds them: the answer is the one-process fit's. Methods: auto, lm, linear, or a gradient method.
+    ``nan_policy='omit'`` leaves out rows with NaN, inf or a sigma <= 0; ``bounds`` and ``fixed``
+    as for ``gradfit.fit``.
     """
+    from .params import check_bounds, check_fixed
     from .stream import _fit_streamed, Plan
 
     model = get_model(model)
+    if nan_policy not in ("raise", "omit"):
+        raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
+    bounds = check_bounds(bounds, model.param_names)
+    fixed = check_fixed(fixed, model.param_names, bounds)
     wanted = [c for c in (x, y, sigma) if c is not None]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise DataError(f"Unknown column {missing[0]!r}. Columns are: {', '.join(map(repr, frame.columns))}.")
-    problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma)
+    problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma, nan_policy)
     where = Plan(True, 0, f"in {problem.n_partitions} partitions, summed by the cluster's workers")
     return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps,
                          tol=tol, absolute_sigma=absolute_sigma, scale=scale, batch_size=None, epochs=None, seed=0,
-                         callback=callback, how=where)
+                         callback=callback, how=where, bounds=bounds, fixed=fixed)
 
 
-def _columns(part, x, y, sigma):
+def _columns(part, x, y, sigma, nan_policy="raise"):
     arrays = [part[c].to_numpy(np.float64) for c in (x, y)]
     s = None if sigma is None else part[sigma].to_numpy(np.float64)
     keep = np.isfinite(arrays[0]) & np.isfinite(arrays[1])
     if s is not None:
         keep &= np.isfinite(s) & (s > 0)
     if not keep.all():
-        raise DataError("The data hold NaN, inf or a sigma <= 0; clean them before a cluster fit.")
+        if nan_policy == "raise":
+            raise DataError("The data hold NaN, inf or a sigma <= 0. Fix those rows or use nan_policy='omit' "
+                            "(--nan-policy omit) to leave them out.")
+        return arrays[0][keep], arrays[1][keep], None if s is None else s[keep]
     return arrays[0], arrays[1], s
 
 
-def _part_problem(part, model, x, y, sigma, weighted=True):
+def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True):
     import torch
 
     from .solvers import Problem
 
     # a partition's arrays may be read-only (Arrow's buffers): torch gets a writable copy of those only
     xs, ys, ss = (None if a is None else torch.from_numpy(np.require(a, requirements="W"))
-                  for a in _columns(part, x, y, sigma))
+                  for a in _columns(part, x, y, sigma, nan_policy))
     return Problem(model, xs, ys, None if not weighted else ss)
 
 
-def _moments(part, x, y, sigma):
-    _, ys, ss = _columns(part, x, y, sigma)
+def _moments(part, x, y, sigma, nan_policy):
+    _, ys, ss = _columns(part, x, y, sigma, nan_policy)
     w = ys if ss is None else ys / ss
-    return np.array([len(ys), ys.sum(), ys @ ys, w.sum(), w @ w])
+    return np.array([len(ys), ys.sum(), ys @ ys, w.sum(), w @ w, len(part)])
 
 
-def _factor(part, model, x, y, sigma, params):
+def _factor(part, model, x, y, sigma, nan_policy, params):
     """This partition's (cost, R, Qᵀr) at ``params``."""
     import torch
 
-    problem = _part_problem(part, model, x, y, sigma)
+    problem = _part_problem(part, model, x, y, sigma, nan_policy)
     if problem.n_points == 0:
         k = len(params)
         return 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
@@ -267,10 +277,10 @@ def _factor(part, model, x, y, sigma, params):
     return float(r @ r), r_factor, q.T @ r
 
 
-def _loss_grad(part, model, x, y, sigma, params):
+def _loss_grad(part, model, x, y, sigma, nan_policy, params):
     import torch
 
-    problem = _part_problem(part, model, x, y, sigma)
+    problem = _part_problem(part, model, x, y, sigma, nan_policy)
     p = params.detach().clone().requires_grad_()
     r = problem.residuals(p)
     s = (r * r).sum()
@@ -278,11 +288,11 @@ def _loss_grad(part, model, x, y, sigma, params):
     return float(s), g
 
 
-def _raw_ss(part, model, x, y, sigma, params):
+def _raw_ss(part, model, x, y, sigma, nan_policy, params):
     import torch
 
     with torch.no_grad():
-        r = _part_problem(part, model, x, y, sigma, weighted=False).residuals(params)
+        r = _part_problem(part, model, x, y, sigma, nan_policy, weighted=False).residuals(params)
     return float(r @ r)
 
 
@@ -291,23 +301,29 @@ class ClusterProblem:
 
     streamed = True
 
-    def __init__(self, model, frame, x, y, sigma):
+    def __init__(self, model, frame, x, y, sigma, nan_policy="raise"):
         import dask
 
-        self.model, self.frame, self.columns = model, frame, (x, y, sigma)
+        self.frame, self.columns = frame, (x, y, sigma, nan_policy)
         self.parts = frame.to_delayed()
         self.n_partitions = len(self.parts)
-        self.user_names = model.param_names
         self.weights = None if sigma is None else True
-        self._cache = None
-        m = sum(dask.compute(*[dask.delayed(_moments)(p, x, y, sigma) for p in self.parts]))
-        n, total, total_sq, wtotal, wtotal_sq = m
+        self.use_model(model)
+        m = sum(dask.compute(*[dask.delayed(_moments)(p, *self.columns) for p in self.parts]))
+        n, total, total_sq, wtotal, wtotal_sq, rows = m
         self.n_points = int(n)
         if self.n_points == 0:
-            raise DataError("The data have no rows.")
+            raise DataError("The data have no rows" + (" left once the bad ones are left out." if rows else "."))
         self.ss_tot = max(total_sq - total * total / n, 0.0)
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
-        self.n_dropped = 0
+        self.n_dropped = int(rows) - self.n_points
+
+    def use_model(self, model) -> None:
+        """Fit ``model`` to these data (the same model seen through bounds or fixed values, say)."""
+        self.model = model
+        self.user_names = getattr(model, "user_names", model.param_names)
+        self._to_user = getattr(model, "to_user", None)
+        self._cache = None
 
     def _each(self, fn, *args):
         import dask
@@ -315,7 +331,11 @@ class ClusterProblem:
         return dask.compute(*[dask.delayed(fn)(p, self.model, *self.columns, *args) for p in self.parts])
 
     def describe(self, params):
-        return tuple(params.tolist())
+        import torch
+
+        with torch.no_grad():
+            values = params if self._to_user is None else self._to_user(params)
+        return tuple(values.tolist())
 
     def y_std(self) -> float:
         return float(np.sqrt(self._y_var))
@@ -330,7 +350,7 @@ class ClusterProblem:
     def _pass(self, params):
         import torch
 
-        if self._cache is not None and self._cache[0] is params:
+        if self._cache is not None and (self._cache[0] is params or torch.equal(self._cache[0], params)):
             return self._cache[1:]
         k = len(params)
         cost, r_factor, z = 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
