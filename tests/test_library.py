@@ -214,4 +214,4 @@ def test_composites_guess_all_curves_at_once_like_each_curve(name):
 
 
 def test_a_composite_with_a_part_that_cannot_guess_in_batches_guesses_curve_by_curve():
-    assert gradfit.get_model("sine + linear").guess_many is None
+    assert gradfit.get_model("damped_sine + linear").guess_many is None

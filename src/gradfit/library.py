@@ -344,6 +344,51 @@ def _many_gaussian2d(xy, Z):
     return np.stack([Z.max(axis=1) - offset, x0, y0, sx, sy, offset], axis=1)
 
 
+def _frequency_many(x, Y):
+    """_frequency for every row at once: the same even grid (x is shared), one FFT per row."""
+    x, Y = _sorted_many(x, Y)
+    B, N = Y.shape
+    n = max(N, 16)
+    grid = np.linspace(x[0], x[-1], n)
+    # np.interp row by row, with the weights the shared x gives every row
+    j = np.clip(np.searchsorted(x, grid, side="right") - 1, 0, max(N - 2, 0))
+    if N > 1:
+        step = x[j + 1] - x[j]
+        t = np.where(step > 0, (grid - x[j]) / np.where(step > 0, step, 1.0), 0.0)
+        values = Y[:, j] + (Y[:, j + 1] - Y[:, j]) * t
+    else:
+        values = np.repeat(Y[:, :1], n, axis=1)
+    values = values - Y.mean(axis=1, keepdims=True)
+    spectrum = np.abs(np.fft.rfft(values * np.hanning(n), axis=1))
+    m = spectrum.shape[1]
+    freqs = np.fft.rfftfreq(n, d=grid[1] - grid[0]) if x[-1] > x[0] else np.zeros(m)
+    i = (np.argmax(spectrum[:, 1:], axis=1) + 1) if m > 1 else np.zeros(B, dtype=int)
+    inside = (i >= 1) & (i < m - 1)
+    rows = np.arange(B)
+    lo, hi = np.clip(i - 1, 0, m - 1), np.clip(i + 1, 0, m - 1)
+    a, b, c = (np.log(spectrum[rows, k] + 1e-300) for k in (lo, i, hi))
+    denom = a - 2 * b + c
+    shift = np.where(inside & (denom != 0), 0.5 * (a - c) / np.where(denom != 0, denom, 1.0), 0.0)
+    return (i + shift) * (freqs[1] if len(freqs) > 1 else 0.0)
+
+
+def _many_sine(x, Y):  # amplitude*sin(2*pi*frequency*x + phase)
+    f = _frequency_many(x, Y)
+    w = 2 * math.pi * f[:, None]
+    s, c = np.sin(w * x), np.cos(w * x)
+    v = Y - Y.mean(axis=1, keepdims=True)
+    # each row's 2-parameter least squares in sin and cos, by its normal equations ...
+    ss, cc, sc = (s * s).sum(axis=1), (c * c).sum(axis=1), (s * c).sum(axis=1)
+    bs, bc = (s * v).sum(axis=1), (c * v).sum(axis=1)
+    det = ss * cc - sc * sc
+    good = det > 1e-10 * ss * cc
+    safe = np.where(good, det, 1.0)
+    amp_s, amp_c = (cc * bs - sc * bc) / safe, (ss * bc - sc * bs) / safe
+    for r in np.flatnonzero(~good):  # ... or, where sin and cos are nearly parallel, numpy's lstsq as one curve's
+        amp_s[r], amp_c[r] = np.linalg.lstsq(np.stack([s[r], c[r]], axis=1), v[r], rcond=None)[0]
+    return np.stack([np.hypot(amp_s, amp_c), f, np.arctan2(amp_c, amp_s)], axis=1)
+
+
 # --- the library -----------------------------------------------------------------------
 
 LIBRARY: dict[str, Entry] = {e.name: e for e in [
@@ -372,7 +417,8 @@ LIBRARY: dict[str, Entry] = {e.name: e for e in [
                       "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt,
                       params=("amplitude", "center", "width", "fraction"), even=("width",),
                       many=_many_pseudo_voigt)),
-    Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine)),
+    Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine,
+                                   many=_many_sine)),
     Entry("damped_sine", "a sine wave dying away",
           _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
                       _guess_damped_sine)),
