@@ -505,10 +505,10 @@ class _Chunk:
         p = p.clone()
         status = torch.full((B,), 1, dtype=torch.long, device=p.device)  # 1: max_steps until decided
         steps = torch.zeros(B, dtype=torch.long, device=p.device)
-        r = self.residuals(p)
-        cost = (r * r).sum(dim=1)
-        status[~torch.isfinite(cost)] = 2  # diverged at the start
-        pack = _Pack(self, torch.isfinite(cost).nonzero().squeeze(-1), p)
+        pack = _Pack(self, torch.arange(B, device=p.device), p)
+        diverged = ~torch.isfinite(pack.cost)  # at the start: such a curve never iterates
+        status[pack.idx[diverged]] = 2
+        pack.drop(diverged, p)
         eye = torch.eye(k, dtype=p.dtype, device=p.device)
         while pack.size:
             J, rr, c, lam, polish = pack.jac, pack.r, pack.cost, pack.damping, pack.polished > 0

@@ -554,15 +554,18 @@ def fit_file(
         raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
     if batch_size is None and epochs is not None:
         raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
+    def in_memory(columns):  # data that fit: gradfit.fit, with every option as given
+        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
+                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
+                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_parquet_data(source):
         if batch_size is not None:
             raise OptionError("Mini-batches stream Parquet data; convert the CSV file to Parquet first.")
         table, first_row = read_table(source)  # a CSV file: read whole, as `gradfit fit` always has
         columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
-        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
-                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
-                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+        return in_memory(columns)
     data = Source(open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
     model = get_model(model)
     if batch_size is not None:
@@ -571,9 +574,7 @@ def fit_file(
     how = plan(data.n_rows, len(data.columns), model.n_params, memory_budget, batch_size)
     if not how.streamed:
         columns = data.read_all()
-        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
-                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
-                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+        return in_memory(columns)
     unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device"})
     if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
         raise OptionError(f"Unknown option {unknown[0]!r}.")
