@@ -40,11 +40,12 @@ def _single(model, x, y, **kw):
         return gradfit.fit(model, x, y, **kw)
 
 
+@pytest.mark.parametrize("backend", ["compiled", "torch"])  # where LM runs (test_compiled.py)
 @pytest.mark.parametrize("method", ["auto", "lm"])
 @pytest.mark.parametrize("per_curve_x", [False, True])
-def test_quadratics_equal_single_fits(method, per_curve_x):
+def test_quadratics_equal_single_fits(method, per_curve_x, backend):
     x, y = _quadratics(per_curve_x=per_curve_x)
-    result = fit_many("quadratic", x, y, method=method)
+    result = fit_many("quadratic", x, y, method=method, backend=backend if method == "lm" else "auto")
     assert result.method == ("linear" if method == "auto" else "lm")
     assert result.counts() == {"converged": len(y)}
     for i in range(0, len(y), 17):
@@ -56,9 +57,10 @@ def test_quadratics_equal_single_fits(method, per_curve_x):
         np.testing.assert_allclose(result.params[i], np.polyfit(xi, y[i], 2), rtol=SAME_AS_SINGLE)
 
 
-def test_nonlinear_peaks_equal_single_fits():
+@pytest.mark.parametrize("backend", ["compiled", "torch"])  # where LM runs (test_compiled.py)
+def test_nonlinear_peaks_equal_single_fits(backend):
     x, y, p0 = _peaks()
-    result = fit_many(GAUSS, x, y, p0=p0)
+    result = fit_many(GAUSS, x, y, p0=p0, backend=backend)
     assert result.counts() == {"converged": len(y)}
     for i in range(0, len(y), 7):
         single = _single(GAUSS, x, y[i], p0=p0[i])
@@ -102,7 +104,8 @@ def test_sigma_weights_like_a_single_fit():
     assert result.chi2[4] == pytest.approx(single.chi2, rel=1e-10)
 
 
-def test_mixed_success_and_failure_in_one_batch():
+@pytest.mark.parametrize("backend", ["compiled", "torch"])  # where LM runs (test_compiled.py)
+def test_mixed_success_and_failure_in_one_batch(backend):
     x, y, p0 = _peaks(b=6)
     y[1, :] = np.nan
     y[1, :3] = [1.0, 2.0, 3.0]  # three points for four parameters
@@ -110,7 +113,7 @@ def test_mixed_success_and_failure_in_one_batch():
     p0[2] = [0.0, 0.0, 1.0, 0.5]
     p0[3] = [3.0, 0.0, 1e-3, 0.0]  # a start where the curve is almost a spike ...
     y[4] = 1e300 * np.ones(x.size)  # ... and data whose squares overflow
-    result = fit_many(GAUSS, x, y, p0=p0, max_steps=50)
+    result = fit_many(GAUSS, x, y, p0=p0, max_steps=50, backend=backend)
     status = list(result.status)
     assert status[0] == "converged" and status[5] == "converged"
     assert status[1] == "too_few_points" and np.isnan(result.params[1]).all()
@@ -120,9 +123,10 @@ def test_mixed_success_and_failure_in_one_batch():
     assert not result.converged[[1, 2, 4]].any()
 
 
-def test_max_steps_is_reported_per_curve():
+@pytest.mark.parametrize("backend", ["compiled", "torch"])  # where LM runs (test_compiled.py)
+def test_max_steps_is_reported_per_curve(backend):
     x, y, p0 = _peaks(b=4)
-    result = fit_many(GAUSS, x, y, p0=p0 * 3, max_steps=2)
+    result = fit_many(GAUSS, x, y, p0=p0 * 3, max_steps=2, backend=backend)
     assert (result.status == "max_steps").any() and (result.n_steps <= 2 + 2).all()
 
 

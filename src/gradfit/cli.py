@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import ExitStatus, GradfitError
+from .batch import BACKENDS as BATCH_BACKENDS
 from .batch import METHODS as BATCH_METHODS
 
 
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--method", default="auto", metavar="M",
                       help=f"{', '.join(BATCH_METHODS[:-1])} or {BATCH_METHODS[-1]} (default: auto)")
     many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
+    many.add_argument("--backend", default="auto", metavar="B",
+                      help=f"where LM runs: {', '.join(BATCH_BACKENDS)} (default: auto, compiled machine code for "
+                           "a model written as a formula)")
     many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
     many.add_argument("--workers", type=_positive_int, metavar="N",
                       help="fit on a local Dask cluster of N worker processes (127.0.0.1); DATA may then be a "
@@ -498,10 +502,14 @@ def _run_fit_many(args) -> int:
     out = check_out_file(args.out, "--out")
     model = get_model(args.model, variables=_variable_names(args.x))
     if args.workers or args.scheduler:
+        if args.backend != "auto":
+            from .errors import OptionError
+
+            raise OptionError("--backend chooses how this process fits; on a cluster the workers choose (auto).")
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
     names, result = fit_long(model, groups, x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
-                             progress=not args.quiet and sys.stderr.isatty())
+                             backend=args.backend, progress=not args.quiet and sys.stderr.isatty())
     import pyarrow as pa
     import pyarrow.parquet as pq
 

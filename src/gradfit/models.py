@@ -48,6 +48,11 @@ class Model:
         """Starting values from the data, or None when the model has no rule for them."""
         return None
 
+    def program(self):
+        """The model as a gradfit.expr.Program (what the compiled many-curve solver runs), or None: a
+        Python function is opaque, so it runs in torch."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: y = {self.formula}>"
 
@@ -68,6 +73,15 @@ class Polynomial(Model):
         self.param_names = names
         self.name = name or f"poly{degree}"
         self.formula = " + ".join(_term(p, k) for p, k in zip(names, self._powers()))
+
+    def program(self):
+        from .expr import parse  # the formula is ours, written from the parameter names
+
+        if self._program is None:
+            self._program = parse(self.formula, ("x",), self.param_names).program()
+        return self._program
+
+    _program = None
 
     def _powers(self) -> range:
         return range(self.degree, -1, -1)
@@ -165,6 +179,13 @@ class ExpressionModel(Model):
         _columns(x, len(self.variables), self.name)  # the right number of variables first
         return None if self._guess is None else self._guess(x, y)
 
+    def program(self):
+        if self._program is None:
+            self._program = self.expression.program()
+        return self._program
+
+    _program = None
+
 
 def _lstsq_guess(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     a = model.design_matrix(x)
@@ -219,6 +240,15 @@ class Composite(Model):
 
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m.design_matrix(x) for m in self.parts], dim=-1)
+
+    def program(self):
+        """The parts' programs summed, when every part has one and all take the same variables."""
+        programs = [m.program() for m in self.parts]
+        if self.variables is None or any(p is None for p in programs):
+            return None
+        from .expr import sum_programs
+
+        return sum_programs(programs, [m.n_params for m in self.parts])
 
     def _guess_many(self, x, Y):
         return _composite_guess_many(self, x, Y)

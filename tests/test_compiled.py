@@ -1,0 +1,203 @@
+"""The compiled many-curve LM (gradfit.solvers.compiled): its model interpreter against torch autograd, and
+its fits against the torch batch solver, single gradfit.fit and numpy."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import gradfit
+from gradfit import batch
+from gradfit.errors import OptionError
+from gradfit.expr import parse
+from gradfit.solvers import compiled
+
+RNG = np.random.default_rng(7)
+SAME = 1e-8  # relative: the compiled and the torch solver run the same algorithm, rounding apart
+
+# every operator and function of the expression language, numbers folded, a parameter in an exponent,
+# sub-expressions of the parameters alone (one number per curve) mixed with ones that vary by point
+EXPRESSIONS = [
+    ("a*exp(-(x - m)**2/(2*s**2)) + c", ("x",), [2.0, 0.3, 0.8, 0.1]),
+    ("a*sin(w*x + ph) + b*cos(x) - tan(x/(4*w))", ("x",), [1.5, 0.7, 0.2, -0.4]),
+    ("log(a + x**2) + log10(b*x + 10) + log2(2 + c) * sqrt(x + d)", ("x",), [1.2, 0.5, 0.3, 2.0]),
+    ("abs(a*x - 1) + arcsin(x/(10*b)) + acos(x/(12*b)) + arctan(c*x) + atan(x)", ("x",), [0.9, 1.1, 0.6]),
+    ("sinh(a*x/5) + cosh(b) * tanh(x - c) + erf(a*x) - erfc(b*x) + sigmoid(c*x + a)", ("x",), [0.4, -0.3, 0.2]),
+    ("a*x**3 + b*x**0.5 + c/x + d*x**-1 + x**k + x**e + (x + 2)**(a*b) + 2**3*a", ("x",), [0.5, 1.5, -0.7, 0.2, 1.3]),
+    ("amp*exp(-((x - x0)**2 + (y - y0)**2)/(2*w**2)) + arctan2(y - y0, x - x0) * k + off", ("x", "y"),
+     [5.0, 0.3, -0.2, 1.1, 0.1, 2.0]),
+    ("-a + -(b*2) + a*b/(1 + a*a)", ("x",), [0.7, 1.9]),  # one number per curve only
+    ("a", ("x",), [3.0]),  # a parameter alone
+]
+
+
+@pytest.mark.parametrize("text,variables,p", EXPRESSIONS)
+def test_interpreter_equals_torch_value_and_autograd(text, variables, p):
+    expression = parse(text, variables)
+    n = 40
+    x = np.stack([np.linspace(0.2, 3.1, n), np.linspace(-1.3, 2.2, n)], 1)[:, :len(variables)]
+    value, jac = compiled.values_and_jacobian(expression.program(), x, np.array(p))
+    pt = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    columns = [torch.tensor(x[:, k]) for k in range(len(variables))]
+
+    def f(q):
+        out = expression(columns, list(q.unbind()))
+        return out if isinstance(out, torch.Tensor) and out.shape == (n,) else torch.as_tensor(out).expand(n)
+
+    expected = f(pt).detach().numpy()
+    expected_jac = torch.autograd.functional.jacobian(f, pt).numpy()
+    assert np.isfinite(expected).all() and np.isfinite(expected_jac).all()
+    np.testing.assert_allclose(value, expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(jac, expected_jac, rtol=1e-12, atol=1e-12)
+
+
+def test_composite_and_polynomial_programs_equal_their_models():
+    x = np.linspace(-2, 3, 30)
+    for name, p in [("gaussian + linear", [2.0, 0.5, 0.7, 0.3, -1.0]), ("poly3", [0.5, -1.0, 2.0, 3.0]),
+                    ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4])]:
+        model = gradfit.get_model(name)
+        value, jac = compiled.values_and_jacobian(model.program(), x, np.array(p))
+        pt = torch.tensor(p, dtype=torch.float64)
+        np.testing.assert_allclose(value, model(torch.tensor(x), pt).numpy(), rtol=1e-13, atol=1e-13)
+        expected = torch.autograd.functional.jacobian(lambda q: model(torch.tensor(x), q), pt).numpy()
+        np.testing.assert_allclose(jac, expected, rtol=1e-12, atol=1e-12)
+    assert gradfit.get_model(lambda x, a: a * x).program() is None  # a Python function stays opaque
+
+
+def _compare(compiled_result, torch_result, rtol=SAME):
+    assert list(compiled_result.status) == list(torch_result.status)
+    ok = compiled_result.converged
+    np.testing.assert_allclose(compiled_result.params[ok], torch_result.params[ok], rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(compiled_result.stderr[ok], torch_result.stderr[ok], rtol=1e-6)
+    np.testing.assert_allclose(compiled_result.chi2[ok], torch_result.chi2[ok], rtol=1e-10)
+    np.testing.assert_allclose(compiled_result.rmse, torch_result.rmse, rtol=1e-10)
+    np.testing.assert_array_equal(compiled_result.n_points, torch_result.n_points)
+    # the same steps, but for a curve or two whose last test falls on the other side by rounding
+    assert np.mean(compiled_result.n_steps == torch_result.n_steps) > 0.9
+
+
+def _both(model, x, y, **kw):
+    return (batch.fit_many(model, x, y, backend="compiled", **kw), batch.fit_many(model, x, y, backend="torch", **kw))
+
+
+def test_spots_from_their_guess_equal_the_torch_solver_and_the_truth():
+    xx, yy = np.meshgrid(np.arange(7.0), np.arange(7.0))
+    xy = np.stack([xx.ravel(), yy.ravel()], 1)
+    model = gradfit.get_model("gaussian2d")
+    true = np.array([50.0, 3.0, 3.2, 1.1, 0.9, 5.0]) * RNG.uniform(0.9, 1.1, size=(80, 6))
+    clean = model(torch.tensor(xy), torch.tensor(true)).numpy()
+    Y = clean + RNG.normal(size=clean.shape)
+    fast, slow = _both("gaussian2d", xy, Y)
+    _compare(fast, slow)
+    assert fast.counts() == {"converged": 80}
+    within = np.abs(fast.params - true) <= 5 * fast.stderr
+    assert within.mean() > 0.98
+
+
+def test_weights_ragged_curves_and_x_per_curve():
+    b, n = 40, 30
+    x = np.sort(RNG.uniform(0, 5, size=(b, n)), axis=1)
+    true = np.stack([RNG.uniform(1, 3, b), RNG.uniform(0.5, 1.5, b), RNG.uniform(-0.2, 0.2, b)], 1)
+    y = true[:, :1] * np.exp(-true[:, 1:2] * x) + true[:, 2:] + 0.02 * RNG.normal(size=(b, n))
+    sigma = RNG.uniform(0.01, 0.03, size=(b, n))
+    y[3, 20:] = np.nan  # a shorter curve
+    mask = np.ones_like(y, dtype=bool)
+    mask[7, ::2] = False
+    fast, slow = _both("exp_decay", x, y, sigma=sigma, mask=mask, p0=[2.0, 1.0, 0.0])
+    _compare(fast, slow)
+    assert fast.n_points[3] == 20 and fast.n_points[7] == 15
+    for absolute in (True, False):  # and a single fit of a ragged curve
+        one = gradfit.fit("exp_decay", x[3, :20], y[3, :20], sigma=sigma[3, :20], p0=[2.0, 1.0, 0.0],
+                          absolute_sigma=absolute)
+        many = batch.fit_many("exp_decay", x, y, sigma=sigma, p0=[2.0, 1.0, 0.0], absolute_sigma=absolute,
+                              backend="compiled")
+        np.testing.assert_allclose(many.params[3], list(one.params.values()), rtol=SAME)
+        np.testing.assert_allclose(many.stderr[3], list(one.stderr.values()), rtol=1e-6)
+
+
+def test_polynomial_by_lm_equals_polyfit_and_a_constant_is_the_mean():
+    x = np.linspace(-1, 2, 25)
+    Y = np.polyval([0.3, -1.0, 0.5, 2.0], x) + 0.1 * RNG.normal(size=(30, 25))
+    fast, slow = _both("poly3", x, Y, method="lm")
+    _compare(fast, slow)
+    for i in range(0, 30, 7):
+        np.testing.assert_allclose(fast.params[i], np.polyfit(x, Y[i], 3), rtol=1e-8, atol=1e-10)
+    const = batch.fit_many("constant", x, Y, method="lm", backend="compiled")
+    np.testing.assert_allclose(const.params[:, 0], Y.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(const.stderr[:, 0], Y.std(axis=1, ddof=1) / np.sqrt(25), rtol=1e-8)
+
+
+def test_mixed_failures_are_marked_as_the_torch_solver_marks_them():
+    x = np.linspace(-5, 5, 50)
+    text = "a*exp(-(x - m)**2/(2*s**2)) + c"
+    model = gradfit.get_model(text)
+    p0 = np.array([[3.0, 0.2, 1.0, 0.2]] * 6)
+    Y = model(torch.tensor(x), torch.tensor(p0)).numpy() + 0.05 * RNG.normal(size=(6, 50))
+    Y[1, :] = np.nan
+    Y[1, :3] = [1.0, 2.0, 3.0]  # too few points
+    Y[2] = 0.5  # flat data from a start with no peak: singular
+    p0[2] = [0.0, 0.0, 1.0, 0.5]
+    Y[4] = 1e300  # overflow: diverged
+    p0[5] = [1e200, 0.2, 1.0, 0.2]  # a start whose squares overflow
+    fast, slow = _both(text, x, Y, p0=p0, max_steps=50)
+    assert list(fast.status) == list(slow.status)
+    assert list(fast.status[[0, 1, 2, 4, 5]]) == ["converged", "too_few_points", "singular", "diverged", "diverged"]
+    capped, capped_torch = _both(text, x, Y[:1], p0=p0[:1] * 3, max_steps=2)
+    assert capped.status[0] == capped_torch.status[0] == "max_steps" and capped.n_steps[0] == 2
+
+
+def test_threads_do_not_change_the_answers():
+    x = np.linspace(-5, 5, 50)
+    model = gradfit.get_model("gaussian")
+    true = np.stack([RNG.uniform(2, 4, 37), RNG.uniform(-1, 1, 37), RNG.uniform(0.5, 1.5, 37)], 1)
+    Y = model(torch.tensor(x), torch.tensor(true)).numpy() + 0.05 * RNG.normal(size=(37, 50))
+    program, W = model.program(), np.ones_like(Y)
+    settings = (batch.INITIAL_DAMPING, batch.MAX_DAMPING, batch.POLISH_STEPS, batch.SINGULAR)
+    runs = [compiled.fit(program, x.reshape(1, -1, 1), Y, W, true, 100, 1e-12, False, settings, threads=t)
+            for t in (1, 3, 37)]
+    for other in runs[1:]:
+        for key in runs[0]:
+            np.testing.assert_array_equal(runs[0][key], other[key])
+    # and fit_many called from several Python threads at once (as Dask's threaded scheduler does)
+    results = {}
+
+    def work(i):
+        results[i] = batch.fit_many("gaussian", x, Y, p0=true, backend="compiled").params
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], runs[0]["params"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"model": lambda x, a, b: a * torch.exp(b * x)}, "Python function"),
+    ({"method": "adam"}, "only method 'lm'"),
+    ({"dtype": torch.float32}, "float64 only"),
+    ({"device": "cuda"}, "CPU only"),
+])
+def test_backend_compiled_says_why_it_cannot_run(kwargs, match):
+    options = {"model": "exponential", **kwargs}
+    model = options.pop("model")
+    with pytest.raises(OptionError, match=match):
+        batch.fit_many(model, np.arange(5.0), np.ones((2, 5)), p0=[1.0, 0.1], backend="compiled", **options)
+
+
+def test_auto_runs_compiled_where_it_can_and_torch_elsewhere(monkeypatch):
+    calls = []
+    monkeypatch.setattr(batch, "_fit_compiled", lambda *a: calls.append(a) or pytest.fail("compiled"))
+    x, Y = np.arange(6.0), np.ones((batch.COMPILED_FROM, 6))
+    batch.fit_many(lambda x, a: a + 0 * x, x, Y, p0=[1.0])  # a Python function: torch
+    batch.fit_many("exponential", x, Y, p0=[1.0, 0.0], dtype=torch.float32)  # float32: torch
+    batch.fit_many("exponential", x, Y, p0=[1.0, 0.0], backend="torch")
+    batch.fit_many("exponential", x, Y[:-1], p0=[1.0, 0.0])  # fewer curves than COMPILED_FROM: torch
+    batch.fit_many("exponential", x, Y, p0=[1.0, 0.0], method="adam")
+    assert not calls
+    with pytest.raises(pytest.fail.Exception):
+        batch.fit_many("exponential", x, Y, p0=[1.0, 0.0])  # a formula, float64, CPU, enough curves: compiled
+    with pytest.raises(OptionError, match="Unknown backend 'numba'"):
+        batch.fit_many("exponential", x, Y, backend="numba")
