@@ -6,9 +6,8 @@ The batched torch solver (gradfit.batch) runs each step as some twenty passes ov
 curve in machine code (numba): the model and its derivatives are computed by a small
 interpreter of the program's instructions into two small workspaces (the current point's and
 the trial's), the normal equations and their Cholesky factor are a few dozen numbers, and
-nothing is allocated from one curve to the next. The numba
-functions are compiled once and cached on disk; they release the GIL, so the curves are
-shared among threads.
+nothing is allocated from one curve to the next. The numba functions are compiled once per
+machine (~10 s) and cached on disk; they release the GIL, so the curves are shared among threads.
 
 Same algorithm, same numbers to rounding, as ``_Chunk.levenberg_marquardt`` and ``_Chunk.finish``:
 Marquardt's column scaling that never shrinks, Nielsen's damping update, MINPACK-style
@@ -34,8 +33,8 @@ WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may t
 
 
 def small_enough(program: Program, n_points: int) -> bool:
-    """Do one curve's slots fit WORK_BYTES (values and derivatives of every slot at every point)?"""
-    return len(program.op) * (program.n_params + 1) * max(n_points, 1) * 8 <= WORK_BYTES
+    """Do one curve's two workspaces (values and derivatives of every slot at every point) fit WORK_BYTES?"""
+    return 2 * (len(program.op) + 3) * (program.n_params + 1) * max(n_points, 1) * 8 <= WORK_BYTES
 
 
 def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
@@ -81,11 +80,11 @@ def values_and_jacobian(program: Program, x: np.ndarray, p: np.ndarray) -> tuple
         program = _times_one(program)
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(x), -1))
     S, N, P = len(program.op), len(x), program.n_params
-    val, grad = np.zeros((S, N)), np.zeros((S, P, N))
-    _prepare(program.op, program.value, program.point, program.dep, x, val, grad)
+    val, grad = np.zeros((2, S + 2, N)), np.zeros((2, S, P, N))
+    _prepare(program.op, program.value, x[None], 0, val, grad)
     _evaluate(program.op, program.a, program.b, program.value, program.point, program.dep,
-              np.asarray(p, dtype=np.float64), val, grad, np.empty(N), np.empty(N))
-    return val[-1].copy(), grad[-1].T.copy()
+              np.asarray(p, dtype=np.float64).reshape(1, P), 0, val, grad)
+    return val[0, S - 1].copy(), grad[0, S - 1].T.copy()
 
 
 def _times_one(program: Program) -> Program:
@@ -104,10 +103,7 @@ _TWO_OVER_SQRT_PI, _LN10, _LN2 = 2 / math.sqrt(math.pi), math.log(10), math.log(
 
 @_inline
 def _unary(o, u):
-    """A function of one argument and its derivative, at u."""
-    if o == _EXP:
-        v = math.exp(u)
-        return v, v
+    """A function of one argument (other than exp) and its derivative, at u."""
     if o == _LOG:
         return np.log(u), 1.0 / u
     if o == _LOG10:
@@ -148,27 +144,32 @@ def _unary(o, u):
 
 
 @_jit
-def _prepare(op, value, point, dep, x, val, grad):
-    """Fill the slots that do not change from step to step: numbers and variables along the points,
-    and each parameter's derivative by itself (ones)."""
-    N = x.shape[0]
-    for i in range(len(op)):
-        if op[i] == CONST:
-            val[i, :] = value[i]
-        elif op[i] == VAR:
-            c = int(value[i])
-            for n in range(N):
-                val[i, n] = x[n, c]
-        elif op[i] == PARAM:
-            grad[i, int(value[i]), :] = 1.0
+def _prepare(op, value, x, xc, val, grad):
+    """Fill, in both workspaces, the slots that do not change from step to step: numbers and variables
+    (of x[xc]) along the points, and each parameter's derivative by itself (ones)."""
+    N = x.shape[1]
+    for k in range(2):
+        for i in range(len(op)):
+            if op[i] == CONST:
+                val[k, i, :] = value[i]
+            elif op[i] == VAR:
+                c = int(value[i])
+                for n in range(N):
+                    val[k, i, n] = x[xc, n, c]
+            elif op[i] == PARAM:
+                grad[k, i, int(value[i]), :] = 1.0
 
 
 @_jit
-def _evaluate(op, a, b, value, point, dep, p, val, grad, pa, pb):
+def _evaluate(op, a, b, value, point, dep, p, k, val, grad):
     """Every slot's value and its derivatives by the parameters it depends on, at every point
     (the slots _prepare filled are left as they are). A slot that is one number per curve is
-    computed once and then copied along the points, so that every loop runs over contiguous rows."""
-    S, N, P = len(op), val.shape[1], len(p)
+    computed once and then copied along the points, so that every loop runs over contiguous rows.
+    Workspace k of val (2, slots + 2, points) and grad (2, slots, parameters, points), at p[k]; the
+    last two rows of val hold an operation's partial derivatives by its operands, where they are not
+    already rows of val (a product's are its operands' values, exp's its own value)."""
+    S, N, P = len(op), val.shape[2], p.shape[1]
+    PA, PB = val.shape[1] - 2, val.shape[1] - 1
     for i in range(S):
         o = op[i]
         A, Bs = a[i], b[i]
@@ -176,140 +177,142 @@ def _evaluate(op, a, b, value, point, dep, p, val, grad, pa, pb):
         if o == CONST or o == VAR:
             continue
         if o == PARAM:
-            val[i, :] = p[int(value[i])]
+            val[k, i, :] = p[k, int(value[i])]
             continue
         if o == ADD or o == SUB:
             sign = 1.0 if o == ADD else -1.0
             for n in range(L):
-                val[i, n] = val[A, n] + sign * val[Bs, n]
+                val[k, i, n] = val[k, A, n] + sign * val[k, Bs, n]
             for j in range(P):
                 if dep[i, j]:
                     if dep[A, j] and dep[Bs, j]:
                         for n in range(L):
-                            grad[i, j, n] = grad[A, j, n] + sign * grad[Bs, j, n]
+                            grad[k, i, j, n] = grad[k, A, j, n] + sign * grad[k, Bs, j, n]
                     elif dep[A, j]:
                         for n in range(L):
-                            grad[i, j, n] = grad[A, j, n]
+                            grad[k, i, j, n] = grad[k, A, j, n]
                     else:
                         for n in range(L):
-                            grad[i, j, n] = sign * grad[Bs, j, n]
+                            grad[k, i, j, n] = sign * grad[k, Bs, j, n]
         elif o == NEG:
             for n in range(L):
-                val[i, n] = -val[A, n]
+                val[k, i, n] = -val[k, A, n]
             for j in range(P):
                 if dep[i, j]:
                     for n in range(L):
-                        grad[i, j, n] = -grad[A, j, n]
+                        grad[k, i, j, n] = -grad[k, A, j, n]
         else:
             # the value and its partial derivatives by each operand, then the chain rule
+            ra, rb = PA, PB  # the rows of val that hold ∂/∂a and ∂/∂b
             if o == MUL:
                 for n in range(L):
-                    u, w = val[A, n], val[Bs, n]
-                    val[i, n], pa[n], pb[n] = u * w, w, u
+                    val[k, i, n] = val[k, A, n] * val[k, Bs, n]
+                ra, rb = Bs, A
             elif o == DIV:
                 for n in range(L):
-                    u, w = val[A, n], val[Bs, n]
+                    u, w = val[k, A, n], val[k, Bs, n]
                     v = u / w
-                    val[i, n], pa[n], pb[n] = v, 1.0 / w, -v / w
+                    val[k, i, n], val[k, PA, n], val[k, PB, n] = v, 1.0 / w, -v / w
             elif o == POW and op[Bs] == CONST:  # a fixed exponent: the usual small ones without pow()
                 w = value[Bs]
                 if w == 2.0:
                     for n in range(L):
-                        u = val[A, n]
-                        val[i, n], pa[n] = u * u, 2.0 * u
+                        u = val[k, A, n]
+                        val[k, i, n], val[k, PA, n] = u * u, 2.0 * u
                 elif w == 3.0:
                     for n in range(L):
-                        u = val[A, n]
-                        val[i, n], pa[n] = u * u * u, 3.0 * (u * u)
+                        u = val[k, A, n]
+                        val[k, i, n], val[k, PA, n] = u * u * u, 3.0 * (u * u)
                 elif w == 0.5:
                     for n in range(L):
-                        v = np.sqrt(val[A, n])
-                        val[i, n], pa[n] = v, 0.5 / v
+                        v = np.sqrt(val[k, A, n])
+                        val[k, i, n], val[k, PA, n] = v, 0.5 / v
                 elif w == -1.0:
                     for n in range(L):
-                        v = 1.0 / val[A, n]
-                        val[i, n], pa[n] = v, -(v * v)
+                        v = 1.0 / val[k, A, n]
+                        val[k, i, n], val[k, PA, n] = v, -(v * v)
                 else:
                     for n in range(L):
-                        u = val[A, n]
-                        val[i, n], pa[n] = u**w, (0.0 if w == 0.0 else w * u ** (w - 1.0))
+                        u = val[k, A, n]
+                        val[k, i, n], val[k, PA, n] = u**w, (0.0 if w == 0.0 else w * u ** (w - 1.0))
             elif o == POW:
                 for n in range(L):
-                    u, w = val[A, n], val[Bs, n]
+                    u, w = val[k, A, n], val[k, Bs, n]
                     v = u**w
-                    val[i, n], pa[n], pb[n] = v, w * u ** (w - 1.0), v * np.log(u)
+                    val[k, i, n], val[k, PA, n], val[k, PB, n] = v, w * u ** (w - 1.0), v * np.log(u)
             elif o == ATAN2:
                 for n in range(L):
-                    u, w = val[A, n], val[Bs, n]
+                    u, w = val[k, A, n], val[k, Bs, n]
                     r2 = w * w + u * u
-                    val[i, n], pa[n], pb[n] = math.atan2(u, w), w / r2, -u / r2
+                    val[k, i, n], val[k, PA, n], val[k, PB, n] = math.atan2(u, w), w / r2, -u / r2
             elif o == _EXP:  # the commonest function, with its own loop
                 for n in range(L):
-                    v = math.exp(val[A, n])
-                    val[i, n], pa[n] = v, v
+                    val[k, i, n] = math.exp(val[k, A, n])
+                ra = i
             else:
                 for n in range(L):
-                    val[i, n], pa[n] = _unary(o, val[A, n])
+                    val[k, i, n], val[k, PA, n] = _unary(o, val[k, A, n])
             binary = o == MUL or o == DIV or o == POW or o == ATAN2
             for j in range(P):
                 if not dep[i, j]:
                     continue
                 if dep[A, j] and binary and dep[Bs, j]:
                     for n in range(L):
-                        grad[i, j, n] = grad[A, j, n] * pa[n] + grad[Bs, j, n] * pb[n]
+                        grad[k, i, j, n] = grad[k, A, j, n] * val[k, ra, n] + grad[k, Bs, j, n] * val[k, rb, n]
                 elif dep[A, j]:
                     for n in range(L):
-                        grad[i, j, n] = grad[A, j, n] * pa[n]
+                        grad[k, i, j, n] = grad[k, A, j, n] * val[k, ra, n]
                 else:
                     for n in range(L):
-                        grad[i, j, n] = grad[Bs, j, n] * pb[n]
+                        grad[k, i, j, n] = grad[k, Bs, j, n] * val[k, rb, n]
         if not point[i]:  # one number per curve: copied along the points for the slots that read it
-            v = val[i, 0]
+            v = val[k, i, 0]
             for n in range(1, N):
-                val[i, n] = v
+                val[k, i, n] = v
             for j in range(P):
                 if dep[i, j]:
-                    gj = grad[i, j, 0]
+                    gj = grad[k, i, j, 0]
                     for n in range(1, N):
-                        grad[i, j, n] = gj
+                        grad[k, i, j, n] = gj
 
 
 @_inline
-def _residuals(op, a, b, value, point, dep, y, w, unit, p, val, grad, pa, pb, r):
-    """r = (f(x, p) - y) w, and the last slot's derivatives weighted in place: they are J, transposed
-    (a row per parameter; a row stays zero where the model does not depend on the parameter).
-    Returns |r|²."""
-    _evaluate(op, a, b, value, point, dep, p, val, grad, pa, pb)
-    F, N = len(op) - 1, len(y)
+def _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, k, val, grad, r):
+    """r[k] = (f(x, p[k]) - y) w for curve c, and the last slot's derivatives weighted in place: they
+    are J, transposed (a row per parameter, zero where the model does not depend on it). Returns |r|²."""
+    _evaluate(op, a, b, value, point, dep, p, k, val, grad)
+    F, N = len(op) - 1, Y.shape[1]
     cost = 0.0
     for n in range(N):
-        r[n] = (val[F, n] - y[n]) * w[n]
-        cost += r[n] * r[n]
+        r[k, n] = (val[k, F, n] - Y[c, n]) * W[c, n]
+        cost += r[k, n] * r[k, n]
     if not unit:
-        for j in range(len(p)):
+        for j in range(p.shape[1]):
             if dep[F, j]:
                 for n in range(N):
-                    grad[F, j, n] *= w[n]
+                    grad[k, F, j, n] *= W[c, n]
     return cost
 
 
-@_inline
-def _normal(J, r, jtj, jtr):
-    """JᵀJ and Jᵀr, J transposed (P, N)."""
-    P, N = J.shape
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _normal(grad, k, F, r, jtj, jtr):
+    """JᵀJ and Jᵀr, J = grad[k, F] (transposed: a row per parameter). Its sums may be reordered, which
+    lets the compiler use vector instructions (2x faster): they round differently, as torch's products do."""
+    P, N = grad.shape[2], grad.shape[3]
     for i in range(P):
         t = 0.0
         for n in range(N):
-            t += J[i, n] * r[n]
+            t += grad[k, F, i, n] * r[k, n]
         jtr[i] = t
         for j in range(i + 1):
             t = 0.0
             for n in range(N):
-                t += J[i, n] * J[j, n]
+                t += grad[k, F, i, n] * grad[k, F, j, n]
             jtj[i, j] = t
             jtj[j, i] = t
 
-@_jit
+
+@_inline
 def _cholesky(m, chol):
     """Lower Cholesky factor of m into chol; False (and chol unusable) where m is not positive definite."""
     P = m.shape[0]
@@ -330,7 +333,8 @@ def _cholesky(m, chol):
             chol[i, j] = 0.0
     return True
 
-@_jit
+
+@_inline
 def _solve(chol, g, z):
     """z = (L Lᵀ)⁻¹ g."""
     P = len(g)
@@ -349,33 +353,32 @@ def _solve(chol, g, z):
 @_jit
 def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, absolute_sigma, settings,
                params, stderr, rmse, chi2, n_points, n_steps, status):
+    """LM for the curves lo..hi-1, as _Chunk.levenberg_marquardt and _Chunk.finish do it for a batch.
+
+    Two workspaces, the current point's and the trial's, indexed by cur and 1 - cur: accepting a
+    step flips the index (no copies, no array views made in the loop). The last slot's derivatives
+    in a workspace are J there."""
     S, N, P = len(op), Y.shape[1], params.shape[1]
     INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR = settings[0], settings[1], int(settings[2]), settings[3]
-    # two workspaces, the current point's and the trial's: the last slot's derivatives are J
-    val, grad, val_new, grad_new = np.zeros((S, N)), np.zeros((S, P, N)), np.zeros((S, N)), np.zeros((S, P, N))
-    pa, pb = np.empty(N), np.empty(N)
-    r, r_new = np.empty(N), np.empty(N)
+    val, grad = np.zeros((2, S + 2, N)), np.zeros((2, S, P, N))
+    p, r = np.empty((2, P)), np.empty((2, N))
     F = S - 1
     jtj, jtr, m, chol = np.empty((P, P)), np.empty(P), np.empty((P, P)), np.zeros((P, P))
-    d, dd, g, delta, p, p_new, norms = (np.empty(P), np.empty(P), np.empty(P), np.empty(P), np.empty(P),
-                                        np.empty(P), np.empty(P))
+    d, dd, g, delta, norms = np.empty(P), np.empty(P), np.empty(P), np.empty(P), np.empty(P)
     for c in range(lo, hi):
         if c == lo or X.shape[0] > 1:
-            x = X[c if X.shape[0] > 1 else 0]
-            _prepare(op, value, point, dep, x, val, grad)
-            _prepare(op, value, point, dep, x, val_new, grad_new)
-        y, w = Y[c], W[c]
+            _prepare(op, value, X, c if X.shape[0] > 1 else 0, val, grad)
         used, unit = 0, True
         for n in range(N):
-            if w[n] > 0:
+            if W[c, n] > 0:
                 used += 1
-            if w[n] != 1.0:
+            if W[c, n] != 1.0:
                 unit = False
         n_points[c] = used
+        cur = 0
         for j in range(P):
-            p[j] = params[c, j]
-        cost = _residuals(op, a, b, value, point, dep, y, w, unit, p, val, grad, pa, pb, r)
-        J = grad[F]
+            p[cur, j] = params[c, j]
+        cost = _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, cur, val, grad, r)
         steps = 0
         code = 1  # max_steps until decided
         if not math.isfinite(cost):
@@ -384,15 +387,18 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
             for j in range(P):
                 t = 0.0
                 for n in range(N):
-                    t += J[j, n] * J[j, n]
+                    t += grad[cur, F, j, n] * grad[cur, F, j, n]
                 d[j] = max(math.sqrt(t), 1e-300)
             lam, nu, damped, polished = INITIAL_DAMPING, 2.0, 0, 0
             while True:
                 polish = polished > 0
-                _normal(J, r, jtj, jtr)
+                new = 1 - cur
+                _normal(grad, cur, F, r, jtj, jtr)
+                # Marquardt's scaling, applied to the small matrices; a polishing step scales by the
+                # current column norms and takes no damping
                 for j in range(P):
                     norms[j] = math.sqrt(max(jtj[j, j], 0.0))
-                    d[j] = max(d[j], norms[j])
+                    d[j] = max(d[j], norms[j])  # never shrinks (Moré)
                     dd[j] = max(norms[j], 1e-300) if polish else d[j]
                     g[j] = jtr[j] / dd[j]
                 if polish:
@@ -408,37 +414,34 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
                         delta[j] = -delta[j] / dd[j]
                 else:
                     delta[:] = np.nan
-                predicted = 0.0
+                predicted = 0.0  # |r|² - |J δ + r|², from the small matrices
                 for i in range(P):
                     t = 0.0
                     for j in range(P):
                         t += jtj[i, j] * delta[j]
                     predicted -= 2.0 * delta[i] * jtr[i] + delta[i] * t
                 for j in range(P):
-                    p_new[j] = p[j] + delta[j]
-                c_new = _residuals(op, a, b, value, point, dep, y, w, unit, p_new, val_new, grad_new, pa, pb, r_new)
+                    p[new, j] = p[cur, j] + delta[j]
+                c_new = _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, new, val, grad, r)
                 rho = (cost - c_new) / predicted if predicted > 0 else -1.0
                 finite = math.isfinite(c_new) and factored
                 if polish:
                     ok = finite and c_new <= cost * (1 + 1e-13)
                 else:
                     ok = finite and rho > 0
+                # MINPACK-style tests
                 tiny_change = abs(cost - c_new) <= tol * cost and predicted <= tol * cost
                 step_size, size = 0.0, 0.0
                 for j in range(P):
                     step_size += (dd[j] * delta[j]) ** 2
-                    size += (dd[j] * p[j]) ** 2
+                    size += (dd[j] * p[cur, j]) ** 2
                 tiny_step = math.sqrt(step_size) <= tol * (math.sqrt(size) + tol)
                 done = (tiny_change and c_new <= cost * (1 + 1e-13)) or (tiny_step and ok) or cost == 0
                 if not polish or ok:
                     steps += 1
                 damped += 1
-                if ok:
-                    p, p_new = p_new, p
-                    r, r_new = r_new, r
-                    val, val_new = val_new, val
-                    grad, grad_new = grad_new, grad
-                    J = grad[F]
+                if ok:  # the damping shrinks after a good step (Nielsen) and grows after a bad one
+                    cur = new
                     cost = c_new
                     lam = lam * max(1 - (2 * rho - 1) ** 3, 1 / 3)
                     nu = 2.0
@@ -456,18 +459,18 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
                 if POLISH_STEPS == 0 and converged:
                     break
         for j in range(P):
-            params[c, j] = p[j]
-            if not math.isfinite(p[j]):
+            params[c, j] = p[cur, j]
+            if not math.isfinite(p[cur, j]):
                 code = 2
-        # statistics at the final parameters (r and J are theirs)
+        # statistics at the final parameters (workspace cur holds their r and J)
         total, raw = 0.0, 0.0
         for n in range(N):
-            total += r[n] * r[n]
-            if w[n] > 0:
-                raw += (r[n] / w[n]) ** 2
+            total += r[cur, n] * r[cur, n]
+            if W[c, n] > 0:
+                raw += (r[cur, n] / W[c, n]) ** 2
         chi2[c] = total
         rmse[c] = math.sqrt(raw / max(used, 1))
-        _normal(J, r, jtj, jtr)
+        _normal(grad, cur, F, r, jtj, jtr)
         for j in range(P):
             d[j] = max(math.sqrt(jtj[j, j]), 1e-300)
         for i in range(P):
