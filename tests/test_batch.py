@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gradfit
-from gradfit.batch import fit_many
+from gradfit.batch import fit_long, fit_many
 from gradfit.errors import DataError, ModelError, OptionError
 
 SAME_AS_SINGLE = 1e-8  # relative, parameters of a batched fit against gradfit.fit of the same curve
@@ -222,3 +222,24 @@ def test_batched_lbfgs_reaches_each_curves_optimum_from_its_guess():
     np.testing.assert_allclose(result.chi2, exact.chi2, rtol=1e-12)
     short = fit_many(GAUSS, x, y, method="lbfgs", max_steps=2)
     assert (short.status == "max_steps").all() and (short.n_steps <= 2).all()
+
+
+def test_curves_on_one_grid_share_x_and_a_batched_guess(monkeypatch):
+    x, y, _ = _peaks(b=30)
+    model = gradfit.get_model("gaussian + constant")
+    shared = fit_many(model, x, y)
+
+    def refuse(*args):
+        raise AssertionError("guessed curve by curve")
+
+    monkeypatch.setattr(type(model.parts[0]), "guess", refuse)  # the batched guess must serve
+    per_curve = fit_many(model, np.tile(x, (30, 1)), y)  # the same x given for every curve
+    np.testing.assert_array_equal(per_curve.params, shared.params)
+    # long format with the rows shuffled: each curve's points are put in order of x, so they line up too
+    rows = RNG.permutation(30 * x.size)
+    groups = np.repeat(np.arange(30), x.size)[rows]
+    names, long = fit_long(model, groups, np.tile(x, 30)[rows], y.ravel()[rows])
+    np.testing.assert_allclose(long.params, shared.params, rtol=1e-12)
+    for i in (0, 13, 29):
+        single = _single(model, x, y[i], p0=shared.params[i])
+        np.testing.assert_allclose(long.params[i], list(single.params.values()), rtol=SAME_AS_SINGLE)

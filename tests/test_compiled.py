@@ -201,3 +201,27 @@ def test_auto_runs_compiled_where_it_can_and_torch_elsewhere(monkeypatch):
         batch.fit_many("exponential", x, Y, p0=[1.0, 0.0])  # a formula, float64, CPU, enough curves: compiled
     with pytest.raises(OptionError, match="Unknown backend 'numba'"):
         batch.fit_many("exponential", x, Y, backend="numba")
+
+
+def test_answers_do_not_depend_on_the_process(tmp_path):
+    """The same data give the same bits in another process (whose arrays lie elsewhere in memory): no sum
+    in the kernel is reordered by where its arrays are aligned."""
+    import subprocess
+    import sys
+
+    x = np.linspace(-5, 5, 37)
+    model = gradfit.get_model("gaussian + linear")
+    true = np.stack([RNG.uniform(2, 4, 300), RNG.uniform(-1, 1, 300), RNG.uniform(0.5, 1.5, 300),
+                     RNG.uniform(-0.1, 0.1, 300), RNG.uniform(0, 1, 300)], 1)
+    peak = true[:, :1] * np.exp(-((x - true[:, 1:2]) ** 2) / (2 * true[:, 2:3] ** 2))
+    Y = peak + true[:, 3:4] * x + true[:, 4:] + 0.05 * RNG.normal(size=(300, 37))
+    np.savez(tmp_path / "data.npz", x=x, Y=Y, p0=true)
+    script = ("import numpy as np, gradfit; d = np.load('data.npz'); "
+              "r = gradfit.fit_many('gaussian + linear', d['x'], d['Y'], p0=d['p0'], backend='compiled'); "
+              "np.savez('out.npz', params=r.params, stderr=r.stderr, steps=r.n_steps)")
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=300)
+    there = np.load(tmp_path / "out.npz")
+    here = batch.fit_many(model, x, Y, p0=true, backend="compiled")
+    np.testing.assert_array_equal(here.params, there["params"])
+    np.testing.assert_array_equal(here.stderr, there["stderr"])
+    np.testing.assert_array_equal(here.n_steps, there["steps"])

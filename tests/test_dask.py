@@ -100,7 +100,9 @@ def test_the_python_api_is_lazy_and_marks_short_curves(cluster):
 def test_a_worker_killed_mid_run_loses_nothing(cluster):
     local, client = cluster
     frame = peaks(6000, seed=5)
-    lazy = gradfit.dask.fit_many(dd.from_pandas(frame, npartitions=24), "gaussian", group="cell", x="t", y="v")
+    # compiled LM in the worker processes (their blocks are small, where auto would take torch)
+    lazy = gradfit.dask.fit_many(dd.from_pandas(frame, npartitions=24), "gaussian", group="cell", x="t", y="v",
+                                 backend="compiled")
     pids = client.run(os.getpid)  # worker address -> process id
     future = client.compute(lazy)
     deadline = time.monotonic() + 60
@@ -109,7 +111,8 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster):
     assert not future.done()
     os.kill(next(iter(pids.values())), signal.SIGKILL)  # one worker process dies; its nanny starts another
     result = future.result(timeout=300).sort_values("cell").reset_index(drop=True)
-    names, oracle = fit_long("gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy())
+    names, oracle = fit_long("gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy(),
+                             backend="compiled")
     expected = oracle.to_pandas()
     expected.insert(0, "cell", names)
     assert len(result) == 6000

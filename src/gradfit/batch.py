@@ -163,6 +163,10 @@ def fit_many(
     shared = xn.shape[:1] == (N,) and (xn.ndim == 1 or (xn.ndim == 2 and k > 1 and xn.shape[1] == k))
     if not shared and xn.shape[:2] != (B, N):
         raise DataError(f"`x` must be shared, shape ({N},), or one row per curve, shape ({B}, {N}); got {xn.shape}.")
+    if not shared and B > 1 and bool((xn == xn[:1]).all()):
+        # every curve at the same x (as long-format data on one grid give): one shared x, so that the
+        # curves share a design matrix or a batched guess
+        xn, shared = xn[0], True
     valid = np.isfinite(Yn)
     valid &= np.isfinite(xn).all(axis=-1) if xn.ndim == (2 if shared else 3) else np.isfinite(xn)
     if mask is not None:
@@ -767,7 +771,10 @@ def fit_long(model, groups, x, y, sigma=None, **options) -> tuple[np.ndarray, Ba
     """
     groups, x, y = np.asarray(groups), np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
+    # each curve's points in order of x (rows may come in any order): curves measured on one grid then
+    # line up, and fit_many treats their x as shared
+    columns = x.reshape(len(x), -1)
+    order = np.lexsort([columns[:, j] for j in reversed(range(columns.shape[1]))] + [inverse])
     position = np.empty_like(order)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     position[order] = np.arange(len(order)) - np.repeat(starts, counts)

@@ -502,10 +502,6 @@ def _run_fit_many(args) -> int:
     out = check_out_file(args.out, "--out")
     model = get_model(args.model, variables=_variable_names(args.x))
     if args.workers or args.scheduler:
-        if args.backend != "auto":
-            from .errors import OptionError
-
-            raise OptionError("--backend chooses how this process fits; on a cluster the workers choose (auto).")
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
     names, result = fit_long(model, groups, x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
@@ -581,7 +577,7 @@ def _fit_many_on_dask(args, model, out) -> int:
     y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
     with cluster(args.workers, args.scheduler):
         table = fit_many(frame, model, group=args.group, x=x, y=y, sigma=args.sigma, p0=args.p0,
-                         method=args.method, max_steps=args.max_steps).compute()
+                         method=args.method, max_steps=args.max_steps, backend=args.backend).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
     save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))
     if not args.quiet:

@@ -25,7 +25,8 @@ CONNECT_TIMEOUT = "10s"
 
 
 def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = None, sigma: str | None = None,
-             p0=None, method: str = "auto", max_steps: int | None = None, dim: str | None = None):
+             p0=None, method: str = "auto", max_steps: int | None = None, dim: str | None = None,
+             backend: str = "auto"):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
     A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D
@@ -39,16 +40,17 @@ def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = 
     dimension) for every index of the others, at x = the ``dim`` coordinate (or ``x=``); the result
     is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
     data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
+    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block).
     """
     import pandas as pd
 
     model = get_model(model)
     if _is_xarray(frame):
-        return _fit_xarray(frame, model, x, dim, p0=p0, method=method, max_steps=max_steps)
+        return _fit_xarray(frame, model, x, dim, p0=p0, method=method, max_steps=max_steps, backend=backend)
     if dim is not None:
         raise OptionError("dim= names the dimension of an xarray DataArray along which each curve runs.")
     if hasattr(frame, "chunks") and hasattr(frame, "to_delayed"):  # a Dask array: one curve per row
-        return _fit_array(frame, model, x, p0=p0, method=method, max_steps=max_steps)
+        return _fit_array(frame, model, x, p0=p0, method=method, max_steps=max_steps, backend=backend)
     if group is None or x is None or y is None:
         raise OptionError("A Dask DataFrame needs group=, x= and y= column names.")
     wanted = [c for c in (group, x, y, sigma) if c is not None]
@@ -68,10 +70,10 @@ def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = 
     # every row of a curve in one partition; a task-based shuffle, which Dask reruns when a worker dies
     whole_curves = frame[wanted].shuffle(on=group, shuffle_method="tasks")
     return whole_curves.map_partitions(_fit_partition, model=model, group=group, x=x, y=y, sigma=sigma, p0=p0,
-                                       method=method, max_steps=max_steps, meta=meta)
+                                       method=method, max_steps=max_steps, backend=backend, meta=meta)
 
 
-def _fit_array(array, model, x, *, p0, method, max_steps):
+def _fit_array(array, model, x, *, p0, method, max_steps, backend):
     """Rows of a 2-D Dask array, one curve each at the shared x: one batched fit per chunk of rows."""
     import dask
     import dask.dataframe as dd
@@ -85,17 +87,18 @@ def _fit_array(array, model, x, *, p0, method, max_steps):
     rows = array.rechunk({1: -1})  # whole curves in every block
     starts = np.concatenate([[0], np.cumsum(rows.chunks[0])[:-1]])
     blocks = rows.to_delayed()[:, 0]
-    parts = [dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps)
+    parts = [dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps, backend)
              for block, start in zip(blocks, starts)]
-    meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, p0, method, max_steps).iloc[:0]
+    meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, p0, method, max_steps, backend).iloc[:0]
     meta = meta.astype({"curve": "int64"})
     return dd.from_delayed(parts, meta=pd.DataFrame(meta), verify_meta=False)
 
 
-def _fit_block(block, start, model, x, p0, method, max_steps):
+def _fit_block(block, start, model, x, p0, method, max_steps, backend):
     from .batch import fit_many as fit_rows
 
-    out = fit_rows(model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps).to_pandas()
+    out = fit_rows(model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps,
+                   backend=backend).to_pandas()
     out.insert(0, "curve", np.arange(start, start + len(out), dtype=np.int64))
     return out
 
@@ -105,7 +108,7 @@ def _is_xarray(value) -> bool:
     return module.split(".")[0] == "xarray"
 
 
-def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
+def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
     """Every curve of a DataArray along ``dim``: a Dataset of results over its other dimensions."""
     import xarray as xr
 
@@ -146,7 +149,7 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
     outputs = xr.apply_ufunc(
         _fit_curves, *inputs, input_core_dims=[[dim]] * len(inputs),
         output_core_dims=[["parameter"], ["parameter"], [], [], [], [], []],
-        kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps),
+        kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps, backend=backend),
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.float64, np.int64, np.int64, STATUS_DTYPE],
         dask_gufunc_kwargs={"output_sizes": {"parameter": len(names)}},
@@ -166,7 +169,7 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps):
 STATUS_DTYPE = "<U16"  # the longest status, too_few_points, has 14 characters
 
 
-def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps):
+def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps, backend):
     """A block of curves (..., points) in one batched fit (at the shared ``x``, or at ``each_x``, shaped like the
     block): arrays shaped like the block's leading dimensions."""
     from .batch import fit_many as fit_rows
@@ -179,13 +182,13 @@ def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps):
         empty = np.zeros(lead)
         return (np.zeros((*lead, k)), np.zeros((*lead, k)), empty, empty, empty.astype(np.int64),
                 empty.astype(np.int64), empty.astype(STATUS_DTYPE))
-    r = fit_rows(model, x, rows, p0=p0, method=method, max_steps=max_steps)
+    r = fit_rows(model, x, rows, p0=p0, method=method, max_steps=max_steps, backend=backend)
     return (r.params.reshape(*lead, k), r.stderr.reshape(*lead, k), r.rmse.reshape(lead), r.chi2.reshape(lead),
             r.n_points.astype(np.int64).reshape(lead), r.n_steps.astype(np.int64).reshape(lead),
             r.status.astype(STATUS_DTYPE).reshape(lead))
 
 
-def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
+def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, backend):
     """One partition's curves, fitted in one batched call: one row per curve."""
     import pandas as pd
 
@@ -193,7 +196,7 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps):
         return pd.DataFrame({group: part[group].iloc[:0]})
     names, result = fit_long(model, part[group].to_numpy(), part[x].to_numpy(np.float64),
                              part[y].to_numpy(np.float64), None if sigma is None else part[sigma].to_numpy(np.float64),
-                             p0=p0, method=method, max_steps=max_steps)
+                             p0=p0, method=method, max_steps=max_steps, backend=backend)
     out = result.to_pandas()
     out.insert(0, group, pd.Series(names, dtype=part[group].dtype))
     return out
