@@ -225,3 +225,13 @@ def test_answers_do_not_depend_on_the_process(tmp_path):
     np.testing.assert_array_equal(here.params, there["params"])
     np.testing.assert_array_equal(here.stderr, there["stderr"])
     np.testing.assert_array_equal(here.n_steps, there["steps"])
+
+
+def test_small_batches_on_auto_do_not_import_numba():
+    import subprocess
+    import sys
+
+    script = ("import sys, numpy as np, gradfit; x = np.linspace(0, 1, 9); "
+              "r = gradfit.fit_many('exponential', x, np.exp(np.outer([1.0, 2.0], x)), p0=[1.0, 1.0]); "
+              "assert r.converged.all() and 'numba' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -189,15 +189,36 @@ def test_fit_many_guesses_all_curves_at_once_where_it_can(monkeypatch):
     monkeypatch.setattr(gradfit.models.ExpressionModel, "guess", lambda self, *a: calls.append(1) or original(self, *a))
     again = gradfit.fit_many("gaussian", x, Y)
     assert not calls  # never curve by curve
-    ragged = Y.copy()
-    ragged[0, :5] = np.nan  # a ragged curve: guessed on its own points, one call per curve
-    gradfit.fit_many("gaussian", x, ragged)
-    assert calls
     np.testing.assert_array_equal(again.params, expected.params)
     per_curve = np.stack([gradfit.get_model("gaussian").guess(torch.tensor(x), torch.tensor(row)).numpy()
                           for row in Y])
     from_guesses = gradfit.fit_many("gaussian", x, Y, p0=per_curve)
     np.testing.assert_allclose(expected.params, from_guesses.params, rtol=1e-10)
+
+
+def test_ragged_curves_and_curves_at_their_own_x_guess_in_groups_like_each_curve(monkeypatch):
+    x, true = CASES["gaussian"]
+    Y = _curves("gaussian", x, true, count=60)[4:]
+    model = gradfit.get_model("gaussian")
+    ragged = Y.copy()
+    ragged[::3, :7] = np.nan  # a third of the curves lack their first points, one lacks more
+    ragged[5, -4:] = np.nan
+    rng = np.random.default_rng(3)
+    own_x = np.sort(x + rng.uniform(-0.01, 0.01, size=Y.shape), axis=1)  # every curve at its own x
+    for xs, ys in ((x, ragged), (own_x, Y)):
+        expected = []
+        for i in range(len(ys)):
+            keep = np.isfinite(ys[i])
+            xi = (xs if xs.ndim == 1 else xs[i])[keep]
+            expected.append(model.guess(torch.tensor(xi), torch.tensor(ys[i][keep])).numpy())
+        calls = []
+        monkeypatch.setattr(gradfit.models.ExpressionModel, "guess", lambda self, *a: calls.append(1))
+        part = gradfit.batch._Chunk(model, torch.tensor(xs), xs.ndim == 1, torch.tensor(np.nan_to_num(ys)),
+                                    torch.tensor(np.isfinite(ys).astype(float)))
+        got = part.guess().numpy()
+        monkeypatch.undo()
+        assert not calls  # the batched rule, a group at a time
+        np.testing.assert_allclose(got, np.array(expected), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gaussian + linear", "lorentzian + quadratic", "exp_decay + constant"])

@@ -184,9 +184,7 @@ def fit_many(
     Yc = np.where(valid, Yn, 0.0)
     xc = np.where(np.isfinite(xn), xn, 0.0)
     p0n = _start(model, p0, B)
-    program = _compiled_program(model, run, backend, N, dtype, device)
-    if backend == "auto" and B < COMPILED_FROM:
-        program = None
+    program = _compiled_program(model, run, backend, B, N, dtype, device)
 
     if chunk_size is None:
         per_curve = 8 * N * (model.n_params + 6) * 4  # residuals, Jacobian and work arrays, in bytes
@@ -242,11 +240,11 @@ def fit_many(
     return BatchResult(model=model, method=run, param_names=model.param_names, **columns)
 
 
-def _compiled_program(model: Model, run: str, backend: str, n_points: int, dtype, device):
+def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device):
     """The model's Program when LM runs compiled, else None (torch). backend="compiled" where it cannot
     run compiled is an error that says why."""
-    if backend == "torch":
-        return None
+    if backend == "torch" or (backend == "auto" and n_curves < COMPILED_FROM):
+        return None  # (and numba is not even imported)
     program = model.program() if run == "lm" else None
     why = ("it runs only method 'lm'" if run != "lm"
            else f"model {model.name} is a Python function (write it as a formula to compile it)" if program is None
@@ -341,12 +339,13 @@ class _Chunk:
         return r * w, torch.stack([c * w for c in columns], dim=1).transpose(1, 2)
 
     def guess(self) -> torch.Tensor:
-        """The model's own guess for each curve, else ones: for all curves at once where the model has a
-        batched rule and the curves share x and use every point, else one call per curve."""
+        """The model's own guess for each curve, else ones: where the model has a batched rule, for all
+        curves at once that share x and the points they use (one call per such group), else one call
+        per curve."""
         k = self.model.n_params
         many = getattr(self.model, "guess_many", None)
-        if many is not None and self.shared and self.y.shape[1] >= k and bool((self.w > 0).all()):
-            values = many(self.x.detach().cpu().numpy(), self.y.detach().cpu().numpy())
+        if many is not None:
+            values = self._guess_in_groups(many)
             return torch.as_tensor(values, dtype=self.y.dtype, device=self.y.device)
         rows = []
         for b in range(self.batch):
@@ -356,6 +355,28 @@ class _Chunk:
             rows.append(torch.ones(k, dtype=self.y.dtype, device=self.y.device) if g is None
                         else torch.as_tensor(g, dtype=self.y.dtype, device=self.y.device))
         return torch.stack(rows)
+
+    def _guess_in_groups(self, many) -> np.ndarray:
+        """guess_many for each group of curves measured at the same x and using the same points (curves on
+        one grid, ragged ones cut to the same length): the rows of a group share their x and use all of it."""
+        k = self.model.n_params
+        x, y = self.x.detach().cpu().numpy(), self.y.detach().cpu().numpy()
+        used = (self.w > 0).cpu().numpy()
+        B, N = y.shape
+        if self.shared and used.all():
+            return many(x, y) if N >= k else np.ones((B, k))
+        xs = np.broadcast_to(x, (B, *x.shape)) if self.shared else x
+        # each curve's x where it uses a point, NaN elsewhere: equal keys, one group
+        at = np.where(used.reshape(used.shape + (1,) * (xs.ndim - 2)), xs, np.nan).reshape(B, -1)
+        keys = np.ascontiguousarray(at).view(np.dtype((np.void, at.itemsize * at.shape[1]))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        values = np.ones((B, k))
+        for row, members in zip(first, np.split(order, np.cumsum(np.bincount(inverse))[:-1])):
+            keep = used[row]
+            if keep.sum() >= k:
+                values[members] = many(xs[row][keep], y[members][:, keep])
+        return values
 
     def solve_linear(self):
         """Each curve's exact least squares.
