@@ -71,7 +71,7 @@ def main() -> None:
     # the same fits on the device and on the CPU, float64: one program, so the same answers
     model, xy, Y, p0 = problem(args.check, seed=7)
     on_device = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-12, max_steps=200, device=device)
-    on_cpu = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-12, max_steps=200, device="cpu")
+    on_cpu = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-12, max_steps=200, device="cpu", backend="torch")
     both = on_device.converged & on_cpu.converged
     differ = float((np.abs(on_device.params - on_cpu.params) / np.abs(on_cpu.params))[both].max()) if both.any() else None
     check = {"fits": args.check, "both_converged": int(both.sum()), "largest_relative_difference": differ,
