@@ -147,6 +147,22 @@ def test_mixed_failures_are_marked_as_the_torch_solver_marks_them():
     assert capped.status[0] == capped_torch.status[0] == "max_steps" and capped.n_steps[0] == 2
 
 
+@pytest.mark.parametrize("starts", ["per curve", "shared", "guessed"])
+def test_chunks_give_the_same_answers(starts):
+    x = np.linspace(-5, 5, 40)
+    true = np.stack([RNG.uniform(2, 4, 50), RNG.uniform(-1, 1, 50), RNG.uniform(0.5, 1.5, 50)], 1)
+    Y = true[:, :1] * np.exp(-((x - true[:, 1:2]) ** 2) / (2 * true[:, 2:] ** 2)) + 0.05 * RNG.normal(size=(50, 40))
+    p0 = {"per curve": true * 1.1, "shared": [3.0, 0.0, 1.0], "guessed": None}[starts]
+    whole = batch.fit_many("gaussian", x, Y, p0=p0, backend="compiled")
+    chunked = batch.fit_many("gaussian", x, Y, p0=p0, backend="compiled", chunk_size=7)
+    assert whole.counts() == {"converged": 50}
+    for key in ("params", "stderr", "n_steps", "status"):
+        np.testing.assert_array_equal(getattr(whole, key), getattr(chunked, key))
+    if starts == "per curve":  # and each curve from its own start, not its neighbour's
+        np.testing.assert_allclose(whole.params, batch.fit_many("gaussian", x, Y, p0=p0, backend="torch").params,
+                                   rtol=SAME)
+
+
 def test_threads_do_not_change_the_answers():
     x = np.linspace(-5, 5, 50)
     model = gradfit.get_model("gaussian")

@@ -204,15 +204,18 @@ def fit_many(
     for start in chunks:
         sl = slice(start, min(B, start + chunk_size))
         as_t = lambda a: torch.as_tensor(_contiguous(a), dtype=dtype, device=device)  # noqa: E731
-        xt = as_t(xc) if shared else as_t(xc[sl])
-        part = _Chunk(model, xt, shared, as_t(Yc[sl]), as_t(weights[sl]))
-        p = None if p0n is None else as_t(p0n[sl] if p0n.ndim == 2 else np.broadcast_to(p0n, (sl.stop - sl.start,
-                                                                                            model.n_params)))
-        if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled)
-            start = part.guess() if p is None else p
-            for key, value in _fit_compiled(model, program, part, start, max_steps, tol, absolute_sigma).items():
+        xs = xc if shared else xc[sl]
+        starts = (None if p0n is None else p0n[sl] if p0n.ndim == 2
+                  else np.broadcast_to(p0n, (sl.stop - sl.start, model.n_params)))
+        if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
+            if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
+                starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
+            for key, value in _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
+                                            absolute_sigma).items():
                 out[key].append(value)
             continue
+        part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]))
+        p = None if starts is None else as_t(starts)
         try:
             if run == "linear":
                 result = part.solve_linear()  # needs no start
@@ -265,12 +268,11 @@ def _compiled():
     return compiled
 
 
-def _fit_compiled(model: Model, program, part: "_Chunk", start, max_steps: int, tol: float,
+def _fit_compiled(model: Model, program, x, shared: bool, y, w, start, max_steps: int, tol: float,
                   absolute_sigma: bool) -> dict:
     """One chunk's LM fits in machine code; the same per-curve arrays as _Chunk.finish gives."""
-    n = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    x = n(part.x).reshape(1 if part.shared else part.batch, part.y.shape[1], -1)  # (1 or B, N, variables)
-    fitted = _compiled().fit(program, x, n(part.y), n(part.w), n(start), max_steps, tol, absolute_sigma,
+    x = x.reshape(1 if shared else len(y), y.shape[1], -1)  # (1 or B, N, variables)
+    fitted = _compiled().fit(program, x, y, w, start, max_steps, tol, absolute_sigma,
                              (INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR))
     t = {key: torch.from_numpy(value) for key, value in fitted.items()}
     return _host(model, t["params"], t["stderr"], t["rmse"], t["chi2"], t["n_points"], t["n_steps"], t["status"])
