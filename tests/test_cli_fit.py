@@ -62,9 +62,9 @@ def test_sigma_column_and_parquet(capsys, tmp_path):
     x = np.linspace(0, 1, 30)
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"x": x, "y": 2 * x + 1 + 0.01 * np.cos(30 * x), "s": np.full(30, 0.01)}), path)
-    code, out, _ = run(capsys, "fit", path, "--model", "linear", "--sigma", "s", "--absolute-sigma",
-                       "--json", tmp_path / "r.json")
-    assert code == 0
+    code, out, err = run(capsys, "fit", path, "--model", "linear", "--sigma", "s", "--absolute-sigma",
+                         "--json", tmp_path / "r.json")
+    assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
     reference = gradfit.fit("linear", x, 2 * x + 1 + 0.01 * np.cos(30 * x), sigma=np.full(30, 0.01),
                             absolute_sigma=True)

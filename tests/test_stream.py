@@ -336,3 +336,18 @@ def test_ctrl_c_stops_after_the_batch_and_keeps_the_history(tmp_path, quadratic_
     assert rows[0].startswith("epoch,step,loss") and len(rows) > 10
     assert "Traceback" not in err and out == ""
     assert os.path.getsize(history) > 0
+
+
+def test_a_few_rows_fit_in_memory_even_when_the_process_already_holds_the_budget(tmp_path, monkeypatch):
+    from gradfit import stream
+
+    x = np.linspace(0, 1, 30)
+    path = write(tmp_path / "small.parquet", x=x, y=2 * x + 1 + 0.01 * np.cos(30 * x))
+    monkeypatch.setattr(stream, "process_memory", lambda: 5 * 10**9)  # a notebook holding 5 GB
+    result = gradfit.fit_file("linear", path)  # the default budget is 1 GB: 30 rows are fitted in memory
+    assert result.x is not None
+    np.testing.assert_allclose(list(result.params.values()), np.polyfit(x, 2 * x + 1 + 0.01 * np.cos(30 * x), 1),
+                               rtol=1e-10)
+    big = write(tmp_path / "big.parquet", x=np.linspace(0, 1, 5000), y=np.linspace(0, 1, 5000))
+    with pytest.raises(OptionError, match="leaves too little room"):  # more than a batch: the budget still holds
+        gradfit.fit_file("linear", big)

@@ -150,7 +150,9 @@ def plan(n_rows: int, n_columns: int, n_params: int, budget: int, batch_rows: in
     held = process_memory()
     available = budget - held - MARGIN
     whole = n_rows * row_bytes(n_columns, n_params, streamed=False)
-    if batch_rows is None and whole <= available:
+    # data no larger than the smallest batch are never streamed, nor refused: a long-lived process (a notebook,
+    # a test run) may already hold more than the default budget, and a few rows change nothing
+    if batch_rows is None and (whole <= available or n_rows <= MIN_BATCH):
         return Plan(False, n_rows, f"{n_rows:,} rows fit in memory ({whole / 1e6:.0f} MB of work arrays)")
     per_row = row_bytes(n_columns, n_params, streamed=True)
     rows = batch_rows or min(MAX_BATCH, available // per_row if available > 0 else 0)
