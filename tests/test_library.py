@@ -235,4 +235,16 @@ def test_composites_guess_all_curves_at_once_like_each_curve(name):
 
 
 def test_a_composite_with_a_part_that_cannot_guess_in_batches_guesses_curve_by_curve():
-    assert gradfit.get_model("damped_sine + linear").guess_many is None
+    from gradfit.models import Composite, FunctionModel
+
+    assert gradfit.get_model("damped_sine + linear").guess_many is not None  # every built-in has a batched rule
+    assert Composite([FunctionModel(lambda x, a: a * x), gradfit.get_model("linear")]).guess_many is None
+
+
+@pytest.mark.parametrize("n", [3, 5, 9, 33])
+def test_batched_damped_sine_guess_on_short_curves(n):
+    model = gradfit.get_model("damped_sine")
+    x = np.linspace(0, 4, n)
+    Y = np.exp(-0.3 * x) * np.sin(2 * np.pi * 0.4 * x + np.linspace(0, 1, 6)[:, None]) * 2
+    one = np.stack([model.guess(torch.tensor(x), torch.tensor(row)).numpy() for row in Y])
+    np.testing.assert_allclose(model.guess_many(x, Y), one, rtol=1e-9, atol=1e-12)

@@ -374,9 +374,33 @@ def _frequency_many(x, Y):
 
 def _many_sine(x, Y):  # amplitude*sin(2*pi*frequency*x + phase)
     f = _frequency_many(x, Y)
+    amplitude, phase = _sine_fits(x, Y - Y.mean(axis=1, keepdims=True), f)
+    return np.stack([amplitude, f, phase], axis=1)
+
+
+def _many_damped_sine(x, Y):  # amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)
+    x, Y = _sorted_many(x, Y)
+    f = _frequency_many(x, Y)
+    # the decay from the envelope: log of each chunk's peak size against x, as _guess_damped_sine
+    N = len(x)
+    n = max(4, N // 8)
+    m = (N - n) // n + 1 if N >= n else 0
+    cx = x[:m * n].reshape(m, n).mean(axis=1)
+    cy = np.abs(Y[:, :m * n].reshape(len(Y), m, n)).max(axis=2)
+    ok = cy > 0
+    slope, _ = _line_fits(cx, np.log(np.where(ok, cy, 1.0)), ok)
+    decay = np.where(ok.sum(axis=1) >= 2, np.maximum(-np.nan_to_num(slope, nan=0.0), 0.0), 0.0)
+    amplitude, phase = _sine_fits(x, Y, f, np.exp(-decay[:, None] * x))
+    return np.stack([amplitude, decay, f, phase], axis=1)
+
+
+def _sine_fits(x, v, f, envelope=None):
+    """_sine_fit for every row of v: amplitude and phase of v ≈ A*sin(2πfx + φ)·envelope (rows already centred
+    where there is no envelope)."""
     w = 2 * math.pi * f[:, None]
     s, c = np.sin(w * x), np.cos(w * x)
-    v = Y - Y.mean(axis=1, keepdims=True)
+    if envelope is not None:
+        s, c = s * envelope, c * envelope
     # each row's 2-parameter least squares in sin and cos, by its normal equations ...
     ss, cc, sc = (s * s).sum(axis=1), (c * c).sum(axis=1), (s * c).sum(axis=1)
     bs, bc = (s * v).sum(axis=1), (c * v).sum(axis=1)
@@ -386,7 +410,7 @@ def _many_sine(x, Y):  # amplitude*sin(2*pi*frequency*x + phase)
     amp_s, amp_c = (cc * bs - sc * bc) / safe, (ss * bc - sc * bs) / safe
     for r in np.flatnonzero(~good):  # ... or, where sin and cos are nearly parallel, numpy's lstsq as one curve's
         amp_s[r], amp_c[r] = np.linalg.lstsq(np.stack([s[r], c[r]], axis=1), v[r], rcond=None)[0]
-    return np.stack([np.hypot(amp_s, amp_c), f, np.arctan2(amp_c, amp_s)], axis=1)
+    return np.hypot(amp_s, amp_c), np.arctan2(amp_c, amp_s)
 
 
 # --- the library -----------------------------------------------------------------------
@@ -421,7 +445,7 @@ LIBRARY: dict[str, Entry] = {e.name: e for e in [
                                    many=_many_sine)),
     Entry("damped_sine", "a sine wave dying away",
           _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
-                      _guess_damped_sine)),
+                      _guess_damped_sine, many=_many_damped_sine)),
     Entry("gaussian2d", "a 2-D Gaussian spot on an offset, over (x, y)",
           _expression("gaussian2d", "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) "
                       "+ offset", _guess_gaussian2d, params=("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset"),
