@@ -251,3 +251,19 @@ def test_small_batches_on_auto_do_not_import_numba():
               "r = gradfit.fit_many('exponential', x, np.exp(np.outer([1.0, 2.0], x)), p0=[1.0, 1.0]); "
               "assert r.converged.all() and 'numba' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_surfaces_at_their_own_points_and_curves_too_long_for_the_workspace(monkeypatch):
+    model = gradfit.get_model("gaussian2d")
+    xy = RNG.uniform(0, 6, size=(30, 40, 2))  # every spot sampled at its own 40 points
+    true = np.array([50.0, 3.0, 3.2, 1.1, 0.9, 5.0]) * RNG.uniform(0.9, 1.1, size=(30, 6))
+    Z = np.stack([model(torch.tensor(xy[i]), torch.tensor(true[i])).numpy() for i in range(30)])
+    Z += 0.5 * RNG.normal(size=Z.shape)
+    fast, slow = _both("gaussian2d", xy, Z, p0=true)
+    _compare(fast, slow)
+    monkeypatch.setattr(compiled, "WORK_BYTES", 1000)
+    with pytest.raises(OptionError, match="curves of 40 points are too long for it"):
+        batch.fit_many("gaussian2d", xy, Z, p0=true, backend="compiled")
+    monkeypatch.setattr(batch, "COMPILED_FROM", 1)  # auto would take compiled, but the curves do not fit: torch
+    monkeypatch.setattr(batch, "_fit_compiled", lambda *a: pytest.fail("compiled"))
+    np.testing.assert_array_equal(batch.fit_many("gaussian2d", xy, Z, p0=true).params, slow.params)
