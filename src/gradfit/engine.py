@@ -22,7 +22,7 @@ from .errors import ConvergenceWarning, DataError, FitError, ModelError, OptionE
 from .history import StepRecord
 from .library import get_model
 from .models import Model
-from .params import Constrained, at_bounds, check_bounds, check_fixed, inside
+from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
 from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
                       levenberg_marquardt, solve_linear)
@@ -367,12 +367,7 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         covariance[np.ix_(free, free)] = cov_free
     stderr = np.sqrt(np.diag(covariance))
     params = dict(zip(names, user.double().cpu().tolist()))
-    for name in model.even_params:  # a width enters squared: its sign means nothing, report it positive
-        if params[name] < 0 and name not in bounds and name not in fixed:
-            i = names.index(name)
-            params[name] = -params[name]
-            covariance[i, :] *= -1
-            covariance[:, i] *= -1
+    widths_positive(params, covariance, model.even_params, bounds, fixed)
     on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)

@@ -180,6 +180,18 @@ def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
     return values
 
 
+def widths_positive(params: dict[str, float], covariance, even, bounds, fixed) -> None:
+    """Report widths (parameters that enter squared: their sign means nothing) positive, in place: the value and
+    its row and column of the covariance change sign. A bounded or fixed width keeps the sign it was given."""
+    names = list(params)
+    for name in even:
+        if params[name] < 0 and name not in bounds and name not in fixed:
+            i = names.index(name)
+            params[name] = -params[name]
+            covariance[i, :] *= -1
+            covariance[:, i] *= -1
+
+
 def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> dict[str, str]:
     """The parameters that ended on a bound: name -> 'lower' or 'upper'."""
     out = {}

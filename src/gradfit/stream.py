@@ -40,7 +40,7 @@ from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
 from .library import get_model
 from .models import Model, Polynomial
-from .params import Constrained, at_bounds, check_bounds, check_fixed
+from .params import Constrained, at_bounds, check_bounds, check_fixed, widths_positive
 from .solvers import Problem, get_method
 from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
 from .solvers.gradient import Frame, descent_steps, _torch_optimizer
@@ -700,12 +700,7 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     covariance = np.zeros((len(names), len(names)))
     covariance[np.ix_(free, free)] = cov_free
     params = dict(zip(names, user.tolist()))
-    for name in model.even_params:  # a width enters squared: its sign means nothing, report it positive
-        if params[name] < 0 and name not in bounds and name not in fixed:
-            i = names.index(name)
-            params[name] = -params[name]
-            covariance[i, :] *= -1
-            covariance[:, i] *= -1
+    widths_positive(params, covariance, model.even_params, bounds, fixed)
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
     on_bound = at_bounds(params, bounds)
     notes = [f"{n:,} rows {how}"]
