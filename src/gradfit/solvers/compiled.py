@@ -7,7 +7,7 @@ curve in machine code (numba): the model and its derivatives are computed by a s
 interpreter of the program's instructions into two small workspaces (the current point's and
 the trial's), the normal equations and their Cholesky factor are a few dozen numbers, and
 nothing is allocated from one curve to the next. The numba functions are compiled once per
-machine (~10 s) and cached on disk; they release the GIL, so the curves are shared among threads.
+machine (10–20 s here) and cached on disk; they release the GIL, so the curves are shared among threads.
 
 Same algorithm, same numbers to rounding, as ``_Chunk.levenberg_marquardt`` and ``_Chunk.finish``:
 Marquardt's column scaling that never shrinks, Nielsen's damping update, MINPACK-style
