@@ -1,5 +1,6 @@
-"""The compiled many-curve LM (gradfit.solvers.compiled): its model interpreter against torch autograd, and
-its fits against the torch batch solver, single gradfit.fit and numpy."""
+"""The compiled many-curve LM (gradfit.solvers.compiled): its model interpreter and the model's machine code
+(gradfit.solvers.native) against torch autograd and each other, and its fits against the torch batch solver,
+single gradfit.fit and numpy."""
 
 import threading
 
@@ -11,7 +12,7 @@ import gradfit
 from gradfit import batch
 from gradfit.errors import OptionError
 from gradfit.expr import parse
-from gradfit.solvers import compiled
+from gradfit.solvers import compiled, native
 
 RNG = np.random.default_rng(7)
 SAME = 1e-8  # relative: the compiled and the torch solver run the same algorithm, rounding apart
@@ -32,12 +33,20 @@ EXPRESSIONS = [
 ]
 
 
+def _values_and_jacobian(program, x, p, engine):
+    if engine == "interpreter":
+        return compiled.values_and_jacobian(program, x, p)
+    out = native.evaluate(program, x, p)
+    return out["value"], out["jac"]
+
+
+@pytest.mark.parametrize("engine", ["interpreter", "machine code"])
 @pytest.mark.parametrize("text,variables,p", EXPRESSIONS)
-def test_interpreter_equals_torch_value_and_autograd(text, variables, p):
+def test_interpreter_and_machine_code_equal_torch_value_and_autograd(text, variables, p, engine):
     expression = parse(text, variables)
     n = 40
     x = np.stack([np.linspace(0.2, 3.1, n), np.linspace(-1.3, 2.2, n)], 1)[:, :len(variables)]
-    value, jac = compiled.values_and_jacobian(expression.program(), x, np.array(p))
+    value, jac = _values_and_jacobian(expression.program(), x, np.array(p), engine)
     pt = torch.tensor(p, dtype=torch.float64, requires_grad=True)
     columns = [torch.tensor(x[:, k]) for k in range(len(variables))]
 
@@ -52,17 +61,80 @@ def test_interpreter_equals_torch_value_and_autograd(text, variables, p):
     np.testing.assert_allclose(jac, expected_jac, rtol=1e-12, atol=1e-12)
 
 
-def test_composite_and_polynomial_programs_equal_their_models():
+@pytest.mark.parametrize("engine", ["interpreter", "machine code"])
+def test_composite_and_polynomial_programs_equal_their_models(engine):
     x = np.linspace(-2, 3, 30)
     for name, p in [("gaussian + linear", [2.0, 0.5, 0.7, 0.3, -1.0]), ("poly3", [0.5, -1.0, 2.0, 3.0]),
                     ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4])]:
         model = gradfit.get_model(name)
-        value, jac = compiled.values_and_jacobian(model.program(), x, np.array(p))
+        value, jac = _values_and_jacobian(model.program(), x, np.array(p), engine)
         pt = torch.tensor(p, dtype=torch.float64)
         np.testing.assert_allclose(value, model(torch.tensor(x), pt).numpy(), rtol=1e-13, atol=1e-13)
         expected = torch.autograd.functional.jacobian(lambda q: model(torch.tensor(x), q), pt).numpy()
         np.testing.assert_allclose(jac, expected, rtol=1e-12, atol=1e-12)
     assert gradfit.get_model(lambda x, a: a * x).program() is None  # a Python function stays opaque
+
+
+@pytest.mark.parametrize("text,variables,p", EXPRESSIONS)
+def test_machine_code_computes_what_the_interpreter_computes_to_the_bit(text, variables, p):
+    program = parse(text, variables).program()
+    x = np.stack([np.linspace(0.2, 3.1, 40), np.linspace(-1.3, 2.2, 40)], 1)[:, :len(variables)]
+    value, jac = compiled.values_and_jacobian(program, x, np.array(p))
+    out = native.evaluate(program, x, np.array(p))
+    np.testing.assert_array_equal(out["value"], value)
+    np.testing.assert_array_equal(out["jac"], jac)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 9, 37])
+def test_machine_code_sums_equal_numpy_wherever_the_arrays_lie(n):
+    # four points at a time in vector lanes, then the rest one by one; a parameter the model does not use
+    program = parse("a*exp(-(x - m)**2/(2*s**2)) + c", ("x",)).program().shifted(1, 5)
+    p = np.array([9.0, 2.0, 0.3, 0.8, 0.1])
+    x, y, w = np.linspace(-2, 2, n), RNG.normal(size=n), RNG.uniform(0.5, 2.0, size=n)
+    w[::3] = 0.0
+    out = native.evaluate(program, x, p, y, w)
+    if n == 0:
+        assert out["cost"] == out["raw"] == 0 and not out["jtj"].any() and not out["jtr"].any()
+        return
+    f, J = compiled.values_and_jacobian(program, x, p)
+    r, Jw = (f - y) * w, J * w[:, None]
+    np.testing.assert_allclose(out["value"], r, rtol=1e-15)
+    np.testing.assert_allclose(out["cost"], r @ r, rtol=1e-13)
+    np.testing.assert_allclose(out["raw"], ((f - y) ** 2)[w > 0].sum(), rtol=1e-13)
+    np.testing.assert_allclose(out["jtr"], Jw.T @ r, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["jtj"], Jw.T @ Jw, rtol=1e-12, atol=1e-14)
+    assert not out["jtj"][0].any() and not out["jtj"][:, 0].any() and out["jtr"][0] == 0
+    # the same arrays one number further into memory: the same bits (the lanes are added in a fixed order)
+    moved = [np.concatenate([[7.0], a])[1:] for a in (x, y, w)]
+    assert moved[0].ctypes.data % 32 != x.ctypes.data % 32 or n < 4
+    again = native.evaluate(program, *moved[:1], p, *moved[1:])
+    for key in ("cost", "raw", "jtr", "jtj"):
+        np.testing.assert_array_equal(again[key], out[key])
+
+
+def test_machine_code_and_interpreter_fit_alike_and_the_interpreter_stands_in(monkeypatch):
+    model = gradfit.get_model("gaussian2d")
+    xy = RNG.uniform(0, 6, size=(60, 30, 2))  # each spot at its own points, with weights
+    true = np.array([50.0, 3.0, 3.2, 1.1, 0.9, 5.0]) * RNG.uniform(0.9, 1.1, size=(60, 6))
+    Z = np.stack([model(torch.tensor(xy[i]), torch.tensor(true[i])).numpy() for i in range(60)])
+    Z += RNG.normal(size=Z.shape)
+    W = RNG.uniform(0.5, 1.5, size=Z.shape)
+    settings = (batch.INITIAL_DAMPING, batch.MAX_DAMPING, batch.POLISH_STEPS, batch.SINGULAR)
+    p0 = true * RNG.uniform(0.9, 1.1, size=true.shape)
+    run = [compiled.fit(model.program(), xy, Z, W, p0, 100, 1e-10, False, settings, native=machine)
+           for machine in (True, False)]
+    assert (run[0]["status"] == 0).all()
+    for key in ("status", "n_points"):
+        np.testing.assert_array_equal(run[0][key], run[1][key])
+    for key, rtol in (("params", 1e-10), ("stderr", 1e-8), ("chi2", 1e-12), ("rmse", 1e-12)):
+        np.testing.assert_allclose(run[0][key], run[1][key], rtol=rtol)
+    assert np.mean(run[0]["n_steps"] == run[1]["n_steps"]) > 0.9
+    # where LLVM cannot build the machine code, the interpreter runs the model, and a warning says so
+    monkeypatch.setattr(native, "compile", lambda program: (_ for _ in ()).throw(RuntimeError("no target\nmore")))
+    with pytest.warns(RuntimeWarning, match=r"could not be built \(no target\); .* interprets it instead"):
+        stand_in = compiled.fit(model.program(), xy, Z, W, p0, 100, 1e-10, False, settings)
+    for key in run[1]:
+        np.testing.assert_array_equal(stand_in[key], run[1][key])
 
 
 def _compare(compiled_result, torch_result, rtol=SAME):

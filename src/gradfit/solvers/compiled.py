@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic
 
+from . import native as _native
 from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
 
 _EXP, _LOG, _LOG10, _LOG2, _SQRT, _ABS, _SIN, _COS, _TAN, _ASIN, _ACOS, _ATAN, _SINH, _COSH, _TANH, _ERF, _ERFC, \
@@ -32,16 +36,20 @@ _EXP, _LOG, _LOG10, _LOG2, _SQRT, _ABS, _SIN, _COS, _TAN, _ASIN, _ACOS, _ATAN, _
 WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may take: larger curves run in torch
 
 
-def small_enough(program: Program, n_points: int) -> bool:
-    """Do one curve's two workspaces (values and derivatives of every slot at every point) fit WORK_BYTES?"""
-    return 2 * (len(program.op) + 3) * (program.n_params + 1) * max(n_points, 1) * 8 <= WORK_BYTES
+def small_enough(program: Program, n_points: int, native: bool = True) -> bool:
+    """Does one thread's working memory for a curve fit WORK_BYTES? The machine code needs its
+    residuals (twice) and J; the interpreter values and derivatives of every slot at every point,
+    twice."""
+    per_point = (program.n_params + 3) if native else 2 * (len(program.op) + 3) * (program.n_params + 1)
+    return per_point * max(n_points, 1) * 8 <= WORK_BYTES
 
 
 def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
-        absolute_sigma: bool, settings: tuple, threads: int | None = None) -> dict:
+        absolute_sigma: bool, settings: tuple, threads: int | None = None, native: bool = True) -> dict:
     """LM fits of every row of Y (B, N); x is (1, N, k) shared or (B, N, k) per curve; W the weights
     (0 leaves a point out). Returns params, stderr, rmse, chi2, n_points, n_steps and status codes,
-    as numpy arrays (status codes index batch.STATUSES)."""
+    as numpy arrays (status codes index batch.STATUSES). The model runs as its own machine code
+    (gradfit.solvers.native) unless native is False: then the interpreter runs it."""
     B, k = P0.shape
     out = {"params": np.array(P0, dtype=np.float64, order="C"), "stderr": np.empty((B, k)),
            "rmse": np.empty(B), "chi2": np.empty(B), "n_steps": np.zeros(B, dtype=np.int64),
@@ -50,13 +58,16 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
     if program.op[-1] in (CONST, PARAM, VAR):  # the model is a leaf: J is weighted in place, so give it a slot
         program = _times_one(program)
     x, Y, W = (np.ascontiguousarray(a, dtype=np.float64) for a in (x, Y, W))
-    args = (program.op, program.a, program.b, program.value, program.point, program.dep, x, Y, W)
+    code = _machine_code(program) if native else None  # held until the fits are done
+    args = (program.op, program.a, program.b, program.value, program.point, program.dep,
+            code.address if code is not None else 0, x, Y, W)
     threads = threads or _cores()
     bounds = np.linspace(0, B, min(threads, max(B, 1)) + 1).astype(np.int64)
 
     def run(lo, hi):
         _lm_curves(*args, lo, hi, max_steps, tol, absolute_sigma, settings, out["params"], out["stderr"], out["rmse"],
-                out["chi2"], out["n_points"], out["n_steps"], out["status"])
+                   out["chi2"], out["n_points"], out["n_steps"], out["status"],
+                   *_workspaces(len(program.op), Y.shape[1], k, code is not None))
 
     if len(bounds) <= 2:
         run(0, B)
@@ -64,6 +75,29 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
         with ThreadPoolExecutor(len(bounds) - 1) as pool:  # the kernel releases the GIL
             list(pool.map(run, bounds[:-1], bounds[1:]))
     return out
+
+
+def _machine_code(program: Program):
+    """The program's machine code (gradfit.solvers.native), or None where LLVM cannot make it: then
+    the interpreter runs the model, to the same answers, slower (and a warning says so)."""
+    try:
+        return _native.compile(program)
+    except (RuntimeError, OSError, ValueError) as error:
+        warnings.warn(f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
+                      "the compiled backend interprets it instead (same answers, slower).", RuntimeWarning,
+                      stacklevel=3)
+        return None
+
+
+def _workspaces(S: int, N: int, P: int, native: bool) -> tuple:
+    """One thread's working arrays for _lm_curves: the interpreter's values and derivatives of every
+    slot at every point (none where the machine code runs the model: it needs one row of residuals
+    and J, in r and scratch), parameters, residuals and sums in two workspaces (current point and
+    trial), JᵀJ and Jᵀr in both, and the P x P and P arrays of a step."""
+    M = 0 if native else N
+    return (np.zeros((2, S + 2, M)), np.zeros((2, S, P, M)), np.empty((2, P)), np.empty((2, N)), np.empty((2, 2)),
+            np.empty((2, P, P)), np.empty((2, P)), np.empty((P, P)), np.zeros((P + 1, P)),
+            *(np.empty(P) for _ in range(5)), np.empty(P * N if native else 0))
 
 
 def _cores() -> int:
@@ -75,7 +109,8 @@ def _cores() -> int:
 
 
 def values_and_jacobian(program: Program, x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's value (N,) and Jacobian (N, P) at p, as the compiled solver computes them (for tests)."""
+    """The model's value (N,) and Jacobian (N, P) at p, as the interpreter computes them (for tests;
+    gradfit.solvers.native.evaluate runs the machine code)."""
     if program.op[-1] in (CONST, PARAM, VAR):
         program = _times_one(program)
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(x), -1))
@@ -276,12 +311,51 @@ def _evaluate(op, a, b, value, point, dep, p, k, val, grad):
                         grad[k, i, j, n] = gj
 
 
+@intrinsic
+def _call(typingctx, address, x, n, p, y, w, sums, jtr, jtj, value, jac):
+    """Call the machine code at address (gradfit.solvers.native.SIGNATURE) with n points and these
+    addresses (integers) of its arrays."""
+    def codegen(context, builder, signature, args):
+        i64, double = ir.IntType(64), ir.DoubleType().as_pointer()
+        fn = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [double, i64] + [double] * 8).as_pointer())
+        pointers = [builder.inttoptr(arg, double) for arg in args[1:]]
+        count = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
+        builder.call(fn, [pointers[0], count] + pointers[2:])
+        return context.get_dummy_value()
+
+    return numba.types.void(address, x, n, p, y, w, sums, jtr, jtj, value, jac), codegen
+
+
+@intrinsic
+def _borrowed(typingctx, array):
+    """The same array without its reference count (a null meminfo): numba then counts no references
+    to it (two atomic operations per array per inlined call, a quarter of the solver's time). Only
+    for arrays that the caller holds for as long as this one is used."""
+    def codegen(context, builder, signature, args):
+        view = context.make_array(array)(context, builder, value=args[0])
+        view.meminfo = context.get_constant_null(numba.types.MemInfoPointer(array.dtype))
+        return view._getvalue()
+
+    return array(array), codegen
+
+
 @_inline
-def _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, k, val, grad, r):
-    """r[k] = (f(x, p[k]) - y) w for curve c, and the last slot's derivatives weighted in place: they
-    are J, transposed (a row per parameter, zero where the model does not depend on it). Returns |r|²."""
-    _evaluate(op, a, b, value, point, dep, p, k, val, grad)
+def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, k, val, grad, r, sums, jtj, jtr,
+               addresses):
+    """|r|² at p[k] for curve c, r = (f(x, p[k]) - y) w. The model is the machine code at the address
+    native where it is not 0: it leaves |r|², Σ(f - y)² over the points used, JᵀJ and Jᵀr (of the
+    weighted J) in sums[k], jtj[k], jtr[k] (addresses: those of X, Y, W, p, sums, jtr and jtj,
+    taken once: an array's .ctypes in the loop would count references on every call). Else the interpreter's: r[k] is r, and the last slot's
+    derivatives, weighted in place, are J transposed (a row per parameter, zero where the model does
+    not depend on it): _normal makes JᵀJ and Jᵀr from them."""
     F, N = len(op) - 1, Y.shape[1]
+    if native != 0:
+        P, K = p.shape[1], X.shape[2]
+        x_at, y_at, w_at, p_at, sums_at, jtr_at, jtj_at, r_at, scratch_at = addresses
+        _call(native, x_at + xc * N * K * 8, N, p_at + k * P * 8, y_at + c * N * 8, w_at + c * N * 8, sums_at + k * 16,
+              jtr_at + k * P * 8, jtj_at + k * P * P * 8, r_at, scratch_at)
+        return sums[k, 0]
+    _evaluate(op, a, b, value, point, dep, p, k, val, grad)
     cost = 0.0
     for n in range(N):
         r[k, n] = (val[k, F, n] - Y[c, n]) * W[c, n]
@@ -296,7 +370,7 @@ def _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, k, val, grad, r):
 
 @_inline
 def _normal(grad, k, F, r, jtj, jtr):
-    """JᵀJ and Jᵀr, J = grad[k, F] (transposed: a row per parameter). Each sum runs as four running
+    """JᵀJ and Jᵀr into jtj[k] and jtr[k], J = grad[k, F] (transposed: a row per parameter). Each sum runs as four running
     sums added in a fixed order: the processor overlaps them, and the answer does not depend on where
     the arrays lie in memory (as a vectorized sum's would)."""
     P, N = grad.shape[2], grad.shape[3]
@@ -310,7 +384,7 @@ def _normal(grad, k, F, r, jtj, jtr):
             t3 += grad[k, F, i, n + 3] * r[k, n + 3]
         for n in range(M, N):
             t0 += grad[k, F, i, n] * r[k, n]
-        jtr[i] = (t0 + t1) + (t2 + t3)
+        jtr[k, i] = (t0 + t1) + (t2 + t3)
         for j in range(i + 1):
             t0, t1, t2, t3 = 0.0, 0.0, 0.0, 0.0
             for n in range(0, M, 4):
@@ -321,13 +395,15 @@ def _normal(grad, k, F, r, jtj, jtr):
             for n in range(M, N):
                 t0 += grad[k, F, i, n] * grad[k, F, j, n]
             t = (t0 + t1) + (t2 + t3)
-            jtj[i, j] = t
-            jtj[j, i] = t
+            jtj[k, i, j] = t
+            jtj[k, j, i] = t
 
 
 @_inline
 def _cholesky(m, chol):
-    """Lower Cholesky factor of m into chol; False (and chol unusable) where m is not positive definite."""
+    """Lower Cholesky factor L of m (P x P) into chol's first P rows, and the reciprocals of its
+    diagonal into its last row (chol is (P + 1, P); the solves multiply by them rather than
+    divide); False (and chol unusable) where m is not positive definite."""
     P = m.shape[0]
     for j in range(P):
         s = m[j, j]
@@ -337,49 +413,62 @@ def _cholesky(m, chol):
             return False
         d = math.sqrt(s)
         chol[j, j] = d
+        e = 1.0 / d
+        chol[P, j] = e
         for i in range(j + 1, P):
             t = m[i, j]
             for q in range(j):
                 t -= chol[i, q] * chol[j, q]
-            chol[i, j] = t / d
-        for i in range(j):
-            chol[i, j] = 0.0
+            chol[i, j] = t * e
     return True
 
 
 @_inline
 def _solve(chol, g, z):
-    """z = (L Lᵀ)⁻¹ g."""
+    """z = (L Lᵀ)⁻¹ g, L and its diagonal's reciprocals as _cholesky leaves them in chol."""
     P = len(g)
     for i in range(P):
         t = g[i]
         for q in range(i):
             t -= chol[i, q] * z[q]
-        z[i] = t / chol[i, i]
+        z[i] = t * chol[P, i]
     for i in range(P - 1, -1, -1):
         t = z[i]
         for q in range(i + 1, P):
             t -= chol[q, i] * z[q]
-        z[i] = t / chol[i, i]
+        z[i] = t * chol[P, i]
 
 
 @_jit
-def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, absolute_sigma, settings,
-               params, stderr, rmse, chi2, n_points, n_steps, status):
+def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, tol, absolute_sigma, settings,
+               params, stderr, rmse, chi2, n_points, n_steps, status, val, grad, p, r, sums, jtj, jtr, m, chol, d, dd,
+               g, delta, norms, scratch):
     """LM for the curves lo..hi-1, as _Chunk.levenberg_marquardt and _Chunk.finish do it for a batch.
 
     Two workspaces, the current point's and the trial's, indexed by cur and 1 - cur: accepting a
     step flips the index (no copies, no array views made in the loop). The last slot's derivatives
-    in a workspace are J there."""
+    in a workspace are J there. Every array comes from the caller (see _workspaces), which holds
+    it, so that they can all be _borrowed."""
+    op, a, b, value, point, dep = _borrowed(op), _borrowed(a), _borrowed(b), _borrowed(value), _borrowed(point), \
+        _borrowed(dep)
+    X, Y, W, settings, params, stderr = _borrowed(X), _borrowed(Y), _borrowed(W), _borrowed(settings), \
+        _borrowed(params), _borrowed(stderr)
+    rmse, chi2, n_points, n_steps, status = _borrowed(rmse), _borrowed(chi2), _borrowed(n_points), \
+        _borrowed(n_steps), _borrowed(status)
+    val, grad, p, r, sums, jtj, jtr = _borrowed(val), _borrowed(grad), _borrowed(p), _borrowed(r), _borrowed(sums), \
+        _borrowed(jtj), _borrowed(jtr)
+    m, chol, d, dd, g, delta, norms = _borrowed(m), _borrowed(chol), _borrowed(d), _borrowed(dd), _borrowed(g), \
+        _borrowed(delta), _borrowed(norms)
+    scratch = _borrowed(scratch)
     S, N, P = len(op), Y.shape[1], params.shape[1]
     INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR = settings[0], settings[1], int(settings[2]), settings[3]
-    val, grad = np.zeros((2, S + 2, N)), np.zeros((2, S, P, N))
-    p, r = np.empty((2, P)), np.empty((2, N))
+    interpret = native == 0
     F = S - 1
-    jtj, jtr, m, chol = np.empty((P, P)), np.empty(P), np.empty((P, P)), np.zeros((P, P))
-    d, dd, g, delta, norms = np.empty(P), np.empty(P), np.empty(P), np.empty(P), np.empty(P)
+    addresses = (X.ctypes.data, Y.ctypes.data, W.ctypes.data, p.ctypes.data, sums.ctypes.data, jtr.ctypes.data,
+                 jtj.ctypes.data, r.ctypes.data, scratch.ctypes.data)
     for c in range(lo, hi):
-        if c == lo or X.shape[0] > 1:
+        xc = c if X.shape[0] > 1 else 0
+        if interpret and (c == lo or X.shape[0] > 1):
             _prepare(op, value, X, c if X.shape[0] > 1 else 0, val, grad)
         used, unit = 0, True
         for n in range(N):
@@ -391,51 +480,57 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
         cur = 0
         for j in range(P):
             p[cur, j] = params[c, j]
-        cost = _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, cur, val, grad, r)
+        cost = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, cur, val, grad, r, sums, jtj,
+                          jtr, addresses)
         steps = 0
         code = 1  # max_steps until decided
+        stale = interpret  # JᵀJ and Jᵀr are not yet those of the current point (the machine code makes them)
         if not math.isfinite(cost):
             code = 2
         else:
+            if stale:
+                _normal(grad, cur, F, r, jtj, jtr)
+                stale = False
             for j in range(P):
-                t = 0.0
-                for n in range(N):
-                    t += grad[cur, F, j, n] * grad[cur, F, j, n]
-                d[j] = max(math.sqrt(t), 1e-300)
+                d[j] = max(math.sqrt(jtj[cur, j, j]), 1e-300)
             lam, nu, damped, polished = INITIAL_DAMPING, 2.0, 0, 0
             while True:
                 polish = polished > 0
                 new = 1 - cur
-                _normal(grad, cur, F, r, jtj, jtr)
+                if stale:
+                    _normal(grad, cur, F, r, jtj, jtr)
+                    stale = False
                 # Marquardt's scaling, applied to the small matrices; a polishing step scales by the
                 # current column norms and takes no damping
-                for j in range(P):
-                    norms[j] = math.sqrt(max(jtj[j, j], 0.0))
+                for j in range(P):  # norms: the column norms, then 1 / dd
+                    norms[j] = math.sqrt(max(jtj[cur, j, j], 0.0))
                     d[j] = max(d[j], norms[j])  # never shrinks (Moré)
                     dd[j] = max(norms[j], 1e-300) if polish else d[j]
-                    g[j] = jtr[j] / dd[j]
+                    norms[j] = 1.0 / dd[j]
+                    g[j] = jtr[cur, j] * norms[j]
                 if polish:
                     lam = 0.0
                 for i in range(P):
                     for j in range(P):
-                        m[i, j] = jtj[i, j] / (dd[i] * dd[j])
+                        m[i, j] = jtj[cur, i, j] * (norms[i] * norms[j])
                     m[i, i] += lam
                 factored = _cholesky(m, chol)
                 if factored:
                     _solve(chol, g, delta)
                     for j in range(P):
-                        delta[j] = -delta[j] / dd[j]
+                        delta[j] = -delta[j] * norms[j]
                 else:
                     delta[:] = np.nan
                 predicted = 0.0  # |r|² - |J δ + r|², from the small matrices
                 for i in range(P):
                     t = 0.0
                     for j in range(P):
-                        t += jtj[i, j] * delta[j]
-                    predicted -= 2.0 * delta[i] * jtr[i] + delta[i] * t
+                        t += jtj[cur, i, j] * delta[j]
+                    predicted -= 2.0 * delta[i] * jtr[cur, i] + delta[i] * t
                 for j in range(P):
                     p[new, j] = p[cur, j] + delta[j]
-                c_new = _residuals(op, a, b, value, point, dep, Y, W, c, unit, p, new, val, grad, r)
+                c_new = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, new, val, grad, r,
+                                   sums, jtj, jtr, addresses)
                 rho = (cost - c_new) / predicted if predicted > 0 else -1.0
                 finite = math.isfinite(c_new) and factored
                 if polish:
@@ -456,7 +551,9 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
                 if ok:  # the damping shrinks after a good step (Nielsen) and grows after a bad one
                     cur = new
                     cost = c_new
-                    lam = lam * max(1 - (2 * rho - 1) ** 3, 1 / 3)
+                    stale = interpret
+                    t = 2 * rho - 1
+                    lam = lam * max(1 - t * t * t, 1 / 3)
                     nu = 2.0
                 else:
                     lam = lam * nu
@@ -476,19 +573,22 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
             if not math.isfinite(p[cur, j]):
                 code = 2
         # statistics at the final parameters (workspace cur holds their r and J)
-        total, raw = 0.0, 0.0
-        for n in range(N):
-            total += r[cur, n] * r[cur, n]
-            if W[c, n] > 0:
-                raw += (r[cur, n] / W[c, n]) ** 2
+        total, raw = cost, sums[cur, 1]
+        if interpret:
+            raw = 0.0
+            for n in range(N):
+                if W[c, n] > 0:
+                    raw += (r[cur, n] / W[c, n]) ** 2
         chi2[c] = total
         rmse[c] = math.sqrt(raw / max(used, 1))
-        _normal(grad, cur, F, r, jtj, jtr)
+        if stale:
+            _normal(grad, cur, F, r, jtj, jtr)
         for j in range(P):
-            d[j] = max(math.sqrt(jtj[j, j]), 1e-300)
+            d[j] = max(math.sqrt(jtj[cur, j, j]), 1e-300)
+            norms[j] = 1.0 / d[j]
         for i in range(P):
             for j in range(P):
-                m[i, j] = jtj[i, j] / (d[i] * d[j])
+                m[i, j] = jtj[cur, i, j] * (norms[i] * norms[j])
         singular = not _cholesky(m, chol)
         if not singular:
             smallest = math.inf
@@ -502,11 +602,15 @@ def _lm_curves(op, a, b, value, point, dep, X, Y, W, lo, hi, max_steps, tol, abs
         else:
             dof = used - P
             factor = 1.0 if absolute_sigma else (total / dof if dof > 0 else math.inf)
-            for j in range(P):  # the diagonal of m⁻¹, column by column
-                g[:] = 0.0
-                g[j] = 1.0
-                _solve(chol, g, delta)
-                stderr[c, j] = math.sqrt(max(delta[j] / (d[j] * d[j]) * factor, 0.0))
+            for j in range(P):  # the diagonal of m⁻¹ = L⁻ᵀL⁻¹: the squared norm of L⁻¹'s column j
+                inverse = 0.0
+                for i in range(j, P):
+                    t = 1.0 if i == j else 0.0
+                    for q in range(j, i):
+                        t -= chol[i, q] * delta[q]
+                    delta[i] = t * chol[P, i]
+                    inverse += delta[i] * delta[i]
+                stderr[c, j] = math.sqrt(max(inverse * (norms[j] * norms[j]) * factor, 0.0))
         n_steps[c] = steps
         status[c] = code
 
