@@ -3,11 +3,15 @@
 The batched torch solver (gradfit.batch) runs each step as some twenty passes over
 (curves x points) arrays. For models that come as a Program — an expression's instructions
 (gradfit.expr), a polynomial, a sum of those — this module runs the same algorithm curve by
-curve in machine code (numba): the model and its derivatives are computed by a small
-interpreter of the program's instructions into two small workspaces (the current point's and
-the trial's), the normal equations and their Cholesky factor are a few dozen numbers, and
-nothing is allocated from one curve to the next. The numba functions are compiled once per
-machine (10–20 s here) and cached on disk; they release the GIL, so the curves are shared among threads.
+curve in machine code (numba): the model, its derivatives and the normal equations come from
+the model's own machine code (gradfit.solvers.native: built from the program in ~30 ms, once per
+process), or, where LLVM cannot build that, from a small interpreter of the program's
+instructions into two small workspaces (the current point's and the trial's); the normal
+equations and their Cholesky factor are a few dozen numbers, and nothing is allocated from one
+curve to the next. The numba functions are compiled once per machine (10–20 s here) and cached
+on disk; they release the GIL, so the curves are shared among threads. The solver's arrays are
+all the caller's and _borrowed: numba counts no references in the loop (atomic operations that
+took a quarter of the time).
 
 Same algorithm, same numbers to rounding, as ``_Chunk.levenberg_marquardt`` and ``_Chunk.finish``:
 Marquardt's column scaling that never shrinks, Nielsen's damping update, MINPACK-style
@@ -344,8 +348,8 @@ def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, k, 
                addresses):
     """|r|² at p[k] for curve c, r = (f(x, p[k]) - y) w. The model is the machine code at the address
     native where it is not 0: it leaves |r|², Σ(f - y)² over the points used, JᵀJ and Jᵀr (of the
-    weighted J) in sums[k], jtj[k], jtr[k] (addresses: those of X, Y, W, p, sums, jtr and jtj,
-    taken once: an array's .ctypes in the loop would count references on every call). Else the interpreter's: r[k] is r, and the last slot's
+    weighted J) in sums[k], jtj[k], jtr[k] (addresses: those of X, Y, W, p, sums, jtr, jtj, and the
+    scratch rows r and J, taken once). Else the interpreter's: r[k] is r, and the last slot's
     derivatives, weighted in place, are J transposed (a row per parameter, zero where the model does
     not depend on it): _normal makes JᵀJ and Jᵀr from them."""
     F, N = len(op) - 1, Y.shape[1]
@@ -370,9 +374,9 @@ def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, k, 
 
 @_inline
 def _normal(grad, k, F, r, jtj, jtr):
-    """JᵀJ and Jᵀr into jtj[k] and jtr[k], J = grad[k, F] (transposed: a row per parameter). Each sum runs as four running
-    sums added in a fixed order: the processor overlaps them, and the answer does not depend on where
-    the arrays lie in memory (as a vectorized sum's would)."""
+    """JᵀJ and Jᵀr into jtj[k] and jtr[k], J = grad[k, F] (transposed: a row per parameter). Each
+    sum runs as four running sums added in a fixed order: the processor overlaps them, and the
+    answer does not depend on where the arrays lie in memory (as a vectorized sum's would)."""
     P, N = grad.shape[2], grad.shape[3]
     M = N - N % 4
     for i in range(P):
