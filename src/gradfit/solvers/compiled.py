@@ -86,7 +86,7 @@ def _machine_code(program: Program):
     the interpreter runs the model, to the same answers, slower (and a warning says so)."""
     try:
         return _native.compile(program)
-    except (RuntimeError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - any failure of LLVM's: the interpreter gives the same answers
         warnings.warn(f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
                       "the compiled backend interprets it instead (same answers, slower).", RuntimeWarning,
                       stacklevel=3)
