@@ -3,19 +3,22 @@
 The compiled solver (gradfit.solvers.compiled) can interpret a Program's instructions a slot at a
 time, each one a loop over the points; for a small model most of that time is the interpreter's
 own (loops of 25 or 50 points set up once per instruction and parameter), and the normal equations
-are another pass. This module writes the same instructions out as one function of two loops: the
-first computes each point's value and the derivatives the model has, in registers (the slots of the
-parameters alone computed once before it), and stores the weighted residual and row of J; the
-second sums |r|², Jᵀr and JᵀJ four points at a time in vector lanes (the lanes then added in a fixed
-order, the last n % 4 points one by one: the same sums wherever the arrays lie). The solver calls
-it by its address.
+are another pass. This module writes the same instructions out as one function. Its first loop
+computes the value and the derivatives the model has for four points at once, in the lanes of
+vector registers (the slots of the parameters alone computed once before it; exp, log, sin, ... of
+four lanes from glibc's vector math library, libmvec, where the machine has AVX2 and the library;
+the last n % 4 points one by one), and stores each point's weighted residual and row of J. The
+second sums |r|², Jᵀr and JᵀJ four points at a time in vector lanes, the lanes then added in a
+fixed order and the last points one by one: the same sums wherever the arrays lie. The solver
+calls the function by its address.
 
 Nothing here parses or evaluates text a user wrote: the function is built instruction by
 instruction with llvmlite's IR builder from the Program's operation codes, slot indices and
 folded numbers (which gradfit.expr made from a checked syntax tree); the only text LLVM reads is
 what the builder printed. Each operation computes the same floating-point operations in the same
-order as the interpreter (no fast-math, no fused multiply-add), so values and derivatives are the
-interpreter's to rounding (the tests hold them to it).
+order as the interpreter (no fast-math, no fused multiply-add): with the C library's functions
+(``vector_library=False``) values and derivatives are the interpreter's to the bit, with libmvec's
+within a few units in the last place (the tests hold them to both).
 
 The function is ``void f(double* x, int64 n, double* p, double* y, double* w, double* sums,
 double* jtr, double* jtj, double* r, double* jac)``: x the curve's variables (n, k), p its
@@ -41,51 +44,102 @@ _PTR = _D.as_pointer()
 SIGNATURE = ir.FunctionType(ir.VoidType(), [_PTR, _I64] + [_PTR] * 8)  # see the module's docstring
 _NAME = "gradfit_model"
 _CODE = {code: name for name, code in UNARY_CODES.items() if name not in ("asin", "acos", "atan")}
-# functions of one argument that LLVM has as intrinsics, and those taken from the C library
-_INTRINSIC = {"exp": "llvm.exp.f64", "log": "llvm.log.f64", "log10": "llvm.log10.f64", "log2": "llvm.log2.f64",
-              "sqrt": "llvm.sqrt.f64", "abs": "llvm.fabs.f64", "sin": "llvm.sin.f64", "cos": "llvm.cos.f64"}
+_VEC = ir.VectorType(_D, 4)
+LANES = 4  # points computed together in vector lanes (AVX2's four doubles)
+# the functions the model may call: scalar LLVM intrinsics where LLVM has them, else the C library's;
+# four lanes at once, glibc's vector math library (libmvec, AVX2 variants: _ZGVdN4v_<name>)
+_INTRINSICS = {"exp", "log", "log10", "log2", "sin", "cos", "pow", "sqrt", "fabs"}
+_TWO_ARGUMENTS = {"pow", "atan2"}
 _LIBM = {"tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
          "tanh": "tanh", "erf": "erf", "erfc": "erfc"}
 _TWO_OVER_SQRT_PI = 2 / np.sqrt(np.pi)
 
 
 class _Writer:
-    """Writes a Program as the body of one function: _slot() emits a slot's value and derivatives."""
+    """Writes a Program's slots as instructions: emit() makes a slot's value and derivatives, on one
+    point (width 1) or on LANES points at once (width LANES: slots that vary by point are vectors,
+    slots of the parameters alone stay scalars and are broadcast where a vector reads them)."""
 
-    def __init__(self, program: Program, module: ir.Module):
-        self.program, self.module = program, module
+    def __init__(self, program: Program, module: ir.Module, vector_library: bool):
+        self.program, self.module, self.vector_library = program, module, vector_library
         self.P = program.n_params
         self.values: dict[int, ir.Value] = {}
         self.grads: dict[int, dict[int, ir.Value]] = {}  # slot -> {parameter: derivative}
+        self.b: ir.IRBuilder | None = None
+        self.width = 1
+        self._broadcast: dict = {}
 
-    def function(self, name: str) -> ir.Function:
-        fn = self.module.globals.get(name)
+    def start(self, b: ir.IRBuilder, width: int) -> None:
+        """Emit from here with this builder, at this width."""
+        self.b, self.width, self._broadcast = b, width, {}
+
+    def c(self, v: float) -> ir.Constant:
+        return ir.Constant(_D, float(v)) if self.width == 1 else ir.Constant(_VEC, [float(v)] * LANES)
+
+    def wide(self, value: ir.Value) -> ir.Value:
+        """value at the current width: a scalar is broadcast to every lane."""
+        if self.width == 1 or isinstance(value.type, ir.VectorType):
+            return value
+        if isinstance(value, ir.Constant):
+            return ir.Constant(_VEC, [value.constant] * LANES)
+        key = id(value)
+        if key not in self._broadcast:
+            one = self.b.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            self._broadcast[key] = self.b.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined),
+                                                         ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        return self._broadcast[key]
+
+    def value(self, slot: int) -> ir.Value:
+        return self.wide(self.values[slot])
+
+    def grad(self, slot: int) -> dict[int, ir.Value]:
+        return {j: self.wide(g) for j, g in self.grads.get(slot, {}).items()}
+
+    def call(self, name: str, *args: ir.Value) -> ir.Value:
+        """name(args) at the current width (name as in C: exp, atan2, ...)."""
+        b = self.b
+        if self.width == 1:
+            symbol = f"llvm.{name}.f64" if name in _INTRINSICS else name
+            return b.call(self._declare(symbol, _D, len(args)), list(args))
+        if name in ("sqrt", "fabs"):  # one instruction on the vector
+            return b.call(self._declare(f"llvm.{name}.v4f64", _VEC, 1), list(args))
+        if self.vector_library:
+            symbol = f"_ZGVdN{LANES}{'vv' if name in _TWO_ARGUMENTS else 'v'}_{name}"
+            return b.call(self._declare(symbol, _VEC, len(args)), list(args))
+        # lane by lane
+        out = ir.Constant(_VEC, ir.Undefined)
+        scalar = self._declare(f"llvm.{name}.f64" if name in _INTRINSICS else name, _D, len(args))
+        for lane in range(LANES):
+            at = ir.Constant(ir.IntType(32), lane)
+            out = b.insert_element(out, b.call(scalar, [b.extract_element(a, at) for a in args]), at)
+        return out
+
+    def _declare(self, symbol: str, kind, arity: int) -> ir.Function:
+        fn = self.module.globals.get(symbol)
         if fn is None:
-            args = 2 if name in ("atan2", "llvm.pow.f64") else 1
-            fn = ir.Function(self.module, ir.FunctionType(_D, [_D] * args), name=name)
+            fn = ir.Function(self.module, ir.FunctionType(kind, [kind] * arity), name=symbol)
         return fn
 
-    def emit(self, b: ir.IRBuilder, i: int, variables) -> None:
+    def emit(self, i: int, variables) -> None:
         """The value of slot i and its derivatives by the parameters it depends on."""
-        prog = self.program
+        prog, b, c = self.program, self.b, self.c
         o, A, B = int(prog.op[i]), int(prog.a[i]), int(prog.b[i])
-        c = lambda v: ir.Constant(_D, float(v))  # noqa: E731
         deps = [j for j in range(self.P) if prog.dep[i, j]]
         grad: dict[int, ir.Value] = {}
         if o == CONST:
-            self.values[i] = c(prog.value[i])
+            self.values[i] = ir.Constant(_D, float(prog.value[i]))
         elif o == VAR:
             self.values[i] = variables[int(prog.value[i])]
         elif o == PARAM:
             self.values[i] = self.params[int(prog.value[i])]
-            grad[int(prog.value[i])] = c(1.0)
+            grad[int(prog.value[i])] = ir.Constant(_D, 1.0)
         elif o in (ADD, SUB, NEG):
-            va, ga = self.values[A], self.grads.get(A, {})
+            va, ga = self.value(A), self.grad(A)
             if o == NEG:
                 self.values[i] = b.fneg(va)
                 grad = {j: b.fneg(ga[j]) for j in deps}
             else:
-                vb, gb = self.values[B], self.grads.get(B, {})
+                vb, gb = self.value(B), self.grad(B)
                 sub = o == SUB
                 self.values[i] = b.fsub(va, vb) if sub else b.fadd(va, vb)
                 for j in deps:
@@ -96,8 +150,8 @@ class _Writer:
                     else:
                         grad[j] = b.fneg(gb[j]) if sub else gb[j]
         else:
-            u = self.values[A]
-            w = self.values[B] if o in (MUL, DIV, POW, ATAN2) else None
+            u = self.value(A)
+            w = self.value(B) if o in (MUL, DIV, POW, ATAN2) else None
             ra = rb = None  # the partial derivatives by each operand
             if o == MUL:
                 v, ra, rb = b.fmul(u, w), w, u
@@ -112,30 +166,28 @@ class _Writer:
                     uu = b.fmul(u, u)
                     v, ra = b.fmul(uu, u), b.fmul(c(3.0), uu)
                 elif e == 0.5:
-                    v = b.call(self.function("llvm.sqrt.f64"), [u])
+                    v = self.call("sqrt", u)
                     ra = b.fdiv(c(0.5), v)
                 elif e == -1.0:
                     v = b.fdiv(c(1.0), u)
                     ra = b.fneg(b.fmul(v, v))
                 else:
-                    pw = self.function("llvm.pow.f64")
-                    v = b.call(pw, [u, c(e)])
-                    ra = c(0.0) if e == 0.0 else b.fmul(c(e), b.call(pw, [u, c(e - 1.0)]))
+                    v = self.call("pow", u, c(e))
+                    ra = c(0.0) if e == 0.0 else b.fmul(c(e), self.call("pow", u, c(e - 1.0)))
             elif o == POW:
-                pw = self.function("llvm.pow.f64")
-                v = b.call(pw, [u, w])
-                ra = b.fmul(w, b.call(pw, [u, b.fsub(w, c(1.0))]))
-                rb = b.fmul(v, b.call(self.function("llvm.log.f64"), [u]))
+                v = self.call("pow", u, w)
+                ra = b.fmul(w, self.call("pow", u, b.fsub(w, c(1.0))))
+                rb = b.fmul(v, self.call("log", u))
             elif o == ATAN2:
                 r2 = b.fadd(b.fmul(w, w), b.fmul(u, u))
-                v = b.call(self.function("atan2"), [u, w])
+                v = self.call("atan2", u, w)
                 ra, rb = b.fdiv(w, r2), b.fdiv(b.fneg(u), r2)
             else:
-                v, ra = self._unary(b, _CODE[o], u)
+                v, ra = self._unary(_CODE[o], u)
             self.values[i] = v
-            ga, gb = self.grads.get(A, {}), self.grads.get(B, {})
+            ga, gb = self.grad(A), (self.grad(B) if rb is not None else {})
             for j in deps:
-                if j in ga and rb is not None and j in gb:
+                if j in ga and j in gb:
                     grad[j] = b.fadd(b.fmul(ga[j], ra), b.fmul(gb[j], rb))
                 elif j in ga:
                     grad[j] = b.fmul(ga[j], ra)
@@ -143,36 +195,35 @@ class _Writer:
                     grad[j] = b.fmul(gb[j], rb)
         self.grads[i] = grad
 
-    def _unary(self, b: ir.IRBuilder, name: str, u: ir.Value) -> tuple[ir.Value, ir.Value]:
+    def _unary(self, name: str, u: ir.Value) -> tuple[ir.Value, ir.Value]:
         """A function of one argument and its derivative, as the interpreter's _unary computes them."""
-        c = lambda v: ir.Constant(_D, float(v))  # noqa: E731
-        call = lambda f, *args: b.call(self.function(f), list(args))  # noqa: E731
+        b, c, call = self.b, self.c, self.call
         if name == "exp":
-            v = call("llvm.exp.f64", u)
+            v = call("exp", u)
             return v, v
         if name == "log":
-            return call("llvm.log.f64", u), b.fdiv(c(1.0), u)
+            return call("log", u), b.fdiv(c(1.0), u)
         if name == "log10":
-            return call("llvm.log10.f64", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(10))))
+            return call("log10", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(10))))
         if name == "log2":
-            return call("llvm.log2.f64", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(2))))
+            return call("log2", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(2))))
         if name == "sqrt":
-            v = call("llvm.sqrt.f64", u)
+            v = call("sqrt", u)
             return v, b.fdiv(c(0.5), v)
         if name == "abs":  # sign(u): 1, -1, 0 at 0, NaN at NaN
             sign = b.select(b.fcmp_ordered(">", u, c(0.0)), c(1.0),
                             b.select(b.fcmp_ordered("<", u, c(0.0)), c(-1.0),
                                      b.select(b.fcmp_ordered("==", u, c(0.0)), c(0.0), u)))
-            return call("llvm.fabs.f64", u), sign
+            return call("fabs", u), sign
         if name == "sin":
-            return call("llvm.sin.f64", u), call("llvm.cos.f64", u)
+            return call("sin", u), call("cos", u)
         if name == "cos":
-            return call("llvm.cos.f64", u), b.fneg(call("llvm.sin.f64", u))
+            return call("cos", u), b.fneg(call("sin", u))
         if name == "tan":
             v = call("tan", u)
             return v, b.fadd(c(1.0), b.fmul(v, v))
         if name in ("arcsin", "arccos"):
-            root = call("llvm.sqrt.f64", b.fsub(c(1.0), b.fmul(u, u)))
+            root = call("sqrt", b.fsub(c(1.0), b.fmul(u, u)))
             d = b.fdiv(c(1.0 if name == "arcsin" else -1.0), root)
             return call(_LIBM[name], u), d
         if name == "arctan":
@@ -186,59 +237,111 @@ class _Writer:
             return v, b.fsub(c(1.0), b.fmul(v, v))
         if name in ("erf", "erfc"):
             g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI),
-                       call("llvm.exp.f64", b.fneg(b.fmul(u, u))))
+                       call("exp", b.fneg(b.fmul(u, u))))
             return call(name, u), g
         # sigmoid, as torch computes it
-        v = b.fdiv(c(1.0), b.fadd(c(1.0), call("llvm.exp.f64", b.fneg(u))))
+        v = b.fdiv(c(1.0), b.fadd(c(1.0), call("exp", b.fneg(u))))
         return v, b.fmul(v, b.fsub(c(1.0), v))
 
 
-def build(program: Program) -> ir.Module:
-    """The module holding the program's function (see the module's docstring)."""
+def build(program: Program, vector_library: bool = False) -> ir.Module:
+    """The module holding the program's function (see the module's docstring); vector_library: call
+    glibc's libmvec for the functions of four lanes (else LLVM's intrinsics, lane by lane)."""
     module = ir.Module(name="gradfit_model")
     fn = ir.Function(module, SIGNATURE, name=_NAME)
     x, n, p, y, w, sums, jtr, jtj, resid, jac = fn.args
     for arg in fn.args:
         if arg is not n:
             arg.add_attribute("noalias")
-    writer = _Writer(program, module)
+    writer = _Writer(program, module, vector_library)
     S, P, K = len(program.op), program.n_params, program.n_variables
     F = S - 1
     used = [j for j in range(P) if program.dep[F, j]]  # the columns of J that are not zero
     zero, i64 = ir.Constant(_D, 0.0), lambda v: ir.Constant(_I64, v)  # noqa: E731
-    blocks = [fn.append_basic_block(name) for name in ("entry", "points", "sums", "vectors", "folded", "rest",
-                                                         "done")]
-    entry, points, start_sums, vectors, folded, rest, done = blocks
+    vzero = ir.Constant(_VEC, [0.0] * LANES)
+    blocks = [fn.append_basic_block(name) for name in ("entry", "lanes", "lanes_done", "points", "sums", "vectors",
+                                                         "folded", "rest", "done")]
+    entry, lanes, lanes_done, points, start_sums, vectors, folded, rest, done = blocks
     b = ir.IRBuilder(entry)
+    writer.start(b, 1)
     writer.params = [b.load(b.gep(p, [i64(j)])) for j in range(P)]
-    for i in range(S):  # the slots one number per curve, before the loop over the points
+    for i in range(S):  # the slots one number per curve, before the loops over the points
         if not program.point[i]:
-            writer.emit(b, i, None)
+            writer.emit(i, None)
     for j in range(P):  # J's columns that are zero stay zero
         if j not in used:
             b.store(zero, b.gep(jtr, [i64(j)]))
             for i in range(P):
                 b.store(zero, b.gep(jtj, [i64(i * P + j)]))
                 b.store(zero, b.gep(jtj, [i64(j * P + i)]))
-    b.cbranch(b.icmp_signed(">", n, i64(0)), points, start_sums)
+    whole = b.mul(b.sdiv(n, i64(LANES)), i64(LANES))  # the points the lanes take; the rest one by one
+    b.cbranch(b.icmp_signed(">", whole, i64(0)), lanes, lanes_done)
 
-    # 1. each point's weighted residual r and row of J (scaled by its weight), into resid and jac
+    def point(k, width: int):
+        """Points k.. (width of them): the variables, the model, then the weighted residual and row of J
+        stored in resid and jac; returns (f - y)² where the weight is > 0, else 0."""
+        def load(pointer):
+            if width == 1:
+                return b.load(pointer)
+            return b.load(b.bitcast(pointer, _VEC.as_pointer()), align=8)
+
+        if width == 1 or K == 1:
+            variables = [load(b.gep(x, [b.add(b.mul(k, i64(K)), i64(v))])) for v in range(K)]
+        else:  # interleaved variables: each lane's from its own row
+            variables = []
+            for v in range(K):
+                lanes_of_v = ir.Constant(_VEC, ir.Undefined)
+                for lane in range(LANES):
+                    at = b.add(b.mul(b.add(k, i64(lane)), i64(K)), i64(v))
+                    lanes_of_v = b.insert_element(lanes_of_v, b.load(b.gep(x, [at])), ir.Constant(ir.IntType(32), lane))
+                variables.append(lanes_of_v)
+        writer.start(b, width)
+        for i in range(S):
+            if program.point[i]:
+                writer.emit(i, variables)
+        weight = load(b.gep(w, [k]))
+        diff = b.fsub(writer.value(F), load(b.gep(y, [k])))
+        grad = writer.grad(F)
+
+        def store(value, pointer):
+            if width == 1:
+                b.store(value, pointer)
+            else:
+                b.store(value, b.bitcast(pointer, _VEC.as_pointer()), align=8)
+
+        store(b.fmul(diff, weight), b.gep(resid, [k]))
+        for j in used:
+            store(b.fmul(grad[j], weight), b.gep(jac, [b.add(b.mul(i64(j), n), k)]))
+        c0 = writer.c(0.0)
+        return b.select(b.fcmp_ordered(">", weight, c0), b.fmul(diff, diff), c0)
+
+    # 1a. LANES points at a time
+    b.position_at_end(lanes)
+    q = b.phi(_I64)
+    q.add_incoming(i64(0), entry)
+    raw_lanes = b.phi(_VEC)  # Σ (f - y)² over the points used (weight > 0), lane by lane
+    raw_lanes.add_incoming(vzero, entry)
+    raw_lanes_next = b.fadd(raw_lanes, point(q, LANES))
+    raw_lanes.add_incoming(raw_lanes_next, lanes)
+    q_next = b.add(q, i64(LANES))
+    q.add_incoming(q_next, lanes)
+    b.cbranch(b.icmp_signed("<", q_next, whole), lanes, lanes_done)
+
+    b.position_at_end(lanes_done)
+    raw_folded = b.phi(_VEC)
+    raw_folded.add_incoming(vzero, entry)
+    raw_folded.add_incoming(raw_lanes_next, lanes)
+    e = [b.extract_element(raw_folded, i64(lane)) for lane in range(LANES)]
+    raw_whole = b.fadd(b.fadd(e[0], e[1]), b.fadd(e[2], e[3]))
+    b.cbranch(b.icmp_signed("<", whole, n), points, start_sums)
+
+    # 1b. the last n % LANES points one by one
     b.position_at_end(points)
     k = b.phi(_I64)
-    k.add_incoming(i64(0), entry)
-    raw = b.phi(_D)  # Σ (f - y)² over the points used (weight > 0)
-    raw.add_incoming(zero, entry)
-    row = b.mul(k, i64(K))
-    variables = [b.load(b.gep(x, [b.add(row, i64(v))])) for v in range(K)]
-    for i in range(S):
-        if program.point[i]:
-            writer.emit(b, i, variables)
-    weight = b.load(b.gep(w, [k]))
-    diff = b.fsub(writer.values[F], b.load(b.gep(y, [k])))
-    b.store(b.fmul(diff, weight), b.gep(resid, [k]))
-    for j in used:
-        b.store(b.fmul(writer.grads[F][j], weight), b.gep(jac, [b.add(b.mul(i64(j), n), k)]))
-    raw_next = b.fadd(raw, b.select(b.fcmp_ordered(">", weight, zero), b.fmul(diff, diff), zero))
+    k.add_incoming(whole, lanes_done)
+    raw = b.phi(_D)
+    raw.add_incoming(raw_whole, lanes_done)
+    raw_next = b.fadd(raw, point(k, 1))
     raw.add_incoming(raw_next, points)
     k_next = b.add(k, i64(1))
     k.add_incoming(k_next, points)
@@ -249,13 +352,12 @@ def build(program: Program) -> ir.Module:
     # arrays lie)
     b.position_at_end(start_sums)
     raw_total = b.phi(_D)
-    raw_total.add_incoming(zero, entry)
+    raw_total.add_incoming(raw_whole, lanes_done)
     raw_total.add_incoming(raw_next, points)
     b.store(raw_total, b.gep(sums, [i64(1)]))
     rows = [("r", "r")] + [(j, "r") for j in used] + [(i, j) for i in used for j in used if j <= i]
     whole = b.mul(b.sdiv(n, i64(4)), i64(4))
-    vec = ir.VectorType(_D, 4)
-    vzero = ir.Constant(vec, [0.0] * 4)
+    vec = _VEC
     b.cbranch(b.icmp_signed(">", whole, i64(0)), vectors, folded)
 
     b.position_at_end(vectors)
@@ -327,20 +429,22 @@ def build(program: Program) -> ir.Module:
 class _Compiled:
     """One model's machine code: its engine is kept as long as its address may be called."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, vector_library: bool | None = None):
         import llvmlite.binding as llvm
         from numba.core.compiler_lock import global_compiler_lock
 
         with global_compiler_lock:  # LLVM is not to be driven from two threads at once (numba's lock)
-            self._build(llvm, program)
+            self._build(llvm, program, vector_library)
 
-    def _build(self, llvm, program: Program) -> None:
+    def _build(self, llvm, program: Program, vector_library: bool | None) -> None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         target = llvm.Target.from_default_triple()
         machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
                                                features=llvm.get_host_cpu_features().flatten(), opt=3)
-        module = llvm.parse_assembly(str(build(program)))  # text llvmlite wrote from the builder, no user text
+        usable = _vector_library(llvm)
+        self.vector_library = usable if vector_library is None else vector_library and usable
+        module = llvm.parse_assembly(str(build(program, self.vector_library)))  # the builder's text, no user text
         module.verify()
         tuning = llvm.create_pipeline_tuning_options(speed_level=3)
         passes = llvm.create_pass_builder(machine, tuning)
@@ -350,19 +454,42 @@ class _Compiled:
         self.address = self.engine.get_function_address(_NAME)
 
 
+_VECTOR_LIBRARY: list = []
+
+
+def _vector_library(llvm) -> bool:
+    """Can the machine code call glibc's vector math library (libmvec, AVX2 variants)? Loaded once."""
+    if not _VECTOR_LIBRARY:
+        import ctypes.util
+
+        usable = False
+        try:
+            path = ctypes.util.find_library("mvec")
+            if path and llvm.get_host_cpu_features().get("avx2", False):
+                llvm.load_library_permanently(path)
+                usable = all(llvm.address_of_symbol(f"_ZGVdN4{v}_{name}") for v, name in
+                             (("v", "exp"), ("v", "erf"), ("vv", "pow"), ("vv", "atan2"), ("v", "tanh")))
+        except (RuntimeError, OSError):
+            usable = False
+        _VECTOR_LIBRARY.append(usable)
+    return _VECTOR_LIBRARY[0]
+
+
 _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def compile(program: Program) -> _Compiled:
+def compile(program: Program, vector_library: bool | None = None) -> _Compiled:
     """The program's machine code (its .address), compiled once per process (the last 64 kept; hold
-    the object while its address may be called)."""
+    the object while its address may be called). vector_library: whether functions of four lanes
+    call libmvec (None: where the machine has it; False: LLVM's scalar functions, lane by lane,
+    which compute what the interpreter computes to the bit)."""
     key = (program.op.tobytes(), program.a.tobytes(), program.b.tobytes(), program.value.tobytes(),
-           program.point.tobytes(), program.dep.tobytes(), program.n_variables)
+           program.point.tobytes(), program.dep.tobytes(), program.n_variables, vector_library)
     with _LOCK:
         compiled = _CACHE.get(key)
         if compiled is None:
-            compiled = _CACHE[key] = _Compiled(program)
+            compiled = _CACHE[key] = _Compiled(program, vector_library)
             while len(_CACHE) > 64:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
@@ -370,7 +497,7 @@ def compile(program: Program) -> _Compiled:
 
 
 def evaluate(program: Program, x: np.ndarray, p: np.ndarray, y: np.ndarray | None = None,
-             w: np.ndarray | None = None) -> dict:
+             w: np.ndarray | None = None, vector_library: bool | None = None) -> dict:
     """Run the program's machine code once, from Python (for the tests): x (n, k) or (n,), p (P,),
     y zero and w one unless given. Returns value (f, where y = 0 and w = 1: r otherwise), jac (n, P),
     cost, raw, jtr and jtj."""
@@ -383,7 +510,7 @@ def evaluate(program: Program, x: np.ndarray, p: np.ndarray, y: np.ndarray | Non
     y = np.zeros(n) if y is None else np.ascontiguousarray(y, dtype=np.float64)
     w = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
     sums, jtr, jtj, r, jac = np.zeros(2), np.zeros(P), np.zeros((P, P)), np.zeros(n), np.zeros((P, n))
-    code = compile(program)
+    code = compile(program, vector_library)
     double = ctypes.POINTER(ctypes.c_double)
     call = ctypes.CFUNCTYPE(None, double, ctypes.c_int64, *[double] * 8)(code.address)
     call(*[a.ctypes.data_as(double) if isinstance(a, np.ndarray) else a
