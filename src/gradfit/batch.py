@@ -235,8 +235,9 @@ def fit_many(
         k = model.n_params
         out = {"params": [np.zeros((0, k))], "stderr": [np.zeros((0, k))], "rmse": [np.zeros(0)],
                "chi2": [np.zeros(0)], "n_points": [np.zeros(0, dtype=np.int64)], "n_steps": [np.zeros(0, dtype=np.int64)],
-               "status": [np.array(STATUSES)[np.zeros(0, dtype=np.int64)]]}
+               "status": [np.zeros(0, dtype=np.int8)]}
     columns = {key: np.concatenate(values) for key, values in out.items()}
+    columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
         columns["params"][:, i] = np.abs(columns["params"][:, i])
@@ -685,7 +686,7 @@ class _Chunk:
 
 
 def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:
-    """The per-curve arrays, back on the host as numpy."""
+    """The per-curve arrays, back on the host as numpy (status as codes into STATUSES)."""
     status = status.clone()
     status[n_points < model.n_params] = 4
     codes = status.cpu().numpy()
@@ -694,7 +695,7 @@ def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:
     return {
         "params": params, "stderr": stderr.double().cpu().numpy(), "rmse": rmse.double().cpu().numpy(),
         "chi2": chi2.double().cpu().numpy(), "n_points": n_points.long().cpu().numpy(),
-        "n_steps": steps.cpu().numpy(), "status": np.array(STATUSES)[codes],
+        "n_steps": steps.cpu().numpy(), "status": codes.astype(np.int8),
     }
 
 
