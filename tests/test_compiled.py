@@ -90,6 +90,15 @@ def test_machine_code_computes_what_the_interpreter_computes(text, variables, p)
     np.testing.assert_allclose(fast["jac"], jac, rtol=1e-13, atol=1e-13 * np.abs(jac).max())
 
 
+def test_the_machine_code_is_built_from_instructions_not_from_the_users_text():
+    # the IR LLVM reads is what llvmlite's builder printed from operation codes and numbers: none of the
+    # user's names (nor their text) reaches it
+    expression = parse("zz_amplitude*exp(-x/zz_scale) + zz_offset*2.5", ("x",))
+    text = str(native.build(expression.program()))
+    assert "zz_" not in text and "gradfit_model" in text
+    assert "2.5" not in text and "0x4004000000000000" in text  # the number, as LLVM's exact hexadecimal double
+
+
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 9, 37])
 def test_machine_code_sums_equal_numpy_wherever_the_arrays_lie(n):
     # four points at a time in vector lanes, then the rest one by one; a parameter the model does not use
