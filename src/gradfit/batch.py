@@ -195,7 +195,14 @@ def fit_many(
             chunk_size = min(chunk_size, max(256, CACHE_POINTS // N))
     chunk_size = positive_int(chunk_size, "chunk_size")
 
-    out = {key: [] for key in ("params", "stderr", "rmse", "chi2", "n_points", "n_steps", "status")}
+    columns: dict = {}  # the per-curve arrays, made on the first chunk and filled chunk by chunk
+
+    def keep(sl: slice, chunk: dict) -> None:
+        for key, value in chunk.items():
+            if key not in columns:
+                columns[key] = np.empty((B,) + value.shape[1:], dtype=value.dtype)
+            columns[key][sl] = value
+
     chunks = range(0, B, chunk_size)
     if progress:
         from tqdm.auto import tqdm
@@ -210,9 +217,8 @@ def fit_many(
         if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
             if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
                 starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
-            for key, value in _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
-                                            absolute_sigma).items():
-                out[key].append(value)
+            keep(sl, _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
+                                   absolute_sigma))
             continue
         part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if starts is None else as_t(starts)
@@ -229,14 +235,12 @@ def fit_many(
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
                              "Write it with torch operations only, one value per point.") from None
-        for key, value in part.finish(*result, absolute_sigma).items():
-            out[key].append(value)
+        keep(sl, part.finish(*result, absolute_sigma))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
-        out = {"params": [np.zeros((0, k))], "stderr": [np.zeros((0, k))], "rmse": [np.zeros(0)],
-               "chi2": [np.zeros(0)], "n_points": [np.zeros(0, dtype=np.int64)], "n_steps": [np.zeros(0, dtype=np.int64)],
-               "status": [np.zeros(0, dtype=np.int8)]}
-    columns = {key: np.concatenate(values) for key, values in out.items()}
+        columns = {"params": np.zeros((0, k)), "stderr": np.zeros((0, k)), "rmse": np.zeros(0), "chi2": np.zeros(0),
+                   "n_points": np.zeros(0, dtype=np.int64), "n_steps": np.zeros(0, dtype=np.int64),
+                   "status": np.zeros(0, dtype=np.int8)}
     columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
