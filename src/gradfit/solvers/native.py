@@ -65,6 +65,7 @@ class _Writer:
         self.P = program.n_params
         self.values: dict[int, ir.Value] = {}
         self.grads: dict[int, dict[int, ir.Value]] = {}  # slot -> {parameter: derivative}
+        self.params: list[ir.Value] = []  # the parameters, loaded once in the entry block
         self.b: ir.IRBuilder | None = None
         self.width = 1
         self._broadcast: dict = {}
