@@ -276,6 +276,21 @@ def test_threads_do_not_change_the_answers():
         np.testing.assert_array_equal(results[i], runs[0]["params"])
 
 
+def test_one_row_of_weights_for_every_curve_equals_a_row_each():
+    # every point used: fit_many hands the kernel one row of ones for all curves; a missing point anywhere
+    # makes a row of weights per curve: the other curves' fits are the same to the bit
+    x = np.linspace(-5, 5, 30)
+    true = np.stack([RNG.uniform(2, 4, 40), RNG.uniform(-1, 1, 40), RNG.uniform(0.5, 1.5, 40)], 1)
+    Y = true[:, :1] * np.exp(-((x - true[:, 1:2]) ** 2) / (2 * true[:, 2:] ** 2)) + 0.05 * RNG.normal(size=(40, 30))
+    shared = batch.fit_many("gaussian", x, Y, p0=true, backend="compiled")
+    holed = Y.copy()
+    holed[0, 3] = np.nan
+    each = batch.fit_many("gaussian", x, holed, p0=true, backend="compiled")
+    assert each.n_points[0] == 29 and shared.counts() == each.counts() == {"converged": 40}
+    for key in ("params", "stderr", "rmse", "chi2", "n_steps"):
+        np.testing.assert_array_equal(getattr(shared, key)[1:], getattr(each, key)[1:])
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"model": lambda x, a, b: a * torch.exp(b * x)}, "Python function"),
     ({"method": "adam"}, "only method 'lm'"),

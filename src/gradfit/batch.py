@@ -174,14 +174,17 @@ def fit_many(
         if m.shape != (B, N):
             raise DataError(f"`mask` must be ({B}, {N}) like Y, got {m.shape}.")
         valid &= m
-    weights = valid.astype(np.float64)
+    everywhere = bool(valid.all())
+    # every point used with weight one (the common case): one row of ones read by every curve, and Y as
+    # given, rather than two more (curves x points) arrays to write
+    weights = np.broadcast_to(np.ones(N), (B, N)) if everywhere else valid.astype(np.float64)
     if sigma is not None:
         s = np.broadcast_to(_array(sigma, "sigma"), (B, N))
         bad = valid & ~(np.isfinite(s) & (s > 0))
         if bad.any():
             raise DataError(f"`sigma` must be finite and > 0 where Y is used; it is not at {int(bad.sum())} points.")
         weights = np.where(valid, 1 / np.where(valid, s, 1.0), 0.0)
-    Yc = np.where(valid, Yn, 0.0)
+    Yc = Yn if everywhere else np.where(valid, Yn, 0.0)
     xc = np.where(np.isfinite(xn), xn, 0.0)
     p0n = _start(model, p0, B)
     program = _compiled_program(model, run, backend, B, N, dtype, device)

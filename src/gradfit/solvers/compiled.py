@@ -49,9 +49,10 @@ def small_enough(program: Program, n_points: int, native: bool = True) -> bool:
 
 
 def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
-        absolute_sigma: bool, settings: tuple, threads: int | None = None, native: bool = True) -> dict:
+        absolute_sigma: bool, settings: tuple, threads: int | None = None,
+        native: bool = True) -> dict:
     """LM fits of every row of Y (B, N); x is (1, N, k) shared or (B, N, k) per curve; W the weights
-    (0 leaves a point out). Returns params, stderr, rmse, chi2, n_points, n_steps and status codes,
+    (0 leaves a point out), (B, N) or one row (1, N) for every curve. Returns params, stderr, rmse, chi2, n_points, n_steps and status codes,
     as numpy arrays (status codes index batch.STATUSES). The model runs as its own machine code
     (gradfit.solvers.native) unless native is False: then the interpreter runs it."""
     B, k = P0.shape
@@ -61,6 +62,8 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
     settings = np.array(settings, dtype=np.float64)  # initial damping, max damping, polish steps, singular
     if program.op[-1] in (CONST, PARAM, VAR):  # the model is a leaf: J is weighted in place, so give it a slot
         program = _times_one(program)
+    if W.ndim == 2 and len(W) > 1 and W.strides[0] == 0:  # the same weights for every curve (broadcast)
+        W = W[:1]
     x, Y, W = (np.ascontiguousarray(a, dtype=np.float64) for a in (x, Y, W))
     code = _machine_code(program) if native else None  # held until the fits are done
     args = (program.op, program.a, program.b, program.value, program.point, program.dep,
@@ -344,7 +347,7 @@ def _borrowed(typingctx, array):
 
 
 @_inline
-def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, k, val, grad, r, sums, jtj, jtr,
+def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, k, val, grad, r, sums, jtj, jtr,
                addresses):
     """|r|² at p[k] for curve c, r = (f(x, p[k]) - y) w. The model is the machine code at the address
     native where it is not 0: it leaves |r|², Σ(f - y)² over the points used, JᵀJ and Jᵀr (of the
@@ -356,19 +359,19 @@ def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, k, 
     if native != 0:
         P, K = p.shape[1], X.shape[2]
         x_at, y_at, w_at, p_at, sums_at, jtr_at, jtj_at, r_at, scratch_at = addresses
-        _call(native, x_at + xc * N * K * 8, N, p_at + k * P * 8, y_at + c * N * 8, w_at + c * N * 8, sums_at + k * 16,
+        _call(native, x_at + xc * N * K * 8, N, p_at + k * P * 8, y_at + c * N * 8, w_at + wc * N * 8, sums_at + k * 16,
               jtr_at + k * P * 8, jtj_at + k * P * P * 8, r_at, scratch_at)
         return sums[k, 0]
     _evaluate(op, a, b, value, point, dep, p, k, val, grad)
     cost = 0.0
     for n in range(N):
-        r[k, n] = (val[k, F, n] - Y[c, n]) * W[c, n]
+        r[k, n] = (val[k, F, n] - Y[c, n]) * W[wc, n]
         cost += r[k, n] * r[k, n]
     if not unit:
         for j in range(p.shape[1]):
             if dep[F, j]:
                 for n in range(N):
-                    grad[k, F, j, n] *= W[c, n]
+                    grad[k, F, j, n] *= W[wc, n]
     return cost
 
 
@@ -472,20 +475,21 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
                  jtj.ctypes.data, r.ctypes.data, scratch.ctypes.data)
     for c in range(lo, hi):
         xc = c if X.shape[0] > 1 else 0
+        wc = c if W.shape[0] > 1 else 0  # one row of weights for every curve, or a row each
         if interpret and (c == lo or X.shape[0] > 1):
             _prepare(op, value, X, c if X.shape[0] > 1 else 0, val, grad)
         used, unit = 0, True
         for n in range(N):
-            if W[c, n] > 0:
+            if W[wc, n] > 0:
                 used += 1
-            if W[c, n] != 1.0:
+            if W[wc, n] != 1.0:
                 unit = False
         n_points[c] = used
         cur = 0
         for j in range(P):
             p[cur, j] = params[c, j]
-        cost = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, cur, val, grad, r, sums, jtj,
-                          jtr, addresses)
+        cost = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, cur, val, grad, r, sums,
+                          jtj, jtr, addresses)
         steps = 0
         code = 1  # max_steps until decided
         stale = interpret  # JᵀJ and Jᵀr are not yet those of the current point (the machine code makes them)
@@ -533,7 +537,7 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
                     predicted -= 2.0 * delta[i] * jtr[cur, i] + delta[i] * t
                 for j in range(P):
                     p[new, j] = p[cur, j] + delta[j]
-                c_new = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, unit, p, new, val, grad, r,
+                c_new = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, new, val, grad, r,
                                    sums, jtj, jtr, addresses)
                 rho = (cost - c_new) / predicted if predicted > 0 else -1.0
                 finite = math.isfinite(c_new) and factored
@@ -581,8 +585,8 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
         if interpret:
             raw = 0.0
             for n in range(N):
-                if W[c, n] > 0:
-                    raw += (r[cur, n] / W[c, n]) ** 2
+                if W[wc, n] > 0:
+                    raw += (r[cur, n] / W[wc, n]) ** 2
         chi2[c] = total
         rmse[c] = math.sqrt(raw / max(used, 1))
         if stale:
