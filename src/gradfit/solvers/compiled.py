@@ -53,8 +53,9 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
         native: bool = True) -> dict:
     """LM fits of every row of Y (B, N); x is (1, N, k) shared or (B, N, k) per curve; W the weights
     (0 leaves a point out), (B, N) or one row (1, N) for every curve. Returns params, stderr, rmse,
-    chi2, n_points, n_steps and status codes, as numpy arrays (status codes index batch.STATUSES). The model runs as its own machine code
-    (gradfit.solvers.native) unless native is False: then the interpreter runs it."""
+    chi2, n_points, n_steps and status codes, as numpy arrays (status codes index batch.STATUSES).
+    The model runs as its own machine code (gradfit.solvers.native) unless native is False: then
+    the interpreter runs it."""
     B, k = P0.shape
     out = {"params": np.array(P0, dtype=np.float64, order="C"), "stderr": np.empty((B, k)),
            "rmse": np.empty(B), "chi2": np.empty(B), "n_steps": np.zeros(B, dtype=np.int64),
