@@ -260,10 +260,7 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
     used = [j for j in range(P) if program.dep[F, j]]  # the columns of J that are not zero
     zero, i64 = ir.Constant(_D, 0.0), lambda v: ir.Constant(_I64, v)  # noqa: E731
     vzero = ir.Constant(_VEC, [0.0] * LANES)
-    blocks = [fn.append_basic_block(name) for name in ("entry", "lanes", "lanes_done", "points", "sums", "vectors",
-                                                         "folded", "rest", "done")]
-    entry, lanes, lanes_done, points, start_sums, vectors, folded, rest, done = blocks
-    b = ir.IRBuilder(entry)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     writer.start(b, 1)
     writer.params = [b.load(b.gep(p, [i64(j)])) for j in range(P)]
     for i in range(S):  # the slots one number per curve, before the loops over the points
@@ -276,15 +273,12 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
                 b.store(zero, b.gep(jtj, [i64(i * P + j)]))
                 b.store(zero, b.gep(jtj, [i64(j * P + i)]))
     whole = b.mul(b.sdiv(n, i64(LANES)), i64(LANES))  # the points the lanes take; the rest one by one
-    b.cbranch(b.icmp_signed(">", whole, i64(0)), lanes, lanes_done)
 
     def point(k, width: int):
         """Points k.. (width of them): the variables, the model, then the weighted residual and row of J
         stored in resid and jac; returns (f - y)² where the weight is > 0, else 0."""
         def load(pointer):
-            if width == 1:
-                return b.load(pointer)
-            return b.load(b.bitcast(pointer, _VEC.as_pointer()), align=8)
+            return _load(b, pointer, width)
 
         if width == 1 or K == 1:
             variables = [load(b.gep(x, [b.add(b.mul(k, i64(K)), i64(v))])) for v in range(K)]
@@ -303,117 +297,38 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
         weight = load(b.gep(w, [k]))
         diff = b.fsub(writer.value(F), load(b.gep(y, [k])))
         grad = writer.grad(F)
-
-        def store(value, pointer):
-            if width == 1:
-                b.store(value, pointer)
-            else:
-                b.store(value, b.bitcast(pointer, _VEC.as_pointer()), align=8)
-
-        store(b.fmul(diff, weight), b.gep(resid, [k]))
+        _store(b, b.fmul(diff, weight), b.gep(resid, [k]), width)
         for j in used:
-            store(b.fmul(grad[j], weight), b.gep(jac, [b.add(b.mul(i64(j), n), k)]))
+            _store(b, b.fmul(grad[j], weight), b.gep(jac, [b.add(b.mul(i64(j), n), k)]), width)
         c0 = writer.c(0.0)
         return b.select(b.fcmp_ordered(">", weight, c0), b.fmul(diff, diff), c0)
 
-    # 1a. LANES points at a time
-    b.position_at_end(lanes)
-    q = b.phi(_I64)
-    q.add_incoming(i64(0), entry)
-    raw_lanes = b.phi(_VEC)  # Σ (f - y)² over the points used (weight > 0), lane by lane
-    raw_lanes.add_incoming(vzero, entry)
-    raw_lanes_next = b.fadd(raw_lanes, point(q, LANES))
-    raw_lanes.add_incoming(raw_lanes_next, lanes)
-    q_next = b.add(q, i64(LANES))
-    q.add_incoming(q_next, lanes)
-    b.cbranch(b.icmp_signed("<", q_next, whole), lanes, lanes_done)
+    def fold(lanes: ir.Value) -> ir.Value:
+        """The lanes of a vector added in a fixed order."""
+        e = [b.extract_element(lanes, i64(lane)) for lane in range(LANES)]
+        return b.fadd(b.fadd(e[0], e[1]), b.fadd(e[2], e[3]))
 
-    b.position_at_end(lanes_done)
-    raw_folded = b.phi(_VEC)
-    raw_folded.add_incoming(vzero, entry)
-    raw_folded.add_incoming(raw_lanes_next, lanes)
-    e = [b.extract_element(raw_folded, i64(lane)) for lane in range(LANES)]
-    raw_whole = b.fadd(b.fadd(e[0], e[1]), b.fadd(e[2], e[3]))
-    b.cbranch(b.icmp_signed("<", whole, n), points, start_sums)
+    # 1. the model at every point: LANES points at a time, then the last n % LANES one by one;
+    # raw: Σ (f - y)² over the points used (weight > 0)
+    raw = _summing_loop(b, fn, "lanes", i64(0), whole, LANES, {"raw": vzero},
+                        lambda q: {"raw": point(q, LANES)})["raw"]
+    raw = _summing_loop(b, fn, "points", whole, n, 1, {"raw": fold(raw)}, lambda k: {"raw": point(k, 1)})["raw"]
+    b.store(raw, b.gep(sums, [i64(1)]))
 
-    # 1b. the last n % LANES points one by one
-    b.position_at_end(points)
-    k = b.phi(_I64)
-    k.add_incoming(whole, lanes_done)
-    raw = b.phi(_D)
-    raw.add_incoming(raw_whole, lanes_done)
-    raw_next = b.fadd(raw, point(k, 1))
-    raw.add_incoming(raw_next, points)
-    k_next = b.add(k, i64(1))
-    k.add_incoming(k_next, points)
-    b.cbranch(b.icmp_signed("<", k_next, n), points, start_sums)
-
-    # 2. the sums |r|², Jᵀr and JᵀJ over the points: four points at a time in vector lanes, the lanes
-    # added in a fixed order, then the last n % 4 points one by one (the same order wherever the
-    # arrays lie)
-    b.position_at_end(start_sums)
-    raw_total = b.phi(_D)
-    raw_total.add_incoming(raw_whole, lanes_done)
-    raw_total.add_incoming(raw_next, points)
-    b.store(raw_total, b.gep(sums, [i64(1)]))
+    # 2. the sums |r|², Jᵀr and JᵀJ over the points, from the rows stored: four points at a time in
+    # vector lanes, the lanes added in a fixed order, then the last points one by one (the same
+    # order wherever the arrays lie)
     rows = [("r", "r")] + [(j, "r") for j in used] + [(i, j) for i in used for j in used if j <= i]
-    whole = b.mul(b.sdiv(n, i64(4)), i64(4))
-    vec = _VEC
-    b.cbranch(b.icmp_signed(">", whole, i64(0)), vectors, folded)
 
-    b.position_at_end(vectors)
-    q = b.phi(_I64)
-    q.add_incoming(i64(0), start_sums)
-    acc = {pair: b.phi(vec) for pair in rows}
-    for phi in acc.values():
-        phi.add_incoming(vzero, start_sums)
+    def products(k, width: int) -> dict:
+        columns = {column: _load(b, b.gep(resid, [k]) if column == "r" else
+                                 b.gep(jac, [b.add(b.mul(i64(column), n), k)]), width) for column in ["r"] + used}
+        return {pair: b.fmul(columns[pair[0]], columns[pair[1]]) for pair in rows}
 
-    def load4(column):
-        base = resid if column == "r" else b.gep(jac, [b.mul(i64(column), n)])
-        pointer = b.bitcast(b.gep(base, [q]), vec.as_pointer())
-        return b.load(pointer, align=8)
-
-    lanes = {column: load4(column) for column in ["r"] + used}
-    step = {pair: b.fadd(acc[pair], b.fmul(lanes[pair[0]], lanes[pair[1]])) for pair in rows}
-    for pair in rows:
-        acc[pair].add_incoming(step[pair], vectors)
-    q_next = b.add(q, i64(4))
-    q.add_incoming(q_next, vectors)
-    b.cbranch(b.icmp_signed("<", q_next, whole), vectors, folded)
-
-    b.position_at_end(folded)
-    partial, ended = {}, {pair: b.phi(vec) for pair in rows}  # a block's phi nodes come first
-    for pair in rows:
-        ended[pair].add_incoming(vzero, start_sums)
-        ended[pair].add_incoming(step[pair], vectors)
-    for pair in rows:
-        e = [b.extract_element(ended[pair], i64(lane)) for lane in range(4)]
-        partial[pair] = b.fadd(b.fadd(e[0], e[1]), b.fadd(e[2], e[3]))
-    b.cbranch(b.icmp_signed("<", whole, n), rest, done)
-
-    b.position_at_end(rest)
-    t = b.phi(_I64)
-    t.add_incoming(whole, folded)
-    tail = {pair: b.phi(_D) for pair in rows}
-    for pair in rows:
-        tail[pair].add_incoming(partial[pair], folded)
-
-    def load1(column):
-        return b.load(b.gep(resid, [t]) if column == "r" else b.gep(jac, [b.add(b.mul(i64(column), n), t)]))
-
-    ones = {column: load1(column) for column in ["r"] + used}
-    tail_next = {pair: b.fadd(tail[pair], b.fmul(ones[pair[0]], ones[pair[1]])) for pair in rows}
-    for pair in rows:
-        tail[pair].add_incoming(tail_next[pair], rest)
-    t_next = b.add(t, i64(1))
-    t.add_incoming(t_next, rest)
-    b.cbranch(b.icmp_signed("<", t_next, n), rest, done)
-
-    b.position_at_end(done)
-    totals = {pair: b.phi(_D) for pair in rows}
-    for pair in rows:
-        totals[pair].add_incoming(partial[pair], folded)
-        totals[pair].add_incoming(tail_next[pair], rest)
+    lanes = _summing_loop(b, fn, "vectors", i64(0), whole, LANES, {pair: vzero for pair in rows},
+                          lambda q: products(q, LANES))
+    totals = _summing_loop(b, fn, "rest", whole, n, 1, {pair: fold(lanes[pair]) for pair in rows},
+                           lambda k: products(k, 1))
     for pair, total in totals.items():
         if pair == ("r", "r"):
             b.store(total, b.gep(sums, [i64(0)]))
@@ -425,6 +340,45 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
             b.store(total, b.gep(jtj, [i64(j * P + i)]))
     b.ret_void()
     return module
+
+
+def _load(b: ir.IRBuilder, pointer, width: int) -> ir.Value:
+    """The double at pointer, or the width (LANES) doubles from it as a vector."""
+    return b.load(pointer) if width == 1 else b.load(b.bitcast(pointer, _VEC.as_pointer()), align=8)
+
+
+def _store(b: ir.IRBuilder, value, pointer, width: int) -> None:
+    """value (a double, or a vector of LANES) stored from pointer on."""
+    b.store(value, pointer if width == 1 else b.bitcast(pointer, _VEC.as_pointer()), align=8)
+
+
+def _summing_loop(b: ir.IRBuilder, fn: ir.Function, name: str, start, stop, step: int, initial: dict,
+                  body) -> dict:
+    """for k in range(start, stop, step): total[key] += body(k)[key], from initial (a loop of no turns
+    where start >= stop). Leaves b after the loop; returns the totals there."""
+    before = b.block
+    loop, after = fn.append_basic_block(name), fn.append_basic_block(f"{name}_done")
+    b.cbranch(b.icmp_signed("<", start, stop), loop, after)
+    b.position_at_end(loop)
+    k = b.phi(_I64)
+    k.add_incoming(start, before)
+    total = {key: b.phi(value.type) for key, value in initial.items()}
+    for key, value in initial.items():
+        total[key].add_incoming(value, before)
+    terms = body(k)
+    following = {key: b.fadd(total[key], terms[key]) for key in initial}
+    k_next = b.add(k, ir.Constant(_I64, step))
+    end = b.block
+    k.add_incoming(k_next, end)
+    for key in initial:
+        total[key].add_incoming(following[key], end)
+    b.cbranch(b.icmp_signed("<", k_next, stop), loop, after)
+    b.position_at_end(after)
+    out = {key: b.phi(value.type) for key, value in initial.items()}
+    for key, value in initial.items():
+        out[key].add_incoming(value, before)
+        out[key].add_incoming(following[key], end)
+    return out
 
 
 class _Compiled:
