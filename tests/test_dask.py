@@ -128,11 +128,16 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster):
 def test_bad_input_is_one_line_and_exit_2(data, tmp_path, capsys, args, match):
     _, folder, _ = data
     extra = [] if "--workers" in args or "--scheduler" in args else ["--workers", "2"]
-    code = main(["fit-many", str(folder), "--x", "t", "--y", "v", "--model", "gaussian",
-                 "--out", str(tmp_path / "o.parquet"), *args, *extra])
+    _refused(["fit-many", str(folder), "--x", "t", "--y", "v", "--model", "gaussian", "--out",
+              str(tmp_path / "o.parquet"), *args, *extra], tmp_path / "o.parquet", capsys, match)
+
+
+def _refused(argv, output, capsys, match):
+    """The command exits 2 with one line naming the problem, and writes nothing."""
+    code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and match in err and err.count("\n") == 1, err
-    assert not (tmp_path / "o.parquet").exists()
+    assert not output.exists()
 
 
 def test_a_csv_file_is_not_sent_to_a_cluster(tmp_path, capsys):
@@ -243,10 +248,7 @@ def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_p
 ])
 def test_a_cluster_fit_refuses_in_one_line(one_big_file, tmp_path, capsys, extra, match):
     folder, _, _ = one_big_file
-    code = main(["fit", str(folder), "--json", str(tmp_path / "o.json"), *extra])
-    err = capsys.readouterr().err
-    assert code == 2 and match in err and err.count("\n") == 1, err
-    assert not (tmp_path / "o.json").exists()
+    _refused(["fit", str(folder), "--json", str(tmp_path / "o.json"), *extra], tmp_path / "o.json", capsys, match)
 
 
 def test_a_csv_file_is_not_fitted_on_a_cluster(tmp_path, capsys):
