@@ -87,13 +87,13 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
 
 def _machine_code(program: Program):
     """The program's machine code (gradfit.solvers.native), or None where LLVM cannot make it: then
-    the interpreter runs the model, to the same answers, slower (and a warning says so)."""
+    the interpreter runs the model, to the same answers to rounding, slower (and a warning says so)."""
     try:
         return _native.compile(program)
     except Exception as error:  # noqa: BLE001 - any failure of LLVM's: the interpreter gives the same answers
         warnings.warn(f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
-                      "the compiled backend interprets it instead (same answers, slower).", RuntimeWarning,
-                      stacklevel=3)
+                      "the compiled backend interprets it instead (the same answers to rounding, slower).",
+                      RuntimeWarning, stacklevel=3)
         return None
 
 
@@ -325,7 +325,7 @@ def _call(typingctx, address, x, n, p, y, w, sums, jtr, jtj, value, jac):
     addresses (integers) of its arrays."""
     def codegen(context, builder, signature, args):
         i64, double = ir.IntType(64), ir.DoubleType().as_pointer()
-        fn = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [double, i64] + [double] * 8).as_pointer())
+        fn = builder.inttoptr(args[0], _native.SIGNATURE.as_pointer())
         pointers = [builder.inttoptr(arg, double) for arg in args[1:]]
         count = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
         builder.call(fn, [pointers[0], count] + pointers[2:])
