@@ -357,7 +357,7 @@ def main() -> None:
               "10,000 fits up). Cpufit's figure is one thread, in float32, with the model's derivatives written by "
               "hand in C++. Each fit here takes ~6 steps, two of them the "
               "Gauss–Newton polish that puts the answer at the optimum, which Cpufit does not take. The model runs "
-              "as machine code of its own, built from the formula's instructions (llvmlite, ~30 ms per model and "
+              "as machine code of its own, built from the formula's instructions (llvmlite, 30–200 ms per model and "
               "process), which also sums the normal equations; with the model interpreted instead (the stand-in "
               f"where LLVM cannot build that code) one thread fits {rows[-1][3]:,.0f}/s. Where the time goes (perf, one "
               "thread, 10^5 fits): ~45% in the model's function (four points at a time in vector lanes, exp from "

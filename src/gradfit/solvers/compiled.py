@@ -4,7 +4,7 @@ The batched torch solver (gradfit.batch) runs each step as some twenty passes ov
 (curves x points) arrays. For models that come as a Program — an expression's instructions
 (gradfit.expr), a polynomial, a sum of those — this module runs the same algorithm curve by
 curve in machine code (numba): the model, its derivatives and the normal equations come from
-the model's own machine code (gradfit.solvers.native: built from the program in ~30 ms, once per
+the model's own machine code (gradfit.solvers.native: built from the program in 30–200 ms, once per
 process), or, where LLVM cannot build that, from a small interpreter of the program's
 instructions into two small workspaces (the current point's and the trial's); the normal
 equations and their Cholesky factor are a few dozen numbers, and nothing is allocated from one
