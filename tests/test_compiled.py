@@ -65,7 +65,9 @@ def test_interpreter_and_machine_code_equal_torch_value_and_autograd(text, varia
 def test_composite_and_polynomial_programs_equal_their_models(engine):
     x = np.linspace(-2, 3, 30)
     for name, p in [("gaussian + linear", [2.0, 0.5, 0.7, 0.3, -1.0]), ("poly3", [0.5, -1.0, 2.0, 3.0]),
-                    ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4])]:
+                    ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4]),
+                    ("gaussian + gaussian + linear", [2.0, -0.5, 0.7, 1.0, 1.5, 0.4, 0.3, -1.0]),
+                    ("poly9", [0.01, -0.02, 0.05, 0.1, -0.3, 0.2, 0.5, -1.0, 2.0, 3.0])]:
         model = gradfit.get_model(name)
         value, jac = _values_and_jacobian(model.program(), x, np.array(p), engine)
         pt = torch.tensor(p, dtype=torch.float64)
