@@ -37,6 +37,7 @@ from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODE
 _EXP, _LOG, _LOG10, _LOG2, _SQRT, _ABS, _SIN, _COS, _TAN, _ASIN, _ACOS, _ATAN, _SINH, _COSH, _TANH, _ERF, _ERFC, \
     _SIGMOID = (UNARY_CODES[n] for n in ("exp", "log", "log10", "log2", "sqrt", "abs", "sin", "cos", "tan", "arcsin",
                                          "arccos", "arctan", "sinh", "cosh", "tanh", "erf", "erfc", "sigmoid"))
+BLOCKS_PER_THREAD = 16  # blocks of curves queued per thread (see fit)
 WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may take: larger curves run in torch
 
 
@@ -70,17 +71,21 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
     args = (program.op, program.a, program.b, program.value, program.point, program.dep,
             code.address if code is not None else 0, x, Y, W)
     threads = threads or _cores()
-    bounds = np.linspace(0, B, min(threads, max(B, 1)) + 1).astype(np.int64)
+    threads = min(threads, max(B, 1))
+    # several blocks of curves per thread, taken in turn from one queue: a thread whose core is busy
+    # with something else leaves more of them to the others (one block per thread would wait for it)
+    blocks = 1 if threads == 1 else min(B, threads * BLOCKS_PER_THREAD)
+    bounds = np.linspace(0, B, blocks + 1).astype(np.int64)
 
     def run(lo, hi):
         _lm_curves(*args, lo, hi, max_steps, tol, absolute_sigma, settings, out["params"], out["stderr"], out["rmse"],
                    out["chi2"], out["n_points"], out["n_steps"], out["status"],
                    *_workspaces(len(program.op), Y.shape[1], k, code is not None))
 
-    if len(bounds) <= 2:
+    if threads == 1:
         run(0, B)
     else:
-        with ThreadPoolExecutor(len(bounds) - 1) as pool:  # the kernel releases the GIL
+        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
             list(pool.map(run, bounds[:-1], bounds[1:]))
     return out
 
