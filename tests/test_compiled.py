@@ -146,7 +146,7 @@ def test_machine_code_and_interpreter_fit_alike_and_the_interpreter_stands_in(mo
         np.testing.assert_allclose(run[0][key], run[1][key], rtol=rtol)
     assert np.mean(run[0]["n_steps"] == run[1]["n_steps"]) > 0.9
     # where LLVM cannot build the machine code, the interpreter runs the model, and a warning says so
-    monkeypatch.setattr(native, "compile", lambda program: (_ for _ in ()).throw(RuntimeError("no target\nmore")))
+    monkeypatch.setattr(native, "machine_code", lambda program: (_ for _ in ()).throw(RuntimeError("no target\nmore")))
     with pytest.warns(RuntimeWarning, match=r"could not be built \(no target\); .* interprets it instead"):
         stand_in = compiled.fit(model.program(), xy, Z, W, p0, 100, 1e-10, False, settings)
     for key in run[1]:

@@ -94,7 +94,7 @@ def _machine_code(program: Program):
     """The program's machine code (gradfit.solvers.native), or None where LLVM cannot make it: then
     the interpreter runs the model, to the same answers to rounding, slower (and a warning says so)."""
     try:
-        return _native.compile(program)
+        return _native.machine_code(program)
     except Exception as error:  # noqa: BLE001 - any failure of LLVM's: the interpreter gives the same answers
         warnings.warn(f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
                       "the compiled backend interprets it instead (the same answers to rounding, slower).",

@@ -434,7 +434,7 @@ _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def compile(program: Program, vector_library: bool | None = None) -> _Compiled:
+def machine_code(program: Program, vector_library: bool | None = None) -> _Compiled:
     """The program's machine code (its .address), compiled once per process (the last 64 kept; hold
     the object while its address may be called). vector_library: whether functions of four lanes
     call libmvec (None: where the machine has it; False: LLVM's scalar functions, lane by lane,
@@ -465,7 +465,7 @@ def evaluate(program: Program, x: np.ndarray, p: np.ndarray, y: np.ndarray | Non
     y = np.zeros(n) if y is None else np.ascontiguousarray(y, dtype=np.float64)
     w = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
     sums, jtr, jtj, r, jac = np.zeros(2), np.zeros(P), np.zeros((P, P)), np.zeros(n), np.zeros((P, n))
-    code = compile(program, vector_library)
+    code = machine_code(program, vector_library)
     double = ctypes.POINTER(ctypes.c_double)
     call = ctypes.CFUNCTYPE(None, double, ctypes.c_int64, *[double] * 8)(code.address)
     call(*[a.ctypes.data_as(double) if isinstance(a, np.ndarray) else a
