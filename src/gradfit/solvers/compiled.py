@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,7 +38,7 @@ from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODE
 _EXP, _LOG, _LOG10, _LOG2, _SQRT, _ABS, _SIN, _COS, _TAN, _ASIN, _ACOS, _ATAN, _SINH, _COSH, _TANH, _ERF, _ERFC, \
     _SIGMOID = (UNARY_CODES[n] for n in ("exp", "log", "log10", "log2", "sqrt", "abs", "sin", "cos", "tan", "arcsin",
                                          "arccos", "arctan", "sinh", "cosh", "tanh", "erf", "erfc", "sigmoid"))
-BLOCKS_PER_THREAD = 16  # blocks of curves queued per thread (see fit)
+BLOCKS_PER_THREAD, BLOCK_CURVES = 16, 256  # blocks of curves queued per thread, and their least size (see fit)
 WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may take: larger curves run in torch
 
 
@@ -73,14 +74,19 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
     threads = threads or _cores()
     threads = min(threads, max(B, 1))
     # several blocks of curves per thread, taken in turn from one queue: a thread whose core is busy
-    # with something else leaves more of them to the others (one block per thread would wait for it)
-    blocks = 1 if threads == 1 else min(B, threads * BLOCKS_PER_THREAD)
+    # with something else leaves more of them to the others (one block per thread would wait for it);
+    # blocks of at least BLOCK_CURVES, as each call has a fixed cost
+    blocks = 1 if threads == 1 else max(threads, min(threads * BLOCKS_PER_THREAD, B // BLOCK_CURVES))
     bounds = np.linspace(0, B, blocks + 1).astype(np.int64)
+    spare = queue.SimpleQueue()  # one set of working arrays per thread, handed from block to block
+    for _ in range(threads):
+        spare.put(_workspaces(len(program.op), Y.shape[1], k, code is not None))
 
     def run(lo, hi):
+        work = spare.get()
         _lm_curves(*args, lo, hi, max_steps, tol, absolute_sigma, settings, out["params"], out["stderr"], out["rmse"],
-                   out["chi2"], out["n_points"], out["n_steps"], out["status"],
-                   *_workspaces(len(program.op), Y.shape[1], k, code is not None))
+                   out["chi2"], out["n_points"], out["n_steps"], out["status"], *work)
+        spare.put(work)
 
     if threads == 1:
         run(0, B)
