@@ -34,7 +34,7 @@ STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
 METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs")
 # where LM runs: "compiled" (machine code, one curve at a time: gradfit.solvers.compiled), "torch" (tensor
 # programs over the batch), or "auto": compiled where it can (a model given as a formula, float64 on the CPU)
-# for batches of at least COMPILED_FROM curves. Compiling takes 10-20 s once per machine (then numba's disk
+# for batches of at least COMPILED_FROM curves. Compiling takes ~20 s once per machine (then numba's disk
 # cache loads it in ~0.5 s per process); torch fits a few thousand curves in well under that.
 BACKENDS = ("auto", "compiled", "torch")
 COMPILED_FROM = 2000

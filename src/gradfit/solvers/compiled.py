@@ -8,7 +8,7 @@ the model's own machine code (gradfit.solvers.native: built from the program in 
 process), or, where LLVM cannot build that, from a small interpreter of the program's
 instructions into two small workspaces (the current point's and the trial's); the normal
 equations and their Cholesky factor are a few dozen numbers, and nothing is allocated from one
-curve to the next. The numba functions are compiled once per machine (10–20 s here) and cached
+curve to the next. The numba functions are compiled once per machine (~20 s here) and cached
 on disk; they release the GIL, so the curves are shared among threads. The solver's arrays are
 all the caller's and _borrowed: numba counts no references in the loop (atomic operations that
 took a quarter of the time).
