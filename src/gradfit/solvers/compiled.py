@@ -489,7 +489,7 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
         xc = c if X.shape[0] > 1 else 0
         wc = c if W.shape[0] > 1 else 0  # one row of weights for every curve, or a row each
         if interpret and (c == lo or X.shape[0] > 1):
-            _prepare(op, value, X, c if X.shape[0] > 1 else 0, val, grad)
+            _prepare(op, value, X, xc, val, grad)
         used, unit = 0, True
         for n in range(N):
             if W[wc, n] > 0:
