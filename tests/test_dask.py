@@ -169,6 +169,12 @@ def test_one_huge_fit_on_the_cluster_equals_one_process(cluster, method, weighte
     assert on_cluster.chi2 == pytest.approx(alone.chi2, rel=1e-10)
     assert on_cluster.rmse == pytest.approx(alone.rmse, rel=1e-10)
     assert on_cluster.r2 == pytest.approx(alone.r2, rel=1e-10)
+    # the figures' data: a uniform random sample of the rows, gathered from every partition, in their order
+    assert on_cluster.sample_of == n and len(on_cluster.x) == len(on_cluster.y) == gradfit.stream.SAMPLE_ROWS
+    where = {value: i for i, value in enumerate(x)}  # x are distinct: a row by its x
+    rows = np.array([where[value] for value in on_cluster.x])
+    assert (np.diff(rows) > 0).all() and (on_cluster.y == y[rows]).all()
+    assert (np.bincount(rows * 6 // n, minlength=6) > 0.8 * len(rows) / 6).all()
 
 
 def test_a_dask_array_of_curves_equals_fit_many_in_one_process(cluster):
@@ -230,7 +236,8 @@ def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_p
     out = tmp_path / "fit.json"
     how = ["--workers", "2"] if where == "workers" else ["--scheduler", cluster[0].scheduler_address]
     assert main(["fit", str(folder), "--x", "t", "--y", "v", "--method", "lm", "--json", str(out), "--quiet",
-                 *how]) == 0
+                 "--plot", str(tmp_path / "plots"), *how]) == 0
+    assert (tmp_path / "plots" / "fit.png").exists() and (tmp_path / "plots" / "landscape.png").exists()
     got = json.loads(out.read_text())
     alone = gradfit.fit("quadratic", x, y, method="lm")
     assert "summed by the cluster's workers" in got["message"]

@@ -174,6 +174,27 @@ def test_write_plots_writes_the_five_files(tmp_path, raw_gd):
             assert img.format == "PNG" and img.size[0] >= 600
 
 
+def test_a_result_without_its_data_says_so_and_keeps_what_needs_none(tmp_path, raw_gd):
+    import dataclasses
+
+    bare = dataclasses.replace(raw_gd, x=None, y=None)
+    for draw in (plots.plot_fit, plots.plot_steps, plots.plot_landscape):
+        with pytest.raises(ValueError, match="this result holds none"):
+            draw(bare)
+    written, skipped = plots.write_plots(bare, tmp_path)
+    assert written == ["loss.png", "params.png"] and len(skipped) == 3
+
+
+def test_thousands_of_points_are_drawn_small_and_see_through():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, 5000)
+    result = gradfit.fit("linear", x, 2 * x + rng.normal(0, 0.1, 5000))
+    dots = plots.plot_fit(result).axes[0].collections[0]
+    assert dots.get_sizes()[0] < 10 and dots.get_alpha() < 1
+    few = plots.plot_fit(gradfit.fit("linear", x[:50], 2 * x[:50])).axes[0].collections[0]
+    assert few.get_alpha() is None
+
+
 def test_animation_is_a_gif_with_the_expected_frames(tmp_path, peak):
     path = plots.animate(peak, tmp_path / "fit.gif", max_frames=12)
     with Image.open(path) as img:

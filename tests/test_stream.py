@@ -351,3 +351,102 @@ def test_a_few_rows_fit_in_memory_even_when_the_process_already_holds_the_budget
     big = write(tmp_path / "big.parquet", x=np.linspace(0, 1, 5000), y=np.linspace(0, 1, 5000))
     with pytest.raises(OptionError, match="leaves too little room"):  # more than a batch: the budget still holds
         gradfit.fit_file("linear", big)
+
+
+# --- the random sample a streamed result keeps for its figures ------------------------------------
+
+def feed(reservoir, rows: np.ndarray, rng) -> None:
+    """Rows to a Reservoir in batches of random sizes (some smaller than k, some larger)."""
+    start = 0
+    while start < len(rows):
+        size = int(rng.integers(1, 14))
+        part = rows[start:start + size]
+        reservoir.add(part, -part, None)
+        start += size
+
+
+def test_the_reservoir_keeps_every_row_and_pair_equally_often():
+    """Algorithm L against the definition of a uniform sample without replacement: each row is kept with
+    probability k/N and each pair with k(k-1)/(N(N-1)), whatever the batch boundaries."""
+    from gradfit.stream import Reservoir
+
+    n, k, trials = 40, 8, 20_000
+    rows = np.arange(n, dtype=np.float64)
+    counts, pairs = np.zeros(n), np.zeros((n, n))
+    batching = np.random.default_rng(3)
+    for seed in range(trials):
+        reservoir = Reservoir(k, seed)
+        feed(reservoir, rows, batching)
+        x, y, sigma = reservoir.arrays()
+        assert len(x) == k and len(np.unique(x)) == k and sigma is None
+        assert (np.diff(x) > 0).all() and (y == -x).all()  # in file order, the columns kept together
+        kept = x.astype(int)
+        counts[kept] += 1
+        pairs[np.ix_(kept, kept)] += 1
+    p = k / n
+    assert np.abs(counts / trials - p).max() < 5 * np.sqrt(p * (1 - p) / trials)
+    both = k * (k - 1) / (n * (n - 1))
+    off = pairs[~np.eye(n, dtype=bool)] / trials
+    assert np.abs(off - both).max() < 5.5 * np.sqrt(both * (1 - both) / trials)
+
+
+def test_the_reservoir_of_many_rows_is_uniform_and_holds_fewer_rows_whole():
+    from scipy.stats import kstest
+
+    from gradfit.stream import Reservoir
+
+    n, k = 1_000_000, 10_000
+    reservoir = Reservoir(k, seed=5)
+    rows = np.arange(n, dtype=np.float64)
+    for start in range(0, n, 4096):
+        reservoir.add(rows[start:start + 4096], rows[start:start + 4096], None)
+    x, _, _ = reservoir.arrays()
+    assert len(np.unique(x)) == k
+    assert kstest(x / n, "uniform").pvalue > 1e-3  # a fixed seed: not flaky
+    small = Reservoir(k, seed=5)
+    small.add(rows[:300], rows[:300], rows[:300])
+    assert [a.tolist() for a in small.arrays()] == [rows[:300].tolist()] * 3
+
+
+def test_a_streamed_result_keeps_a_random_sample_of_its_rows(quadratic_file):
+    path, x, y, sigma = quadratic_file
+    result = gradfit.fit_file("quadratic", path, x="t", y="v", sigma="s", method="lm", memory_budget=tight_budget(),
+                              sample_rows=500, seed=4)
+    assert "streamed in batches" in result.message
+    assert result.sample_of == ROWS and len(result.x) == len(result.y) == len(result.sigma) == 500
+    where = {value: i for i, value in enumerate(x)}  # the file's x are distinct: a row by its x
+    rows = np.array([where[value] for value in result.x])
+    assert (np.diff(rows) > 0).all()  # rows of the file, in its order, x with its own y and sigma
+    assert (result.y == y[rows]).all() and (result.sigma == sigma[rows]).all()
+    assert rows.min() < ROWS // 10 and rows.max() > ROWS - ROWS // 10  # from all over the file
+    again = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(),
+                             sample_rows=500, seed=4)
+    other = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(),
+                             sample_rows=500, seed=5)
+    assert (again.x == result.x).all() and not (other.x == result.x).all()
+    none = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), sample_rows=0)
+    assert none.x is None and none.sample_of is None
+    with pytest.raises(OptionError, match="sample_rows must be a whole number"):
+        gradfit.fit_file("quadratic", path, memory_budget=tight_budget(), sample_rows=-3)
+
+
+def test_a_streamed_fit_draws_its_figures_and_report_from_the_sample(tmp_path, quadratic_file, capsys):
+    from gradfit.cli import main
+
+    path = quadratic_file[0]
+    plots, report, movie = tmp_path / "plots", tmp_path / "r.html", tmp_path / "a.gif"
+    assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B", "--method", "gd",
+                 "--max-steps", "12", "--plot", str(plots), "--report", str(report), "--animate", str(movie)]) == 3
+    out, err = capsys.readouterr()
+    assert "streamed in batches" in out and "note" not in err
+    assert sorted(p.name for p in plots.iterdir()) == ["fit.png", "landscape.png", "loss.png", "params.png",
+                                                        "steps.png"]
+    assert movie.stat().st_size > 0
+    text = report.read_text()
+    assert f"a random sample of 10,000 of {ROWS:,} points" in text and "(sample)" in text
+    result = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget())
+    from gradfit import plots
+
+    fig = plots.plot_fit(result)
+    assert f"data (a random sample of 10,000 of {ROWS:,} points)" in fig.axes[0].get_legend_handles_labels()[1]
+    assert "random sample" in plots.plot_landscape(result).axes[0].get_title()

@@ -400,11 +400,7 @@ def _run_fit(args) -> int:
             for bar in (progress, batches):
                 if bar is not None:
                     bar.close()
-    notes = []
-    if result.x is None and (plot_dir or report_out or animation):  # streamed: the data were never held
-        notes.append("--plot, --report and --animate need the data in memory; these were streamed, so none was "
-                     "drawn (raise --memory-budget, or fit a sample)")
-        plot_dir = report_out = animation = None
+    notes = []  # (a streamed fit's figures draw the random sample of rows its result keeps)
     with staged(plot_dir) as scratch:  # figures first: if drawing fails, nothing is written
         if scratch is not None:
             from .plots import write_plots

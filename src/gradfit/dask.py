@@ -20,6 +20,7 @@ import numpy as np
 from .batch import fit_long
 from .errors import DataError, OptionError
 from .library import get_model
+from .stream import SAMPLE_ROWS
 
 CONNECT_TIMEOUT = "10s"
 
@@ -266,6 +267,15 @@ def _moments(part, x, y, sigma, nan_policy):
     return np.array([len(ys), ys.sum(), ys @ ys, w.sum(), w @ w, len(part)])
 
 
+def _sample(part, x, y, sigma, nan_policy, k, seed):
+    """This partition's k rows of smallest random keys (all its rows if fewer): merged across partitions by key,
+    the k smallest are a uniform random sample of all the rows."""
+    xs, ys, ss = _columns(part, x, y, sigma, nan_policy)
+    keys = np.random.default_rng(seed).random(len(ys))
+    keep = np.sort(np.argpartition(keys, k - 1)[:k]) if len(ys) > k else np.arange(len(ys))
+    return keys[keep], xs[keep], ys[keep], None if ss is None else ss[keep]
+
+
 def _factor(part, model, x, y, sigma, nan_policy, params):
     """This partition's (cost, R, Qᵀr) at ``params``."""
     import torch
@@ -304,7 +314,7 @@ class ClusterProblem:
 
     streamed = True
 
-    def __init__(self, model, frame, x, y, sigma, nan_policy="raise"):
+    def __init__(self, model, frame, x, y, sigma, nan_policy="raise", seed: int = 0):
         import dask
 
         self.frame, self.columns = frame, (x, y, sigma, nan_policy)
@@ -320,6 +330,16 @@ class ClusterProblem:
         self.ss_tot = max(total_sq - total * total / n, 0.0)
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.n_dropped = int(rows) - self.n_points
+        self.kept = self._sample(SAMPLE_ROWS, seed)
+
+    def _sample(self, k: int, seed: int):
+        """x, y, sigma of a uniform random sample of k rows (in partition order), for the figures."""
+        import dask
+
+        parts = dask.compute(*[dask.delayed(_sample)(p, *self.columns, k, [seed, i]) for i, p in enumerate(self.parts)])
+        keys = np.concatenate([part[0] for part in parts])
+        chosen = np.sort(np.argpartition(keys, k - 1)[:k]) if len(keys) > k else np.arange(len(keys))
+        return [None if parts[0][c] is None else np.concatenate([part[c] for part in parts])[chosen] for c in (1, 2, 3)]
 
     def use_model(self, model) -> None:
         """Fit ``model`` to these data (the same model seen through bounds or fixed values, say)."""

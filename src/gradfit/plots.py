@@ -85,17 +85,20 @@ def plot_steps(
     cols = min(len(steps), ncols)
     fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=ylim is None).ravel()
-    x, y = _np(run.x), _np(run.y)
+    x, y = _data(run, "plot_steps")
     order = np.argsort(x)
+    dots = _dots(len(x))
     for ax, step in zip(axes, steps):
         preds = _predict(run.model, run.x, history.params_before(step - first))
-        ax.scatter(x, y, color=DATA_COLOR)
-        ax.scatter(x[order], preds[order], color=PRED_COLOR)
+        ax.scatter(x, y, color=DATA_COLOR, **dots)
+        ax.scatter(x[order], preds[order], color=PRED_COLOR, **dots)
         ax.set_title(f"step {step}", fontsize=9)
         if ylim is not None:
             ax.set_ylim(*ylim)
     for ax in axes[len(steps):]:
         ax.set_visible(False)
+    if _sampled(run):
+        fig.suptitle(_sampled(run).capitalize(), fontsize=9)
     if like is None:
         fig.tight_layout()
     else:
@@ -112,15 +115,16 @@ def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
     curve with respect to the parameters at x, and C the covariance.
     """
     _one_variable(result.model, "plot_fit")
-    x, y = _np(result.x), _np(result.y)
+    x, y = _data(result, "plot_fit")
     fig = Figure(figsize=(7, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     grid = np.linspace(x.min(), x.max(), points)
     params = np.array(list(result.params.values()))
     curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
-    if result.sigma is not None:
+    if result.sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
         top.errorbar(x, y, yerr=_np(result.sigma), fmt="none", ecolor=DATA_COLOR, alpha=0.5)
-    top.scatter(x, y, color=DATA_COLOR, label="data", zorder=3)
+    top.scatter(x, y, color=DATA_COLOR, label=f"data ({_sampled(result)})" if _sampled(result) else "data", zorder=3,
+                **_dots(len(x)))
     top.plot(grid, curve, color=PRED_COLOR, label="fit")
     if band is not None:
         top.fill_between(grid, curve - band, curve + band, color=PRED_COLOR, alpha=0.2, label="±1σ")
@@ -129,7 +133,7 @@ def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
     top.legend()
     residuals = y - _predict(result.model, x, params)
     bottom.axhline(0, color="0.5", lw=1)
-    bottom.scatter(x, residuals, color=DATA_COLOR, s=12)
+    bottom.scatter(x, residuals, color=DATA_COLOR, **(_dots(len(x)) or {"s": 12}))
     bottom.set_xlabel("x")
     bottom.set_ylabel("residual")
     fig.tight_layout()
@@ -207,8 +211,10 @@ def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int =
     ax.set_xlabel(params[0])
     ax.set_ylabel(params[1])
     others = [n for n in names if n not in params]
-    held = f" ({', '.join(others)} held at their final values)" if others else ""
-    ax.set_title(f"The loss over {params[0]} and {params[1]}{held}", fontsize=10)
+    held = (f" ({others[0]} held at its final value)" if len(others) == 1
+            else f" ({', '.join(others)} held at their final values)" if others else "")
+    on = f"\n(on {_sampled(result)})" if _sampled(result) else ""
+    ax.set_title(f"The loss over {params[0]} and {params[1]}{held}{on}", fontsize=10)
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
@@ -272,13 +278,14 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
         raise ValueError("The history has no steps to animate.")
     first = history[0].step
     steps = spread(first, history.last_step, max_frames)
-    x, y = _np(result.x), _np(result.y)
+    x, y = _data(result, "animate")
     grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
     curves = [_predict(result.model, grid, history.params_before(s - first)) for s in steps]
 
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
-    left.scatter(x, y, color=DATA_COLOR, label="data")
+    left.scatter(x, y, color=DATA_COLOR, label=f"data ({_sampled(result)})" if _sampled(result) else "data",
+                 **_dots(len(x)))
     (line,) = left.plot(grid, curves[0], color=PRED_COLOR, label="fit")
     pad = 0.15 * (y.max() - y.min() or 1.0)
     left.set_ylim(y.min() - pad, y.max() + pad)
@@ -380,6 +387,25 @@ def _label(item) -> str:
     return getattr(item, "method", None) or "run"
 
 
+def _data(run, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y to draw; a result that holds no data (fitted on a cluster) cannot be drawn."""
+    if run.x is None or run.y is None:
+        raise ValueError(f"{what} draws the data, and this result holds none (a fit on a Dask cluster keeps its "
+                         "rows on the workers); fit a sample in memory to draw it.")
+    return _np(run.x), _np(run.y)
+
+
+def _sampled(run) -> str:
+    """'a random sample of 10,000 of 2,000,000 points' when the run's data are a sample of those fitted, else ''."""
+    total = getattr(run, "sample_of", None)
+    return f"a random sample of {len(run.y):,} of {total:,} points" if total else ""
+
+
+def _dots(n: int) -> dict:
+    """Marker options for a scatter of n points: the default for a few, small and see-through for thousands."""
+    return {} if n <= 1000 else {"s": 4, "alpha": 0.3, "linewidths": 0}
+
+
 def _one_variable(model: Model, what: str) -> None:
     variables = getattr(model, "variables", ("x",))
     if variables is not None and len(variables) != 1:
@@ -412,8 +438,8 @@ def _curve_and_band(model: Model, grid: np.ndarray, params: np.ndarray, covarian
 def _losses(result, points: np.ndarray) -> np.ndarray:
     """The (weighted) mean squared error at each row of ``points``, all at once where the model allows."""
     model = result.model
-    x = torch.as_tensor(np.asarray(_np(result.x), dtype=np.float64))
-    y = torch.as_tensor(np.asarray(_np(result.y), dtype=np.float64))
+    xs, ys = _data(result, "The loss landscape")
+    x, y = torch.as_tensor(xs), torch.as_tensor(ys)
     sigma = getattr(result, "sigma", None)
     w = None if sigma is None else 1 / torch.as_tensor(np.asarray(_np(sigma), dtype=np.float64))
     p = torch.as_tensor(points)

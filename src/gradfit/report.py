@@ -29,7 +29,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     positions = plots.spread(0, n, MAX_FRAMES)  # k: the parameters after k steps
     after = [history.init_params] + [r.params for r in history]
     rmse_after = [r.rmse for r in history] + [result.rmse]  # the RMSE at the parameters after k steps
-    x, y = np.asarray(result.x, dtype=float), np.asarray(result.y, dtype=float)
+    x, y = plots._data(result, "The report")
     one_variable = len(getattr(result.model, "variables", ("x",)) or ("x",)) == 1
 
     frames, grid = [], None
@@ -58,8 +58,10 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     fit_html = ""
     if one_variable:
         fit_fig = go.Figure()
-        fit_fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers", name="data",
-                                     marker={"color": "#1f77b4"}))
+        sampled = plots._sampled(result)
+        fit_fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers",
+                                     name=f"data ({sampled})" if sampled else "data",
+                                     marker={"color": "#1f77b4", **({"size": 3, "opacity": 0.4} if len(x) > 1000 else {})}))
         fit_fig.add_trace(go.Scatter(x=grid.tolist(), y=frames[-1], mode="lines", name="fit",
                                      line={"color": "red"}))
         pad = 0.15 * (y.max() - y.min() or 1.0)
@@ -90,8 +92,10 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
                                   name="path", line={"color": "red"}, marker={"size": 3}))
         land.update_layout(xaxis_title=params2[0], yaxis_title=params2[1], height=480, margin={"t": 30})
         others = [nm for nm in history.param_names if nm not in params2]
-        held = f" (the others — {', '.join(others)} — held at their final values)" if others else ""
-        sections.append(f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}</h2>"
+        held = (f" ({others[0]} held at its final value)" if len(others) == 1
+                else f" (the others — {', '.join(others)} — held at their final values)" if others else "")
+        on = f", on {plots._sampled(result)}" if plots._sampled(result) else ""
+        sections.append(f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}{html.escape(on)}</h2>"
                         + _div(land, "landscape"))
 
     title = title or f"gradfit report: {result.model.name}"
@@ -142,12 +146,17 @@ def _settings_table(result, settings) -> str:
 
 
 def _data_table(x, y, result) -> str:
-    rows = [("points", result.n_points)]
+    rows = [("points", f"{result.n_points:,}")]
     if result.n_dropped:
-        rows.append(("dropped (NaN or inf)", result.n_dropped))
+        rows.append(("dropped (NaN or inf)", f"{result.n_dropped:,}"))
+    of = ""
+    if plots._sampled(result):  # a streamed fit: the figures and these rows show a sample of the points
+        rows.append(("drawn", plots._sampled(result)))
+        of = " (sample)"
     if x.ndim == 1:
-        rows.append(("x range", f"{x.min():.6g} to {x.max():.6g}"))
-    rows += [("y range", f"{y.min():.6g} to {y.max():.6g}"), ("y mean ± std", f"{y.mean():.6g} ± {y.std():.4g}")]
+        rows.append((f"x range{of}", f"{x.min():.6g} to {x.max():.6g}"))
+    rows += [(f"y range{of}", f"{y.min():.6g} to {y.max():.6g}"),
+             (f"y mean ± std{of}", f"{y.mean():.6g} ± {y.std():.4g}")]
     return _table("Data", rows)
 
 

@@ -54,6 +54,7 @@ class FitResult:
     x: np.ndarray | None = field(default=None, repr=False)  # the data fitted (after nan_policy), float64
     y: np.ndarray | None = field(default=None, repr=False)
     sigma: np.ndarray | None = field(default=None, repr=False)
+    sample_of: int | None = None  # set when x, y, sigma are a random sample of this many points (a streamed fit)
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -54,6 +54,7 @@ MAX_BATCH = 1 << 18  # rows: more per batch buys nothing and costs memory
 MINIBATCH = {"sgd": "gd", "gd": "gd", "momentum": "momentum", "nesterov": "nesterov", "adam": "adam",
              "rmsprop": "rmsprop"}  # mini-batch method -> the update it takes on each batch
 MINIBATCH_RATES = {"gd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.003, "rmsprop": 0.003}
+SAMPLE_ROWS = 10_000  # rows a streamed fit keeps, drawn at random, for its figures and report
 
 
 # --- where the data are, and how much of them fits -----------------------------------------
@@ -228,6 +229,56 @@ class Source:
         return x, y, sigma
 
 
+class Reservoir:
+    """A uniform random sample of ``k`` rows (without replacement) of data read once, batch by batch.
+
+    Li's algorithm L: the first k rows fill it; from then on the number of rows to skip before the
+    next one that replaces a random slot is drawn from its distribution, so a pass over 10⁸ rows
+    draws about k·ln(10⁸/k) numbers, not one per row. ``arrays()`` gives the rows in file order.
+    """
+
+    def __init__(self, k: int, seed: int = 0):
+        self.k, self.rng, self.seen = k, np.random.default_rng(seed), 0
+        self.columns: list[np.ndarray] | None = None
+        self.index = np.empty(k, dtype=np.int64)  # each kept row's position among the rows read
+        self.weight = math.exp(math.log(self._uniform()) / k)
+        self.next = k + self._skip()  # the position of the next row to keep once full
+
+    def _uniform(self) -> float:
+        return 1.0 - self.rng.random()  # in (0, 1]: its logarithm is finite
+
+    def _skip(self) -> int:
+        return math.floor(math.log(self._uniform()) / math.log1p(-self.weight))
+
+    def add(self, *columns) -> None:
+        """Rows read next: arrays of equal length (x, y, ...); None stands for a column not given."""
+        start, n = self.seen, len(columns[0])
+        self.seen += n
+        if self.columns is None:
+            self.columns = [None if c is None else np.empty((self.k, *c.shape[1:]), dtype=c.dtype) for c in columns]
+        fill = min(max(self.k - start, 0), n)  # the first k rows fill it
+        for kept, c in zip(self.columns, columns):
+            if kept is not None:
+                kept[start:start + fill] = c[:fill]
+        self.index[start:start + fill] = np.arange(start, start + fill)
+        while self.next < self.seen:
+            slot, row = int(self.rng.integers(self.k)), self.next - start
+            for kept, c in zip(self.columns, columns):
+                if kept is not None:
+                    kept[slot] = c[row]
+            self.index[slot] = self.next
+            self.weight *= math.exp(math.log(self._uniform()) / self.k)
+            self.next += 1 + self._skip()
+
+    def arrays(self) -> list[np.ndarray | None]:
+        """The kept rows, in the order they were read (all of them if there were at most k)."""
+        if self.columns is None:
+            return []
+        kept = min(self.seen, self.k)
+        order = np.argsort(self.index[:kept], kind="stable")
+        return [None if c is None else c[:kept][order] for c in self.columns]
+
+
 def _floats(column, name: str, label: str, offset) -> np.ndarray:
     import pyarrow as pa
 
@@ -306,13 +357,17 @@ class StreamProblem:
     streamed = True
 
     def __init__(self, model: Model, source: Source, batch_rows: int, *, on_batch: Callable[[int], None] | None = None,
-                 stop: _Stop | None = None):
+                 stop: _Stop | None = None, sample_rows: int = SAMPLE_ROWS, seed: int = 0):
         self.source, self.batch_rows = source, batch_rows
         self.on_batch, self.stop = on_batch, stop or _Stop()
         self.use_model(model)
-        # a first pass: the rows kept, and the moments of y (the standardized loss's unit, R²)
+        # a first pass: the rows kept, the moments of y (the standardized loss's unit, R²), and a random
+        # sample of the rows for the figures
+        sample = Reservoir(sample_rows, seed) if sample_rows else None
         n, total, total_sq, wtotal, wtotal_sq = 0, 0.0, 0.0, 0.0, 0.0
-        for _, y, sigma in self._batches():
+        for x, y, sigma in self._batches():
+            if sample is not None:
+                sample.add(x, y, sigma)
             w = y if sigma is None else y / sigma
             n += len(y)
             total, total_sq = total + float(y.sum()), total_sq + float(y @ y)
@@ -322,6 +377,7 @@ class StreamProblem:
         self.ss_tot = max(total_sq - total * total / n, 0.0) if n else 0.0
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.weights = None if source.sigma is None else True  # weighted or not, as a Problem says
+        self.kept = sample.arrays() if sample is not None else [None, None, None]  # x, y, sigma of the sample
 
     def use_model(self, model: Model) -> None:
         """Fit ``model`` to these data (the same model seen through bounds or fixed values, say)."""
@@ -537,6 +593,7 @@ def fit_file(
     batch_size: int | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    sample_rows: int = SAMPLE_ROWS,
     callback: Callable[[StepRecord], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     **fit_options,
@@ -546,12 +603,17 @@ def fit_file(
 
     ``source``: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV
     path is read whole, as ``gradfit.load`` reads it). ``on_batch(rows)`` is called after
-    every batch of a streamed fit (a progress bar). The other options are ``fit``'s.
+    every batch of a streamed fit (a progress bar). A streamed result's ``x``, ``y``, ``sigma`` hold a
+    uniform random sample of ``sample_rows`` rows (drawn in the first pass, from ``seed``; 0 keeps none) and
+    ``sample_of`` the number of rows fitted, so that every figure and the report can be drawn. The other
+    options are ``fit``'s.
     """
     from .engine import fit
     from .io import read_table, select_columns
 
     memory_budget = positive_int(memory_budget, "memory_budget")
+    if sample_rows != 0:
+        sample_rows = positive_int(sample_rows, "sample_rows")
     if nan_policy not in ("raise", "omit"):
         raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
     if batch_size is None and epochs is not None:
@@ -588,7 +650,8 @@ def fit_file(
     with _ctrl_c_finishes_the_batch() as stop:
         problem = None
         try:
-            problem = StreamProblem(model, data, how.batch_rows, on_batch=on_batch, stop=stop)
+            problem = StreamProblem(model, data, how.batch_rows, on_batch=on_batch, stop=stop,
+                                    sample_rows=sample_rows, seed=seed)
             return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate,
                                  max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma, scale=scale,
                                  batch_size=batch_size, epochs=epochs, seed=seed, callback=callback, how=how,
@@ -719,12 +782,16 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         n_points=n, n_steps=len(outcome.history), converged=outcome.converged, message=message,
         history=outcome.history, n_dropped=problem.n_dropped, gap_to_optimum=None, optimum_rmse=None,
         learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
-        notes=notes, rank=rank, bounds=bounds, fixed=fixed, at_bound=on_bound, x=None, y=None, sigma=None,
+        notes=notes, rank=rank, bounds=bounds, fixed=fixed, at_bound=on_bound,
     )
+    x, y, sigma = problem.kept  # the figures' data: a random sample of the rows (all of them if few)
+    if y is not None:
+        result.x, result.y, result.sigma = x, y, sigma
+        result.sample_of = n if len(y) < n else None
     if not outcome.converged:
         warnings.warn(f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): "
                       f"{outcome.reason}.", ConvergenceWarning, stacklevel=3)
     return result
 
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "Source", "StreamProblem", "fit_file", "is_parquet_data", "is_source", "open_dataset", "plan"]
+__all__ = ["DEFAULT_BUDGET", "Plan", "Reservoir", "SAMPLE_ROWS", "Source", "StreamProblem", "fit_file", "is_parquet_data", "is_source", "open_dataset", "plan"]
