@@ -232,23 +232,32 @@ class Source:
 class Reservoir:
     """A uniform random sample of ``k`` rows (without replacement) of data read once, batch by batch.
 
-    Li's algorithm L: the first k rows fill it; from then on the number of rows to skip before the
-    next one that replaces a random slot is drawn from its distribution, so a pass over 10⁸ rows
-    draws about k·ln(10⁸/k) numbers, not one per row. ``arrays()`` gives the rows in file order.
+    Li's algorithm L: the first k rows fill it; from then on the gap to the next row that replaces
+    a random slot is drawn from its distribution, so a pass over 10⁸ rows draws about k·ln(10⁸/k)
+    numbers, not one per row. The positions of the rows to keep are drawn ahead, a few hundred at a
+    time, with numpy. ``arrays()`` gives the rows in the order they were read.
     """
+
+    AHEAD = 256  # positions drawn at a time
 
     def __init__(self, k: int, seed: int = 0):
         self.k, self.rng, self.seen = k, np.random.default_rng(seed), 0
-        self.columns: list[np.ndarray] | None = None
+        self.columns: list[np.ndarray | None] | None = None
         self.index = np.empty(k, dtype=np.int64)  # each kept row's position among the rows read
-        self.weight = math.exp(math.log(self._uniform()) / k)
-        self.next = k + self._skip()  # the position of the next row to keep once full
+        self.weight = math.exp(math.log(1.0 - self.rng.random()) / k)
+        self.last = k - 1  # the position of the last row chosen so far (the k-th, once full)
+        self.ahead = np.empty(0, dtype=np.int64)  # positions of rows to keep, drawn ahead, increasing
 
-    def _uniform(self) -> float:
-        return 1.0 - self.rng.random()  # in (0, 1]: its logarithm is finite
-
-    def _skip(self) -> int:
-        return math.floor(math.log(self._uniform()) / math.log1p(-self.weight))
+    def _draw_ahead(self) -> None:
+        """The next AHEAD positions: each gap is 1 + floor(log U / log(1 - weight)), and after each
+        replacement the weight shrinks by a factor U'^(1/k)."""
+        u, v = 1.0 - self.rng.random((2, self.AHEAD))  # in (0, 1]: logarithms are finite
+        shrink = np.exp(np.cumsum(np.log(u)) / self.k)
+        weights = self.weight * np.concatenate([[1.0], shrink[:-1]])  # the weight each gap is drawn with
+        gaps = 1 + np.floor(np.minimum(np.log(v) / np.log1p(-weights), 2.0**50)).astype(np.int64)
+        positions = self.last + np.cumsum(gaps)
+        self.ahead = np.concatenate([self.ahead, positions])
+        self.last, self.weight = int(positions[-1]), self.weight * float(shrink[-1])
 
     def add(self, *columns) -> None:
         """Rows read next: arrays of equal length (x, y, ...); None stands for a column not given."""
@@ -261,14 +270,21 @@ class Reservoir:
             if kept is not None:
                 kept[start:start + fill] = c[:fill]
         self.index[start:start + fill] = np.arange(start, start + fill)
-        while self.next < self.seen:
-            slot, row = int(self.rng.integers(self.k)), self.next - start
-            for kept, c in zip(self.columns, columns):
-                if kept is not None:
-                    kept[slot] = c[row]
-            self.index[slot] = self.next
-            self.weight *= math.exp(math.log(self._uniform()) / self.k)
-            self.next += 1 + self._skip()
+        if self.seen <= self.k:
+            return
+        while self.last < self.seen:
+            self._draw_ahead()
+        here = int(np.searchsorted(self.ahead, self.seen))
+        chosen, self.ahead = self.ahead[:here], self.ahead[here:]
+        slots = self.rng.integers(self.k, size=len(chosen))
+        # replaced one after another, a slot chosen twice keeps the later row
+        _, latest = np.unique(slots[::-1], return_index=True)
+        latest = len(slots) - 1 - latest
+        slots, chosen = slots[latest], chosen[latest]
+        for kept, c in zip(self.columns, columns):
+            if kept is not None:
+                kept[slots] = c[chosen - start]
+        self.index[slots] = chosen
 
     def arrays(self) -> list[np.ndarray | None]:
         """The kept rows, in the order they were read (all of them if there were at most k)."""
