@@ -158,8 +158,12 @@ def test_tables():
     ({"mask": np.ones((2, 2), bool)}, DataError, r"`mask` must be \(4, 15\)"),
     ({"sigma": -np.ones(15)}, DataError, "`sigma` must be finite and > 0"),
     ({"max_steps": 0}, OptionError, "max_steps must be a whole number >= 1"),
+    ({"device": "tpu"}, OptionError, "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
+    ({"device": "cuda"}, OptionError, "device='cuda' needs a CUDA GPU, and this machine has none"),
+    ({"Y": np.zeros((4, 15)) + 1j}, DataError, "`Y` holds complex numbers"),
 ])
-def test_bad_input(kwargs, error, match):
+def test_bad_input(kwargs, error, match, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on the CPU machines the tests run on
     x, y = _quadratics(b=4)
     args = {"model": "quadratic", "x": x, "Y": y}
     args.update(kwargs)

@@ -88,3 +88,27 @@ def test_a_failing_model_function_gets_a_one_line_message():
     with pytest.raises(ModelError, match="failed on torch tensors at p0: RuntimeError") as info:
         gradfit.fit(lambda x, a: a * x.reshape(2, 3), X, Y)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("model", [lambda x, a: a / 0 * (1 / 0), lambda x, a: a * x.not_a_method()])
+def test_any_failure_of_a_model_function_gets_a_one_line_message(model):
+    with pytest.raises(ModelError, match=r"failed on torch tensors at p0: (ZeroDivisionError|AttributeError)") as info:
+        gradfit.fit(model, X, Y)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("device,match", [
+    ("tpu", "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
+    ("cuda", r"device='cuda' needs a CUDA GPU, and this machine has none that torch can use.*Use device='cpu'"),
+    ("cuda:1", "device='cuda:1' needs a CUDA GPU"),
+])
+def test_a_device_this_machine_lacks_is_refused(device, match, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on the CPU machines the tests run on
+    with pytest.raises(OptionError, match=match):
+        gradfit.fit("linear", X, Y, device=device)
+
+
+@pytest.mark.parametrize("y", [[1 + 2j, 2, 3, 4, 5], torch.tensor(Y) + 1j, [complex(v) for v in Y]])
+def test_complex_data_are_refused_not_cut_to_their_real_parts(y):
+    with pytest.raises(gradfit.DataError, match="`y` holds complex numbers, and a fit needs real ones"):
+        gradfit.fit("linear", X, y)

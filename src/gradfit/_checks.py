@@ -30,3 +30,31 @@ def positive_finite(value, name: str, *, hint: str = "") -> float:
     if not ok:
         raise OptionError(f"{name} must be a positive finite number, got {value!r}.{hint}")
     return float(value)
+
+
+def check_device(device, name: str = "device"):
+    """A torch device this machine has: 'cpu', or 'cuda' / 'cuda:N' where torch sees that GPU."""
+    import torch
+
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise OptionError(f"{name} must be a torch device such as 'cpu' or 'cuda', got {device!r}.") from None
+    if where.type == "cpu":
+        return where
+    if where.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise OptionError(f"{name}={device!r} needs a CUDA GPU, and this machine has none that torch can use "
+                          f"({build}). Use {name}='cpu'.")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise OptionError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0.")
+    if where.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"{name}={device!r} needs Apple's Metal (MPS), which this machine does not have. "
+                          f"Use {name}='cpu'.")
+    try:
+        torch.empty(0, device=where)
+    except (RuntimeError, AssertionError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OptionError(f"{name}={device!r} is not usable here ({reason}). Use {name}='cpu'.") from None
+    return where

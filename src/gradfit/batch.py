@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import positive_finite, positive_int
+from ._checks import check_device, positive_finite, positive_int
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, Model, _columns
@@ -154,6 +154,7 @@ def fit_many(
         raise OptionError(f"`tol` must be a finite number >= 0, got {tol!r}.")
 
     # float64 unless asked: see engine.fit
+    device = check_device(device)
     Yn = _array(Y, "Y")
     if Yn.ndim != 2:
         raise DataError(f"`Y` must be (curves, points), got shape {Yn.shape}.")
@@ -260,7 +261,7 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
     why = ("it runs only method 'lm'" if run != "lm"
            else f"model {model.name} is a Python function (write it as a formula to compile it)" if program is None
            else "it computes in float64 only" if dtype != torch.float64
-           else f"it runs on the CPU only, not {device!r}" if torch.device(device).type != "cpu"
+           else f"it runs on the CPU only, not {str(device)!r}" if device.type != "cpu"
            else f"curves of {n_points:,} points are too long for it" if not _compiled().small_enough(program, n_points)
            else None)
     if why is None:

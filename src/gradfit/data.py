@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -55,13 +57,23 @@ def as_array(values, name: str) -> np.ndarray:
     Float64 because float32 fits fail silently: with 7 significant digits, the
     sums of squares of a fit lose the differences the optimizer needs to see.
     """
+    complex_numbers = DataError(f"`{name}` holds complex numbers, and a fit needs real ones: fit the real and the "
+                                "imaginary parts (or the magnitude) as curves of their own.")
     if isinstance(values, torch.Tensor):
+        if values.is_complex():
+            raise complex_numbers
         values = values.detach().cpu().double().numpy()
     if isinstance(values, (str, bytes)) or values is None:
         raise DataError(f"`{name}` must be numbers (a list, array, tensor or Series), got {type(values).__name__}.")
     try:
-        array = np.asarray(values, dtype=np.float64)
+        with warnings.catch_warnings():  # numpy would drop the imaginary parts with only a warning
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            array = np.asarray(values, dtype=np.float64)
+    except np.exceptions.ComplexWarning:
+        raise complex_numbers from None
     except (TypeError, ValueError) as e:
+        if "complex" in str(e):  # complex numbers among others, in a list
+            raise complex_numbers from None
         raise DataError(f"`{name}` must be numbers, but it holds values that are not ({e}).") from None
     if array.ndim == 0:
         raise DataError(f"`{name}` must be a sequence of numbers, got a single number.")

@@ -16,9 +16,9 @@ from typing import Callable, Generator
 import numpy as np
 import torch
 
-from ._checks import positive_finite, positive_int
+from ._checks import check_device, positive_finite, positive_int
 from .data import prepare
-from .errors import ConvergenceWarning, DataError, FitError, ModelError, OptionError
+from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import StepRecord
 from .library import get_model
 from .models import Model
@@ -92,6 +92,7 @@ def fit(
     tolerances = defaults.tolerances.replace(_tolerance(tol))
     if dtype not in (torch.float64, torch.float32):
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
+    device = check_device(device)
 
     data, problem, start = _problem(model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device)
     user_model = model
@@ -320,9 +321,9 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
     try:
         with torch.no_grad():
             residuals = problem.residuals(start)
-    except ModelError:
+    except GradfitError:
         raise
-    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+    except Exception as e:  # a Python function's own failure (1/0, a name it lacks, ...): one line, not a traceback
         raise ModelError(f"Model {model.name} failed on torch tensors at p0: {type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
                          "operations, one value per point.") from None
