@@ -372,3 +372,23 @@ def test_surfaces_at_their_own_points_and_curves_too_long_for_the_workspace(monk
     monkeypatch.setattr(batch, "COMPILED_FROM", 1)  # auto would take compiled, but the curves do not fit: torch
     monkeypatch.setattr(batch, "_fit_compiled", lambda *a: pytest.fail("compiled"))
     np.testing.assert_array_equal(batch.fit_many("gaussian2d", xy, Z, p0=true).params, slow.params)
+
+
+def test_a_first_fit_on_a_machine_says_it_compiles_the_solver(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    # numba's cache empty (a fresh machine): not compiled yet; nothing is compiled by asking
+    fresh = subprocess.run([sys.executable, "-c", "from gradfit.solvers import compiled; print(compiled.cached())"],
+                           env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}, capture_output=True,
+                           text=True, check=True)
+    assert fresh.stdout.strip() == "False"
+    x = np.linspace(-3, 3, 25)
+    Y = np.exp(-((x - np.linspace(-1, 1, 20)[:, None]) ** 2) / 2)
+    batch.fit_many("gaussian", x, Y, backend="compiled")
+    assert compiled.cached()  # compiled in this process (or loaded from the cache)
+    monkeypatch.setattr(compiled, "cached", lambda: False)
+    batch.fit_many("gaussian", x, Y, backend="compiled", progress=True)
+    assert "compiling the solver first: once per machine" in capsys.readouterr().err
+    batch.fit_many("gaussian", x, Y, backend="torch", progress=True)  # torch compiles nothing
+    assert "compiling" not in capsys.readouterr().err

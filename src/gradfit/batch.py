@@ -211,7 +211,10 @@ def fit_many(
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc="chunks", unit="chunk", leave=False)
+        # the first compiled fit on a machine compiles the solver: say so rather than sit at 0% for 20 s
+        first = program is not None and not _compiled().cached()
+        chunks = tqdm(chunks, desc="chunks (compiling the solver first: once per machine, ~20 s)" if first
+                      else "chunks", unit="chunk", leave=False)
     for start in chunks:
         sl = slice(start, min(B, start + chunk_size))
         as_t = lambda a: torch.as_tensor(_contiguous(a), dtype=dtype, device=device)  # noqa: E731

@@ -50,6 +50,15 @@ def small_enough(program: Program, n_points: int, native: bool = True) -> bool:
     return per_point * max(n_points, 1) * 8 <= WORK_BYTES
 
 
+def cached() -> bool:
+    """Is the solver compiled already, in this process or in numba's cache on disk? If not, the first fit
+    compiles it (~20 s). Read from numba's cache index (an internal of numba's): True where unsure."""
+    try:
+        return bool(_lm_curves.signatures) or bool(_lm_curves._cache._cache_file._load_index())
+    except Exception:
+        return True
+
+
 def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
         absolute_sigma: bool, settings: tuple, threads: int | None = None,
         native: bool = True) -> dict:
