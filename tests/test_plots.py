@@ -148,6 +148,45 @@ def test_landscape_values_are_the_loss(raw_gd):
     assert loss[2, 3] == pytest.approx(np.mean((p[0] * x**2 + p[1] * x + p[2] - y) ** 2), rel=1e-12)
 
 
+def test_many_points_are_drawn_as_a_random_sample_and_the_landscape_is_its_loss():
+    rng = np.random.default_rng(4)
+    n = 30_000
+    x = rng.uniform(-2, 3, n)
+    sigma = rng.uniform(0.1, 0.3, n)
+    y = 0.8 * x**2 - 1.5 * x + 2 + rng.normal(0, 1, n) * sigma
+    result = gradfit.fit("quadratic", x, y, sigma=sigma)
+    label = f"a random sample of {plots.FIGURE_POINTS:,} of {n:,} points"
+    assert f"data ({label})" in plots.plot_fit(result).axes[0].get_legend_handles_labels()[1]
+    assert label in plots.plot_landscape(result).axes[0].get_title()
+    xs, ys, ss = plots._data(result, "test")
+    where = {value: i for i, value in enumerate(x)}
+    rows = np.array([where[value] for value in xs])
+    assert len(set(rows)) == plots.FIGURE_POINTS and (ys == y[rows]).all() and (ss == sigma[rows]).all()
+    aa, bb, loss, _, _ = plots.landscape_grid(result, ("a", "b"), grid=4)
+    p = np.array(list(result.params.values()))
+    p[0], p[1] = aa[1, 2], bb[1, 2]
+    assert loss[1, 2] == pytest.approx(np.mean(((p[0] * xs**2 + p[1] * xs + p[2] - ys) / ss) ** 2), rel=1e-12)
+
+
+def test_a_landscape_of_many_points_takes_little_memory():
+    """It once evaluated the whole 80 x 80 grid at every point at once: 15 GB for 300,000 points."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np, gradfit
+from gradfit import plots
+rng = np.random.default_rng(0)
+x = rng.uniform(-2, 3, 300_000)
+result = gradfit.fit("quadratic", x, x**2 + rng.normal(0, 0.1, x.size))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+plots.plot_landscape(result)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    grew = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(grew.stdout) < 100, grew.stdout  # MB over the fit's own peak
+
+
 def test_plot_steps_wraps_into_rows_and_picks_steps(raw_gd):
     fig = plots.plot_steps(raw_gd, ncols=5, steps=range(1, 11))
     visible = [ax for ax in fig.axes if ax.get_visible()]

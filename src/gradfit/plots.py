@@ -24,6 +24,8 @@ DATA_COLOR = "C0"  # matplotlib's default blue, as in the article's scatter
 PRED_COLOR = "red"  # the article's predictions
 SMOOTH_POINTS = 400  # points on a fitted curve drawn between the data
 LANDSCAPE_GRID = 80  # the loss is evaluated on an 80 x 80 grid
+FIGURE_POINTS = 10_000  # figures draw at most this many points: of more, a random sample (and say so)
+LOSS_BLOCK = 1 << 18  # grid points x data points evaluated at once for a landscape (2 MB per array)
 
 
 @dataclass
@@ -85,11 +87,12 @@ def plot_steps(
     cols = min(len(steps), ncols)
     fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=ylim is None).ravel()
-    x, y = _data(run, "plot_steps")
+    shown, y, _ = _data(run, "plot_steps")
+    x, y = _np(shown), _np(y)
     order = np.argsort(x)
     dots = _dots(len(x))
     for ax, step in zip(axes, steps):
-        preds = _predict(run.model, run.x, history.params_before(step - first))
+        preds = _predict(run.model, shown, history.params_before(step - first))
         ax.scatter(x, y, color=DATA_COLOR, **dots)
         ax.scatter(x[order], preds[order], color=PRED_COLOR, **dots)
         ax.set_title(f"step {step}", fontsize=9)
@@ -115,14 +118,14 @@ def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
     curve with respect to the parameters at x, and C the covariance.
     """
     _one_variable(result.model, "plot_fit")
-    x, y = _data(result, "plot_fit")
+    x, y, sigma = (_np(a) for a in _data(result, "plot_fit"))
     fig = Figure(figsize=(7, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     grid = np.linspace(x.min(), x.max(), points)
     params = np.array(list(result.params.values()))
     curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
-    if result.sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
-        top.errorbar(x, y, yerr=_np(result.sigma), fmt="none", ecolor=DATA_COLOR, alpha=0.5)
+    if sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
+        top.errorbar(x, y, yerr=sigma, fmt="none", ecolor=DATA_COLOR, alpha=0.5)
     top.scatter(x, y, color=DATA_COLOR, label=f"data ({_sampled(result)})" if _sampled(result) else "data", zorder=3,
                 **_dots(len(x)))
     top.plot(grid, curve, color=PRED_COLOR, label="fit")
@@ -278,7 +281,7 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
         raise ValueError("The history has no steps to animate.")
     first = history[0].step
     steps = spread(first, history.last_step, max_frames)
-    x, y = _data(result, "animate")
+    x, y, _ = (_np(a) for a in _data(result, "animate"))
     grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
     curves = [_predict(result.model, grid, history.params_before(s - first)) for s in steps]
 
@@ -387,18 +390,27 @@ def _label(item) -> str:
     return getattr(item, "method", None) or "run"
 
 
-def _data(run, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """The x and y to draw; a result that holds no data (fitted on a cluster) cannot be drawn."""
+def _data(run, what: str):
+    """x, y and sigma to draw, as the run holds them (the demo's float32 tensors stay tensors); of more than
+    FIGURE_POINTS points, a random sample (the same each time). A result that holds no data cannot be drawn."""
     if run.x is None or run.y is None:
         raise ValueError(f"{what} draws the data, and this result holds none (a fit on a Dask cluster keeps its "
                          "rows on the workers); fit a sample in memory to draw it.")
-    return _np(run.x), _np(run.y)
+    x, y, sigma = run.x, run.y, getattr(run, "sigma", None)
+    if len(y) > FIGURE_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(len(y), FIGURE_POINTS, replace=False))
+        x, y, sigma = x[keep], y[keep], None if sigma is None else sigma[keep]
+    return x, y, sigma
 
 
 def _sampled(run) -> str:
-    """'a random sample of 10,000 of 2,000,000 points' when the run's data are a sample of those fitted, else ''."""
-    total = getattr(run, "sample_of", None)
-    return f"a random sample of {len(run.y):,} of {total:,} points" if total else ""
+    """'a random sample of 10,000 of 2,000,000 points' when the figures draw a sample of the points fitted
+    (a streamed fit keeps one; more than FIGURE_POINTS in memory are sampled to draw), else ''."""
+    if run.y is None:
+        return ""
+    shown = min(len(run.y), FIGURE_POINTS)
+    total = getattr(run, "sample_of", None) or len(run.y)
+    return f"a random sample of {shown:,} of {total:,} points" if shown < total else ""
 
 
 def _dots(n: int) -> dict:
@@ -436,22 +448,29 @@ def _curve_and_band(model: Model, grid: np.ndarray, params: np.ndarray, covarian
 
 
 def _losses(result, points: np.ndarray) -> np.ndarray:
-    """The (weighted) mean squared error at each row of ``points``, all at once where the model allows."""
+    """The (weighted) mean squared error at each row of ``points``, on the points the figures draw, a block of
+    rows at a time (vectorised where the model allows), so that memory stays small whatever the grid."""
     model = result.model
-    xs, ys = _data(result, "The loss landscape")
-    x, y = torch.as_tensor(xs), torch.as_tensor(ys)
-    sigma = getattr(result, "sigma", None)
-    w = None if sigma is None else 1 / torch.as_tensor(np.asarray(_np(sigma), dtype=np.float64))
+    xs, ys, sigma = _data(result, "The loss landscape")
+    x, y = torch.as_tensor(_np(xs)), torch.as_tensor(_np(ys))
+    w = None if sigma is None else 1 / torch.as_tensor(_np(sigma))
     p = torch.as_tensor(points)
+    # the answers go into one array made first: small tensors made between the blocks' would pin the
+    # heap above them, and the process would grow by a block's size with every block
+    out = torch.empty(len(p), dtype=torch.float64)
+    rows = max(1, LOSS_BLOCK // max(len(y), 1))
     with torch.no_grad():
-        try:
-            preds = torch.vmap(lambda q: model(x, q))(p)
-        except Exception:  # a model torch.vmap cannot batch: one point at a time
-            preds = torch.stack([model(x, q) for q in p])
-        r = preds - y
-        if w is not None:
-            r = r * w
-        return (r**2).mean(dim=-1).numpy()
+        for start in range(0, len(p), rows):
+            block = p[start:start + rows]
+            try:
+                preds = torch.vmap(lambda q: model(x, q))(block)
+            except Exception:  # a model torch.vmap cannot batch: one point at a time
+                preds = torch.stack([model(x, q) for q in block])
+            r = preds - y
+            if w is not None:
+                r = r * w
+            out[start:start + rows] = (r**2).mean(dim=-1)
+    return out.numpy()
 
 
 def _fig_ax(ax, figsize):

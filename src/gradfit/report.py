@@ -29,7 +29,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     positions = plots.spread(0, n, MAX_FRAMES)  # k: the parameters after k steps
     after = [history.init_params] + [r.params for r in history]
     rmse_after = [r.rmse for r in history] + [result.rmse]  # the RMSE at the parameters after k steps
-    x, y = plots._data(result, "The report")
+    x, y = (plots._np(a) for a in plots._data(result, "The report")[:2])  # (at most FIGURE_POINTS of them)
     one_variable = len(getattr(result.model, "variables", ("x",)) or ("x",)) == 1
 
     frames, grid = [], None
@@ -150,7 +150,7 @@ def _data_table(x, y, result) -> str:
     if result.n_dropped:
         rows.append(("dropped (NaN or inf)", f"{result.n_dropped:,}"))
     of = ""
-    if plots._sampled(result):  # a streamed fit: the figures and these rows show a sample of the points
+    if plots._sampled(result):  # the figures and these rows show a sample of the points
         rows.append(("drawn", plots._sampled(result)))
         of = " (sample)"
     if x.ndim == 1:
