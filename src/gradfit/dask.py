@@ -314,7 +314,7 @@ class ClusterProblem:
 
     streamed = True
 
-    def __init__(self, model, frame, x, y, sigma, nan_policy="raise", seed: int = 0):
+    def __init__(self, model, frame, x, y, sigma, nan_policy="raise"):
         import dask
 
         self.frame, self.columns = frame, (x, y, sigma, nan_policy)
@@ -330,7 +330,7 @@ class ClusterProblem:
         self.ss_tot = max(total_sq - total * total / n, 0.0)
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.n_dropped = int(rows) - self.n_points
-        self.kept = self._sample(SAMPLE_ROWS, seed)
+        self.kept = self._sample(SAMPLE_ROWS, seed=0)
 
     def _sample(self, k: int, seed: int):
         """x, y, sigma of a uniform random sample of k rows (in partition order), for the figures."""

@@ -100,8 +100,9 @@ def plot_steps(
             ax.set_ylim(*ylim)
     for ax in axes[len(steps):]:
         ax.set_visible(False)
-    if _sampled(run):
-        fig.suptitle(_sampled(run).capitalize(), fontsize=9)
+    sampled = _sampled(run)
+    if sampled:
+        fig.suptitle(sampled.capitalize(), fontsize=9)
     if like is None:
         fig.tight_layout()
     else:
@@ -126,8 +127,7 @@ def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
     curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
     if sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
         top.errorbar(x, y, yerr=sigma, fmt="none", ecolor=DATA_COLOR, alpha=0.5)
-    top.scatter(x, y, color=DATA_COLOR, label=f"data ({_sampled(result)})" if _sampled(result) else "data", zorder=3,
-                **_dots(len(x)))
+    top.scatter(x, y, color=DATA_COLOR, label=data_label(result), zorder=3, **_dots(len(x)))
     top.plot(grid, curve, color=PRED_COLOR, label="fit")
     if band is not None:
         top.fill_between(grid, curve - band, curve + band, color=PRED_COLOR, alpha=0.2, label="±1σ")
@@ -216,7 +216,8 @@ def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int =
     others = [n for n in names if n not in params]
     held = (f" ({others[0]} held at its final value)" if len(others) == 1
             else f" ({', '.join(others)} held at their final values)" if others else "")
-    on = f"\n(on {_sampled(result)})" if _sampled(result) else ""
+    sampled = _sampled(result)
+    on = f"\n(on {sampled})" if sampled else ""
     ax.set_title(f"The loss over {params[0]} and {params[1]}{held}{on}", fontsize=10)
     ax.legend(loc="best")
     fig.tight_layout()
@@ -287,8 +288,7 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
 
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
-    left.scatter(x, y, color=DATA_COLOR, label=f"data ({_sampled(result)})" if _sampled(result) else "data",
-                 **_dots(len(x)))
+    left.scatter(x, y, color=DATA_COLOR, label=data_label(result), **_dots(len(x)))
     (line,) = left.plot(grid, curves[0], color=PRED_COLOR, label="fit")
     pad = 0.15 * (y.max() - y.min() or 1.0)
     left.set_ylim(y.min() - pad, y.max() + pad)
@@ -411,6 +411,12 @@ def _sampled(run) -> str:
     shown = min(len(run.y), FIGURE_POINTS)
     total = getattr(run, "sample_of", None) or len(run.y)
     return f"a random sample of {shown:,} of {total:,} points" if shown < total else ""
+
+
+def data_label(run) -> str:
+    """The data's legend entry: 'data', or 'data (a random sample of 10,000 of N points)'."""
+    sampled = _sampled(run)
+    return f"data ({sampled})" if sampled else "data"
 
 
 def _dots(n: int) -> dict:

@@ -58,9 +58,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     fit_html = ""
     if one_variable:
         fit_fig = go.Figure()
-        sampled = plots._sampled(result)
-        fit_fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers",
-                                     name=f"data ({sampled})" if sampled else "data",
+        fit_fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers", name=plots.data_label(result),
                                      marker={"color": "#1f77b4", **({"size": 3, "opacity": 0.4} if len(x) > 1000 else {})}))
         fit_fig.add_trace(go.Scatter(x=grid.tolist(), y=frames[-1], mode="lines", name="fit",
                                      line={"color": "red"}))
@@ -94,7 +92,8 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
         others = [nm for nm in history.param_names if nm not in params2]
         held = (f" ({others[0]} held at its final value)" if len(others) == 1
                 else f" (the others — {', '.join(others)} — held at their final values)" if others else "")
-        on = f", on {plots._sampled(result)}" if plots._sampled(result) else ""
+        sampled = plots._sampled(result)
+        on = f", on {sampled}" if sampled else ""
         sections.append(f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}{html.escape(on)}</h2>"
                         + _div(land, "landscape"))
 
@@ -150,8 +149,9 @@ def _data_table(x, y, result) -> str:
     if result.n_dropped:
         rows.append(("dropped (NaN or inf)", f"{result.n_dropped:,}"))
     of = ""
-    if plots._sampled(result):  # the figures and these rows show a sample of the points
-        rows.append(("drawn", plots._sampled(result)))
+    sampled = plots._sampled(result)
+    if sampled:  # the figures and these rows show a sample of the points
+        rows.append(("drawn", sampled))
         of = " (sample)"
     if x.ndim == 1:
         rows.append((f"x range{of}", f"{x.min():.6g} to {x.max():.6g}"))

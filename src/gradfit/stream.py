@@ -287,7 +287,7 @@ class Reservoir:
         self.index[slots] = chosen
 
     def arrays(self) -> list[np.ndarray | None]:
-        """The kept rows, in the order they were read (all of them if there were at most k)."""
+        """The kept rows, in the order they were read (all of them if there were at most k); [] if none came."""
         if self.columns is None:
             return []
         kept = min(self.seen, self.k)
@@ -393,7 +393,7 @@ class StreamProblem:
         self.ss_tot = max(total_sq - total * total / n, 0.0) if n else 0.0
         self._y_var = max(wtotal_sq / n - (wtotal / n) ** 2, 0.0) * n / (n - 1) if n > 1 else 0.0
         self.weights = None if source.sigma is None else True  # weighted or not, as a Problem says
-        self.kept = sample.arrays() if sample is not None else [None, None, None]  # x, y, sigma of the sample
+        self.kept = (sample.arrays() if sample is not None else []) or [None, None, None]  # x, y, sigma: the sample
 
     def use_model(self, model: Model) -> None:
         """Fit ``model`` to these data (the same model seen through bounds or fixed values, say)."""
