@@ -11,10 +11,9 @@ import pytest
 
 matplotlib.use("Agg")  # tests never open windows
 
-ROOT = Path(__file__).resolve().parents[1]
-# shared/ lies beside the repository (../shared), for developers and CI alike.
-SHARED = Path(os.environ.get("GRADFIT_SHARED", ROOT.parent / "shared"))
-GOLDEN_PATH = SHARED / "reference" / "seed_golden.json"
+# The numbers the seed article's own code printed, copied into the project (its "source" says from where):
+# a user's clone has nothing beside it.
+GOLDEN_PATH = Path(__file__).resolve().parent / "data" / "seed_golden.json"
 
 # Tolerances, named once. Float32 runs must match the article to this relative difference.
 GOLDEN_RTOL = 1e-9
@@ -22,9 +21,7 @@ GOLDEN_RTOL = 1e-9
 
 @pytest.fixture(scope="session")
 def golden() -> dict:
-    """The values the article's own code printed (../shared/reference/seed_golden.json)."""
-    if not GOLDEN_PATH.is_file():  # a missing oracle is a failure, never a skip
-        pytest.fail(f"Golden file not found at {GOLDEN_PATH}; set GRADFIT_SHARED to the shared/ folder.")
+    """The values the article's own code printed (tests/data/seed_golden.json)."""
     return json.loads(GOLDEN_PATH.read_text())
 
 

@@ -149,3 +149,27 @@ def test_compare_lr_refuses_bad_rates(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "d"), "--compare-lr", "1e-4,-1")
     _assert_one_line_error(code, out, err, "argument --compare-lr: must be a positive finite number")
     assert not (tmp_path / "d").exists()
+
+
+HEAVY = ("torch", "matplotlib", "pyarrow", "numba", "dask", "pandas", "scipy")
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--help"], 0), (["--version"], 0), (["fit", "--help"], 0), (["fit-many", "--help"], 0), (["demo", "--help"], 0),
+    (["fit", "data.csv", "--lr", "-1"], 2), (["fit", "data.csv", "--method", "adamm"], 2),
+    (["fit", "data.csv", "--json", "/nonexistent/out.json"], 2), (["demo", "--steps-per-round", "0"], 2),
+])
+def test_help_version_and_refused_options_import_nothing_heavy(argv, code):
+    """They answer in a blink: torch, matplotlib, pyarrow, numba, dask are imported only where used."""
+    script = (f"import sys; from gradfit.cli import main; code = main({argv!r}); "
+              f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules); print(code, heavy, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == f"{code} []"
+
+
+def test_import_gradfit_is_light_and_every_public_name_resolves():
+    script = ("import sys, gradfit; assert 'torch' not in sys.modules, 'torch'; "
+              "missing = [n for n in gradfit.__all__ if getattr(gradfit, n, None) is None]; "
+              "assert not missing, missing; assert callable(gradfit.demo) and callable(gradfit.fit); "
+              "assert gradfit.demo is sys.modules['gradfit.demo'].demo")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -309,6 +309,7 @@ def test_backend_compiled_says_why_it_cannot_run(kwargs, match, monkeypatch):
 
 
 def test_auto_runs_compiled_where_it_can_and_torch_elsewhere(monkeypatch):
+    monkeypatch.setattr(compiled, "cached", lambda: True)  # as once the solver is compiled on this machine
     calls = []
     monkeypatch.setattr(batch, "_fit_compiled", lambda *a: calls.append(a) or pytest.fail("compiled"))
     x, Y = np.arange(6.0), np.ones((batch.COMPILED_FROM, 6))
@@ -392,3 +393,42 @@ def test_a_first_fit_on_a_machine_says_it_compiles_the_solver(tmp_path, monkeypa
     assert "compiling the solver first: once per machine" in capsys.readouterr().err
     batch.fit_many("gaussian", x, Y, backend="torch", progress=True)  # torch compiles nothing
     assert "compiling" not in capsys.readouterr().err
+
+
+def test_a_first_fit_on_a_fresh_machine_runs_torch_and_compiles_for_later_in_the_background(tmp_path):
+    """numba's cache empty: auto does not make the user wait ~20 s for the compile; it fits with torch (the
+    same answers as backend='torch'), compiles in a process of its own, and the next process runs compiled."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    data = """
+import numpy as np, gradfit
+from gradfit import batch
+from gradfit.solvers import compiled
+x = np.linspace(-5, 5, 30)
+Y = 3 * np.exp(-(x - np.linspace(-1, 1, batch.COMPILED_FROM)[:, None]) ** 2 / 2) + 0.01 * np.cos(7 * x)
+"""
+    first = data + """
+result = gradfit.fit_many("gaussian", x, Y)
+assert not compiled._lm_curves.signatures, "compiled in the fit's own process"
+assert compiled._background is not None, "no compile started for later fits"
+again = gradfit.fit_many("gaussian", x, Y)  # while it compiles: torch again, and no second compile
+assert compiled.compile_in_background() is compiled._background
+torch_fit = gradfit.fit_many("gaussian", x, Y, backend="torch")
+for r in (result, again):
+    np.testing.assert_array_equal(r.params, torch_fit.params)
+assert compiled._background.wait(timeout=600) == 0
+print(compiled.cached())
+"""
+    later = data + """
+result = gradfit.fit_many("gaussian", x, Y)
+assert compiled._lm_curves.signatures and compiled._background is None  # compiled, loaded from the cache
+assert result.converged.all()
+"""
+    run = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "True"
+    run = subprocess.run([sys.executable, "-c", later], env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]

@@ -29,14 +29,15 @@ from ._checks import check_device, positive_finite, positive_int
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, Model, _columns
+from .solvers.methods import BACKENDS, BATCH_METHODS
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
-METHODS = ("auto", "linear", "lm", "gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs")
+METHODS = BATCH_METHODS
 # where LM runs: "compiled" (machine code, one curve at a time: gradfit.solvers.compiled), "torch" (tensor
 # programs over the batch), or "auto": compiled where it can (a model given as a formula, float64 on the CPU)
-# for batches of at least COMPILED_FROM curves. Compiling takes ~20 s once per machine (then numba's disk
-# cache loads it in ~0.5 s per process); torch fits a few thousand curves in well under that.
-BACKENDS = ("auto", "compiled", "torch")
+# for batches of at least COMPILED_FROM curves, once the solver is compiled. Compiling takes ~20 s once per
+# machine (then numba's disk cache loads it in ~0.5 s per process): until it is, auto fits with torch and
+# compiles in a background process for later fits (gradfit.solvers.compiled.compile_in_background).
 COMPILED_FROM = 2000
 LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
 LINE_SEARCH_HALVINGS = 50  # of the step, before a curve's line search gives up (the optimum to rounding)
@@ -267,6 +268,11 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
            else f"it runs on the CPU only, not {str(device)!r}" if device.type != "cpu"
            else f"curves of {n_points:,} points are too long for it" if not _compiled().small_enough(program, n_points)
            else None)
+    if why is None and backend == "auto" and not _compiled().cached():
+        # compiling takes ~20 s once per machine, while torch fits a few thousand curves in about a second:
+        # fit this batch with torch, and compile for the fits after it in a process of its own
+        _compiled().compile_in_background()
+        return None
     if why is None:
         return program
     if backend == "compiled":

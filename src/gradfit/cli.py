@@ -13,8 +13,8 @@ import sys
 
 from . import __version__
 from .errors import ExitStatus, GradfitError
-from .batch import BACKENDS as BATCH_BACKENDS
-from .batch import METHODS as BATCH_METHODS
+from .solvers.methods import BACKENDS as BATCH_BACKENDS
+from .solvers.methods import BATCH_METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -344,14 +344,11 @@ def _save_animation(run, path) -> None:
 def _run_fit(args) -> int:
     import warnings
 
-    from .data import load, prepare
-    from .engine import fit
     from ._files import check_animation, check_out_dir, check_out_file, staged, write_atomic
     from .errors import ConvergenceWarning, Interrupted, OptionError
-    from .stream import fit_file
-    from .library import get_model
-    from .solvers import get_method
+    from .solvers.methods import get_method
 
+    # options first, with nothing heavy imported: a refusal comes at once
     if args.method == "sgd":  # gd on mini-batches: a method of streamed fits only
         if not args.batch_size:
             raise OptionError("Method 'sgd' is gradient descent on mini-batches: give --batch-size (Parquet data).")
@@ -361,6 +358,11 @@ def _run_fit(args) -> int:
     plot_dir = check_out_dir(args.plot, "--plot") if args.plot else None
     animation = check_animation(args.animate, "--animate")
     report_out = check_out_file(args.report, "--report")
+
+    from .data import load, prepare
+    from .engine import fit
+    from .library import get_model
+    from .stream import fit_file
     model = get_model(args.model, variables=_variable_names(args.x), params=args.params)
     parquet = _parquet_data(args.data)
     if not parquet and (args.batch_size or args.epochs):

@@ -1,12 +1,16 @@
-"""Data in: the seed article's synthetic points, arrays of any kind, CSV and Parquet files."""
+"""Data in: the seed article's synthetic points, arrays of any kind, CSV and Parquet files.
+
+torch is imported where a tensor is made or met, so that the demo's module (and the command
+line's help) can read SEED without it.
+"""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .errors import DataError, OptionError
 
@@ -23,6 +27,8 @@ def seed_generator(seed: int = SEED) -> torch.Generator:
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"`seed` must be a whole number from 0 to 2**63-1, got {seed!r}.")
+    import torch
+
     return torch.Generator().manual_seed(seed)
 
 
@@ -37,11 +43,12 @@ def seed_data(seed: int = SEED, *, noise: float = NOISE, generator: torch.Genera
     Pass ``generator`` to keep drawing from the same stream afterwards (the article
     draws its initial parameters right after ``Y``).
     """
+    import torch
+
     g = seed_generator(seed) if generator is None else generator
     x = torch.arange(0, N_POINTS).float()
     y = torch.rand(N_POINTS, generator=g) * noise + 0.9 * (x - 3) ** 2 + 1
     return x, y
-
 
 
 # --- Arrays and files -------------------------------------------------------------
@@ -58,7 +65,8 @@ def as_array(values, name: str) -> np.ndarray:
     """
     complex_numbers = DataError(f"`{name}` holds complex numbers, and a fit needs real ones: fit the real and the "
                                 "imaginary parts (or the magnitude) as curves of their own.")
-    if isinstance(values, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only come from a process that imported torch
+    if torch is not None and isinstance(values, torch.Tensor):
         if values.is_complex():
             raise complex_numbers
         values = values.detach().cpu().double().numpy()

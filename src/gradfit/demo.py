@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ._checks import positive_finite, positive_int
-from .data import SEED, seed_data, seed_generator
 from ._files import check_out_dir, staged
+from .data import SEED, seed_data, seed_generator
 from .history import History, StepRecord
-from .models import quadratic
-from .solvers import gradient_descent, least_squares, mse_curvatures
+
+# torch, the model and the solvers are imported when the demo runs: ``import gradfit`` binds
+# ``gradfit.demo`` to this module's ``demo`` at once, and must not wait for torch to do so.
 
 LEARNING_RATE = 1e-4  # the article's lr
 ROUNDS = 2  # the article runs its 10-step loop twice
@@ -30,7 +29,7 @@ def demo(
     steps_per_round: int = STEPS_PER_ROUND,
     learning_rate: float = LEARNING_RATE,
     seed: int = SEED,
-    on_start: Callable[[torch.Tensor], None] | None = None,
+    on_start: Callable[["torch.Tensor"], None] | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> History:
     """Run the seed article's gradient descent and draw it; returns the history.
@@ -42,6 +41,11 @@ def demo(
     (and a run that fails, say by diverging, writes nothing).
     ``on_start(params)`` sees the initial parameters, ``callback(record)`` each step.
     """
+    import torch
+
+    from .models import quadratic
+    from .solvers import gradient_descent
+
     rounds = positive_int(rounds, "rounds")
     steps_per_round = positive_int(steps_per_round, "steps_per_round")
     learning_rate = positive_finite(learning_rate, "learning_rate")
@@ -113,6 +117,11 @@ class Summary:
 
 def summarize(history: History, seed: int = SEED) -> Summary:
     """Compare the run's final parameters with the exact least-squares optimum."""
+    import torch
+
+    from .models import quadratic
+    from .solvers import least_squares, mse_curvatures
+
     model = quadratic()
     x, y = seed_data(seed)
     final = torch.tensor(history.final_params, dtype=torch.float64)
@@ -140,8 +149,12 @@ def compare_learning_rates(rates, *, steps: int = ROUNDS * STEPS_PER_ROUND, seed
     A rate that makes the loss overflow is kept, up to its last finite step, with the step where
     it blew up; it is never an error here.
     """
+    import torch
+
     from .errors import FitError
+    from .models import quadratic
     from .plots import Trace
+    from .solvers import gradient_descent
 
     steps = positive_int(steps, "steps")
     model = quadratic()

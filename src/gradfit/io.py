@@ -124,8 +124,10 @@ def _column_name(column, names: list[str], role: str, path: Path) -> str:
 def _numeric(column, name: str, path: Path, first_row: int) -> np.ndarray:
     import pyarrow as pa
 
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type):
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return _float64(column)
     # a column pyarrow could not read as numbers: find the first cell that is not one
     values = column.cast(pa.string()).to_pylist() if not pa.types.is_string(column.type) else column.to_pylist()
     for i, cell in enumerate(values):
@@ -134,6 +136,24 @@ def _numeric(column, name: str, path: Path, first_row: int) -> np.ndarray:
             raise DataError(f"Column {name!r} of '{path}' has a value that is not a number at {where}: "
                             f"{cell!r}. Fix or remove that row.")
     return np.array([np.nan if c is None else float(c) for c in values])  # pragma: no cover (defensive)
+
+
+def _float64(column) -> np.ndarray:
+    """A numeric pyarrow column as float64 with NaN for nulls, read from its buffers.
+
+    pyarrow's own cast and to_numpy import pyarrow.compute and pandas (half a second): too long
+    for a small fit's whole run (see bench/bench_startup.py).
+    """
+    parts = []
+    for chunk in column.chunks:
+        validity, data = chunk.buffers()[:2]
+        dtype = np.dtype(chunk.type.to_pandas_dtype())
+        values = np.frombuffer(data, dtype=dtype, count=len(chunk) + chunk.offset)[chunk.offset:].astype(np.float64)
+        if chunk.null_count:
+            valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+            values[valid[chunk.offset:chunk.offset + len(chunk)] == 0] = np.nan
+        parts.append(values)
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def _is_number(text: str) -> bool:

@@ -1,58 +1,29 @@
-"""Solvers, and the one registry of methods that feeds the API, the CLI, its help and the errors."""
+"""Solvers, and the one registry of methods (gradfit.solvers.methods).
+
+The solvers are imported when first used (PEP 562), so that reading the registry, as the
+command line's help does, does not import torch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
 
-from ..errors import OptionError
-from .gradient import first_order, gradient_descent
-from .linear import least_squares, mse_curvatures, solve_linear
-from .lm import levenberg_marquardt
-from .problem import Outcome, Problem, Tolerances
+from .methods import METHODS, Method, Tolerances, get_method
 
-
-@dataclass(frozen=True)
-class Method:
-    """One optimisation method: its name, what it is, and its defaults."""
-
-    name: str
-    summary: str
-    learning_rate: float | None  # default, in standardized coordinates; None: takes no rate
-    max_steps: int
-    tolerances: Tolerances
-
-
-_GRADIENT_TOL = Tolerances(ftol=1e-15, xtol=1e-15, gtol=1e-10)
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in [
-        Method("auto", "picks the method: linear for models linear in their parameters, else lm", None,
-               1000, Tolerances(1e-15, 1e-15, 1e-15)),
-        Method("gd", "plain gradient descent, the seed article's update (params -= lr * grad)", 0.5, 20000,
-               _GRADIENT_TOL),
-        Method("momentum", "gradient descent with heavy-ball momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
-               _GRADIENT_TOL),
-        Method("nesterov", "Nesterov's accelerated gradient, momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
-               _GRADIENT_TOL),
-        Method("adam", "Adam: per-parameter adaptive steps (torch.optim.Adam)", 0.01, 20000, _GRADIENT_TOL),
-        Method("rmsprop", "RMSprop: steps scaled by a running gradient size (torch.optim.RMSprop)", 0.01,
-               5000, _GRADIENT_TOL),
-        Method("lbfgs", "L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS)", 1.0, 2000,
-               Tolerances(1e-15, 1e-15, 1e-12)),
-        Method("lm", "Levenberg-Marquardt on exact Jacobians, float64", None, 1000,
-               Tolerances(1e-15, 1e-15, 1e-15)),
-        Method("linear", "one exact least-squares solve (SVD), for models linear in their parameters", None,
-               1, Tolerances(0.0, 0.0, 0.0)),
-    ]
+_LAZY = {
+    "first_order": "gradient", "gradient_descent": "gradient",
+    "least_squares": "linear", "mse_curvatures": "linear", "solve_linear": "linear",
+    "levenberg_marquardt": "lm",
+    "Outcome": "problem", "Problem": "problem",
 }
 
 
-def get_method(name) -> Method:
-    """The registry entry for ``name``, or an error that lists the choices."""
-    if isinstance(name, str) and name in METHODS:
-        return METHODS[name]
-    raise OptionError(f"Unknown optimizer {name!r}. Choose one of: {', '.join(sorted(METHODS))}.")
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

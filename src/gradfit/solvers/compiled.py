@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 import os
 import queue
+import subprocess
+import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,6 +62,38 @@ def cached() -> bool:
         return True
 
 
+_background: subprocess.Popen | None = None  # the compile started for later fits, at most one per process
+_background_lock = threading.Lock()
+
+
+def compile_in_background() -> subprocess.Popen | None:
+    """Compile the solver into numba's disk cache in a process of its own, once per process, so that
+    the fits after this one run compiled (fit_many's ``backend="auto"`` fits with torch meanwhile,
+    rather than make the user wait ~20 s). Returns that process, or None where it could not start."""
+    global _background
+    with _background_lock:
+        if _background is None:
+            try:
+                _background = subprocess.Popen(
+                    [sys.executable, "-c", "from gradfit.solvers import compiled; compiled.warm_up()"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True)  # not stopped by a Ctrl-C meant for the fit
+            except OSError:
+                return None
+        return _background
+
+
+def warm_up() -> None:
+    """Compile the solver (or load it from numba's cache) by fitting two tiny curves: what a first fit would do."""
+    from ..expr import parse
+
+    program = parse("a*x + b", ("x",), ("a", "b")).program()
+    x = np.linspace(0.0, 1.0, 5)
+    Y = np.stack([2 * x + 1, 3 * x - 1])
+    fit(program, x.reshape(1, -1, 1), Y, np.ones((1, 5)), np.ones((2, 2)), 10, 1e-10, False,
+        (1e-3, 1e32, 2.0, 1e-14), threads=1)
+
+
 def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
         absolute_sigma: bool, settings: tuple, threads: int | None = None,
         native: bool = True) -> dict:
@@ -76,7 +111,9 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
         program = _times_one(program)
     if W.ndim == 2 and len(W) > 1 and W.strides[0] == 0:  # the same weights for every curve (broadcast)
         W = W[:1]
-    x, Y, W = (np.ascontiguousarray(a, dtype=np.float64) for a in (x, Y, W))
+    # C order and writeable, whatever came in (a broadcast row of weights, a Dask block are read-only): numba
+    # compiles the solver once for each kind of array it meets, and ~20 s each is too much to pay again
+    x, Y, W = (np.require(a, np.float64, ("C", "W")) for a in (x, Y, W))
     code = _machine_code(program) if native else None  # held until the fits are done
     args = (program.op, program.a, program.b, program.value, program.point, program.dep,
             code.address if code is not None else 0, x, Y, W)

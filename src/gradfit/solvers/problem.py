@@ -12,6 +12,7 @@ import torch
 from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model
+from .methods import Tolerances  # noqa: F401  (the solvers import it from here too)
 
 
 CHUNK_ROWS = 1 << 16  # rows of the design matrix made at a time when it is never held whole
@@ -140,26 +141,3 @@ def run_steps(steps: Generator[StepRecord, float | None, Outcome],
             return done.value
         if callback is not None:
             callback(record)
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """When a solver may stop (each a relative tolerance; 0 turns a rule off).
-
-    ftol: the loss changed by less than ftol (relative) ...
-    xtol: ... or every parameter moved by less than xtol (relative) ...
-    gtol: ... or the gradient shrank below gtol times its size at the start
-          (for lm: the cosine between the residuals and every Jacobian column).
-    """
-
-    ftol: float
-    xtol: float
-    gtol: float
-
-    def replace(self, tol) -> "Tolerances":
-        """Apply the user's ``tol``: None keeps these, a number sets all three, a dict sets some."""
-        if tol is None:
-            return self
-        if isinstance(tol, dict):
-            return Tolerances(**{**self.__dict__, **tol})
-        return Tolerances(tol, tol, tol)
