@@ -173,3 +173,16 @@ def test_import_gradfit_is_light_and_every_public_name_resolves():
               "assert not missing, missing; assert callable(gradfit.demo) and callable(gradfit.fit); "
               "assert gradfit.demo is sys.modules['gradfit.demo'].demo")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv", [["models"], ["--help"], ["fit", "seed.csv"], ["demo", "--out", "demo"]])
+def test_a_closed_pipe_ends_quietly(argv, tmp_path, golden):
+    """`gradfit models | head`: the reader goes away; no traceback, the status of a process stopped by SIGPIPE
+    (or 0 when everything was written before it went)."""
+    (tmp_path / "seed.csv").write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in zip(golden["X"], golden["Y"])))
+    proc = subprocess.Popen([sys.executable, "-m", "gradfit", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)
+    assert err == ""

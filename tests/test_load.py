@@ -118,3 +118,24 @@ def test_non_numbers_are_refused(values):
 def test_unknown_nan_policy():
     with pytest.raises(DataError, match="Unknown nan_policy 'drop'. Choose one of: raise, omit"):
         prepare([1.0], [1.0], nan_policy="drop")
+
+
+def test_numeric_columns_read_from_their_buffers_equal_pyarrows_cast():
+    """io._float64 reads numbers without pyarrow.compute or pandas (start-up): the same values as pyarrow's cast,
+    nulls as NaN, for chunks that start at an offset and types of every width."""
+    import pyarrow as pa
+
+    from gradfit.io import _float64
+
+    columns = [
+        pa.chunked_array([[1, 2, None], [4, None, 6]]),
+        pa.chunked_array([pa.array([1.5, None, 3, 4, 5, 6, 7, 8, 9, 10], type=pa.float32()).slice(1, 7)]),
+        pa.chunked_array([pa.array(list(range(20)) + [None]).slice(15)]),
+        pa.chunked_array([pa.array([1, 255], pa.uint8()), pa.array([7], pa.uint8())]),
+        pa.chunked_array([pa.array([1.0, 2.0, None] * 5).slice(9)]),
+        pa.chunked_array([pa.array([-(2**62), 2**62], pa.int64())]),
+        pa.chunked_array([], type=pa.float64()),
+    ]
+    for column in columns:
+        expected = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(_float64(column), expected)

@@ -94,6 +94,8 @@ def staged(out: Path | None):
         yield scratch
         for f in sorted(scratch.iterdir()):
             os.replace(f, out / f.name)
+    except BrokenPipeError:  # the reader of our output went away (gradfit demo | head): not a folder's fault
+        raise
     except OSError as e:
         raise OptionError(f"Cannot write to '{out}': {e.strerror}. Nothing was written.") from None
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from . import __version__
@@ -361,9 +362,8 @@ def _run_fit(args) -> int:
 
     from .data import load, prepare
     from .engine import fit
-    from .library import get_model
     from .stream import fit_file
-    model = get_model(args.model, variables=_variable_names(args.x), params=args.params)
+    model = _get_model(args, params=args.params)
     parquet = _parquet_data(args.data)
     if not parquet and (args.batch_size or args.epochs):
         raise OptionError("--batch-size and --epochs stream Parquet data; convert the CSV file to Parquet first.")
@@ -434,6 +434,28 @@ def _run_fit(args) -> int:
     return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
 
 
+def _get_model(args, **options):
+    """The --model, in the variables named by --x; an expression in none of them that names one of the data's
+    columns is refused with the option that fixes it."""
+    from .errors import GradfitError, ModelError
+    from .library import get_model
+
+    try:
+        return get_model(args.model, variables=_variable_names(args.x), **options)
+    except ModelError as e:
+        found = getattr(e, "found", ())
+        try:
+            from .io import read_table
+
+            columns = read_table(args.data)[0].column_names if found and args.x is None else []
+        except GradfitError:
+            columns = []
+        hits = [name for name in found if name in columns and name != getattr(args, "group", None)]
+        if hits:
+            raise ModelError(f"{e} The data have a column {hits[0]!r}: give --x {hits[0]}.") from None
+        raise
+
+
 def _parquet_data(path: str) -> bool:
     from .stream import is_parquet_data
 
@@ -495,10 +517,9 @@ PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: shor
 def _run_fit_many(args) -> int:
     from ._files import check_out_file, save_atomic
     from .batch import fit_long
-    from .library import get_model
 
     out = check_out_file(args.out, "--out")
-    model = get_model(args.model, variables=_variable_names(args.x))
+    model = _get_model(args)
     if args.workers or args.scheduler:
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
@@ -647,6 +668,21 @@ def _progress_bar(args, unit: str = "step"):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be answered quietly
+        return code
+    except BrokenPipeError:
+        # the reader went away (`gradfit models | head`): end quietly, as Unix tools do, with the status of a
+        # process stopped by SIGPIPE; what is still buffered goes nowhere rather than fail again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
+
+
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a process stopped by SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

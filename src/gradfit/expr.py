@@ -128,6 +128,20 @@ class Expression:
 
     _dual: Callable = None
 
+    def names(self) -> set[str]:
+        """Every name the expression uses: variables, parameters and constants."""
+        return {node.id for node in ast.walk(self._tree) if isinstance(node, ast.Name)}
+
+    def terms(self) -> list[tuple[str, str]]:
+        """The top-level terms of the sum, as (sign, source text): 'gaussian + m*x - c' gives
+        [('+', 'gaussian'), ('+', 'm*x'), ('-', 'c')]."""
+        out, node, sign = [], self._tree.body, "+"
+        while isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+            out.append(("+" if isinstance(node.op, ast.Add) else "-", node.right))
+            node = node.left
+        out.append((sign, node))
+        return [(s, ast.get_source_segment(self.text, n)) for s, n in reversed(out)]
+
 
 def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | None = None) -> Expression:
     """Check ``text`` against the whitelist and compile it; raises ExpressionError, never anything else."""

@@ -489,4 +489,51 @@ def get_model(model, *, variables=("x",), params=None) -> Model:
         choices = ", ".join(n for n in LIBRARY)
         raise ModelError(f"Unknown model {model.strip()!r}. Choose one of: {choices}; or write an expression "
                          "such as a*x + b.")
-    return ExpressionModel(model, variables=variables, params=params)
+    expression = ExpressionModel(model, variables=variables, params=params)
+    return _with_builtin_terms(expression, variables) or _uses_a_variable(expression)
+
+
+def _with_builtin_terms(model: ExpressionModel, variables) -> Composite | None:
+    """'gaussian + m*x + c': built-ins added to an expression are parts of their own (prefixed parameters,
+    their own guesses) beside the expression's own terms; never parameters named after a model. None when
+    the expression names no built-in."""
+    text = model.expression.text
+    models = sorted(n for n in model.param_names if builtin(n) is not None)
+    if not models:
+        return None
+    terms = model.expression.terms()
+    added = [t for sign, t in terms if sign == "+" and builtin(t) is not None]
+    misused = [n for n in models if n not in added or n in _names_outside(terms, n)]
+    if misused:
+        raise ModelError(f"{misused[0]!r} in {text!r} is a built-in model, which can only be added as a term of its "
+                         f"own ('{misused[0]} + a*x + b'). Add it once, or rename that parameter.")
+    rest = [(sign, t) for sign, t in terms if t not in added]
+    rest_text = " ".join(f"{'' if i == 0 and sign == '+' else sign} {t}".strip() for i, (sign, t) in enumerate(rest))
+    parts = [builtin(t) for _, t in terms if t in added]
+    if rest_text:
+        parts.append(ExpressionModel(rest_text, variables=variables))
+    return Composite(parts, own_names=(len(parts) - 1,) if rest_text else ())
+
+
+def _names_outside(terms, name: str) -> set[str]:
+    """The names used by terms other than the bare ``name`` itself."""
+    from .expr import parse
+
+    found = set()
+    for _, t in terms:
+        if t != name:
+            found |= parse(t, ()).names()
+    return found
+
+
+def _uses_a_variable(model: ExpressionModel) -> ExpressionModel:
+    """An expression in none of its variables fits a constant: most likely the data's x has another name."""
+    names = model.expression.names()
+    if names & set(model.variables):
+        return model
+    given = ", ".join(model.variables)
+    error = ModelError(f"The expression {model.expression.text!r} never uses the variable {given}: it found only "
+                       f"{', '.join(model.param_names)}, all taken as parameters. Write the formula in {given}, or "
+                       "name the variable (variables=('t',) in Python, --x COLUMN on the command line).")
+    error.found = model.param_names  # the command line looks for them among the data's columns
+    raise error

@@ -203,24 +203,34 @@ def _columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
 
 
 class Composite(Model):
-    """A sum of models, ``gaussian + linear``: parameters prefixed by component (g_center, l_slope)."""
+    """A sum of models, ``gaussian + linear``: parameters prefixed by component (g_center, l_slope).
 
-    def __init__(self, parts: list[Model]):
+    ``own_names``: parts that keep their own parameter names (an expression added to built-ins,
+    ``gaussian + m*x + c``), by position; every other part is prefixed.
+    """
+
+    def __init__(self, parts: list[Model], own_names: tuple[int, ...] = ()):
         if len(parts) < 2:
             raise ModelError("A composite model needs at least two parts.")
         self.parts = list(parts)
-        firsts = [m.name[0].lower() for m in parts]
-        prefixes = []
-        for i, f in enumerate(firsts):
+        prefixed = [i for i in range(len(parts)) if i not in own_names]
+        firsts = [parts[i].name[0].lower() for i in prefixed]
+        prefixes = [""] * len(parts)
+        for k, (i, f) in enumerate(zip(prefixed, firsts)):
             same = [j for j, g in enumerate(firsts) if g == f]
-            prefixes.append(f if len(same) == 1 else f"{f}{same.index(i) + 1}")
+            prefixes[i] = f if len(same) == 1 else f"{f}{same.index(k) + 1}"
         self.prefixes = prefixes
-        self.param_names = tuple(f"{p}_{n}" for p, m in zip(prefixes, parts) for n in m.param_names)
+        named = [[f"{p}_{n}" if p else n for n in m.param_names] for p, m in zip(prefixes, parts)]
+        self.param_names = tuple(n for names in named for n in names)
+        twice = sorted({n for n in self.param_names if self.param_names.count(n) > 1})
+        if twice:
+            raise ModelError(f"Parameter {twice[0]!r} belongs to two parts of the model "
+                             f"{' + '.join(m.name for m in parts)}; rename it in the expression.")
         self.name = " + ".join(m.name for m in parts)
-        self.formula = " + ".join(f"{m.name}({', '.join(f'{p}_{n}' for n in m.param_names)})"
-                                  for p, m in zip(prefixes, parts))
+        self.formula = " + ".join(m.formula if p == "" else f"{m.name}({', '.join(names)})"
+                                  for p, m, names in zip(prefixes, parts, named))
         self.is_linear = all(m.is_linear for m in parts)
-        self.even_params = tuple(f"{p}_{n}" for p, m in zip(prefixes, parts) for n in m.even_params)
+        self.even_params = tuple(f"{p}_{n}" if p else n for p, m in zip(prefixes, parts) for n in m.even_params)
         kinds = {m.variables for m in parts}
         self.variables = kinds.pop() if len(kinds) == 1 else None
         self._slices = []
