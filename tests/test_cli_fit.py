@@ -320,3 +320,11 @@ def test_mp4_without_ffmpeg_is_refused(capsys, tmp_path, seed_csv, monkeypatch):
     monkeypatch.setattr(FFMpegWriter, "isAvailable", classmethod(lambda cls: False))
     code, out, err = run(capsys, "fit", seed_csv, "--animate", tmp_path / "fit.mp4")
     _one_line_error(code, out, err, "writing MP4 needs ffmpeg")
+
+
+def test_an_expression_in_a_column_not_named_as_x_names_the_option(capsys, tmp_path):
+    data = make_file(tmp_path, "decay.csv", "t,counts\n0,10\n1,6\n2,4\n3,3\n4,2.5\n5,2.2\n")
+    code, out, err = run(capsys, "fit", str(data), "--model", "A*exp(-t/tau)+c")
+    _one_line_error(code, out, err, "never uses the variable x", "A, t, tau, c", "give --x t")
+    code, out, err = run(capsys, "fit", str(data), "--model", "A*exp(-t/tau)+c", "--x", "t", "--p0", "A=8,tau=1,c=2")
+    assert code == 0 and "tau" in out

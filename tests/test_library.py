@@ -248,3 +248,42 @@ def test_batched_damped_sine_guess_on_short_curves(n):
     Y = np.exp(-0.3 * x) * np.sin(2 * np.pi * 0.4 * x + np.linspace(0, 1, 6)[:, None]) * 2
     one = np.stack([model.guess(torch.tensor(x), torch.tensor(row)).numpy() for row in Y])
     np.testing.assert_allclose(model.guess_many(x, Y), one, rtol=1e-9, atol=1e-12)
+
+
+def test_builtins_added_to_an_expression_are_parts_of_their_own():
+    """'gaussian + slope*x + intercept' is a Gaussian (prefixed parameters, its own guess) plus the expression's
+    own terms, never an expression in which 'gaussian' is a constant parameter: the same optimum as scipy's
+    curve_fit of the same function."""
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(-5, 5, 120)
+    truth = dict(g_amplitude=3.0, g_center=0.7, g_sigma=0.9, slope=0.4, intercept=-1.0)
+
+    def f(x, amplitude, center, sigma, slope, intercept):
+        return amplitude * np.exp(-((x - center) ** 2) / (2 * sigma**2)) + slope * x + intercept
+
+    y = f(x, *truth.values()) + 0.05 * rng.normal(size=x.size)
+    result = gradfit.fit("gaussian + slope*x + intercept", x, y)
+    assert result.model.param_names == tuple(truth)
+    expected, _ = curve_fit(f, x, y, p0=list(truth.values()))
+    np.testing.assert_allclose(list(result.params.values()), expected, rtol=1e-6)
+    assert result.chi2 == pytest.approx(float(((f(x, *expected) - y) ** 2).sum()), rel=1e-9)
+    other = gradfit.get_model("slope*x + gaussian - c")  # anywhere in the sum; a subtracted term keeps its sign
+    assert other.param_names == ("g_amplitude", "g_center", "g_sigma", "slope", "c")
+    p = torch.tensor([2.0, 0.5, 1.0, 0.3, 0.2], dtype=torch.float64)
+    xt = torch.tensor(x)
+    np.testing.assert_allclose(other(xt, p).numpy(), f(x, 2.0, 0.5, 1.0, 0.3, 0.0) - 0.2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["gaussian*x + c", "gaussian + gaussian*x", "-gaussian + c*x", "exp(gaussian*x)"])
+def test_a_builtin_used_as_a_parameter_is_refused(text):
+    with pytest.raises(ModelError, match="is a built-in model, which can only be added as a term of its own"):
+        gradfit.get_model(text)
+
+
+def test_an_expression_that_never_uses_its_variable_is_refused():
+    with pytest.raises(ModelError, match=r"never uses the variable x: it found only A, t, tau, c"):
+        gradfit.get_model("A*exp(-t/tau)+c")
+    assert gradfit.get_model("A*exp(-t/tau)+c", variables="t").param_names == ("A", "tau", "c")
+    assert gradfit.get_model("gaussian + c").param_names[-1] == "c"  # a constant term beside a built-in is fine
