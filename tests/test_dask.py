@@ -296,3 +296,47 @@ def test_a_cluster_fit_leaves_out_bad_rows_and_honours_bounds(cluster, tmp_path,
                  "--json", str(out), "--quiet"]) == 0
     got = json.loads(out.read_text())
     assert got["params"]["c"] == pytest.approx(alone.params["c"], rel=1e-9)
+
+
+def test_integer_curve_keys_stay_integers_in_one_order_on_every_path(tmp_path, capfd):
+    """fit-many keeps the user's key type and values (was: strings in one process, int64 on a cluster), sorted
+    as the keys sort (2 before 10), with the same rows in the same order on both paths; and a cluster run
+    prints no library warning, even with Dask's dashboard port taken."""
+    import socket
+
+    frame = peaks(12, seed=5)
+    frame["cell"] = frame["cell"].str[1:].astype("int64") * 5  # 0, 5, 10, ..., 55: "10" < "5" as text
+    data = tmp_path / "ints.parquet"
+    frame.to_parquet(data, index=False)
+    outs = {}
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass  # taken already (another cluster): the same situation
+        for name, extra in (("one", []), ("cluster", ["--workers", "2"])):
+            outs[name] = tmp_path / f"{name}.parquet"
+            capfd.readouterr()
+            assert main(["fit-many", str(data), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
+                         "--out", str(outs[name]), "--quiet", *extra]) == 0
+            assert capfd.readouterr().err == ""
+    one, on_cluster = pd.read_parquet(outs["one"]), pd.read_parquet(outs["cluster"])
+    assert one["cell"].dtype == np.int64 and on_cluster["cell"].dtype == np.int64
+    assert list(one["cell"]) == sorted(set(frame["cell"])) == list(on_cluster["cell"])
+    pd.testing.assert_frame_equal(one, on_cluster, rtol=1e-10)
+
+
+def test_a_dashboard_is_served_only_when_asked(tmp_path, capsys):
+    import importlib.util
+
+    data = tmp_path / "p.parquet"
+    peaks(3).to_parquet(data, index=False)
+    code = main(["fit-many", str(data), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
+                 "--out", str(tmp_path / "o.parquet"), "--workers", "1", "--dashboard"])
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("bokeh") is None:  # (bokeh, which draws it, is not among gradfit's dependencies)
+        assert code == 2 and "--dashboard needs bokeh" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "o.parquet").exists()
+    else:
+        assert code == 0 and "Dask dashboard: http://127.0.0.1:" in err

@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(127.0.0.1): each iteration's sums computed where the data are")
     fit.add_argument("--scheduler", metavar="ADDRESS",
                      help="the same on an existing Dask cluster (e.g. tcp://10.0.0.5:8786)")
+    fit.add_argument("--dashboard", action="store_true",
+                     help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)")
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument("--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and "
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "Parquet file, a folder or a glob of them")
     many.add_argument("--scheduler", metavar="ADDRESS",
                       help="fit on an existing dask.distributed cluster (tcp://host:port)")
+    many.add_argument("--dashboard", action="store_true",
+                      help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)")
     many.add_argument("--quiet", action="store_true", help="print no summary")
     many.set_defaults(run=_run_fit_many)
 
@@ -523,13 +527,13 @@ def _run_fit_many(args) -> int:
     if args.workers or args.scheduler:
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
-    names, result = fit_long(model, groups, x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
+    names, result = fit_long(model, groups.to_numpy(), x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
                              backend=args.backend, progress=not args.quiet and sys.stderr.isatty())
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = result.to_arrow()
-    table = table.add_column(0, args.group, pa.array(names.tolist()))
+    table = table.add_column(0, args.group, pa.array(names.tolist(), type=groups.type))
     save_atomic(out, lambda tmp: pq.write_table(table, tmp))
     if not args.quiet:
         counts_text = ", ".join(f"{v} {k}" for k, v in result.counts().items())
@@ -563,7 +567,7 @@ def _fit_on_dask(args, model, options):
     columns = {role: _column_name(default if given is None else given, names, role, Path(args.data))
                for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
                if given is not None or default is not None}
-    with cluster(args.workers, args.scheduler):
+    with cluster(args.workers, args.scheduler, dashboard=args.dashboard):
         return fit(frame, model, x=columns["x"], y=columns["y"], sigma=columns.get("sigma"),
                    nan_policy=args.nan_policy, **options)
 
@@ -594,7 +598,7 @@ def _fit_many_on_dask(args, model, out) -> int:
         raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")
     x = args.x if args.x is not None else (others[0] if others else None)
     y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
-    with cluster(args.workers, args.scheduler):
+    with cluster(args.workers, args.scheduler, dashboard=args.dashboard):
         table = fit_many(frame, model, group=args.group, x=x, y=y, sigma=args.sigma, p0=args.p0,
                          method=args.method, max_steps=args.max_steps, backend=args.backend).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
@@ -611,8 +615,7 @@ def _long_table(args):
     """group, x, y (and sigma) columns of a long-format file; x and y default to the first two others."""
     from pathlib import Path
 
-    import numpy as np
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
     from . import io
     from .errors import DataError
@@ -633,7 +636,9 @@ def _long_table(args):
     groups = table.column(args.group)
     if groups.null_count:
         raise DataError(f"Group column {args.group!r} has {groups.null_count} empty cells; every row needs a curve.")
-    groups = np.asarray(pc.cast(groups, "string").to_pylist())
+    if pa.types.is_dictionary(groups.type):  # (categories: their values)
+        groups = groups.cast(groups.type.value_type)
+    # the user's own keys, of their own type (numbers stay numbers, sorted as numbers): as on a Dask cluster
     return groups, columns["x"], columns["y"], columns.get("sigma")
 
 

@@ -13,6 +13,7 @@ cluster of N worker processes on 127.0.0.1, or on an existing scheduler.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -404,9 +405,20 @@ class ClusterProblem:
 
 
 @contextmanager
-def cluster(workers: int | None = None, scheduler: str | None = None):
-    """A Dask client: on a LocalCluster of ``workers`` processes on 127.0.0.1, or on ``scheduler``."""
+def cluster(workers: int | None = None, scheduler: str | None = None, dashboard: bool = False):
+    """A Dask client: on a LocalCluster of ``workers`` processes on 127.0.0.1, or on ``scheduler``.
+
+    A local cluster serves Dask's dashboard (on 127.0.0.1:8787, or the next free port) only when
+    ``dashboard`` is asked for; otherwise its scheduler's small HTTP server takes any free port, so that
+    a port already in use is no one's concern (distributed would warn about 8787).
+    """
     from distributed import Client, LocalCluster
+
+    if dashboard:
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            raise OptionError("--dashboard needs bokeh, which draws Dask's dashboard: pip install bokeh.") from None
 
     if (workers is None) == (scheduler is None):
         raise OptionError("Give either --workers N or --scheduler ADDRESS.")
@@ -421,8 +433,12 @@ def cluster(workers: int | None = None, scheduler: str | None = None):
         finally:
             client.close()
         return
+    where = {"dashboard_address": "127.0.0.1:8787"} if dashboard else {
+        "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as local, Client(local) as client:
+                      **where) as local, Client(local) as client:
+        if dashboard:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         yield client
 
 
