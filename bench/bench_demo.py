@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import ROOT, machine, write_section
+from _report import machine, write_section
 
 ARTICLE = Path(__file__).resolve().parent / "seed_article_code.py"  # the seed article's code, as it stands
 

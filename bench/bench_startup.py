@@ -47,7 +47,7 @@ print(json.dumps({"seconds": seconds, "converged": float(r.converged.mean())}))
 
 def wall(cmd: list[str], cwd: str, env=None, ok=(0,)) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -104,28 +104,28 @@ def main() -> None:
     lines = [
         f"### Start-up and the first fit_many on a machine ({datetime.date.today()})",
         "",
-        f"Command: `.venv/bin/python bench/bench_startup.py --runs {args.runs}` ({args.runs} alternating runs of "
-        "each command, medians; whole processes). " f"Machine: {machine()}.",
+        (f"Command: `.venv/bin/python bench/bench_startup.py --runs {args.runs}` ({args.runs} alternating runs of "
+         f"each command, medians; whole processes). Machine: {machine()}."),
         "",
         "| command | wall time (s) | vs `import torch` |",
         "|---|---:|---:|",
         *(f"| `{name}` | {s:.2f} | {s / torch_s:.2f}x |" for name, s in med.items()),
         "",
-        "Targets: help, version and refused options well under 0.5 s (torch, matplotlib, pyarrow and numba are "
-        "imported only where used); `gradfit fit` of the seed data at most 1.3x `import torch`: "
-        f"**{med['gradfit fit seed.csv --model quadratic'] / torch_s:.2f}x**.",
+        ("Targets: help, version and refused options well under 0.5 s (torch, matplotlib, pyarrow and numba are "
+         "imported only where used); `gradfit fit` of the seed data at most 1.3x `import torch`: "
+         f"**{med['gradfit fit seed.csv --model quadratic'] / torch_s:.2f}x**."),
         "",
-        "The first `fit_many(\"gaussian\", x, Y)` of 2,000 peaks of 50 points, the call alone timed in a fresh "
-        "process: with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
-        "background process for later fits), then with it filled (a later process: compiled), and with "
-        "`backend=\"torch\"` for reference.",
+        ("The first `fit_many(\"gaussian\", x, Y)` of 2,000 peaks of 50 points, the call alone timed in a fresh "
+         "process: with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
+         "background process for later fits), then with it filled (a later process: compiled), and with "
+         "`backend=\"torch\"` for reference."),
         "",
         "| first fit_many in a process | seconds |",
         "|---|---:|",
         *(f"| {name} | {s:.2f} |" for name, s in first.items()),
         "",
-        f"Target: cold at most 3x warm + 1 s = {3 * first['warm cache (auto)'] + 1:.2f} s: "
-        f"**{first['cold cache (auto)']:.2f} s**.",
+        (f"Target: cold at most 3x warm + 1 s = {3 * first['warm cache (auto)'] + 1:.2f} s: "
+         f"**{first['cold cache (auto)']:.2f} s**."),
     ]
     print("\n".join(lines))
     if not args.no_write:

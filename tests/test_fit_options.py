@@ -63,7 +63,7 @@ def test_model_function_must_take_parameters():
 
 
 def test_model_function_must_return_a_tensor():
-    with pytest.raises(ModelError, match="must return a torch tensor"):
+    with pytest.raises(ModelError, match="returned one number for 5 points; it must return one value per point"):
         gradfit.fit(lambda x, a: 3.0, X, Y)
 
 

@@ -29,11 +29,47 @@ _WHERE = {
     "fit_file": "stream",
 }
 
-__all__ = sorted([*_WHERE, "demo"])
+__all__ = [
+    "LIBRARY",
+    "METHODS",
+    "BatchResult",
+    "Composite",
+    "ConvergenceWarning",
+    "DataError",
+    "ExitStatus",
+    "ExpressionError",
+    "ExpressionModel",
+    "FitError",
+    "FitResult",
+    "FunctionModel",
+    "GradfitError",
+    "History",
+    "Interrupted",
+    "Model",
+    "ModelError",
+    "OptionError",
+    "Polynomial",
+    "StepRecord",
+    "demo",
+    "fit",
+    "fit_file",
+    "fit_many",
+    "get_model",
+    "gradient_descent",
+    "least_squares",
+    "linear",
+    "load",
+    "mse",
+    "mse_curvatures",
+    "polynomial",
+    "quadratic",
+    "rmse",
+    "seed_data",
+]
 
 # ``demo`` is both a module and its function: bound here (a light import), since importing the module
 # later would otherwise leave ``gradfit.demo`` naming the module.
-from .demo import demo  # noqa: E402
+from .demo import demo
 
 
 def __getattr__(name: str):

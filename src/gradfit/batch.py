@@ -29,6 +29,7 @@ from ._checks import check_device, positive_finite, positive_int
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, Model, _columns
+from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.methods import BACKENDS, BATCH_METHODS
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
@@ -71,6 +72,7 @@ class BatchResult:
     n_steps: np.ndarray  # (B,)
     status: np.ndarray  # (B,) one of STATUSES
     param_names: tuple[str, ...] = field(default=())
+    notes: list[str] = field(default_factory=list)  # what every curve's fit shares (derivatives estimated, ...)
 
     @property
     def converged(self) -> np.ndarray:
@@ -126,10 +128,13 @@ def fit_many(
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
     backend: str = "auto",
+    derivatives: str = "auto",
     progress: bool = False,
 ) -> BatchResult:
-    """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md."""
+    """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md. ``derivatives``: for a
+    Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives)."""
     model = get_model(model, variables=_names(variables))
+    check_derivatives(derivatives)
     if method not in METHODS:
         raise OptionError(f"Unknown method {method!r} for fit_many. Choose one of: {', '.join(METHODS)}.")
     if backend not in BACKENDS:
@@ -189,6 +194,10 @@ def fit_many(
     Yc = Yn if everywhere else np.where(valid, Yn, 0.0)
     xc = np.where(np.isfinite(xn), xn, 0.0)
     p0n = _start(model, p0, B)
+    if B:  # a Python function autograd cannot differentiate: estimated derivatives (looked at on the first curve)
+        first = torch.as_tensor(p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params)
+                                if p0n is None else p0n, dtype=torch.float64)
+        model = derivatives_for(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
     program = _compiled_program(model, run, backend, B, N, dtype, device)
 
     if chunk_size is None:
@@ -253,7 +262,8 @@ def fit_many(
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
         columns["params"][:, i] = np.abs(columns["params"][:, i])
-    return BatchResult(model=model, method=run, param_names=model.param_names, **columns)
+    notes = [model.note] if isinstance(model, NumericFunction) else []
+    return BatchResult(model=model, method=run, param_names=model.param_names, notes=notes, **columns)
 
 
 def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device):
@@ -315,6 +325,8 @@ class _Chunk:
         # An expression differentiates itself on the tree, over the whole batch at once: no vmap,
         # no dual numbers (several times faster than jacfwd for many curves).
         self._expression = model.expression if isinstance(model, ExpressionModel) else None
+        # A function with estimated derivatives (gradfit.numeric) takes the whole batch at once too.
+        self._estimated = model if isinstance(model, NumericFunction) else None
 
     def rows(self, idx=None):
         """x, y and w of the curves ``idx`` (all by default): gathered once, for as long as they iterate."""
@@ -329,6 +341,8 @@ class _Chunk:
         return self._jacobian_of(p, *self.rows(idx))
 
     def _residuals_of(self, p, x, y, w):
+        if self._estimated is not None:
+            return (self._estimated.forward(x, p, per_curve=not self.shared) - y) * w
         if self._expression is not None and not p.requires_grad:
             r = self.model(x, p) - y  # the expression takes a (B, P) batch of parameters itself
             return r if self.unit else r * w
@@ -338,13 +352,16 @@ class _Chunk:
         if self.model.is_linear:
             a = self.model.design_matrix(x)
             return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
-        if self._expression is not None:
+        if self._expression is not None or self._estimated is not None:
             return self._residuals_and_jacobian_of(p, x, y, w)[1]
         return self._jacobian(p, x, y, w)
 
     def _residuals_and_jacobian_of(self, p, x, y, w):
         """Residuals and Jacobian at p. An expression gives its value with its derivatives: one
         evaluation on the tree instead of two."""
+        if self._estimated is not None:
+            value, jac = self._estimated.value_and_jacobian(x, p, per_curve=not self.shared)
+            return (value - y) * w, jac * w.unsqueeze(-1)
         if self._expression is None or self.model.is_linear:
             return self._residuals_of(p, x, y, w), self._jacobian_of(p, x, y, w)
         columns = _columns(x, len(self.model.variables), self.model.name)

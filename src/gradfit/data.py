@@ -9,10 +9,14 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    import torch
 
 SEED = 1989  # the article's torch.manual_seed
 N_POINTS = 15  # X = arange(0, 15)

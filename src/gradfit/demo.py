@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ._checks import positive_finite, positive_int
 from ._files import check_out_dir, staged
 from .data import SEED, seed_data, seed_generator
 from .history import History, StepRecord
+
+if TYPE_CHECKING:
+    import torch
 
 # torch, the model and the solvers are imported when the demo runs: ``import gradfit`` binds
 # ``gradfit.demo`` to this module's ``demo`` at once, and must not wait for torch to do so.
@@ -29,7 +32,7 @@ def demo(
     steps_per_round: int = STEPS_PER_ROUND,
     learning_rate: float = LEARNING_RATE,
     seed: int = SEED,
-    on_start: Callable[["torch.Tensor"], None] | None = None,
+    on_start: Callable[[torch.Tensor], None] | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> History:
     """Run the seed article's gradient descent and draw it; returns the history.

@@ -22,6 +22,7 @@ from .errors import ConvergenceWarning, DataError, FitError, GradfitError, Model
 from .history import StepRecord
 from .library import get_model
 from .models import Model
+from .numeric import NumericFunction, derivatives_for
 from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
 from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
@@ -50,6 +51,7 @@ def fit(
     variables=None,
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
+    derivatives: str = "auto",
     callback: Callable[[StepRecord], None] | None = None,
 ) -> FitResult:
     """Fit ``model`` to the points (x, y) by least squares; see the README for every option.
@@ -65,6 +67,9 @@ def fit(
     method's default. ``tol``: a number for every stopping rule, or a dict with
     ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
     coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
+    ``derivatives``: how a Python function's Jacobian is had: "auto" (autograd's where it can, else
+    estimated by 2-point finite differences, as curve_fit does), "exact", "2-point", "3-point" or
+    "cs" (complex step); see ``gradfit.numeric``.
     """
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
         from .stream import fit_file
@@ -94,8 +99,8 @@ def fit(
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
     device = check_device(device)
 
-    data, problem, start = _problem(model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device)
-    user_model = model
+    data, problem, start, model = _problem(model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device,
+                                           derivatives)
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
@@ -107,7 +112,9 @@ def fit(
     else:
         outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
                               max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback)
-    result = _result(user_model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
+    if isinstance(model, NumericFunction):
+        outcome.notes.append(model.note)
+    result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
                      data, learning_rate, bounds, fixed)
     if not result.converged:
         warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
@@ -136,15 +143,16 @@ def fit_steps(model, x, y, *, p0=None, method: str = "gd", learning_rate=None, s
         raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = chosen.tolerances.replace(_tolerance(tol))
-    _, problem, start = _problem(model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu")
+    _, problem, start, _ = _problem(model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu")
     if chosen.name == "lm":
         return problem, lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
     frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
     return problem, descent_steps(frame, problem, start, chosen.name, learning_rate, max_steps, tolerances, [])
 
 
-def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device):
-    """Checked data, the Problem the solver works on, and its start (inside any bounds)."""
+def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto"):
+    """Checked data, the Problem the solver works on, its start (inside any bounds), and the model fitted: a
+    Python function that autograd cannot differentiate is fitted with estimated derivatives (gradfit.numeric)."""
     data = prepare(x, y, sigma, nan_policy=nan_policy)
     _check_variables(model, data.x)
     if len(data.y) < model.n_params:
@@ -156,12 +164,14 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
     start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    model = derivatives_for(model, xt, start, derivatives)
+    fitted = model
     if bounds or fixed:
         model = Constrained(model, bounds, fixed)
         start = model.to_free(start)
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
-    return data, problem, start
+    return data, problem, start, fitted
 
 
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)

@@ -121,6 +121,16 @@ class Constrained(Model):
         self.name, self.formula = base.name, base.formula
         self.variables = getattr(base, "variables", ("x",))
 
+    def __getattr__(self, name: str):
+        if name == "value_and_jacobian" and hasattr(self.__dict__.get("base"), name):  # a model that estimates its own Jacobian
+            return self._value_and_jacobian
+        raise AttributeError(name)
+
+    def _value_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
+        """The base model's value and Jacobian, by the chain rule through to_user."""
+        value, jac = self.base.value_and_jacobian(x, self.to_user(u))
+        return value, jac @ torch.func.jacfwd(self.to_user)(u)
+
     def to_user(self, u: torch.Tensor) -> torch.Tensor:
         """Free unbounded values u -> every parameter in the user's terms, inside its bounds."""
         free = dict(zip(self.param_names, u.unbind(-1)))

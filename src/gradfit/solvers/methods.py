@@ -24,7 +24,7 @@ class Tolerances:
     xtol: float
     gtol: float
 
-    def replace(self, tol) -> "Tolerances":
+    def replace(self, tol) -> Tolerances:
         """Apply the user's ``tol``: None keeps these, a number sets all three, a dict sets some."""
         if tol is None:
             return self

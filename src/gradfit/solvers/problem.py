@@ -108,6 +108,9 @@ class Problem:
                 a = self.model.design_matrix(self.x)
                 self._design = a if self.weights is None else a * self.weights[:, None]
             return self._design
+        if hasattr(self.model, "value_and_jacobian"):  # a model that estimates its own (gradfit.numeric)
+            jac = self.model.value_and_jacobian(self.x, params)[1]
+            return jac if self.weights is None else jac * self.weights[:, None]
         try:
             return torch.func.jacfwd(self.residuals)(params)
         except RuntimeError:  # an operation without a forward-mode rule: reverse mode, row by row
