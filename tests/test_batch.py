@@ -117,7 +117,7 @@ def test_mixed_success_and_failure_in_one_batch(backend):
     status = list(result.status)
     assert status[0] == "converged" and status[5] == "converged"
     assert status[1] == "too_few_points" and np.isnan(result.params[1]).all()
-    assert status[2] == "singular" and np.isnan(result.stderr[2]).all()
+    assert status[2] == "singular" and np.isinf(result.stderr[2, 1:3]).all()  # centre and width: undetermined
     assert status[4] == "diverged"
     assert set(result.counts()) <= set(gradfit.batch.STATUSES)
     assert not result.converged[[1, 2, 4]].any()
@@ -247,3 +247,24 @@ def test_curves_on_one_grid_share_x_and_a_batched_guess(monkeypatch):
     for i in (0, 13, 29):
         single = _single(model, x, y[i], p0=shared.params[i])
         np.testing.assert_allclose(long.params[i], list(single.params.values()), rtol=SAME_AS_SINGLE)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_one_rule_for_a_parameter_the_data_do_not_determine(backend):
+    """a*exp(b*x + c): only a*exp(c) shows in the curve, so a and c are not determined, b is. fit and fit_many
+    say the same: those two standard errors are infinite, b's finite and equal, and neither calls the fit
+    converged (fit_many: status 'singular'; fit: converged False, undetermined named, a warning naming them)."""
+    model = "a*exp(b*x + c)"
+    x = np.linspace(0, 2, 30)
+    y = 2.0 * np.exp(0.7 * x) * (1 + 0.01 * np.cos(5 * x))
+    p0 = [1.0, 0.5, 0.2]
+    many = fit_many(model, x, np.stack([y, 2 * y]), p0=p0, backend=backend)
+    with pytest.warns(gradfit.ConvergenceWarning, match=r"do not determine a, c \(Jacobian rank 2 < 3\): their "
+                                                        r"standard errors are infinite"):
+        one = gradfit.fit(model, x, y, p0=p0, method="lm")
+    assert list(many.status) == ["singular", "singular"] and not one.converged
+    assert one.undetermined == ("a", "c") and "Ended where the data do not determine every parameter" in one.message
+    stderr = np.array(list(one.stderr.values()))
+    assert np.isinf(stderr[[0, 2]]).all() and np.isfinite(stderr[1])
+    np.testing.assert_array_equal(np.isinf(many.stderr[0]), np.isinf(stderr))
+    np.testing.assert_allclose(many.stderr[0, 1], stderr[1], rtol=1e-6)

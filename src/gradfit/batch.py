@@ -31,6 +31,7 @@ from .library import get_model
 from .models import ExpressionModel, Model, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.methods import BACKENDS, BATCH_METHODS
+from .uncertainty import covariance
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
 METHODS = BATCH_METHODS
@@ -234,8 +235,9 @@ def fit_many(
         if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
             if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
                 starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
-            keep(sl, _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
-                                   absolute_sigma))
+            fitted = _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
+                                   absolute_sigma)
+            keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma))
             continue
         part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if starts is None else as_t(starts)
@@ -252,7 +254,8 @@ def fit_many(
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
                              "Write it with torch operations only, one value per point.") from None
-        keep(sl, part.finish(*result, absolute_sigma))
+        keep(sl, _undetermined(part.finish(*result, absolute_sigma), model, as_t, xs, shared, Yc[sl], weights[sl],
+                               absolute_sigma))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
         columns = {"params": np.zeros((0, k)), "stderr": np.zeros((0, k)), "rmse": np.zeros(0), "chi2": np.zeros(0),
@@ -717,6 +720,25 @@ class _Chunk:
             status = torch.full_like(status, 3)
             stderr = torch.full_like(stderr, math.nan)
         return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
+
+
+def _undetermined(fitted: dict, model: Model, as_t, x, shared: bool, y, w, absolute_sigma: bool) -> dict:
+    """The standard errors of the curves whose data do not determine every parameter (status 'singular'), by
+    gradfit.uncertainty's rule, as gradfit.fit gives them: inf for each parameter a null direction of the
+    curve's Jacobian moves, the pseudo-inverse's for the others."""
+    rows = np.flatnonzero(fitted["status"] == STATUSES.index("singular"))
+    if not len(rows):
+        return fitted
+    k = model.n_params
+    part = _Chunk(model, as_t(x if shared else x[rows]), shared, as_t(y[rows]), as_t(w[rows]))
+    with torch.no_grad():
+        jac = part.jacobian(torch.as_tensor(fitted["params"][rows], dtype=part.y.dtype, device=part.y.device))
+    for row, j in zip(rows, jac.double().cpu().numpy()):
+        n, chi2 = int(fitted["n_points"][row]), float(fitted["chi2"][row])
+        factor = 1.0 if absolute_sigma else chi2 / (n - k) if n > k else math.inf
+        cov, _, _ = covariance(j, (n, k), factor)
+        fitted["stderr"][row] = np.sqrt(np.diag(cov))
+    return fitted
 
 
 def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:

@@ -30,6 +30,7 @@ from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from .stream import is_source
+from .uncertainty import covariance, rank_threshold, undetermined_note, undetermined_warning
 
 
 def fit(
@@ -116,12 +117,11 @@ def fit(
         outcome.notes.append(model.note)
     result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
                      data, learning_rate, bounds, fixed)
-    if not result.converged:
+    if result.undetermined:
+        warnings.warn(undetermined_warning(result.undetermined, result.rank, problem.model.n_params),
+                      ConvergenceWarning, stacklevel=2)
+    elif not result.converged:
         warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
-    elif result.rank < problem.model.n_params:
-        warnings.warn(f"The fit ended where the data do not determine every parameter (Jacobian rank "
-                      f"{result.rank} < {problem.model.n_params}): the values and standard errors are unreliable. "
-                      "Consider another p0 or a model with fewer parameters.", ConvergenceWarning, stacklevel=2)
     return result
 
 
@@ -219,7 +219,7 @@ def _rank(problem: Problem, p: torch.Tensor) -> int:
     if not np.isfinite(jac).all():
         return 0
     s = np.linalg.svd(_small(jac), compute_uv=False)
-    return int((s > _rank_threshold(s, jac.shape)).sum()) if len(s) and s[0] > 0 else 0
+    return int((s > rank_threshold(s, jac.shape)).sum()) if len(s) and s[0] > 0 else 0
 
 
 def _small(jac: np.ndarray) -> np.ndarray:
@@ -369,16 +369,19 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     names = model.param_names
     free = [i for i, name in enumerate(names) if name not in fixed]
     if problem.model is model:  # no bounds, nothing fixed: the solver's parameters are the user's
-        covariance, rank = _covariance(problem, user, chi2, dof, absolute_sigma)
+        cov, rank, undetermined = _covariance(problem, user, chi2, dof, absolute_sigma)
     else:
         view = Constrained(model, {}, fixed) if fixed else model
         view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
-        cov_free, rank = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
-        covariance = np.zeros((len(names), len(names)))
-        covariance[np.ix_(free, free)] = cov_free
-    stderr = np.sqrt(np.diag(covariance))
+        cov_free, rank, free_undetermined = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
+        cov = np.zeros((len(names), len(names)))
+        cov[np.ix_(free, free)] = cov_free
+        undetermined = np.zeros(len(names), dtype=bool)
+        undetermined[free] = free_undetermined
+    undetermined = tuple(name for name, u in zip(names, undetermined) if u)
+    stderr = np.sqrt(np.diag(cov))
     params = dict(zip(names, user.double().cpu().tolist()))
-    widths_positive(params, covariance, model.even_params, bounds, fixed)
+    widths_positive(params, cov, model.even_params, bounds, fixed)
     on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)
@@ -386,9 +389,8 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         why = ("the model is linear in its parameters" if ran == "linear"
                else "a nonlinear least-squares problem that fits in memory")
         notes.insert(0, f"method auto chose {ran}: {why}")
-    if rank < k:
-        notes.append(f"the data do not determine every parameter (Jacobian rank {rank} < {k}): "
-                     "standard errors are unreliable")
+    if undetermined:
+        notes.append(undetermined_note(undetermined, rank, k))
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
@@ -402,15 +404,17 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
         gap = max(gap, 0.0)
 
-    state = "Converged" if outcome.converged else "Did not converge"
+    converged = outcome.converged and not undetermined  # as fit_many's status 'singular': not a converged fit
+    state = ("Ended where the data do not determine every parameter" if undetermined
+             else "Converged" if outcome.converged else "Did not converge")
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}."
     if notes:
         message += " (" + "; ".join(notes) + ")"
     return FitResult(
         model=model, method=ran, params=params,
-        stderr=dict(zip(names, stderr.tolist())), covariance=covariance, rmse=rmse, r2=r2, chi2=chi2,
+        stderr=dict(zip(names, stderr.tolist())), covariance=cov, rmse=rmse, r2=r2, chi2=chi2,
         reduced_chi2=reduced, aic=aic, bic=bic, n_points=n, n_steps=len(outcome.history),
-        converged=outcome.converged, message=message, history=outcome.history, n_dropped=n_dropped,
+        converged=converged, undetermined=undetermined, message=message, history=outcome.history, n_dropped=n_dropped,
         gap_to_optimum=gap, optimum_rmse=optimum_rmse,
         learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
         dtype=p.dtype, device=str(p.device), notes=notes, rank=rank, bounds=bounds, fixed=fixed,
@@ -418,30 +422,16 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     )
 
 
-def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool) -> tuple[np.ndarray, int]:
-    """(JᵀJ)⁺ from the Jacobian's SVD, times chi2/dof unless absolute_sigma: scipy's curve_fit rule."""
+def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool):
+    """Covariance (curve_fit's rule: times chi2/dof unless absolute_sigma), rank, and the undetermined mask."""
     k = len(p)
     if problem.streaming:  # R of J = QR, made by chunks, has J's singular values and vectors
         small, shape = problem.r_factor()[0], (problem.n_points, k)
     else:
         jac = problem.jacobian(p).double().cpu().numpy()
         small, shape = _small(jac), jac.shape
-    if not np.isfinite(small).all():
-        return np.full((k, k), np.inf), 0
-    _, s, vh = np.linalg.svd(small, full_matrices=False)
-    keep = s > _rank_threshold(s, shape)
-    cov = (vh[keep].T / s[keep] ** 2) @ vh[keep]
-    rank = int(keep.sum())
-    if absolute_sigma:
-        return cov, rank
-    if dof > 0:
-        return cov * (chi2 / dof), rank
-    return np.full((k, k), np.inf), rank
-
-
-def _rank_threshold(s, shape) -> float:
-    """Singular values at or below this are zero: curve_fit's rule, eps * max(N, P) * largest."""
-    return np.finfo(float).eps * max(shape) * float(s[0]) if len(s) else 0.0
+    factor = 1.0 if absolute_sigma else chi2 / dof if dof > 0 else np.inf
+    return covariance(small, shape, factor)
 
 
 def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:

@@ -48,6 +48,7 @@ class FitResult:
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
     rank: int = -1  # rank of the Jacobian at the solution; < n_params: some parameter is undetermined
+    undetermined: tuple[str, ...] = ()  # parameters the data do not determine (stderr inf); then not converged
     bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
     fixed: dict = field(default_factory=dict)  # name -> value, held fixed
     at_bound: dict = field(default_factory=dict)  # name -> 'lower' or 'upper': ended on that bound

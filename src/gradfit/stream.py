@@ -46,6 +46,8 @@ from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
 from .solvers.gradient import Frame, descent_steps, _torch_optimizer
 from .solvers.lm import lm_steps
 from .solvers.problem import Outcome, run_steps
+from .uncertainty import covariance as covariance_of
+from .uncertainty import undetermined_note, undetermined_warning
 
 DEFAULT_BUDGET = 10**9  # bytes: 1 GB for the whole process
 MARGIN = 192 << 20  # bytes kept free under the budget: allocator slack, pyarrow's buffers, the result
@@ -752,7 +754,6 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     uncertainties are those of the user's free parameters, from one more pass with the Jacobian
     taken in the user's terms (as gradfit.fit computes them in memory).
     """
-    from .engine import _rank_threshold
     from .result import FitResult
 
     bounds, fixed = bounds or {}, fixed or {}
@@ -769,15 +770,11 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         problem.use_model(Constrained(model, {}, fixed) if fixed else model)
         _, r_factor, _ = problem._pass(user[free])
     dof = n - k
-    small = r_factor.numpy()
-    _, s, vh = np.linalg.svd(small, full_matrices=False)
-    keep = s > _rank_threshold(s, (n, k))
-    cov_free = (vh[keep].T / s[keep] ** 2) @ vh[keep]
-    rank = int(keep.sum())
-    if not absolute_sigma:
-        cov_free = cov_free * (chi2 / dof) if dof > 0 else np.full((k, k), np.inf)
+    factor = 1.0 if absolute_sigma else chi2 / dof if dof > 0 else np.inf
+    cov_free, rank, free_undetermined = covariance_of(r_factor.numpy(), (n, k), factor)
     covariance = np.zeros((len(names), len(names)))
     covariance[np.ix_(free, free)] = cov_free
+    undetermined = tuple(names[i] for i, u in zip(free, free_undetermined) if u)
     params = dict(zip(names, user.tolist()))
     widths_positive(params, covariance, model.even_params, bounds, fixed)
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
@@ -787,7 +784,10 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
-    state = "Converged" if outcome.converged else "Did not converge"
+    if undetermined:
+        notes.append(undetermined_note(undetermined, rank, k))
+    state = ("Ended where the data do not determine every parameter" if undetermined
+             else "Converged" if outcome.converged else "Did not converge")
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}. ({'; '.join(notes)})"
     result = FitResult(
         model=model, method=ran, params=params, stderr=stderr, covariance=covariance,
@@ -795,7 +795,8 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         chi2=chi2, reduced_chi2=chi2 / dof if dof > 0 else math.inf,
         aic=n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf,
         bic=n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf,
-        n_points=n, n_steps=len(outcome.history), converged=outcome.converged, message=message,
+        n_points=n, n_steps=len(outcome.history), converged=outcome.converged and not undetermined,
+        undetermined=undetermined, message=message,
         history=outcome.history, n_dropped=problem.n_dropped, gap_to_optimum=None, optimum_rmse=None,
         learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
         notes=notes, rank=rank, bounds=bounds, fixed=fixed, at_bound=on_bound,
@@ -804,7 +805,9 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     if y is not None:
         result.x, result.y, result.sigma = x, y, sigma
         result.sample_of = n if len(y) < n else None
-    if not outcome.converged:
+    if undetermined:
+        warnings.warn(undetermined_warning(undetermined, rank, k), ConvergenceWarning, stacklevel=3)
+    elif not outcome.converged:
         warnings.warn(f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): "
                       f"{outcome.reason}.", ConvergenceWarning, stacklevel=3)
     return result
