@@ -158,3 +158,40 @@ def test_the_fused_steps_stay_bit_identical_on_many_points():
         ref.grad = None
     params, _ = gradfit.gradient_descent(model, x, y, p0, learning_rate=0.01, steps=20)
     assert torch.equal(params, ref.detach())
+
+
+def _logistic_data():
+    rng = np.random.default_rng(0)
+    x = np.linspace(-5, 5, 60)
+    return x, 1 + 5 / (1 + np.exp(-1.5 * (x - 0.5))) + 0.05 * rng.normal(size=x.size)
+
+
+def test_the_default_rate_of_gd_is_safe_on_a_logistic():
+    """gd's default rate (0.5 in standardized coordinates) swung between two RMSEs for 20,000 steps here; it is now
+    halved where a step raises the loss, and reaches LM's optimum."""
+    x, y = _logistic_data()
+    best = gradfit.fit("logistic", x, y, method="lm")
+    result = gradfit.fit("logistic", x, y, method="gd")
+    assert result.converged and result.n_steps < 5000
+    assert result.rmse == pytest.approx(best.rmse, rel=1e-9)
+    assert "learning rate halved to" in result.message
+
+
+def test_a_rate_the_user_gave_that_swings_is_called_too_large():
+    x, y = _logistic_data()
+    with pytest.warns(gradfit.ConvergenceWarning) as caught:
+        result = gradfit.fit("logistic", x, y, method="gd", learning_rate=0.5)
+    assert not result.converged and result.n_steps < 500  # stopped, not 20,000 steps of swinging
+    assert "the steps swing across the valley, learning_rate=0.5 is too large" in result.message
+    advice = str(caught[0].message)
+    assert "Use a smaller learning_rate, e.g. 0.05" in advice and "larger" not in advice
+
+
+def test_the_advice_never_names_the_method_in_use():
+    x, y = _logistic_data()
+    with pytest.warns(gradfit.ConvergenceWarning) as caught:
+        gradfit.fit("logistic", x, y, method="lm", max_steps=2)
+    assert "method='lm'" not in str(caught[0].message)
+    with pytest.warns(gradfit.ConvergenceWarning) as caught:
+        gradfit.fit("logistic", x, y, method="adam", max_steps=2)
+    assert "method='lm'" in str(caught[0].message)

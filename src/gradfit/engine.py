@@ -93,6 +93,7 @@ def fit(
         # a bound is a change of variables that bends the landscape: plain gd's fixed default step can
         # overshoot there, so it takes Armijo's backtracking unless a rate is given
         learning_rate = "auto"
+    asked_rate = learning_rate
     learning_rate = _learning_rate(learning_rate, defaults, scale, asked=chosen.name)
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = defaults.tolerances.replace(_tolerance(tol))
@@ -112,7 +113,8 @@ def fit(
                                       callback=callback)
     else:
         outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
-                              max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback)
+                              max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback,
+                              default_rate=asked_rate is None)
     if isinstance(model, NumericFunction):
         outcome.notes.append(model.note)
     result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
@@ -435,12 +437,20 @@ def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool
 
 
 def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:
+    """What to change after a fit that did not converge: never the method already in use."""
+    rate = result.learning_rate
+    if "too large" in result.message:  # the steps swing (see solvers.gradient.first_order)
+        smaller = f", e.g. {rate / 10:g}" if rate else ""
+        return (f"The fit did not converge with method '{method}' (RMSE {result.rmse:.6g}): the steps swing across the "
+                f"valley. Use a smaller learning_rate{smaller}, or learning_rate='auto' (a backtracking line search)"
+                f"{'' if method == 'lm' else ', or method=' + repr('lm')}.")
     hint = {
         "gd": "a larger learning_rate or learning_rate='auto'",
-        "lm": "check the model and p0",
+        "lm": "checking the model and p0",
         "lbfgs": "a better p0",
     }.get(method, "a different learning_rate")
     if not scale:
         hint = "standardized coordinates (scale=True), which suit gradient methods far better"
+    other = "" if method == "lm" else ", or method='lm'"
     return (f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
-            f"Consider increasing max_steps, {hint}, or method='lm'.")
+            f"Consider increasing max_steps, {hint}{other}.")

@@ -23,6 +23,9 @@ ADAPTIVE = ("rmsprop",)  # Adam's own moment estimates let it settle; it needs n
 PLATEAU_PATIENCE = 20  # steps without a better loss before an adaptive method's rate is halved
 STUCK = 1e-3  # a gradient still above this fraction of its start means "stopped", not "converged"
 PATIENCE = 5  # ftol and xtol must both hold this many steps running (momentum pauses at turning points)
+RISE = 1e-10  # a loss higher by more than this (relative) than the step before's rose: not rounding
+SWING = 100  # steps without a lower loss, the gradient not shrinking: the steps swing across a valley
+FIXED_RATE = ("gd", "momentum", "nesterov")  # the methods whose rate alone decides whether they swing
 
 
 def gradient_descent(
@@ -201,8 +204,14 @@ def first_order(
     tolerances: Tolerances,
     scale: bool,
     callback: Callable[[StepRecord], None] | None = None,
+    default_rate: bool = False,
 ) -> Outcome:
     """Fit by a gradient method ('gd', 'momentum', 'nesterov', 'adam', 'rmsprop', 'lbfgs').
+
+    A rate too large for the problem makes gd, momentum and nesterov swing across the valley:
+    the rate the user gave is kept, and the fit stops after SWING steps without a lower loss while
+    the gradient does not shrink, saying the rate is too large; the method's own default rate
+    (``default_rate``) is halved instead whenever a step raises the loss, which is safe for any model.
 
     ``learning_rate="auto"``: for gd, a backtracking line search at every step
     (start from twice the last rate, halve until the loss falls by at least 1e-4
@@ -215,7 +224,9 @@ def first_order(
     if learning_rate == "auto" and method not in ("gd",):
         learning_rate = _probe(frame, method, problem, p0)
         notes.append(f"learning rate {learning_rate:g} chosen by a {PROBE_STEPS}-step probe")
-    return _descend(frame, problem, p0, method, learning_rate, max_steps, tolerances, callback, notes)
+    guard = None if method not in FIXED_RATE or learning_rate == "auto" else "halve" if default_rate else "stop"
+    return run_steps(descent_steps(frame, problem, p0, method, learning_rate, max_steps, tolerances, notes, guard),
+                     callback)
 
 
 def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> float:
@@ -236,11 +247,14 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
 
 
 def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str, learning_rate, max_steps: int,
-                  tol: Tolerances, notes: list[str]) -> Generator[StepRecord, float | None, Outcome]:
+                  tol: Tolerances, notes: list[str], guard: str | None = None
+                  ) -> Generator[StepRecord, float | None, Outcome]:
     """The gradient method's loop, one step per ``yield``; returns the Outcome (see ``run_steps``).
 
     Sending a number into the generator sets the learning rate from the next step on
     (the playground's slider). Raises FitError when a step leaves the finite numbers.
+    ``guard`` against a rate too large (see first_order): "halve" it when a step raises the loss,
+    "stop" when the steps swing, None (the playground: watching it swing is the lesson).
     """
     q = frame.start().requires_grad_()
     history = History(problem.user_names, problem.describe(p0))
@@ -258,6 +272,8 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
         return frame.evaluate(q)
 
     first_grad, calm, reason = None, 0, None  # first_grad: the yardstick of "the gradient is small"
+    best_loss, best_step, swing_grad = math.inf, 0, math.inf  # the lowest loss yet, and the gradient then
+    halved = None  # what the "halve" guard did, for the notes
     p_previous = p0  # the user's parameters before the current step
     for step in range(1, max_steps + 1):
         loss = frame.evaluate(q)  # forward, loss, and backward: the gradient in q.grad
@@ -289,12 +305,19 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
         history.append(record)
         new_rate = yield record  # the playground may send a new learning rate between steps
         if new_rate is not None and not backtrack:
-            lr = new_rate
-            if optimizer is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+            lr = _set_rate(optimizer, new_rate)
 
         previous = history[-2].loss if len(history) > 1 else math.inf
+        if guard == "halve" and loss_value > previous * (1 + RISE):  # the step before overshot: rate too large
+            lr = _set_rate(optimizer, lr / 2)
+            halved = f"learning rate halved to {lr:g} where a step raised the loss (last at step {step})"
+        if loss_value < best_loss:
+            best_loss, best_step, swing_grad = loss_value, step, grad_norm
+        elif (guard == "stop" and step - best_step >= SWING and grad_norm > 0.5 * swing_grad
+              and grad_norm > STUCK * first_grad):
+            reason = (f"the RMSE has not gone below {best_loss**0.5:.6g} for {SWING} steps while the gradient does "
+                      f"not shrink: the steps swing across the valley, learning_rate={lr:g} is too large")
+            return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
         p_before, p_previous = p_previous, params
         small_loss_change = abs(previous - loss_value) <= tol.ftol * loss_value
         small_step = bool(((params - p_before).abs() <= tol.xtol * (p_before.abs() + tol.xtol)).all())
@@ -313,8 +336,17 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
     converged = reason is not None
     if not converged:
         reason = f"reached max_steps={max_steps} before converging"
+    if halved:
+        notes.append(halved)
     params = frame.params(q.detach())
     return Outcome(params, history, converged, reason, lr if not backtrack else math.nan, notes)
+
+
+def _set_rate(optimizer, lr: float) -> float:
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    return lr
 
 
 def _armijo(frame: Frame, q: torch.Tensor, loss: float, last_lr: float) -> float:
