@@ -137,3 +137,26 @@ def test_bounded_gd_backtracks_by_default():
     assert len({r.learning_rate for r in result.history}) > 1  # the rate adapts
     expected, _ = curve_fit(lambda x, a, c: a * np.exp(-1.0 * x) + c, X, Y, p0=[4, 0])
     np.testing.assert_allclose([result.params["a"], result.params["c"]], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bound, side", [((0.9, 3.0), "lower"), ((-3.0, 0.1), "upper"), ((0.9, None), "lower")])
+def test_an_optimum_on_a_bound_is_reached_in_a_few_dozen_steps(bound, side):
+    """The centre's unconstrained optimum (0.4) lies outside its bounds. Through the change of variables LM
+    crawled toward the bound (1,000 steps, not converged); held on the bound as an active set, the fit ends in a
+    few dozen steps at scipy least_squares(method='trf')'s answer, and says the centre is on its bound."""
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(4)
+    x = np.linspace(-5, 5, 100)
+    y = 2.0 * np.exp(-((x - 0.4) ** 2) / (2 * 0.8**2)) + 0.05 * rng.normal(size=x.size)
+    lower = -np.inf if bound[0] is None else bound[0]
+    upper = np.inf if bound[1] is None else bound[1]
+    start = [1.5, min(max(0.4, lower + 0.5), upper - 0.05), 1.0]
+    trf = least_squares(lambda p: p[0] * np.exp(-((x - p[1]) ** 2) / (2 * p[2] ** 2)) - y, start,
+                        bounds=([-np.inf, lower, -np.inf], [np.inf, upper, np.inf]), method="trf",
+                        xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    result = gradfit.fit("gaussian", x, y, p0=start, bounds={"center": bound})
+    assert result.converged and result.n_steps <= 60
+    assert result.at_bound == {"center": side}
+    np.testing.assert_allclose(list(result.params.values()), trf.x, rtol=1e-7)
+    assert "center held on its bound" in result.message

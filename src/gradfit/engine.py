@@ -8,6 +8,7 @@ ConvergenceWarning.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -19,7 +20,7 @@ import torch
 from ._checks import check_device, positive_finite, positive_int
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
-from .history import StepRecord
+from .history import History, StepRecord
 from .library import get_model
 from .models import Model
 from .numeric import NumericFunction, derivatives_for
@@ -107,10 +108,9 @@ def fit(
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
     elif chosen.name == "auto":
-        outcome = _auto(problem, start, max_steps, tolerances, callback)
+        outcome = _auto(problem, start, max_steps, tolerances, callback, bounds, fixed)
     elif run_method == "lm":
-        outcome = levenberg_marquardt(problem, start, max_steps=max_steps, tolerances=tolerances,
-                                      callback=callback)
+        outcome = _lm(problem, start, max_steps, tolerances, callback, bounds, fixed)
     else:
         outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
                               max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback,
@@ -176,10 +176,91 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     return data, problem, start, fitted
 
 
+NEAR_BOUND = 1e-3  # relative: a parameter this close to a bound that the loss pushes it against is tried on it
+
+
+def _finish_on_bounds(problem: Problem, outcome: Outcome, bounds, fixed, max_steps: int, tolerances,
+                      callback) -> Outcome:
+    """An optimum on a bound, found as an active set: LM through the bounds' change of variables crawls
+    toward it (the transform is flat there), so a parameter near its bound that the loss pushes against
+    it is held on the bound and the others are fitted again (a few steps); kept when the loss is no
+    higher and, on the bound, the loss still pushes outward (the optimality condition of a bound)."""
+    base = problem.model.base
+    with torch.no_grad():
+        user = problem.model.to_user(outcome.params.detach())
+    names = base.param_names
+    onto = {}
+    for name, (lower, upper) in bounds.items():
+        i, v = names.index(name), float(user[names.index(name)])
+        room = NEAR_BOUND * (upper - lower if math.isfinite(upper - lower) else max(abs(v), 1.0))
+        if math.isfinite(lower) and v - lower <= room:
+            onto[name] = (i, lower, 1.0)  # the loss must rise as the parameter rises from its lower bound
+        elif math.isfinite(upper) and upper - v <= room:
+            onto[name] = (i, upper, -1.0)
+    if not onto:
+        return outcome
+    held = user.clone()
+    for i, value, _ in onto.values():
+        held[i] = value
+    plain = Problem(base, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+    q = held.clone().requires_grad_()
+    plain.loss(q).backward()
+    onto = {n: v for n, v in onto.items() if v[2] * float(q.grad[v[0]]) > 0}  # pushed against the bound
+    if not onto:
+        return outcome
+    rest = {n: b for n, b in bounds.items() if n not in onto}
+    on_bound = Constrained(base, rest, {**fixed, **{n: v[1] for n, v in onto.items()}})
+    sub = Problem(on_bound, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+    finish = levenberg_marquardt(sub, on_bound.to_free(held), max_steps=max_steps, tolerances=tolerances)
+    with torch.no_grad():
+        user_after = on_bound.to_user(finish.params.detach())
+        before, after = float(problem.loss(outcome.params)), float(plain.loss(user_after))
+    if not after <= before * (1 + 1e-12):
+        return outcome
+    history = outcome.history
+    for record in finish.history:  # the finishing steps continue the run's numbering
+        record = dataclasses.replace(record, step=len(history) + 1)
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    held_note = (f"{', '.join(onto)} held on {'its bound' if len(onto) == 1 else 'their bounds'}, where the loss "
+                 "pushes against it, and the rest fitted again")
+    return Outcome(problem.model.to_free(user_after), history, finish.converged, finish.reason,
+                   outcome.learning_rate, [*outcome.notes, held_note])
+
+
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)
 
 
-def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback) -> Outcome:
+def _lm(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds, fixed) -> Outcome:
+    """Levenberg–Marquardt; with bounds, a look every BOUND_CHECK steps and at the end for an optimum on a bound
+    (see _finish_on_bounds), so that the crawl toward it through the change of variables is cut short."""
+    if not bounds:
+        return levenberg_marquardt(problem, start, max_steps=max_steps, tolerances=tolerances, callback=callback)
+    steps = lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
+    seen = History(problem.user_names, problem.describe(start))
+    while True:
+        try:
+            record = next(steps)
+        except StopIteration as end:
+            return _finish_on_bounds(problem, end.value, bounds, fixed, max_steps, tolerances, callback)
+        if callback is not None:
+            callback(record)
+        seen.append(record)
+        if len(seen) % BOUND_CHECK == 0:  # a look, while LM goes on
+            user = torch.tensor(record.params, dtype=start.dtype, device=start.device)
+            now = Outcome(problem.model.to_free(user), seen, False, "", math.nan, [])
+            finished = _finish_on_bounds(problem, now, bounds, fixed, max_steps, tolerances, callback)
+            if finished is not now:
+                steps.close()
+                return finished
+
+
+BOUND_CHECK = 20  # LM steps between the looks of a fit with bounds for an optimum on one
+
+
+def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds=None,
+          fixed=None) -> Outcome:
     """Levenberg–Marquardt, restarted from rescaled starts when it ends where the data pin nothing down.
 
     From a poor start LM can slide to a degenerate point (say an exponential rate
@@ -189,7 +270,7 @@ def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, cal
     is kept.
     """
     def run(p):
-        return levenberg_marquardt(problem, p, max_steps=max_steps, tolerances=tolerances, callback=callback)
+        return _lm(problem, p, max_steps, tolerances, callback, bounds, fixed or {})
 
     outcome = run(start)
     k = len(start)
