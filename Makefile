@@ -31,6 +31,7 @@ fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make
 	GRADFIT_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/test_expr.py -k fuzz
 
 bench: $(STAMP)
+	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_batch.py

@@ -116,7 +116,8 @@ def main() -> None:
          f"**{med['gradfit fit seed.csv --model quadratic'] / torch_s:.2f}x**."),
         "",
         ("The first `fit_many(\"gaussian\", x, Y)` of 2,000 peaks of 50 points, the call alone timed in a fresh "
-         "process: with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
+         "process (importing torch, and numba where it runs, inside it: `import gradfit` loads neither): "
+         "with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
          "background process for later fits), then with it filled (a later process: compiled), and with "
          "`backend=\"torch\"` for reference."),
         "",
