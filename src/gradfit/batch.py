@@ -26,10 +26,12 @@ import numpy as np
 import torch
 
 from ._checks import check_device, positive_finite, positive_int
+from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, Model, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
+from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
 from .uncertainty import covariance
 
@@ -195,6 +197,8 @@ def fit_many(
     Yc = Yn if everywhere else np.where(valid, Yn, 0.0)
     xc = np.where(np.isfinite(xn), xn, 0.0)
     p0n = _start(model, p0, B)
+    if run == "linear":  # LAPACK's SVD fails (or loops) on inf or NaN columns: refuse them first
+        check_finite(model.design_matrix(torch.as_tensor(xc if shared else xc.reshape((-1,) + xc.shape[2:]))))
     if B:  # a Python function autograd cannot differentiate: estimated derivatives (looked at on the first curve)
         first = torch.as_tensor(p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params)
                                 if p0n is None else p0n, dtype=torch.float64)
@@ -349,7 +353,8 @@ class _Chunk:
         if self._expression is not None and not p.requires_grad:
             r = self.model(x, p) - y  # the expression takes a (B, P) batch of parameters itself
             return r if self.unit else r * w
-        return self._residuals(p, x, y, w)
+        with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
+            return self._residuals(p, x, y, w)
 
     def _jacobian_of(self, p, x, y, w):
         if self.model.is_linear:
@@ -357,7 +362,8 @@ class _Chunk:
             return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
         if self._expression is not None or self._estimated is not None:
             return self._residuals_and_jacobian_of(p, x, y, w)[1]
-        return self._jacobian(p, x, y, w)
+        with TRANSFORMS:
+            return self._jacobian(p, x, y, w)
 
     def _residuals_and_jacobian_of(self, p, x, y, w):
         """Residuals and Jacobian at p. An expression gives its value with its derivatives: one

@@ -58,6 +58,7 @@ def seed_data(seed: int = SEED, *, noise: float = NOISE, generator: torch.Genera
 # --- Arrays and files -------------------------------------------------------------
 
 NAN_POLICIES = ("raise", "omit")
+SIGMA_RANGE = 1e150  # sigma between 1/SIGMA_RANGE and SIGMA_RANGE: the weighted residuals' squares stay finite
 _SHOW_ROWS = 5  # how many offending rows an error message lists
 
 
@@ -145,6 +146,11 @@ def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, 
     if sigma is not None and (sigma[keep] <= 0).any():
         where = _rows(keep & (sigma <= 0), first_row, row_label)
         raise DataError(f"`sigma` must be > 0, but it is not at {where}.")
+    if sigma is not None and ((sigma[keep] > SIGMA_RANGE) | (sigma[keep] < 1 / SIGMA_RANGE)).any():
+        # the squares of the weighted residuals would overflow or underflow float64: a "fit" of zeros or infs
+        where = _rows(keep & ((sigma > SIGMA_RANGE) | (sigma < 1 / SIGMA_RANGE)), first_row, row_label)
+        raise DataError(f"`sigma` must lie between 1e-150 and 1e150 (its square must be a float64 number), but "
+                        f"it does not at {where}. Rescale y and sigma together (a unit 1e100 times larger, say).")
     if not bad.any():  # nothing to drop: no copies of what may be large arrays
         return Dataset(x, y, sigma, 0)
     return Dataset(x[keep], y[keep], None if sigma is None else sigma[keep], int(bad.sum()))

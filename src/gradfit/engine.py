@@ -421,10 +421,14 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
                          "operations, one value per point.") from None
     bad = ~torch.isfinite(residuals)
+    values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
     if bool(bad.any()):
-        values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
         raise FitError(f"The model gives NaN or inf at the starting point p0 ({values}) for "
                        f"{int(bad.sum())} of {len(bad)} points. Choose another p0.")
+    # the solvers' LAPACK calls (SVD, QR) loop without end on inf or NaN, holding the GIL: refuse first
+    if not problem.streaming and not bool(torch.isfinite(problem.jacobian(start)).all()):
+        raise FitError(f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
+                       "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0.")
 
 
 def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_dropped: int,
@@ -438,10 +442,12 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
     weights = None if problem.weights is None else problem.weights.double().cpu().numpy()
     raw = weighted if weights is None else weighted / weights
     y = data.y
-    chi2 = float(weighted @ weighted)
-    rmse = math.sqrt(float(raw @ raw) / n)
-    ss_tot = float(np.var(y)) * len(y)  # (one temporary, not two: y can be large)
-    r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
+    with np.errstate(over="ignore", invalid="ignore"):  # squares beyond 1e308 are inf: said below, not warned
+        chi2 = float(weighted @ weighted)
+        rmse = math.sqrt(float(raw @ raw) / n)
+        ss_tot = float(np.var(y)) * len(y)  # (one temporary, not two: y can be large)
+        r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
+    overflow = not (math.isfinite(chi2) and math.isfinite(rmse))
     dof = n - k
     reduced = chi2 / dof if dof > 0 else math.inf
     aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
@@ -478,6 +484,8 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
         notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
+    if overflow:
+        notes.append("the sum of squared residuals overflows float64 (beyond 1e308): rescale y (and sigma)")
     gap = optimum_rmse = None
     if ran == "linear":
         optimum_rmse, gap = math.sqrt(chi2 / n), 0.0  # this fit is the exact optimum
@@ -487,8 +495,10 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
         gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
         gap = max(gap, 0.0)
 
-    converged = outcome.converged and not undetermined  # as fit_many's status 'singular': not a converged fit
-    state = ("Ended where the data do not determine every parameter" if undetermined
+    # as fit_many's status 'singular': not a converged fit; nor is one whose statistics are not finite numbers
+    converged = outcome.converged and not undetermined and not overflow
+    state = ("Ended with statistics that overflow" if overflow
+             else "Ended where the data do not determine every parameter" if undetermined
              else "Converged" if outcome.converged else "Did not converge")
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}."
     if notes:

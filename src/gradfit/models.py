@@ -189,6 +189,8 @@ class ExpressionModel(Model):
 
 def _lstsq_guess(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     a = model.design_matrix(x)
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(y).all())):  # LAPACK would fail: ones instead
+        return torch.ones(model.n_params, dtype=torch.float64)
     return torch.linalg.lstsq(a.cpu().double(), y.cpu().double().unsqueeze(-1)).solution.squeeze(-1)
 
 
@@ -285,6 +287,8 @@ def _composite_guess_many(model: "Composite", x, Y):
     for m in model.parts:
         if m.is_linear:  # its exact least-squares fit to every row's rest: one solve with many right-hand sides
             a = m.design_matrix(xt).double()
+            if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(rest).all())):
+                raise ModelError(f"Model {model.name}'s columns overflow on these data (inf or NaN): rescale x or Y.")
             g = torch.linalg.lstsq(a, rest.T).solution.T
             explained = g @ a.T
         else:

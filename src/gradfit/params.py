@@ -18,6 +18,7 @@ import re
 
 import torch
 
+from ._threads import TRANSFORMS
 from .errors import ModelError
 from .models import Model
 
@@ -129,7 +130,8 @@ class Constrained(Model):
     def _value_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
         """The base model's value and Jacobian, by the chain rule through to_user."""
         value, jac = self.base.value_and_jacobian(x, self.to_user(u))
-        return value, jac @ torch.func.jacfwd(self.to_user)(u)
+        with TRANSFORMS:
+            return value, jac @ torch.func.jacfwd(self.to_user)(u)
 
     def to_user(self, u: torch.Tensor) -> torch.Tensor:
         """Free unbounded values u -> every parameter in the user's terms, inside its bounds."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ._threads import TRANSFORMS
 from .history import History
 from .models import Model
 
@@ -469,7 +470,8 @@ def _losses(result, points: np.ndarray) -> np.ndarray:
         for start in range(0, len(p), rows):
             block = p[start:start + rows]
             try:
-                preds = torch.vmap(lambda q: model(x, q))(block)
+                with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
+                    preds = torch.vmap(lambda q: model(x, q))(block)
             except Exception:  # a model torch.vmap cannot batch: one point at a time
                 preds = torch.stack([model(x, q) for q in block])
             r = preds - y

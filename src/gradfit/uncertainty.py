@@ -34,7 +34,8 @@ def covariance(small: np.ndarray, shape, factor: float = 1.0) -> tuple[np.ndarra
     keep[: len(s)] = s > rank_threshold(s, shape) if len(s) and s[0] > 0 else False
     rank = int(keep.sum())
     determined = vh[keep]
-    cov = (determined.T / s[: len(s)][keep[: len(s)]] ** 2) @ determined * factor
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # tiny singular values: inf variances
+        cov = (determined.T / s[: len(s)][keep[: len(s)]] ** 2) @ determined * factor
     undetermined = (np.abs(vh[~keep]) > NULL_COMPONENT).any(axis=0)
     if undetermined.any():
         cov[undetermined, :] = np.nan

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError
 from ..history import History, StepRecord
 from ..models import Model
 from .problem import Outcome, Problem
@@ -20,10 +20,22 @@ def lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     On the CPU numpy's call of the same routine is used: for the small systems of a fit it has
     a fraction of torch's overhead per call.
     """
+    check_finite(a, b)
     if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
         solution = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
         return torch.from_numpy(solution).to(a.dtype)
     return torch.linalg.lstsq(a, b.unsqueeze(-1)).solution.squeeze(-1)
+
+
+def check_finite(a: torch.Tensor, b: torch.Tensor | None = None) -> None:
+    """Refuse a design matrix (or right-hand side) with inf or NaN before LAPACK sees it: on such input
+    its SVD loops without end (and holds the GIL, freezing every thread of the process)."""
+    if not bool(torch.isfinite(a).all()):
+        raise DataError("The model's columns overflow on these data (inf or NaN in the design matrix: x too "
+                        "large for its powers, or exp(x) beyond 1e308). Rescale x, e.g. to units where it is "
+                        "below 1e6.")
+    if b is not None and not bool(torch.isfinite(b).all()):
+        raise DataError("y (divided by sigma) overflows to inf: rescale y or sigma.")
 
 
 def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
@@ -56,7 +68,9 @@ def mse_curvatures(model: Model, x) -> torch.Tensor:
     """
     x = torch.as_tensor(x, dtype=torch.float64)
     a = model.design_matrix(x)
-    return torch.linalg.eigvalsh(2 / a.shape[0] * a.T @ a)
+    normal = 2 / a.shape[0] * a.T @ a
+    check_finite(normal)
+    return torch.linalg.eigvalsh(normal)
 
 
 def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[StepRecord], None] | None = None

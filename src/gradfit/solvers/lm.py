@@ -65,7 +65,7 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
     reason, polishing, polish_steps = None, False, 0
     for step in range(1, max_steps + 1):
         grad = jac.T @ r  # half the gradient of the sum of squares
-        if cost == 0:
+        if cost == 0 and not bool(r.any()):  # every residual zero, not merely squares too small for float64
             reason = "the loss reached zero: the model fits the data exactly"
             break
         cosines = (grad.abs() / (jac.norm(dim=0) * math.sqrt(cost))).nan_to_num(0.0)

@@ -9,6 +9,7 @@ from typing import Callable, Generator
 import numpy as np
 import torch
 
+from .._threads import TRANSFORMS
 from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model
@@ -112,7 +113,8 @@ class Problem:
             jac = self.model.value_and_jacobian(self.x, params)[1]
             return jac if self.weights is None else jac * self.weights[:, None]
         try:
-            return torch.func.jacfwd(self.residuals)(params)
+            with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
+                return torch.func.jacfwd(self.residuals)(params)
         except RuntimeError:  # an operation without a forward-mode rule: reverse mode, row by row
             return torch.autograd.functional.jacobian(self.residuals, params)
 
