@@ -195,6 +195,13 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
     return Expression(source, variables, param_names, _compile(tree.body), tree)
 
 
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _check_name(name, role: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
         raise ExpressionError(f"{name!r} cannot be a {role} name: use letters, digits and _, "
@@ -251,6 +258,8 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
                 kind = {str: "text", bytes: "bytes", bool: "True/False", complex: "a complex number"}.get(
                     type(node.value), "this constant")
                 _refuse(node, source, kind)
+            if not math.isfinite(_as_float(node.value)):  # 1e400, or an integer of 400 digits: no float64 holds it
+                _refuse(node, source, "a number beyond float64's range (about 1.8e308)")
             continue
         if isinstance(node, ast.Call):
             name = node.func.id if isinstance(node.func, ast.Name) else None
@@ -441,30 +450,23 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
             return negate
         return operand
     if isinstance(node, ast.BinOp):
-        left, right, op = _compile_dual(node.left, params), _compile_dual(node.right, params), type(node.op)
+        # a chain a + b - c + ... in a loop, left to right, as _compile does: a long sum nests no closures
+        steps = []
+        while _continues_chain(node, node.left):
+            steps.append((type(node.op), _compile_dual(node.right, params)))
+            node = node.left
+        steps.append((type(node.op), _compile_dual(node.right, params)))
+        steps.reverse()
+        first = _compile_dual(node.left, params)
 
-        def binary(env):
-            (a, da), (b, db) = left(env), right(env)
-            v = _apply(_BINARY[op], a, b)
-            if op is ast.Add:
-                return v, _merge(da, db, 1.0)
-            if op is ast.Sub:
-                return v, _merge(da, db, -1.0)
-            if op is ast.Mult:
-                return v, _combine({k: g * b for k, g in da.items()}, {k: a * g for k, g in db.items()})
-            if op is ast.Div:  # (da - v db) / b
-                return v, {k: g / b for k, g in _merge(da, {k: v * g for k, g in db.items()}, -1.0).items()}
-            # a ** b
-            out = {}
-            if da:
-                factor = b * a ** (b - 1) if not isinstance(b, float) or b != 0 else 0.0
-                out = {k: g * factor for k, g in da.items()}
-            if db:
-                log_a = torch.log(a) if isinstance(a, torch.Tensor) else math.log(a) if a > 0 else math.nan
-                out = _combine(out, {k: g * v * log_a for k, g in db.items()})
-            return v, out
+        def chain(env):
+            a, da = first(env)
+            for op, right in steps:
+                b, db = right(env)
+                a, da = _dual_binary(op, a, da, b, db)
+            return a, da
 
-        return binary
+        return chain
     if isinstance(node, ast.Call):
         name = node.func.id
         function = FUNCTIONS[name][0]
@@ -490,6 +492,28 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
 
         return call
     raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
+
+
+def _dual_binary(op, a, da: dict, b, db: dict):
+    """a op b, and its derivatives from a's (da) and b's (db)."""
+    v = _apply(_BINARY[op], a, b)
+    if op is ast.Add:
+        return v, _merge(da, db, 1.0)
+    if op is ast.Sub:
+        return v, _merge(da, db, -1.0)
+    if op is ast.Mult:
+        return v, _combine({k: g * b for k, g in da.items()}, {k: a * g for k, g in db.items()})
+    if op is ast.Div:  # (da - v db) / b
+        return v, {k: g / b for k, g in _merge(da, {k: v * g for k, g in db.items()}, -1.0).items()}
+    # a ** b
+    out = {}
+    if da:
+        factor = b * a ** (b - 1) if not isinstance(b, float) or b != 0 else 0.0
+        out = {k: g * factor for k, g in da.items()}
+    if db:
+        log_a = torch.log(a) if isinstance(a, torch.Tensor) else math.log(a) if a > 0 else math.nan
+        out = _combine(out, {k: g * v * log_a for k, g in db.items()})
+    return v, out
 
 
 def _merge(da: dict, db: dict, sign: float) -> dict:

@@ -27,15 +27,27 @@ def read_table(path):
     except OSError as e:
         raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
     if head.startswith(_PARQUET_MAGIC):
-        return _read_parquet(path), 0
-    return _read_csv(path, head, path)
+        return _unique_columns(_read_parquet(path), path), 0
+    table, first_line = _read_csv(path, head, path)
+    return _unique_columns(table, path), first_line
 
 
 def read_csv_bytes(data: bytes, label: str):
     """CSV text held in memory (an upload), read as ``read_table`` reads a file; ``label`` names it in errors."""
     import pyarrow as pa
 
-    return _read_csv(pa.BufferReader(data), data[:_SNIFF_BYTES], label)
+    table, first_line = _read_csv(pa.BufferReader(data), data[:_SNIFF_BYTES], label)
+    return _unique_columns(table, label), first_line
+
+
+def _unique_columns(table, path):
+    """A table whose columns can be named: two columns of one name are refused (which would be meant?)."""
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"'{path}' has {names.count(twice[0])} columns named {twice[0]!r}. Give every column a name "
+                        "of its own.")
+    return table
 
 
 def load_columns(path, *, x=None, y=None, sigma=None) -> dict:

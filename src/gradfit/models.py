@@ -142,6 +142,9 @@ class FunctionModel(Model):
         return out
 
 
+NAME_LENGTH = 80  # characters of an expression shown as a model's name
+
+
 class ExpressionModel(Model):
     """A model typed as text, ``"a*exp(-b*x) + c"``, compiled by the safe expression language.
 
@@ -161,7 +164,9 @@ class ExpressionModel(Model):
         self.variables = self.expression.variables
         self.param_names = self.expression.param_names
         self.formula = self.expression.text
-        self.name = name or self.expression.text
+        # the name goes into messages and titles: a long expression is cut there (the formula keeps it whole)
+        text = self.expression.text
+        self.name = name or (text if len(text) <= NAME_LENGTH else text[: NAME_LENGTH - 3] + "...")
         self._guess = guess
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,14 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: b
         import webbrowser
 
         webbrowser.open(url)
-    uvicorn.run(create_app(limits, allowed_hosts=allowed), host=host.strip("[]"), port=port, log_level="warning")
+    uvicorn.run(create_app(limits, allowed_hosts=allowed), host=host.strip("[]"), port=port, log_level="warning",
+                **SERVER_LIMITS)
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Limits", "create_app", "serve"]
+# uvicorn's own limits: connections and requests at once (past it, 503 at once), an idle kept-alive
+# connection's life, a request head's size, and how long Ctrl-C waits for requests in flight
+SERVER_LIMITS = dict(limit_concurrency=200, timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+                     timeout_graceful_shutdown=3)
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SERVER_LIMITS", "Limits", "create_app", "serve"]

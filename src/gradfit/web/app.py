@@ -9,6 +9,7 @@ with ``{"error": "..."}`` and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from importlib import resources
@@ -30,6 +31,7 @@ from .sessions import (METHODS, Limits, PlaygroundError, SessionStore, Setup, ch
 log = logging.getLogger("gradfit.web")
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+BODY_TIMEOUT_S = 10.0  # the most a request body may take to arrive
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -102,7 +104,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
         def work():
             x, y = make_data(setup, body.get("csv"), body.get("filename"), limits)
-            session = store.create(setup, x, y)
+            session = store.create(setup, x, y, client=request.client.host if request.client else "")
             try:
                 session.check_pair(pair)
             except PlaygroundError:
@@ -210,22 +212,31 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
 async def _body(request: Request, limit: int, allowed: set[str]) -> dict:
     """The request's JSON object, refused (413) past ``limit`` bytes before it is all read."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise PlaygroundError(415, "Send the request body as JSON (Content-Type: application/json).")
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise PlaygroundError(413, f"The request body is larger than this endpoint takes ({limit:,} bytes).")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PlaygroundError(413, f"The request body is larger than this endpoint takes ({limit:,} bytes).")
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise PlaygroundError(413, f"The request body is larger than this endpoint takes ({limit:,} bytes).")
+
+    try:  # a client that sends its body slowly, or never finishes it, does not hold the request open
+        await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise PlaygroundError(408, f"The request body did not arrive within {BODY_TIMEOUT_S:g} s.") from None
     if not body:
         return {}
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise PlaygroundError(400, f"The request body is not valid JSON ({e}).") from None
+        raise PlaygroundError(400, f"The request body is not valid JSON ({str(e)[:200]}).") from None
+    except RecursionError:
+        raise PlaygroundError(400, "The request body nests deeper than any setting needs.") from None
     if not isinstance(value, dict):
         raise PlaygroundError(400, "The request body must be a JSON object.")
     unknown = sorted(set(value) - allowed)

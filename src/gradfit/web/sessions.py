@@ -45,6 +45,9 @@ class Limits:
     max_expression: int = 200  # characters of a typed model
     min_learning_rate: float = 1e-6
     max_learning_rate: float = 1.0
+    max_sessions_per_client: int = 20  # by address: one client cannot take every slot
+    evict_idle_s: float = 60.0  # when full, the least recently used session idle this long makes room
+    optimum_budget_s: float = 3.0  # the most CPU time one create spends looking for the best possible fit
 
     @property
     def max_body_bytes(self) -> int:
@@ -107,22 +110,31 @@ class Setup:
 
 def _whole(value, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise PlaygroundError(400, f"`{name}` must be a whole number from {low} to {high}, got {value!r}.")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise PlaygroundError(400, f"`{name}` must be a whole number from {low} to {high}, got {shown}.")
     return value
 
 
 def _number(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise PlaygroundError(400, f"`{name}` must be a number from {low:g} to {high:g}, got {value!r}.")
-    return float(value)
+    try:  # (an integer of 400 digits is a JSON number too: too large for a float)
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number) or not low <= number <= high:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise PlaygroundError(400, f"`{name}` must be a number from {low:g} to {high:g}, got {shown}.")
+    return number
 
 
 def uploaded_data(text, filename, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """x and y (the first two columns) of an uploaded CSV, checked as ``gradfit fit`` checks a file."""
     if not isinstance(text, str) or not text.strip():
         raise PlaygroundError(400, "`csv` must hold the uploaded file's text (a column of x, a column of y).")
-    raw = text.encode()
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (\ud800) is a JSON string, but no text a file can hold
+        raise PlaygroundError(400, "`csv` holds characters that are not text (a lone UTF-16 surrogate). Upload "
+                                   "the file as UTF-8.") from None
     if len(raw) > limits.max_upload_bytes:
         raise PlaygroundError(413, f"The uploaded CSV is {len(raw) / 2**20:.1f} MB; the playground takes at "
                                    f"most {limits.max_upload_bytes / 2**20:g} MB.")
@@ -147,7 +159,7 @@ class Session:
         self.model = get_model(setup.model)
         if self.model.variables is not None and len(self.model.variables) != 1:
             raise PlaygroundError(400, "The playground fits curves y = f(x): the model must use the one variable x.")
-        self.optimum = _optimum(self.model, self.x, self.y)
+        self.optimum = _optimum(self.model, self.x, self.y, limits.optimum_budget_s)
         self.start(setup)
 
     def start(self, setup: Setup) -> None:
@@ -284,7 +296,7 @@ class Session:
             "data": {"x": _floats(self.x), "y": _floats(self.y)},
             "curve_x": _floats(self.curve_x()),
             "start": list(self.history.init_params),
-            "start_rmse": math.sqrt(self.start_loss),
+            "start_rmse": _float(math.sqrt(self.start_loss)) if self.start_loss >= 0 else None,
             "optimum": self.optimum,
             "records": [record_json(r) for r in records],
             "stability": self.stability(),
@@ -307,24 +319,41 @@ def record_json(r: StepRecord) -> dict:
             "learning_rate": _float(r.learning_rate), "params": [_float(v) for v in r.params]}
 
 
-def _optimum(model, x, y) -> dict | None:
-    """The best fit of the model to the data (exact for a linear model, gradfit's auto otherwise), or None."""
+class _OutOfTime(Exception):
+    """The optimum's search ran past its budget."""
+
+
+def _optimum(model, x, y, budget_s: float = math.inf) -> dict | None:
+    """The best fit of the model to the data (exact for a linear model, gradfit's auto otherwise), or None:
+    none found, or none found within ``budget_s`` seconds (a sum of five peaks took 30-90 s; the request
+    answers without it rather than block)."""
+    deadline = time.monotonic() + budget_s
+
+    def in_time(record) -> None:
+        if time.monotonic() > deadline:
+            raise _OutOfTime
+
     try:
         if model.is_linear:
             params, rmse = least_squares(model, x, y)
-            return {"params": params.tolist(), "rmse": rmse}
+            return _finite_optimum(params.tolist(), rmse)
         import warnings
 
         from ..engine import fit
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = fit(model, x, y, method="auto")
+            result = fit(model, x, y, method="auto", callback=in_time)
         if not result.converged:
             return None
-        return {"params": list(result.params.values()), "rmse": result.rmse}
-    except (GradfitError, ArithmeticError, RuntimeError, ValueError):
+        return _finite_optimum(list(result.params.values()), result.rmse)
+    except (GradfitError, ArithmeticError, RuntimeError, ValueError, _OutOfTime):
         return None  # no optimum to show: the page draws the run alone
+
+
+def _finite_optimum(params, rmse) -> dict | None:
+    values = [*params, rmse]
+    return {"params": list(params), "rmse": rmse} if all(math.isfinite(v) for v in values) else None
 
 
 def _float(v: float):
@@ -342,19 +371,48 @@ class SessionStore:
         self.limits = limits or Limits()
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._owners: dict[str, str] = {}  # session id -> the client (address) that made it
+        self._reserved: dict[str, int] = {}  # client -> slots held by creates still running
         self._lock = threading.Lock()
 
-    def create(self, setup: Setup, x, y) -> Session:
+    def create(self, setup: Setup, x, y, client: str = "") -> Session:
+        """A new session; its slot is reserved under the lock first, so that creates running at once never pass
+        the cap, and given back if the session cannot be made."""
         with self._lock:
             self._expire()
-            if len(self._sessions) >= self.limits.max_sessions:
-                raise PlaygroundError(503, f"The playground already holds {self.limits.max_sessions} sessions. "
-                                           "Close a tab or try again in a few minutes.")
-        session = Session(setup, x, y, self.limits)  # fitting work outside the store's lock
-        session.touched = self._clock()
+            mine = sum(1 for owner in self._owners.values() if owner == client) + self._reserved.get(client, 0)
+            if mine >= self.limits.max_sessions_per_client:
+                raise PlaygroundError(429, f"This client already holds {self.limits.max_sessions_per_client} "
+                                           "sessions. Close a tab, or wait for one to expire.")
+            if len(self._sessions) + sum(self._reserved.values()) >= self.limits.max_sessions:
+                self._evict_one()
+            self._reserved[client] = self._reserved.get(client, 0) + 1
+        try:
+            session = Session(setup, x, y, self.limits)  # fitting work outside the store's lock
+            session.touched = self._clock()
+        finally:
+            with self._lock:
+                self._reserved[client] -= 1
+                if not self._reserved[client]:
+                    del self._reserved[client]
         with self._lock:
             self._sessions[session.id] = session
+            self._owners[session.id] = client
         return session
+
+    def _evict_one(self) -> None:
+        """Room for one more: the least recently used session, if it has been idle evict_idle_s; else refuse."""
+        idle = [s for s in self._sessions.values()
+                if self._clock() - s.touched >= self.limits.evict_idle_s and not s.lock.locked()]
+        if not idle:
+            raise PlaygroundError(503, f"The playground already holds {self.limits.max_sessions} sessions, all in "
+                                       "use. Close a tab or try again in a minute.")
+        oldest = min(idle, key=lambda s: s.touched)
+        self._forget(oldest.id)
+
+    def _forget(self, session_id: str) -> Session | None:
+        self._owners.pop(session_id, None)
+        return self._sessions.pop(session_id, None)
 
     def get(self, session_id: str) -> Session:
         with self._lock:
@@ -368,7 +426,7 @@ class SessionStore:
 
     def delete(self, session_id: str) -> None:
         with self._lock:
-            if self._sessions.pop(session_id, None) is None:
+            if self._forget(session_id) is None:
                 raise PlaygroundError(404, "No such session.")
 
     def __len__(self) -> int:
@@ -379,7 +437,7 @@ class SessionStore:
     def _expire(self) -> None:
         now = self._clock()
         for key in [k for k, s in self._sessions.items() if now - s.touched > self.limits.session_ttl_s]:
-            del self._sessions[key]
+            self._forget(key)
 
 
 def make_data(setup: Setup, csv_text=None, filename=None, limits: Limits | None = None):
