@@ -70,8 +70,8 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: b
 
 # uvicorn's own limits: connections and requests at once (past it, 503 at once), an idle kept-alive
 # connection's life, a request head's size, and how long Ctrl-C waits for requests in flight
-SERVER_LIMITS = dict(limit_concurrency=200, timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
-                     timeout_graceful_shutdown=3)
+SERVER_LIMITS = {"limit_concurrency": 200, "timeout_keep_alive": 5, "h11_max_incomplete_event_size": 64 * 1024,
+                 "timeout_graceful_shutdown": 3}
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SERVER_LIMITS", "Limits", "create_app", "serve"]

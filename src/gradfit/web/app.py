@@ -25,8 +25,7 @@ from starlette.routing import Route
 
 from ..errors import GradfitError
 from ..library import LIBRARY
-from .sessions import (METHODS, Limits, PlaygroundError, SessionStore, Setup, checked_pair, make_data,
-                       record_json)
+from .sessions import METHODS, Limits, PlaygroundError, SessionStore, Setup, checked_pair, make_data, record_json
 
 log = logging.getLogger("gradfit.web")
 

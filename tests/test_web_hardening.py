@@ -1,0 +1,231 @@
+"""The playground under attack: no request freezes, crashes or starves it; every refusal is a 4xx one-liner.
+
+In-process (Starlette's test client) for the refusals, the session cap and eviction; against a real `gradfit
+serve` subprocess, with timeouts, for the freeze and concurrent nonlinear fits (so that a regression fails here
+instead of hanging CI).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from gradfit.web import create_app
+from gradfit.web.sessions import Limits, PlaygroundError, SessionStore, Setup
+
+HEAVY_MODEL = "gaussian + linear + sine + damped_sine + lorentzian"  # 30-90 s of CPU for its optimum, once
+
+
+def client(limits=None, host="testclient") -> TestClient:
+    return TestClient(create_app(limits), base_url="http://127.0.0.1", client=(host, 50000))
+
+
+def one_line_4xx(response, match: str = ""):
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    error = response.json()["error"]
+    assert "\n" not in error and match in error, error
+    return error
+
+
+def test_an_upload_whose_columns_overflow_is_refused_at_once():
+    """x = 1e200: numpy's lstsq looped on the inf in x**2 without releasing the GIL; every later request timed
+    out. Now the design matrix is checked before any LAPACK call."""
+    api = client()
+    text = "x,y\n" + "".join(f"{i}e200,{i}\n" for i in range(1, 6))
+    one_line_4xx(api.post("/api/sessions", json={"setup": {"data": "upload"}, "csv": text}), "inf")
+    assert api.get("/api/options").status_code == 200 and len(api.app.state.store) == 0
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"setup": {"seed": 10**400}}, "`seed` must be a whole number"),
+    ({"setup": {"learning_rate": 10**400}}, "`learning_rate` must be a number"),
+    ({"setup": {"noise": -(10**400)}}, "`noise` must be a number"),
+    ({"setup": {"data": "upload"}, "csv": "x,x\n1,2\n2,3\n3,4\n"}, "2 columns named 'x'"),
+    ({"setup": {"data": "upload"}, "csv": "x,y\n1,2\n2,\ud800\n"}, "lone UTF-16 surrogate"),
+])
+def test_inputs_that_gave_500s_are_one_line_refusals_holding_no_slot(body, match):
+    api = client()
+    content = json.dumps(body)  # ASCII, \ud800 escaped: what a client's JSON may hold
+    one_line_4xx(api.post("/api/sessions", content=content, headers={"content-type": "application/json"}), match)
+    assert len(api.app.state.store) == 0
+
+
+def test_json_nested_2000_deep_is_refused():
+    api = client()
+    body = '{"setup": ' + "[" * 2000 + "]" * 2000 + "}"
+    one_line_4xx(api.post("/api/sessions", content=body, headers={"content-type": "application/json"}),
+                 "nests deeper")
+
+
+def test_a_loss_that_overflows_at_the_start_gives_valid_json():
+    """y of 1e200: the start's RMSE is inf, which JSON cannot carry ('Out of range float values are not JSON
+    compliant', a 500). It is null, and the session works."""
+    api = client()
+    text = "x,y\n" + "".join(f"{i},{i}e200\n" for i in range(1, 8))
+    r = api.post("/api/sessions", json={"setup": {"data": "upload", "model": "quadratic"}, "csv": text})
+    assert r.status_code in (201, 400), r.text
+    if r.status_code == 201:
+        assert r.json()["start_rmse"] is None
+
+
+def test_content_type_is_case_insensitive():
+    api = client()
+    r = api.post("/api/sessions", content=b"{}", headers={"content-type": "Application/JSON; Charset=UTF-8"})
+    assert r.status_code == 201, r.text
+
+
+def test_the_optimum_search_has_a_time_budget():
+    """The heavy sum's best fit took 30-90 s of CPU per create; within the budget the request answers without
+    it (the page shows the run alone)."""
+    api = client(Limits(optimum_budget_s=0.0))
+    r = api.post("/api/sessions", json={"setup": {"model": HEAVY_MODEL, "method": "lm"}})
+    assert r.status_code == 201 and r.json()["optimum"] is None
+
+
+def test_concurrent_creates_never_pass_the_cap():
+    """The slot is reserved under the lock: 115 live sessions against a cap of 100 were seen before."""
+    store = SessionStore(Limits(max_sessions=5, max_sessions_per_client=100))
+    x, y = np.arange(6.0), np.arange(6.0) ** 2
+    made, refused = [], []
+
+    def create(k):
+        try:
+            made.append(store.create(Setup(model="gaussian", method="lm"), x, y, client=f"c{k}"))
+        except PlaygroundError as e:
+            refused.append(e.status)
+
+    threads = [threading.Thread(target=create, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == len(store) == 5 and refused == [503] * 15
+
+
+def test_one_client_cannot_take_every_slot_and_idle_sessions_make_room():
+    now = [0.0]
+    store = SessionStore(Limits(max_sessions=4, max_sessions_per_client=3, evict_idle_s=60), clock=lambda: now[0])
+    x, y = np.arange(5.0), np.arange(5.0) ** 2
+    mine = [store.create(Setup(), x, y, client="10.0.0.1") for _ in range(3)]
+    with pytest.raises(PlaygroundError, match="This client already holds 3 sessions") as info:
+        store.create(Setup(), x, y, client="10.0.0.1")
+    assert info.value.status == 429
+    other = store.create(Setup(), x, y, client="10.0.0.2")  # the fourth slot: another client's
+    with pytest.raises(PlaygroundError, match="all in use"):  # full, and nobody idle long enough
+        store.create(Setup(), x, y, client="10.0.0.3")
+    now[0] = 30
+    store.get(mine[1].id), store.get(mine[2].id), store.get(other.id)  # used again
+    now[0] = 95  # mine[0] idle 95 s, the others 65 s: the least recently used goes
+    third = store.create(Setup(), x, y, client="10.0.0.3")
+    with pytest.raises(PlaygroundError, match="No such session"):
+        store.get(mine[0].id)
+    assert store.get(third.id) is third and len(store) == 4
+
+
+SETUP_FIELDS = st.fixed_dictionaries({}, optional={
+    "data": st.sampled_from(["generated", "upload", "disk", 1]),
+    "seed": st.one_of(st.integers(-(10**30), 10**30), st.floats(allow_nan=True), st.text(max_size=5)),
+    "noise": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**400), 10**400)),
+    "model": st.one_of(st.sampled_from(["quadratic", "gaussian", "a*exp(b*x)", "1e400*a*x", "a*x**99999",
+                                        "exp(exp(a*x))", "poly11", "sine"]), st.text(max_size=30)),
+    "method": st.sampled_from(["gd", "lm", "adam", "lbfgs", "nope", None]),
+    "learning_rate": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
+    "scale": st.one_of(st.booleans(), st.none()),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(setup=SETUP_FIELDS, csv=st.one_of(st.none(), st.text(max_size=60)), steps=st.integers(-2, 30))
+def test_fuzzed_setups_and_steps_never_get_a_5xx(setup, csv, steps):
+    api = client(Limits(optimum_budget_s=0.5))
+    body = {"setup": setup} if csv is None else {"setup": setup, "csv": csv}
+    r = api.post("/api/sessions", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code < 500, r.text
+    json.loads(r.text)  # valid JSON always
+    if r.status_code == 201:
+        s = api.post(f"/api/sessions/{r.json()['id']}/step", json={"steps": steps, "landscape": True})
+        assert s.status_code < 500, s.text
+        json.loads(s.text)
+
+
+# ---- a real server ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):  # up to 30 s for torch to load
+        try:
+            urllib.request.urlopen(base + "/api/options", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"gradfit serve did not start: {proc.stderr.read().decode()[-2000:]}")
+    yield base, proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _post(url: str, body: dict, timeout: float = 60):
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_real_server_survives_the_freezing_upload_and_concurrent_nonlinear_fits(server):
+    base, proc = server
+    text = "x,y\n" + "".join(f"{i}e200,{i}\n" for i in range(1, 6))
+    status, body = _post(base + "/api/sessions", {"setup": {"data": "upload"}, "csv": text}, timeout=30)
+    assert 400 <= status < 500 and "inf" in body["error"]
+    results = []
+
+    def create_and_step(k):
+        status, body = _post(base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm", "seed": k}},
+                             timeout=120)
+        results.append(status)
+        if status == 201:
+            results.append(_post(f"{base}/api/sessions/{body['id']}/step", {"steps": 20}, timeout=120)[0])
+
+    threads = [threading.Thread(target=create_and_step, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert proc.poll() is None, "the server died"
+    assert results and all(s < 500 for s in results), results
+    t0 = time.monotonic()  # a healthy client is answered while nothing else runs
+    status, _ = _post(base + "/api/sessions", {}, timeout=30)
+    assert status == 201 and time.monotonic() - t0 < 30
+
+
+def test_sigterm_stops_the_server_promptly(server):
+    base, proc = server
+    _post(base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm"}}, timeout=60)
+    proc.terminate()
+    assert proc.wait(timeout=20) is not None
