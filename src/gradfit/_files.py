@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from .errors import OptionError
 
@@ -26,15 +28,41 @@ def check_out_dir(path: str | os.PathLike, name: str) -> Path:
 
 
 def check_out_file(path, flag: str):
-    """An output file path whose folder exists; refuses folders. None passes through."""
+    """An output file path whose folder exists; refuses folders and files that are neither regular files nor
+    streams (a character device such as /dev/stdout, or a FIFO: written to directly). A symbolic link is
+    followed: its target is written, the link stays. None passes through."""
     if path is None:
         return None
     out = Path(path)
-    if out.is_dir():
+    target = _target(out, flag)
+    if target.is_dir():
         raise OptionError(f"{flag} '{out}' is a folder; give a file name.")
-    if not out.parent.is_dir():
-        raise OptionError(f"{flag} '{out}': the folder '{out.parent}' does not exist.")
+    if not target.parent.is_dir():
+        raise OptionError(f"{flag} '{out}': the folder '{target.parent}' does not exist.")
+    if target.exists() and not (target.is_file() or _is_stream(target)):
+        raise OptionError(f"{flag} '{out}' is a {_kind(target)}, not a file: give a file name.")
     return out
+
+
+def _target(path: Path, flag: str) -> Path:
+    """Where writing ``path`` lands: a symbolic link's final target (a stream as named: /dev/stdout's target,
+    /proc/self/fd/1, names no file)."""
+    try:
+        if path.exists() and _is_stream(path):
+            return path
+        return path.resolve()
+    except (RuntimeError, OSError):  # a loop of links (RuntimeError up to Python 3.12, OSError after)
+        raise OptionError(f"{flag} '{path}' is a loop of symbolic links; give a file name.") from None
+
+
+def _is_stream(path: Path) -> bool:
+    mode = path.stat().st_mode
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    return "block device" if stat.S_ISBLK(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
 
 
 def check_animation(path, flag: str):
@@ -57,25 +85,62 @@ def write_atomic(path, text: str) -> None:
     save_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+TEMP_TAG = ".gradfit-tmp-"  # in the name of a file being written: .NAME.gradfit-tmp-PID-XXXX.SUFFIX
+
+
 def save_atomic(path, write: Callable[[str], object]) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    """Run ``write(tmp)`` on a temporary file beside ``path``'s target, then rename it into place: readers never
+    see half a file, and a symbolic link stays a link (its target is replaced). A stream (/dev/stdout, a FIFO)
+    is written directly, from the finished temporary file. Temporary files that a killed run left behind (their
+    process is gone) are removed first."""
     path = Path(path)
+    target = _target(path, f"'{path}'")
+    _remove_stale(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}{os.getpid()}-", suffix=target.suffix,
+                                   dir=target.parent if not (target.exists() and _is_stream(target)) else None)
         os.close(fd)
     except OSError as e:
         raise OptionError(f"Cannot write '{path}': {e.strerror}.") from None
     try:
         write(tmp)
+        if target.exists() and _is_stream(target):
+            with open(tmp, "rb") as source, open(target, "wb") as stream:
+                shutil.copyfileobj(source, stream)
+            return
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be, not mkstemp's 0600
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as e:
         raise OptionError(f"Cannot write '{path}': {e.strerror}.") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove .NAME.gradfit-tmp-PID-* files beside ``target`` whose writing process no longer runs."""
+    folder = target.parent
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f".{glob.escape(target.name)}{TEMP_TAG}*"):
+        pid = leftover.name[len(target.name) + 1 + len(TEMP_TAG):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

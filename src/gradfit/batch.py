@@ -33,7 +33,7 @@ from .models import ExpressionModel, Model, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
-from .uncertainty import covariance
+from .uncertainty import column_scale, covariance
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
 METHODS = BATCH_METHODS
@@ -434,10 +434,20 @@ class _Chunk:
         """
         steps = torch.ones(self.batch, dtype=torch.long, device=self.y.device)
         status = torch.zeros(self.batch, dtype=torch.long, device=self.y.device)
+        # a polynomial in its centred, scaled variable (Polynomial.centred), mapped back at the end: in x's own
+        # powers, x in [-9, -3] makes the columns nearly parallel and every digit is lost
+        centred = getattr(self.model, "centred", None)
+        to_params = None
         if self.shared and bool((self.w == 1).all()):
-            a = self.model.design_matrix(self.x)  # (N, P)
-            return self.y @ torch.linalg.pinv(a).T, steps, status
-        a = self.jacobian(None)  # (B, N, P), weights applied
+            a, to_params = centred(self.x) if centred is not None else (self.model.design_matrix(self.x), None)
+            scale = column_scale(a)
+            q = self.y @ torch.linalg.pinv(a / scale).T / scale
+            return (q if to_params is None else q @ to_params.T), steps, status
+        if centred is not None:
+            a, to_params = centred(self.x)
+            a = (a.unsqueeze(0) if self.shared else a) * self.w.unsqueeze(-1)
+        else:
+            a = self.jacobian(None)  # (B, N, P), weights applied
         target = self.y * self.w
         chol, scale, singular, pivot2 = _factor(a, pivots=True)
         rhs = (a.transpose(1, 2) @ target.unsqueeze(-1)) / scale.unsqueeze(-1)
@@ -450,7 +460,8 @@ class _Chunk:
             resid = target[rough].unsqueeze(-1) - ar @ (z[rough] / sr)
             z[rough] = z[rough] + torch.cholesky_solve((ar.transpose(1, 2) @ resid) / sr, cr)
         status[singular] = 3
-        return z.squeeze(-1) / scale, steps, status
+        q = z.squeeze(-1) / scale
+        return (q if to_params is None else (to_params @ q.unsqueeze(-1)).squeeze(-1)), steps, status
 
     def _standardized(self, p0):
         """Each curve's standardized coordinates (p = p0 + T q, as solvers.gradient.Frame), the unit of its loss
@@ -692,13 +703,23 @@ class _Chunk:
             chi2 = (r * r).sum(dim=1)
             raw = r / torch.where(self.w > 0, self.w, torch.ones_like(self.w)) * self.used
             rmse = torch.sqrt((raw * raw).sum(dim=1) / self.n_points.clamp_min(1))
-            jac = self.jacobian(p)
+            # a polynomial's J in its centred variable (Polynomial.centred), mapped back: J = A_t M⁻¹, so
+            # (JᵀJ)⁻¹ = M (A_tᵀA_t)⁻¹ Mᵀ, without squaring the monomial columns' condition (1e15 on [-9, -3])
+            centred = getattr(self.model, "centred", None)
+            to_params = None
+            if centred is not None:
+                a, to_params = centred(self.x)
+                jac = (a.unsqueeze(0) if self.shared else a) * self.w.unsqueeze(-1)
+            else:
+                jac = self.jacobian(p)
             # (JᵀJ)⁻¹ from the Cholesky factor of the column-equilibrated normal matrix; a factor that
             # fails, or is nearly singular, marks a curve whose data do not pin every parameter
             chol, scale, singular = _factor(jac)
             eye = torch.eye(k, dtype=p.dtype, device=p.device)
             cov = torch.cholesky_inverse(torch.where(singular[:, None, None], eye, chol))
             cov = cov / (scale.unsqueeze(2) * scale.unsqueeze(1))
+            if to_params is not None:
+                cov = to_params @ cov @ to_params.transpose(-1, -2)
             dof = self.n_points - k
             if not absolute_sigma:
                 cov = cov * torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))[:, None, None]
@@ -715,9 +736,18 @@ class _Chunk:
         r = self.y - p @ a.T
         chi2 = (r * r).sum(dim=1)
         rmse = torch.sqrt(chi2 / self.n_points)
-        _, s, _ = torch.linalg.svd(a, full_matrices=False)
+        # the rank, and (AᵀA)⁻¹, from the columns scaled to unit length (a polynomial's centred ones), as
+        # gradfit.uncertainty decides them for one fit
+        centred = getattr(self.model, "centred", None)
+        basis, to_params = centred(self.x) if centred is not None else (a, None)
+        norms = column_scale(basis)
+        scaled = basis / norms
+        _, s, _ = torch.linalg.svd(scaled, full_matrices=False)
         singular = bool(s[-1] <= torch.finfo(a.dtype).eps * max(a.shape) * s[0])
-        base = torch.diagonal(torch.linalg.pinv(a.T @ a, hermitian=True))
+        inverse = torch.linalg.pinv(scaled.T @ scaled, hermitian=True) / torch.outer(norms, norms)
+        if to_params is not None:
+            inverse = to_params @ inverse @ to_params.T
+        base = torch.diagonal(inverse)
         dof = self.n_points - k
         factor = torch.ones_like(chi2) if absolute_sigma else torch.where(dof > 0, chi2 / dof.clamp_min(1),
                                                                           torch.full_like(chi2, math.inf))

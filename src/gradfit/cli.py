@@ -91,8 +91,11 @@ def _p0(text: str):
         raise argparse.ArgumentTypeError(f"give all values by name (a=1,b=2) or none (1,2), got '{text}'")
     try:
         if all(named):
-            pairs = [item.split("=", 1) for item in items]
-            return {name.strip(): float(value) for name, value in pairs}
+            pairs = [(name.strip(), value) for name, value in (item.split("=", 1) for item in items)]
+            twice = sorted({n for n, _ in pairs if sum(m == n for m, _ in pairs) > 1})
+            if twice:
+                raise argparse.ArgumentTypeError(f"{twice[0]} is given twice; give each parameter once, got '{text}'")
+            return {name: float(value) for name, value in pairs}
         return [float(item) for item in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"values must be numbers, as in a=1,b=2 or 1,2; got '{text}'") from None
@@ -108,8 +111,11 @@ def _columns(text: str):
 
 def _names(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",")]
-    if not all(n.isidentifier() for n in names):
-        raise argparse.ArgumentTypeError(f"give parameter names separated by commas, got '{text}'")
+    if not all(n.isidentifier() and n.isascii() for n in names):
+        raise argparse.ArgumentTypeError(f"give parameter names (ASCII) separated by commas, got '{text}'")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{twice[0]} is named twice; name each parameter once, got '{text}'")
     return names
 
 

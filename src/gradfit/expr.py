@@ -203,8 +203,9 @@ def _as_float(value) -> float:
 
 
 def _check_name(name, role: str) -> None:
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
-        raise ExpressionError(f"{name!r} cannot be a {role} name: use letters, digits and _, "
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_") \
+            or not name.isascii():
+        raise ExpressionError(f"{name!r} cannot be a {role} name: use ASCII letters, digits and _, "
                               "starting with a letter.")
     if name in FUNCTIONS or name in CONSTANTS:
         raise ExpressionError(f"{name!r} cannot be a {role} name: it is a function or constant of the language.")
@@ -280,6 +281,9 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
             name = node.id
             if name.startswith("__") or name.startswith("_"):
                 _refuse(node, source, f"the name {name!r}", hint="Names must start with a letter.")
+            if not name.isascii():  # Cyrillic а and Latin a would be two parameters that print the same
+                _refuse(node, source, f"the name {name!r}, which is not plain ASCII",
+                        hint="Name parameters with ASCII letters, digits and _ (sigma, not σ).")
             if id(node) in call_names:
                 continue
             if name in FUNCTIONS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +18,31 @@ _PARQUET_MAGIC = b"PAR1"
 def read_table(path):
     """The whole file as a pyarrow Table, and the file line (CSV) or row (Parquet) of its first value."""
     path = Path(path)
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"Data file '{path}' is a loop of symbolic links. Check the path.") from None
     if not path.exists():
         raise DataError(f"Data file '{path}' does not exist. Check the path.")
     if path.is_dir():
         raise DataError(f"'{path}' is a folder, not a data file. Give a CSV or Parquet file.")
+    if not path.is_file():  # a FIFO would block the read for ever, a device never end
+        raise DataError(f"'{path}' is not a regular file (a pipe or a device). Save the data to a CSV or Parquet "
+                        "file first.")
     try:
         with open(path, "rb") as f:
             head = f.read(_SNIFF_BYTES)
+            blank_lines = 0
+            while head and not head.strip():  # blank lines past the sample: find the text after them
+                blank_lines += head.count(b"\n")
+                head = f.read(_SNIFF_BYTES)
     except OSError as e:
         raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
     if head.startswith(_PARQUET_MAGIC):
         return _unique_columns(_read_parquet(path), path), 0
     table, first_line = _read_csv(path, head, path)
+    first_line += blank_lines
     return _unique_columns(table, path), first_line
 
 

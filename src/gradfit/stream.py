@@ -686,6 +686,8 @@ def is_parquet_data(path) -> bool:
     text = os.fspath(path)
     if any(c in text for c in "*?[") or os.path.isdir(text):
         return True
+    if not os.path.isfile(text):  # (opening a FIFO would wait for a writer: the reader refuses it)
+        return False
     try:
         with open(text, "rb") as f:
             return f.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC

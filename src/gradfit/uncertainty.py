@@ -14,6 +14,17 @@ import numpy as np
 NULL_COMPONENT = 1e-6
 
 
+def column_scale(a):
+    """Each column's length, or 1 for a column that is zero to rounding (below eps times the longest): what
+    the columns are divided by before a rank is decided or a system solved (numpy or torch arrays)."""
+    norms = (a * a).sum(axis=0) ** 0.5
+    largest = norms.max() if len(norms) else 0.0
+    return norms * (norms > EPS * largest) + 1.0 * ~(norms > EPS * largest)
+
+
+EPS = float(np.finfo(np.float64).eps)
+
+
 def rank_threshold(s: np.ndarray, shape) -> float:
     """Singular values at or below this are zero: curve_fit's rule, eps * max(N, P) * largest."""
     return np.finfo(float).eps * max(shape) * float(s[0]) if len(s) else 0.0
@@ -29,13 +40,19 @@ def covariance(small: np.ndarray, shape, factor: float = 1.0) -> tuple[np.ndarra
     k = small.shape[1]
     if not np.isfinite(small).all():
         return np.full((k, k), np.inf), 0, np.ones(k, dtype=bool)
+    # the columns scaled to unit length (J D⁻¹): the rank is decided on their directions, not their sizes
+    # (x¹⁰ and 1 differ by ten orders of magnitude on x in [-9, -3]); (JᵀJ)⁺ = D⁻¹ ((JD⁻¹)ᵀ(JD⁻¹))⁺ D⁻¹.
+    # A column below eps times the largest is zero to rounding (a rate whose exp(-rate*x) underflows): left
+    # as it is, so that its singular value counts as zero
+    scale = column_scale(small)
+    small = small / scale
     _, s, vh = np.linalg.svd(small, full_matrices=True)
     keep = np.zeros(k, dtype=bool)
     keep[: len(s)] = s > rank_threshold(s, shape) if len(s) and s[0] > 0 else False
     rank = int(keep.sum())
     determined = vh[keep]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # tiny singular values: inf variances
-        cov = (determined.T / s[: len(s)][keep[: len(s)]] ** 2) @ determined * factor
+        cov = (determined.T / s[: len(s)][keep[: len(s)]] ** 2) @ determined * factor / np.outer(scale, scale)
     undetermined = (np.abs(vh[~keep]) > NULL_COMPONENT).any(axis=0)
     if undetermined.any():
         cov[undetermined, :] = np.nan

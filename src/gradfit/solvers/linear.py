@@ -11,6 +11,7 @@ import torch
 from ..errors import DataError, ModelError
 from ..history import History, StepRecord
 from ..models import Model
+from ..uncertainty import column_scale
 from .problem import Outcome, Problem
 
 
@@ -21,10 +22,14 @@ def lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a fraction of torch's overhead per call.
     """
     check_finite(a, b)
+    # columns scaled to unit length first, as numpy.polyfit does: the powers of x differ by many orders of
+    # magnitude, and the rank cut-off must see the columns' directions, not their sizes
+    scale = column_scale(a)
+    a = a / scale
     if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
         solution = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
-        return torch.from_numpy(solution).to(a.dtype)
-    return torch.linalg.lstsq(a, b.unsqueeze(-1)).solution.squeeze(-1)
+        return torch.from_numpy(solution).to(a.dtype) / scale
+    return torch.linalg.lstsq(a, b.unsqueeze(-1)).solution.squeeze(-1) / scale
 
 
 def check_finite(a: torch.Tensor, b: torch.Tensor | None = None) -> None:
@@ -49,13 +54,24 @@ def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
     # float64: the optimum is the reference other runs are compared to.
     x = torch.as_tensor(x, dtype=torch.float64, device="cpu")
     y = torch.as_tensor(y, dtype=torch.float64, device="cpu")
+    w = None if sigma is None else 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
+    params = solve_design(model, x, y, w)
     a = model.design_matrix(x)
-    if sigma is not None:
-        w = 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
+    if w is not None:
         a, y = a * w[:, None], y * w
-    params = lstsq(a, y)
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
     return params, rmse
+
+
+def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """The least-squares parameters of a linear model (weights w multiply rows): a polynomial solved in its
+    centred and scaled variable and mapped back (Polynomial.centred), any other model in its own columns."""
+    centred = getattr(model, "centred", None)
+    a, to_params = centred(x) if centred is not None else (model.design_matrix(x), None)
+    if w is not None:
+        a, y = a * w[:, None], y * w
+    solution = lstsq(a, y)
+    return solution if to_params is None else to_params @ solution
 
 
 def mse_curvatures(model: Model, x) -> torch.Tensor:
@@ -90,8 +106,7 @@ def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[Step
         gradient = r.T @ (r @ p0.double().numpy() - z)
     else:
         a = problem.jacobian(p0)  # the (weighted) design matrix
-        target = problem.y if problem.weights is None else problem.y * problem.weights
-        params = lstsq(a, target)
+        params = solve_design(model, problem.x, problem.y, problem.weights)
         gradient = (a.T @ r0).numpy()
     history = History(problem.user_names, problem.describe(p0))
     loss = float(r0 @ r0) / problem.n_points
