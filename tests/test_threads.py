@@ -77,10 +77,13 @@ def test_columns_that_overflow_are_refused_before_lapack_loops_on_them():
 
 
 def test_statistics_that_overflow_are_never_called_converged():
+    """y = 1e308 reported 'converged = yes' with an RMSE of inf."""
     with pytest.warns(gradfit.ConvergenceWarning):
-        result = gradfit.fit("quadratic", np.arange(5.0), np.full(5, 1e308))
+        result = gradfit.fit("a*x + b", np.arange(5.0), np.full(5, 1e308), method="lm")
     assert not result.converged and "Ended with statistics that overflow" in result.message
     assert "rescale y" in result.message
+    with pytest.raises(gradfit.DataError, match="The least-squares answer overflows float64"):
+        gradfit.fit("quadratic", np.arange(5.0), np.full(5, 1e308))  # the exact solve: refused
 
 
 def test_a_sigma_whose_square_is_not_a_float64_number_is_refused():

@@ -229,3 +229,52 @@ def test_sigterm_stops_the_server_promptly(server):
     _post(base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm"}}, timeout=60)
     proc.terminate()
     assert proc.wait(timeout=20) is not None
+
+
+def test_a_long_run_keeps_a_bounded_history(monkeypatch):
+    """A 50,000-step session held 8-16 MB of step records: past HISTORY_CAP the older ones thin out (the first
+    step and the last HISTORY_RECENT kept), and the step count stays the run's."""
+    from gradfit.web import sessions
+
+    monkeypatch.setattr(sessions, "HISTORY_CAP", 300)
+    monkeypatch.setattr(sessions, "HISTORY_RECENT", 100)
+    store = SessionStore()
+    session = store.create(Setup(learning_rate=1e-5), np.arange(15.0), np.arange(15.0) ** 2)
+    for _ in range(4):
+        session.step(500)
+    steps = [r.step for r in session.history]
+    assert session.history.last_step == 2000 and len(steps) <= 300
+    assert steps[0] == 1 and steps[-100:] == list(range(1901, 2001)) and steps == sorted(steps)
+    assert session.state()["step"] == 2000
+
+
+def test_expired_sessions_hold_no_memory():
+    """Every byte Python allocated for 10 sessions of 2,000 steps is free again once they expire (measured with
+    tracemalloc: what the process's RSS keeps beyond that is the allocator's, not gradfit's)."""
+    import gc
+    import tracemalloc
+
+    now = [0.0]
+    store = SessionStore(Limits(session_ttl_s=60), clock=lambda: now[0])
+    x, y = np.arange(15.0), np.arange(15.0) ** 2
+    warm = store.create(Setup(learning_rate=1e-5), x, y)
+    warm.step(500)
+    store.delete(warm.id)
+    del warm
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for k in range(10):
+            session = store.create(Setup(learning_rate=1e-5, seed=k), x, y)
+            for _ in range(4):
+                session.step(500)
+        del session
+        peak = tracemalloc.get_traced_memory()[0]
+        now[0] = 120  # every session idle past its time
+        assert len(store) == 0
+        gc.collect()
+        end = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert peak - start > 2**20 and end - start < 2**20 // 4, (start, peak, end)

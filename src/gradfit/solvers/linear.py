@@ -55,8 +55,9 @@ def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
     x = torch.as_tensor(x, dtype=torch.float64, device="cpu")
     y = torch.as_tensor(y, dtype=torch.float64, device="cpu")
     w = None if sigma is None else 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
-    params = solve_design(model, x, y, w)
     a = model.design_matrix(x)
+    check_finite(a)  # (a polynomial is solved in its centred variable, but its RMSE needs its own columns)
+    params = solve_design(model, x, y, w)
     if w is not None:
         a, y = a * w[:, None], y * w
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
@@ -71,7 +72,13 @@ def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
     if w is not None:
         a, y = a * w[:, None], y * w
     solution = lstsq(a, y)
-    return solution if to_params is None else to_params @ solution
+    if to_params is None:
+        return solution
+    params = to_params @ solution
+    if not bool(torch.isfinite(params).all()):  # x's powers, or y, beyond float64: the answer overflows
+        raise DataError("The least-squares answer overflows float64 (x or y too large for the model's "
+                        "powers). Rescale x and y, e.g. to units where they are below 1e6.")
+    return params
 
 
 def mse_curvatures(model: Model, x) -> torch.Tensor:

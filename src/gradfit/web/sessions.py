@@ -180,7 +180,7 @@ class Session:
     def step(self, count: int, learning_rate: float | None = None) -> list[StepRecord]:
         """Take up to ``count`` steps (fewer when the run stops); a new ``learning_rate`` applies from now on."""
         if learning_rate is not None and learning_rate != self.setup.learning_rate and self.setup.method != "lm":
-            if len(self.history) == 0:
+            if self.history.last_step == 0:
                 self.start(replace(self.setup, learning_rate=learning_rate))
                 learning_rate = None
             else:
@@ -188,7 +188,7 @@ class Session:
         new = []
         while len(new) < count and self.status in ("ready", "running"):
             try:
-                if learning_rate is not None and len(self.history) > 0:
+                if learning_rate is not None and self.history.last_step > 0:
                     record = self.steps.send(learning_rate)
                     learning_rate = None
                 else:
@@ -196,7 +196,7 @@ class Session:
             except StopIteration as done:
                 outcome = done.value
                 self.status = "converged" if outcome.converged else "stopped"
-                self.message = f"{'Converged' if outcome.converged else 'Stopped'} after {len(self.history)} " \
+                self.message = f"{'Converged' if outcome.converged else 'Stopped'} after {self.history.last_step} " \
                                f"steps: {outcome.reason}."
                 break
             except FitError as e:  # diverged: the page keeps the last finite step
@@ -204,12 +204,13 @@ class Session:
                 break
             except (GradfitError, ArithmeticError, RuntimeError, ValueError) as e:  # a model that fails mid-run
                 self.status = "failed"
-                self.message = f"The fit stopped at step {len(self.history) + 1}: {type(e).__name__}: {e}"
+                self.message = f"The fit stopped at step {self.history.last_step + 1}: {type(e).__name__}: {e}"
                 break
             self.status = "running"
             self.history.append(record)
             new.append(record)
-        if self.status == "running" and len(self.history) >= self.limits.max_steps_per_session:
+        _thin(self.history)
+        if self.status == "running" and self.history.last_step >= self.limits.max_steps_per_session:
             self.status = "stopped"
             self.message = f"The playground stops a run at {self.limits.max_steps_per_session:,} steps. Reset to " \
                            "start again, or try a larger learning rate or another method."
@@ -312,6 +313,18 @@ class Session:
                 "params": list(self.params), "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
                 "curve_y": self.curve(),
                 "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate}
+
+
+HISTORY_CAP = 4000  # records a session keeps: the last HISTORY_RECENT all, the older ones ever more sparsely
+HISTORY_RECENT = 1000
+
+
+def _thin(history: History) -> None:
+    """Bound a long run's memory (a 50,000-step session held 8-16 MB): past HISTORY_CAP records, every other
+    one of the older ones goes (the first step kept). The page draws at most 2,000 points of a run anyway."""
+    while len(history.records) > HISTORY_CAP:
+        older, recent = history.records[:-HISTORY_RECENT], history.records[-HISTORY_RECENT:]
+        history.records = older[::2] + recent
 
 
 def record_json(r: StepRecord) -> dict:
@@ -436,7 +449,8 @@ class SessionStore:
 
     def _expire(self) -> None:
         now = self._clock()
-        for key in [k for k, s in self._sessions.items() if now - s.touched > self.limits.session_ttl_s]:
+        gone = [k for k, s in self._sessions.items() if now - s.touched > self.limits.session_ttl_s]
+        for key in gone:
             self._forget(key)
 
 
