@@ -29,6 +29,26 @@ def rel_diff(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-300)
 
 
+def run_cli(capsys, *argv):
+    """`gradfit ARGV...` in-process: (exit status, stdout, stderr)."""
+    from gradfit.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def seed_csv(tmp_path):
+    """The seed article's 15 points as a CSV file with a header x,y."""
+    import gradfit
+
+    x, y = gradfit.seed_data()
+    path = tmp_path / "seed.csv"
+    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
+    return path
+
+
 def make_file(folder, name: str, data):
     """Write ``data`` (text or bytes) to folder/name and return the path."""
     path = folder / name

@@ -6,24 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_file
+from conftest import run_cli as run
 
 import gradfit
-from gradfit.cli import main
-from conftest import make_file
-
-
-@pytest.fixture
-def seed_csv(tmp_path):
-    x, y = gradfit.seed_data()
-    path = tmp_path / "seed.csv"
-    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
-    return path
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_fit_prints_the_report_and_writes_json_and_history(capsys, tmp_path, seed_csv, golden):

@@ -8,23 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-import gradfit
-from gradfit.cli import main
-
-
-@pytest.fixture
-def seed_csv(tmp_path):
-    x, y = gradfit.seed_data()
-    path = tmp_path / "seed.csv"
-    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
-    return path
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
 
 
 def one_line(code, err, *fragments):
