@@ -13,8 +13,9 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 def machine() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def write_section(name: str, lines: list[str]) -> None:
@@ -22,7 +23,7 @@ def write_section(name: str, lines: list[str]) -> None:
     table = "\n".join([start, *lines, end])
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     if start in text and end in text:
-        text = text[: text.index(start)] + table + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + table + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + table + "\n"
     DOC.write_text(text)

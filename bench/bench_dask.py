@@ -42,8 +42,10 @@ def make_data(folder: Path, curves: int, files: int = 8) -> None:
         ids = np.arange(f * per_file, min(curves, (f + 1) * per_file))
         coef = rng.normal(0, 1, (len(ids), 3))
         y = coef[:, :1] * x**2 + coef[:, 1:2] * x + coef[:, 2:] + rng.normal(0, 0.1, (len(ids), POINTS))
-        pq.write_table(pa.table({"curve": np.repeat(ids, POINTS), "x": np.tile(x, len(ids)), "y": y.ravel()}),
-                       folder / f"part-{f}.parquet")
+        pq.write_table(
+            pa.table({"curve": np.repeat(ids, POINTS), "x": np.tile(x, len(ids)), "y": y.ravel()}),
+            folder / f"part-{f}.parquet",
+        )
 
 
 def timed(args: list[str]) -> float:
@@ -65,8 +67,19 @@ def main() -> None:
         folder = Path(scratch) / "curves"
         folder.mkdir()
         make_data(folder, args.curves)
-        common = ["fit-many", str(folder), "--group", "curve", "--x", "x", "--y", "y", "--model", "quadratic",
-                  "--quiet"]
+        common = [
+            "fit-many",
+            str(folder),
+            "--group",
+            "curve",
+            "--x",
+            "x",
+            "--y",
+            "y",
+            "--model",
+            "quadratic",
+            "--quiet",
+        ]
         variants = {
             "one process (no Dask)": [],
             "--workers 1": ["--workers", "1"],
@@ -81,9 +94,24 @@ def main() -> None:
         make_one = Path(scratch) / "one"
         make_one.mkdir()
         make_data(make_one, 8)
-        start_only = statistics.median(timed(["fit-many", str(make_one), "--group", "curve", "--model", "quadratic",
-                                              "--quiet", "--workers", "2", "--out", str(empty)])
-                                       for _ in range(2))
+        start_only = statistics.median(
+            timed(
+                [
+                    "fit-many",
+                    str(make_one),
+                    "--group",
+                    "curve",
+                    "--model",
+                    "quadratic",
+                    "--quiet",
+                    "--workers",
+                    "2",
+                    "--out",
+                    str(empty),
+                ]
+            )
+            for _ in range(2)
+        )
 
     med = {k: statistics.median(v) for k, v in times.items()}
     one, w1, w2 = med["one process (no Dask)"], med["--workers 1"], med["--workers 2"]

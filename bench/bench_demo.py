@@ -75,8 +75,11 @@ def main() -> None:
         "Target: at most 1.1x on both. gradfit also writes data.png and history.csv, which the "
         "article's script does not.",
         "",
-        "Runs (s): article " + ", ".join(f"{v:.2f}" for v in results["seed article script"]["wall"])
-        + "; gradfit " + ", ".join(f"{v:.2f}" for v in results["gradfit demo"]["wall"]) + ".",
+        "Runs (s): article "
+        + ", ".join(f"{v:.2f}" for v in results["seed article script"]["wall"])
+        + "; gradfit "
+        + ", ".join(f"{v:.2f}" for v in results["gradfit demo"]["wall"])
+        + ".",
     ]
     print("\n".join(lines))
     if not args.no_write:

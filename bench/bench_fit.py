@@ -90,14 +90,24 @@ def main() -> None:
     raw_steps = 500_000 if not args.quick else 20_000
     start = torch.tensor([-0.8802136778831482, 1.1185475587844849, -0.5173491835594177], dtype=torch.float64)
     t0 = time.perf_counter()
-    _, history = gradfit.gradient_descent(gradfit.quadratic(), x.double(), y.double(), start,
-                                          learning_rate=1e-4, steps=raw_steps)
+    _, history = gradfit.gradient_descent(
+        gradfit.quadratic(), x.double(), y.double(), start, learning_rate=1e-4, steps=raw_steps
+    )
     elapsed = time.perf_counter() - t0
-    final_rmse = float(gradfit.rmse(gradfit.quadratic()(x.double(), torch.tensor(
-        history.final_params, dtype=torch.float64)), y.double()))
+    final_rmse = float(
+        gradfit.rmse(
+            gradfit.quadratic()(x.double(), torch.tensor(history.final_params, dtype=torch.float64)), y.double()
+        )
+    )
     steps = steps_to_optimum(history, optimum, final_rmse)
-    rows.append((f"gd, article's raw coordinates, lr 1e-4 ({raw_steps:,} steps)", elapsed, final_rmse,
-                 f"not within {raw_steps:,}" if steps is None else f"{steps:,}"))
+    rows.append(
+        (
+            f"gd, article's raw coordinates, lr 1e-4 ({raw_steps:,} steps)",
+            elapsed,
+            final_rmse,
+            f"not within {raw_steps:,}" if steps is None else f"{steps:,}",
+        )
+    )
 
     curve_fit_time = rows[0][1]
     lines = [
@@ -105,8 +115,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python bench/bench_fit.py{' --quick' if args.quick else ''}` "
         f"(median of {batches} interleaved timed batches after a warm-up, all in one process). Machine: {machine()}.",
-        f"Exact optimum: RMSE {optimum:.10f}. 'Steps to 1e-6': steps until the RMSE is within 1e-6 "
-        "(relative) of it.",
+        f"Exact optimum: RMSE {optimum:.10f}. 'Steps to 1e-6': steps until the RMSE is within 1e-6 (relative) of it.",
         "",
         "| method | time per fit | vs curve_fit | final RMSE | steps to 1e-6 |",
         "|---|---:|---:|---:|---:|",

@@ -45,8 +45,11 @@ def problem(n: int, seed: int = 2026):
 
 
 def timed_fit(model, xy, Y, p0, device, dtype, chunk):
-    fit = lambda n: gradfit.fit_many(model, xy, Y[:n], p0=p0[:n], tol=1e-4, max_steps=10, device=device,  # noqa: E731
-                                     dtype=dtype, chunk_size=chunk)
+    def fit(n):
+        return gradfit.fit_many(
+            model, xy, Y[:n], p0=p0[:n], tol=1e-4, max_steps=10, device=device, dtype=dtype, chunk_size=chunk
+        )
+
     fit(min(len(Y), 1000))  # warm-up: kernels loaded, memory pools made
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -73,9 +76,15 @@ def main() -> None:
     on_device = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-12, max_steps=200, device=device)
     on_cpu = gradfit.fit_many(model, xy, Y, p0=p0, tol=1e-12, max_steps=200, device="cpu", backend="torch")
     both = on_device.converged & on_cpu.converged
-    differ = float((np.abs(on_device.params - on_cpu.params) / np.abs(on_cpu.params))[both].max()) if both.any() else None
-    check = {"fits": args.check, "both_converged": int(both.sum()), "largest_relative_difference": differ,
-             "same_status": bool((on_device.status == on_cpu.status).all())}
+    differ = (
+        float((np.abs(on_device.params - on_cpu.params) / np.abs(on_cpu.params))[both].max()) if both.any() else None
+    )
+    check = {
+        "fits": args.check,
+        "both_converged": int(both.sum()),
+        "largest_relative_difference": differ,
+        "same_status": bool((on_device.status == on_cpu.status).all()),
+    }
     print(f"device {name}: check {check}", flush=True)
 
     rows = []
@@ -83,20 +92,43 @@ def main() -> None:
         model, xy, Y, p0 = problem(n)
         for dtype in (torch.float64, torch.float32):
             result, seconds = timed_fit(model, xy, Y, p0, device, dtype, args.chunk)
-            rows.append({"fits": n, "dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
-                         "fits_per_second": n / seconds, "counts": result.counts()})
+            rows.append(
+                {
+                    "fits": n,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "seconds": seconds,
+                    "fits_per_second": n / seconds,
+                    "counts": result.counts(),
+                }
+            )
             print(rows[-1], flush=True)
         del Y, p0
 
-    report = {"device": name, "torch": torch.__version__, "check": check, "runs": rows,
-              "gpufit_published": GPUFIT_PUBLISHED, "target": TARGET}
+    report = {
+        "device": name,
+        "torch": torch.__version__,
+        "check": check,
+        "runs": rows,
+        "gpufit_published": GPUFIT_PUBLISHED,
+        "target": TARGET,
+    }
     (out / "bench_gpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"Gpufit's problem on {name} (torch {torch.__version__}), tolerance 1e-4, at most 10 iterations:", "",
-             "| fits | dtype | fits/s | vs Gpufit's 3.0M/s | vs target 10M/s |", "|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['fits']:,} | {r['dtype']} | {r['fits_per_second']:,.0f} | "
-              f"{r['fits_per_second'] / GPUFIT_PUBLISHED:.2f}x | {r['fits_per_second'] / TARGET:.2f}x |" for r in rows]
-    lines += ["", f"Device against CPU on {check['fits']:,} fits (float64, tight tolerance): largest relative difference "
-              f"{check['largest_relative_difference']}, same statuses: {check['same_status']}."]
+    lines = [
+        f"Gpufit's problem on {name} (torch {torch.__version__}), tolerance 1e-4, at most 10 iterations:",
+        "",
+        "| fits | dtype | fits/s | vs Gpufit's 3.0M/s | vs target 10M/s |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['fits']:,} | {r['dtype']} | {r['fits_per_second']:,.0f} | "
+        f"{r['fits_per_second'] / GPUFIT_PUBLISHED:.2f}x | {r['fits_per_second'] / TARGET:.2f}x |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Device against CPU on {check['fits']:,} fits (float64, tight tolerance): largest relative difference "
+        f"{check['largest_relative_difference']}, same statuses: {check['same_status']}.",
+    ]
     (out / "bench_gpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

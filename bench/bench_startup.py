@@ -85,8 +85,9 @@ def first_fit_many(work: str) -> dict[str, float]:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
     out = {}
     for name, backend in (("cold cache (auto)", "auto"), ("warm cache (auto)", "auto"), ("torch backend", "torch")):
-        proc = subprocess.run([sys.executable, "-c", FIT_MANY, backend], cwd=work, env=env, capture_output=True,
-                              text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", FIT_MANY, backend], cwd=work, env=env, capture_output=True, text=True, check=True
+        )
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
     return out
 
@@ -104,29 +105,37 @@ def main() -> None:
     lines = [
         f"### Start-up and the first fit_many on a machine ({datetime.date.today()})",
         "",
-        (f"Command: `.venv/bin/python bench/bench_startup.py --runs {args.runs}` ({args.runs} alternating runs of "
-         f"each command, medians; whole processes). Machine: {machine()}."),
+        (
+            f"Command: `.venv/bin/python bench/bench_startup.py --runs {args.runs}` ({args.runs} alternating runs of "
+            f"each command, medians; whole processes). Machine: {machine()}."
+        ),
         "",
         "| command | wall time (s) | vs `import torch` |",
         "|---|---:|---:|",
         *(f"| `{name}` | {s:.2f} | {s / torch_s:.2f}x |" for name, s in med.items()),
         "",
-        ("Targets: help, version and refused options well under 0.5 s (torch, matplotlib, pyarrow and numba are "
-         "imported only where used); `gradfit fit` of the seed data at most 1.3x `import torch`: "
-         f"**{med['gradfit fit seed.csv --model quadratic'] / torch_s:.2f}x**."),
+        (
+            "Targets: help, version and refused options well under 0.5 s (torch, matplotlib, pyarrow and numba are "
+            "imported only where used); `gradfit fit` of the seed data at most 1.3x `import torch`: "
+            f"**{med['gradfit fit seed.csv --model quadratic'] / torch_s:.2f}x**."
+        ),
         "",
-        ("The first `fit_many(\"gaussian\", x, Y)` of 2,000 peaks of 50 points, the call alone timed in a fresh "
-         "process (importing torch, and numba where it runs, inside it: `import gradfit` loads neither): "
-         "with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
-         "background process for later fits), then with it filled (a later process: compiled), and with "
-         "`backend=\"torch\"` for reference."),
+        (
+            'The first `fit_many("gaussian", x, Y)` of 2,000 peaks of 50 points, the call alone timed in a fresh '
+            "process (importing torch, and numba where it runs, inside it: `import gradfit` loads neither): "
+            "with numba's cache empty (a fresh machine: `auto` fits with torch and compiles the solver in a "
+            "background process for later fits), then with it filled (a later process: compiled), and with "
+            '`backend="torch"` for reference.'
+        ),
         "",
         "| first fit_many in a process | seconds |",
         "|---|---:|",
         *(f"| {name} | {s:.2f} |" for name, s in first.items()),
         "",
-        (f"Target: cold at most 3x warm + 1 s = {3 * first['warm cache (auto)'] + 1:.2f} s: "
-         f"**{first['cold cache (auto)']:.2f} s**."),
+        (
+            f"Target: cold at most 3x warm + 1 s = {3 * first['warm cache (auto)'] + 1:.2f} s: "
+            f"**{first['cold cache (auto)']:.2f} s**."
+        ),
     ]
     print("\n".join(lines))
     if not args.no_write:

@@ -105,8 +105,10 @@ def main() -> None:
             if "batches of " in msg:
                 batch = int(msg.split("batches of ")[1].split(" ")[0].replace(",", ""))
             reads.append(run(READ, path, batch or 1 << 18))
-            print(f"fit {fits[-1]['seconds']:.1f} s ({fits[-1]['rows_read'] / args.rows:.0f} passes), "
-                  f"read {reads[-1]['seconds']:.1f} s")
+            print(
+                f"fit {fits[-1]['seconds']:.1f} s ({fits[-1]['rows_read'] / args.rows:.0f} passes), "
+                f"read {reads[-1]['seconds']:.1f} s"
+            )
         size = path.stat().st_size
 
     read_s = statistics.median(r["seconds"] for r in reads)

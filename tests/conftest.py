@@ -57,8 +57,14 @@ def make_file(folder, name: str, data):
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make test` (Playwright's own download needs the network)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,14 @@ def seed_problem():
     import gradfit
 
     x, y = gradfit.seed_data()
-    return {"name": "seed quadratic", "f": "quadratic", "x": x.double().numpy(), "y": y.double().numpy(),
-            "true": None, "p0": None}
+    return {
+        "name": "seed quadratic",
+        "f": "quadratic",
+        "x": x.double().numpy(),
+        "y": y.double().numpy(),
+        "true": None,
+        "p0": None,
+    }
 
 
 PROBLEMS = [

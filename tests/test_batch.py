@@ -28,7 +28,7 @@ GAUSS = "a*exp(-(x - m)**2/(2*s**2)) + c"
 
 def _peaks(b=60, n=50):
     x = np.linspace(-5, 5, n)
-    true = np.stack([RNG.uniform(2, 4, b), RNG.uniform(-1, 1, b), RNG.uniform(0.5, 1.5, b), RNG.uniform(0, .5, b)], 1)
+    true = np.stack([RNG.uniform(2, 4, b), RNG.uniform(-1, 1, b), RNG.uniform(0.5, 1.5, b), RNG.uniform(0, 0.5, b)], 1)
     model = gradfit.get_model(GAUSS)
     y = model(torch.tensor(x), torch.tensor(true)).numpy() + 0.05 * RNG.normal(size=(b, n))
     return x, y, true * RNG.uniform(0.9, 1.1, size=true.shape)
@@ -147,21 +147,24 @@ def test_tables():
     assert table.num_rows == 5 and table.column("status").to_pylist() == ["converged"] * 5
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    ({"method": "bfgs"}, OptionError, "Unknown method 'bfgs' for fit_many. Choose one of: auto, linear, lm, gd"),
-    ({"method": "lm", "learning_rate": 0.1}, OptionError, "Method 'lm' takes no learning rate"),
-    ({"method": "linear", "model": GAUSS}, ModelError, "needs a model linear in its parameters"),
-    ({"Y": np.zeros(15)}, DataError, r"`Y` must be \(curves, points\)"),
-    ({"x": np.arange(14.0)}, DataError, r"`x` must be shared, shape \(15,\)"),
-    ({"p0": [1.0, 2.0]}, ModelError, r"p0 must be \(3,\) for every curve"),
-    ({"p0": [1.0, math.nan, 2.0]}, ModelError, "p0 must be finite"),
-    ({"mask": np.ones((2, 2), bool)}, DataError, r"`mask` must be \(4, 15\)"),
-    ({"sigma": -np.ones(15)}, DataError, "`sigma` must be finite and > 0"),
-    ({"max_steps": 0}, OptionError, "max_steps must be a whole number >= 1"),
-    ({"device": "tpu"}, OptionError, "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
-    ({"device": "cuda"}, OptionError, "device='cuda' needs a CUDA GPU, and this machine has none"),
-    ({"Y": np.zeros((4, 15)) + 1j}, DataError, "`Y` holds complex numbers"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"method": "bfgs"}, OptionError, "Unknown method 'bfgs' for fit_many. Choose one of: auto, linear, lm, gd"),
+        ({"method": "lm", "learning_rate": 0.1}, OptionError, "Method 'lm' takes no learning rate"),
+        ({"method": "linear", "model": GAUSS}, ModelError, "needs a model linear in its parameters"),
+        ({"Y": np.zeros(15)}, DataError, r"`Y` must be \(curves, points\)"),
+        ({"x": np.arange(14.0)}, DataError, r"`x` must be shared, shape \(15,\)"),
+        ({"p0": [1.0, 2.0]}, ModelError, r"p0 must be \(3,\) for every curve"),
+        ({"p0": [1.0, math.nan, 2.0]}, ModelError, "p0 must be finite"),
+        ({"mask": np.ones((2, 2), bool)}, DataError, r"`mask` must be \(4, 15\)"),
+        ({"sigma": -np.ones(15)}, DataError, "`sigma` must be finite and > 0"),
+        ({"max_steps": 0}, OptionError, "max_steps must be a whole number >= 1"),
+        ({"device": "tpu"}, OptionError, "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
+        ({"device": "cuda"}, OptionError, "device='cuda' needs a CUDA GPU, and this machine has none"),
+        ({"Y": np.zeros((4, 15)) + 1j}, DataError, "`Y` holds complex numbers"),
+    ],
+)
 def test_bad_input(kwargs, error, match, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on the CPU machines the tests run on
     x, y = _quadratics(b=4)
@@ -265,8 +268,11 @@ def test_one_rule_for_a_parameter_the_data_do_not_determine(backend):
     y = 2.0 * np.exp(0.7 * x) * (1 + 0.01 * np.cos(5 * x))
     p0 = [1.0, 0.5, 0.2]
     many = fit_many(model, x, np.stack([y, 2 * y]), p0=p0, backend=backend)
-    with pytest.warns(gradfit.ConvergenceWarning, match=r"do not determine a, c \(Jacobian rank 2 < 3\): their "
-                                                        r"standard errors are infinite"):
+    with pytest.warns(
+        gradfit.ConvergenceWarning,
+        match=r"do not determine a, c \(Jacobian rank 2 < 3\): their "
+        r"standard errors are infinite",
+    ):
         one = gradfit.fit(model, x, y, p0=p0, method="lm")
     assert list(many.status) == ["singular", "singular"] and not one.converged
     assert one.undetermined == ("a", "c") and "Ended where the data do not determine every parameter" in one.message

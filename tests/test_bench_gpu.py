@@ -9,8 +9,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_gpu_benchmark_runs_dry_on_the_cpu(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "--device", "cpu", "--sizes", "800",
-                           "--check", "100", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_gpu.py"),
+            "--device",
+            "cpu",
+            "--sizes",
+            "800",
+            "--check",
+            "100",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "bench_gpu.json").read_text())
     assert [r["dtype"] for r in report["runs"]] == ["float64", "float32"]

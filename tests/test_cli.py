@@ -22,14 +22,15 @@ def test_demo_prints_the_articles_lines_and_writes_files(capsys, tmp_path, golde
     rmse_lines = lines[1:21]
     # printed exactly as the article's print("RMSE:", loss.item() ** 0.5)
     assert rmse_lines == [f"RMSE: {v}" for v in golden["rmse"]]
-    assert all(rel_diff(float(l.split()[1]), v) <= GOLDEN_RTOL for l, v in zip(rmse_lines, golden["rmse"]))
+    assert all(rel_diff(float(line.split()[1]), v) <= GOLDEN_RTOL for line, v in zip(rmse_lines, golden["rmse"]))
     assert "Least-squares optimum: a=0.901441  b=-5.45968  c=10.6405  RMSE 0.5774" in out
     assert sorted(p.name for p in out_dir.iterdir()) == ["data.png", "history.csv", "run1.png", "run2.png"]
 
 
 def test_demo_options(capsys, tmp_path):
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--rounds", "1", "--steps-per-round", "4",
-                       "--lr", "2e-5", "--seed", "3")
+    code, out, _ = run(
+        capsys, "demo", "--out", str(tmp_path), "--rounds", "1", "--steps-per-round", "4", "--lr", "2e-5", "--seed", "3"
+    )
     assert code == 0
     assert sum(line.startswith("RMSE: ") for line in out.splitlines()) == 4
     assert (tmp_path / "run1.png").exists() and not (tmp_path / "run2.png").exists()
@@ -48,7 +49,9 @@ def test_version(capsys):
 
 
 def test_no_command_shows_help_and_fails(capsys):
-    code, out, _ = run(capsys, )
+    code, out, _ = run(
+        capsys,
+    )
     assert code == 2 and "demo" in out
 
 
@@ -61,18 +64,21 @@ def _assert_one_line_error(code, out, err, *fragments):
         assert fragment in err
 
 
-@pytest.mark.parametrize("option,value,fragment", [
-    ("--steps-per-round", "0", "argument --steps-per-round: must be a whole number >= 1, got '0'"),
-    ("--steps-per-round", "-3", "argument --steps-per-round: must be a whole number >= 1, got '-3'"),
-    ("--steps-per-round", "ten", "argument --steps-per-round: must be a whole number >= 1"),
-    ("--rounds", "0", "argument --rounds: must be a whole number >= 1"),
-    ("--learning-rate", "0", "argument --learning-rate/--lr: must be a positive finite number"),
-    ("--learning-rate=-1e-4", None, "argument --learning-rate/--lr: must be a positive finite number"),
-    ("--learning-rate", "nan", "argument --learning-rate/--lr: must be a positive finite number"),
-    ("--learning-rate", "inf", "argument --learning-rate/--lr: must be a positive finite number"),
-    ("--lr", "fast", "argument --learning-rate/--lr: must be a positive finite number"),
-    ("--seed", "-1", "argument --seed: must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "option,value,fragment",
+    [
+        ("--steps-per-round", "0", "argument --steps-per-round: must be a whole number >= 1, got '0'"),
+        ("--steps-per-round", "-3", "argument --steps-per-round: must be a whole number >= 1, got '-3'"),
+        ("--steps-per-round", "ten", "argument --steps-per-round: must be a whole number >= 1"),
+        ("--rounds", "0", "argument --rounds: must be a whole number >= 1"),
+        ("--learning-rate", "0", "argument --learning-rate/--lr: must be a positive finite number"),
+        ("--learning-rate=-1e-4", None, "argument --learning-rate/--lr: must be a positive finite number"),
+        ("--learning-rate", "nan", "argument --learning-rate/--lr: must be a positive finite number"),
+        ("--learning-rate", "inf", "argument --learning-rate/--lr: must be a positive finite number"),
+        ("--lr", "fast", "argument --learning-rate/--lr: must be a positive finite number"),
+        ("--seed", "-1", "argument --seed: must be a whole number"),
+    ],
+)
 def test_bad_numbers_are_one_line_errors(capsys, tmp_path, option, value, fragment):
     out_dir = tmp_path / "out"
     code, out, err = run(capsys, "demo", "--out", str(out_dir), option, *([value] if value else []))
@@ -117,16 +123,22 @@ def test_traceback_flag_shows_the_stack(tmp_path):
 
 
 def test_python_dash_m_runs_the_demo(tmp_path, golden):
-    done = subprocess.run([sys.executable, "-m", "gradfit", "demo", "--out", str(tmp_path / "d")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gradfit", "demo", "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert f"RMSE: {golden['rmse'][-1]}" in done.stdout.splitlines()
 
 
 def test_console_script_is_installed():
-    gradfit_exe = subprocess.run([sys.executable, "-c", "import shutil,sys,os;"
-                                  "print(os.path.join(os.path.dirname(sys.executable),'gradfit'))"],
-                                 capture_output=True, text=True).stdout.strip()
+    gradfit_exe = subprocess.run(
+        [sys.executable, "-c", "import shutil,sys,os;print(os.path.join(os.path.dirname(sys.executable),'gradfit'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     done = subprocess.run([gradfit_exe, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "demo" in done.stdout
 
@@ -134,8 +146,16 @@ def test_console_script_is_installed():
 def test_demo_animate_and_compare_learning_rates(capsys, tmp_path):
     from PIL import Image
 
-    code, out, err = run(capsys, "demo", "--out", str(tmp_path), "--animate", str(tmp_path / "demo.gif"),
-                         "--compare-lr", "1e-5,1e-4,1e-3")
+    code, out, err = run(
+        capsys,
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--animate",
+        str(tmp_path / "demo.gif"),
+        "--compare-lr",
+        "1e-5,1e-4,1e-3",
+    )
     assert code == 0, err
     assert "learning rate 0.001: diverged at step 15" in out
     assert "learning rate 1e-05: RMSE" in out
@@ -154,24 +174,37 @@ def test_compare_lr_refuses_bad_rates(capsys, tmp_path):
 HEAVY = ("torch", "matplotlib", "pyarrow", "numba", "dask", "pandas", "scipy")
 
 
-@pytest.mark.parametrize("argv, code", [
-    (["--help"], 0), (["--version"], 0), (["fit", "--help"], 0), (["fit-many", "--help"], 0), (["demo", "--help"], 0),
-    (["fit", "data.csv", "--lr", "-1"], 2), (["fit", "data.csv", "--method", "adamm"], 2),
-    (["fit", "data.csv", "--json", "/nonexistent/out.json"], 2), (["demo", "--steps-per-round", "0"], 2),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["fit", "--help"], 0),
+        (["fit-many", "--help"], 0),
+        (["demo", "--help"], 0),
+        (["fit", "data.csv", "--lr", "-1"], 2),
+        (["fit", "data.csv", "--method", "adamm"], 2),
+        (["fit", "data.csv", "--json", "/nonexistent/out.json"], 2),
+        (["demo", "--steps-per-round", "0"], 2),
+    ],
+)
 def test_help_version_and_refused_options_import_nothing_heavy(argv, code):
     """They answer in a blink: torch, matplotlib, pyarrow, numba, dask are imported only where used."""
-    script = (f"import sys; from gradfit.cli import main; code = main({argv!r}); "
-              f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules); print(code, heavy, file=sys.stderr)")
+    script = (
+        f"import sys; from gradfit.cli import main; code = main({argv!r}); "
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules); print(code, heavy, file=sys.stderr)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stderr.strip().splitlines()[-1] == f"{code} []"
 
 
 def test_import_gradfit_is_light_and_every_public_name_resolves():
-    script = ("import sys, gradfit; assert 'torch' not in sys.modules, 'torch'; "
-              "missing = [n for n in gradfit.__all__ if getattr(gradfit, n, None) is None]; "
-              "assert not missing, missing; assert callable(gradfit.demo) and callable(gradfit.fit); "
-              "assert gradfit.demo is sys.modules['gradfit.demo'].demo")
+    script = (
+        "import sys, gradfit; assert 'torch' not in sys.modules, 'torch'; "
+        "missing = [n for n in gradfit.__all__ if getattr(gradfit, n, None) is None]; "
+        "assert not missing, missing; assert callable(gradfit.demo) and callable(gradfit.fit); "
+        "assert gradfit.demo is sys.modules['gradfit.demo'].demo"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
@@ -180,8 +213,9 @@ def test_a_closed_pipe_ends_quietly(argv, tmp_path, golden):
     """`gradfit models | head`: the reader goes away; no traceback, the status of a process stopped by SIGPIPE
     (or 0 when everything was written before it went)."""
     (tmp_path / "seed.csv").write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in zip(golden["X"], golden["Y"])))
-    proc = subprocess.Popen([sys.executable, "-m", "gradfit", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradfit", *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 141)

@@ -29,8 +29,9 @@ def long_parquet(tmp_path):
 def test_fit_many_writes_one_row_per_curve(capsys, tmp_path, long_parquet):
     path, table = long_parquet
     out = tmp_path / "res.parquet"
-    code = main(["fit-many", str(path), "--group", "cell", "--x", "t", "--y", "v", "--model", "quadratic",
-                 "--out", str(out)])
+    code = main(
+        ["fit-many", str(path), "--group", "cell", "--x", "t", "--y", "v", "--model", "quadratic", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "Fitted 30 curves of quadratic by linear: 30 converged" in printed
     result = pq.read_table(out).to_pandas().set_index("cell")
@@ -55,7 +56,9 @@ def test_fit_many_errors(capsys, tmp_path, long_parquet):
     code = main(["fit-many", str(path), "--group", "cell", "--backend", "numba", "--out", str(tmp_path / "r.parquet")])
     err = capsys.readouterr().err
     assert code == 2 and "Unknown backend 'numba' for fit_many. Choose one of: auto, compiled, torch." in err
-    code = main(["fit-many", str(path), "--group", "cell", "--backend", "compiled", "--out", str(tmp_path / "r.parquet")])
+    code = main(
+        ["fit-many", str(path), "--group", "cell", "--backend", "compiled", "--out", str(tmp_path / "r.parquet")]
+    )
     err = capsys.readouterr().err  # a polynomial's 'auto' is the exact linear solve, which is not LM
     assert code == 2 and "backend='compiled' cannot run this fit: it runs only method 'lm'" in err
     assert not (tmp_path / "r.parquet").exists()
@@ -65,12 +68,31 @@ def test_fit_many_errors(capsys, tmp_path, long_parquet):
 def test_fit_many_by_lm_on_either_backend(capsys, tmp_path, long_parquet, backend):
     path, table = long_parquet
     out = tmp_path / "res.parquet"
-    code = main(["fit-many", str(path), "--group", "cell", "--x", "t", "--y", "v", "--model", "a*t**2 + b*t + c",
-                 "--method", "lm", "--backend", backend, "--out", str(out)])
+    code = main(
+        [
+            "fit-many",
+            str(path),
+            "--group",
+            "cell",
+            "--x",
+            "t",
+            "--y",
+            "v",
+            "--model",
+            "a*t**2 + b*t + c",
+            "--method",
+            "lm",
+            "--backend",
+            backend,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "30 converged" in capsys.readouterr().out
     result = pq.read_table(out).to_pandas().set_index("cell")
     frame = table.to_pandas()
     for cell in ("cell00", "cell03", "cell07"):
         rows = frame[frame.cell == cell]
-        np.testing.assert_allclose(result.loc[cell, ["a", "b", "c"]].to_numpy(float), np.polyfit(rows.t, rows.v, 2),
-                                   rtol=1e-8)
+        np.testing.assert_allclose(
+            result.loc[cell, ["a", "b", "c"]].to_numpy(float), np.polyfit(rows.t, rows.v, 2), rtol=1e-8
+        )

@@ -26,8 +26,25 @@ def test_fit_prints_the_report_and_writes_json_and_history(capsys, tmp_path, see
 
 
 def test_fit_options_reach_the_solver(capsys, tmp_path, seed_csv):
-    code, out, _ = run(capsys, "fit", seed_csv, "--model", "poly2", "--method", "gd", "--lr", "0.5",
-                       "--max-steps", "3000", "--tol", "1e-14", "--p0", "1,2,3", "--json", tmp_path / "r.json")
+    code, out, _ = run(
+        capsys,
+        "fit",
+        seed_csv,
+        "--model",
+        "poly2",
+        "--method",
+        "gd",
+        "--lr",
+        "0.5",
+        "--max-steps",
+        "3000",
+        "--tol",
+        "1e-14",
+        "--p0",
+        "1,2,3",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["method"] == "gd" and list(result["params"]) == ["c2", "c1", "c0"]
@@ -37,8 +54,21 @@ def test_p0_by_name_and_columns_by_name(capsys, tmp_path):
     path = tmp_path / "d.csv"
     x = np.linspace(0, 4, 20)
     path.write_text("noise,t,v\n" + "".join(f"0,{a},{3 * a - 1}\n" for a in x))
-    code, out, _ = run(capsys, "fit", path, "--x", "t", "--y", "v", "--model", "linear",
-                       "--p0", "slope=1,intercept=0", "--json", tmp_path / "r.json")
+    code, out, _ = run(
+        capsys,
+        "fit",
+        path,
+        "--x",
+        "t",
+        "--y",
+        "v",
+        "--model",
+        "linear",
+        "--p0",
+        "slope=1,intercept=0",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0
     params = json.loads((tmp_path / "r.json").read_text())["params"]
     assert params == pytest.approx({"slope": 3.0, "intercept": -1.0}, abs=1e-10)
@@ -48,12 +78,14 @@ def test_sigma_column_and_parquet(capsys, tmp_path):
     x = np.linspace(0, 1, 30)
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"x": x, "y": 2 * x + 1 + 0.01 * np.cos(30 * x), "s": np.full(30, 0.01)}), path)
-    code, out, err = run(capsys, "fit", path, "--model", "linear", "--sigma", "s", "--absolute-sigma",
-                         "--json", tmp_path / "r.json")
+    code, out, err = run(
+        capsys, "fit", path, "--model", "linear", "--sigma", "s", "--absolute-sigma", "--json", tmp_path / "r.json"
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
-    reference = gradfit.fit("linear", x, 2 * x + 1 + 0.01 * np.cos(30 * x), sigma=np.full(30, 0.01),
-                            absolute_sigma=True)
+    reference = gradfit.fit(
+        "linear", x, 2 * x + 1 + 0.01 * np.cos(30 * x), sigma=np.full(30, 0.01), absolute_sigma=True
+    )
     assert result["stderr"] == pytest.approx(reference.stderr, rel=1e-12)
 
 
@@ -63,8 +95,7 @@ def test_quiet_prints_nothing(capsys, seed_csv):
 
 
 def test_not_converging_warns_and_exits_3_with_results_written(capsys, tmp_path, seed_csv):
-    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--max-steps", "3",
-                         "--json", tmp_path / "r.json")
+    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--max-steps", "3", "--json", tmp_path / "r.json")
     assert code == 3
     assert err.startswith("gradfit fit: warning: The fit did not converge in 3 steps")
     assert json.loads((tmp_path / "r.json").read_text())["converged"] is False
@@ -96,16 +127,19 @@ def _one_line_error(code, out, err, *fragments):
         assert fragment in err, err
 
 
-@pytest.mark.parametrize("make,fragment", [
-    (lambda p: p / "missing.csv", "does not exist"),
-    (lambda p: p, "is a folder"),
-    (lambda p: make_file(p, "bin.csv", b"\x00\x01\x02"), "binary file"),
-    (lambda p: make_file(p, "empty.csv", b""), "is empty"),
-    (lambda p: make_file(p, "header.csv", b"x,y\n"), "header but no rows"),
-    (lambda p: make_file(p, "cell.csv", b"x,y\n1,2\n2,two\n3,4\n"), "not a number at line 3: 'two'"),
-    (lambda p: make_file(p, "inf.csv", b"x,y\n1,2\n2,inf\n3,4\n"), "NaN or inf at line 3"),
-    (lambda p: make_file(p, "short.csv", b"x,y\n1,2\n2,3\n"), "2 points are too few to fit 3 parameters"),
-])
+@pytest.mark.parametrize(
+    "make,fragment",
+    [
+        (lambda p: p / "missing.csv", "does not exist"),
+        (lambda p: p, "is a folder"),
+        (lambda p: make_file(p, "bin.csv", b"\x00\x01\x02"), "binary file"),
+        (lambda p: make_file(p, "empty.csv", b""), "is empty"),
+        (lambda p: make_file(p, "header.csv", b"x,y\n"), "header but no rows"),
+        (lambda p: make_file(p, "cell.csv", b"x,y\n1,2\n2,two\n3,4\n"), "not a number at line 3: 'two'"),
+        (lambda p: make_file(p, "inf.csv", b"x,y\n1,2\n2,inf\n3,4\n"), "NaN or inf at line 3"),
+        (lambda p: make_file(p, "short.csv", b"x,y\n1,2\n2,3\n"), "2 points are too few to fit 3 parameters"),
+    ],
+)
 def test_bad_data_files(capsys, tmp_path, make, fragment):
     json_out = tmp_path / "r.json"
     code, out, err = run(capsys, "fit", make(tmp_path), "--json", json_out)
@@ -113,25 +147,28 @@ def test_bad_data_files(capsys, tmp_path, make, fragment):
     assert not json_out.exists()
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--x", "nope"], "Unknown x column 'nope'"),
-    (["--method", "adamm"], "Unknown optimizer 'adamm'. Choose one of: adam, auto, gd"),
-    (["--method", "gd", "--learning-rate", "0"], "argument --learning-rate/--lr: must be a positive finite"),
-    (["--method", "gd", "--lr=-1"], "argument --learning-rate/--lr: must be a positive finite"),
-    (["--method", "gd", "--lr", "inf"], "argument --learning-rate/--lr: must be a positive finite"),
-    (["--lr", "0.1"], "Method 'auto' takes no learning rate"),
-    (["--method", "lm", "--lr", "0.1"], "Method 'lm' takes no learning rate"),
-    (["--max-steps", "0"], "argument --max-steps: must be a whole number >= 1"),
-    (["--max-steps=-2"], "argument --max-steps: must be a whole number >= 1"),
-    (["--tol=-1"], "argument --tol: must be a finite number >= 0"),
-    (["--p0", "a=1,d=2,c=3"], "p0 names unknown parameter 'd'"),
-    (["--p0", "1,2"], "p0 has 2 values but the model has 3 parameters"),
-    (["--p0", "1,nan,3"], "p0 must be finite, but b is nan"),
-    (["--p0", "a=1,2,3"], "give all values by name"),
-    (["--p0", "1,x,3"], "values must be numbers"),
-    (["--model", "cubic"], "Unknown model 'cubic'"),
-    (["--nan-policy", "drop"], "argument --nan-policy: invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--x", "nope"], "Unknown x column 'nope'"),
+        (["--method", "adamm"], "Unknown optimizer 'adamm'. Choose one of: adam, auto, gd"),
+        (["--method", "gd", "--learning-rate", "0"], "argument --learning-rate/--lr: must be a positive finite"),
+        (["--method", "gd", "--lr=-1"], "argument --learning-rate/--lr: must be a positive finite"),
+        (["--method", "gd", "--lr", "inf"], "argument --learning-rate/--lr: must be a positive finite"),
+        (["--lr", "0.1"], "Method 'auto' takes no learning rate"),
+        (["--method", "lm", "--lr", "0.1"], "Method 'lm' takes no learning rate"),
+        (["--max-steps", "0"], "argument --max-steps: must be a whole number >= 1"),
+        (["--max-steps=-2"], "argument --max-steps: must be a whole number >= 1"),
+        (["--tol=-1"], "argument --tol: must be a finite number >= 0"),
+        (["--p0", "a=1,d=2,c=3"], "p0 names unknown parameter 'd'"),
+        (["--p0", "1,2"], "p0 has 2 values but the model has 3 parameters"),
+        (["--p0", "1,nan,3"], "p0 must be finite, but b is nan"),
+        (["--p0", "a=1,2,3"], "give all values by name"),
+        (["--p0", "1,x,3"], "values must be numbers"),
+        (["--model", "cubic"], "Unknown model 'cubic'"),
+        (["--nan-policy", "drop"], "argument --nan-policy: invalid choice"),
+    ],
+)
 def test_bad_options(capsys, tmp_path, seed_csv, args, fragment):
     json_out = tmp_path / "r.json"
     code, out, err = run(capsys, "fit", seed_csv, "--json", json_out, *args)
@@ -148,8 +185,7 @@ def test_output_paths_are_checked_before_fitting(capsys, tmp_path, seed_csv):
 
 def test_divergence_is_one_line_and_writes_nothing(capsys, tmp_path, seed_csv):
     json_out = tmp_path / "r.json"
-    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--no-scale", "--lr", "1",
-                         "--json", json_out)
+    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--no-scale", "--lr", "1", "--json", json_out)
     _one_line_error(code, out, err, "diverged", "Try a smaller learning rate")
     assert not json_out.exists()
 
@@ -177,6 +213,7 @@ def test_progress_bar_only_at_a_terminal_and_not_when_quiet(capsys, monkeypatch,
 
 # --- models: expressions, the library, bounds and fixed values on the command line ------------
 
+
 @pytest.fixture
 def sine_csv(tmp_path):
     t = np.linspace(0, 10, 80)
@@ -186,23 +223,64 @@ def sine_csv(tmp_path):
 
 
 def test_an_expression_in_a_named_variable(capsys, tmp_path, sine_csv):
-    code, out, err = run(capsys, "fit", sine_csv, "--x", "t", "--y", "v", "--model", "A*sin(w*t+p)",
-                         "--p0", "A=1.8,w=1.45,p=0.2", "--json", tmp_path / "r.json")
+    code, out, err = run(
+        capsys,
+        "fit",
+        sine_csv,
+        "--x",
+        "t",
+        "--y",
+        "v",
+        "--model",
+        "A*sin(w*t+p)",
+        "--p0",
+        "A=1.8,w=1.45,p=0.2",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     params = json.loads((tmp_path / "r.json").read_text())["params"]
     assert params == pytest.approx({"A": 2.0, "w": 1.5, "p": 0.3}, rel=1e-2)
 
 
 def test_params_orders_an_expressions_parameters(capsys, tmp_path, sine_csv):
-    code, _, err = run(capsys, "fit", sine_csv, "--x", "t", "--y", "v", "--model", "A*sin(w*t+p)",
-                       "--params", "p,w,A", "--p0", "0.2,1.45,1.8", "--json", tmp_path / "r.json")
+    code, _, err = run(
+        capsys,
+        "fit",
+        sine_csv,
+        "--x",
+        "t",
+        "--y",
+        "v",
+        "--model",
+        "A*sin(w*t+p)",
+        "--params",
+        "p,w,A",
+        "--p0",
+        "0.2,1.45,1.8",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     assert list(json.loads((tmp_path / "r.json").read_text())["params"]) == ["p", "w", "A"]
 
 
 def test_builtin_without_p0_with_bound_and_fix(capsys, tmp_path, sine_csv):
-    code, out, err = run(capsys, "fit", sine_csv, "--model", "sine", "--bound", "amplitude>0",
-                         "--bound", "0<frequency<1", "--fix", "phase=0.3", "--json", tmp_path / "r.json")
+    code, out, err = run(
+        capsys,
+        "fit",
+        sine_csv,
+        "--model",
+        "sine",
+        "--bound",
+        "amplitude>0",
+        "--bound",
+        "0<frequency<1",
+        "--fix",
+        "phase=0.3",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["fixed"] == {"phase": 0.3} and result["stderr"]["phase"] == 0.0
@@ -215,12 +293,14 @@ def test_two_variables(capsys, tmp_path):
     z = 5 * np.exp(-((xx - 0.3) ** 2) / (2 * 0.8**2) - ((yy - 1) ** 2) / (2 * 1.2**2)) + 0.5
     path = tmp_path / "surface.csv"
     path.write_text("x,y,z\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(xx.ravel(), yy.ravel(), z.ravel())))
-    code, _, err = run(capsys, "fit", path, "--x", "x,y", "--y", "z", "--model", "gaussian2d",
-                       "--json", tmp_path / "r.json")
+    code, _, err = run(
+        capsys, "fit", path, "--x", "x,y", "--y", "z", "--model", "gaussian2d", "--json", tmp_path / "r.json"
+    )
     assert code == 0, err
     params = json.loads((tmp_path / "r.json").read_text())["params"]
-    assert params == pytest.approx({"amplitude": 5, "x0": 0.3, "y0": 1, "sigma_x": 0.8, "sigma_y": 1.2,
-                                    "offset": 0.5}, rel=1e-6)
+    assert params == pytest.approx(
+        {"amplitude": 5, "x0": 0.3, "y0": 1, "sigma_x": 0.8, "sigma_y": 1.2, "offset": 0.5}, rel=1e-6
+    )
 
 
 def test_composite_from_the_command_line(capsys, tmp_path):
@@ -231,8 +311,9 @@ def test_composite_from_the_command_line(capsys, tmp_path):
     code, out, err = run(capsys, "fit", path, "--model", "gaussian + linear", "--json", tmp_path / "r.json")
     assert code == 0, err
     params = json.loads((tmp_path / "r.json").read_text())["params"]
-    assert params == pytest.approx({"g_amplitude": 3, "g_center": 0.5, "g_sigma": 0.8, "l_slope": 0.2,
-                                    "l_intercept": 1}, rel=1e-6)
+    assert params == pytest.approx(
+        {"g_amplitude": 3, "g_center": 0.5, "g_sigma": 0.8, "l_slope": 0.2, "l_intercept": 1}, rel=1e-6
+    )
 
 
 def test_models_lists_the_library(capsys):
@@ -243,20 +324,23 @@ def test_models_lists_the_library(capsys):
     assert "amplitude*exp(-(x - center)**2/(2*sigma**2))" in out and "(variables: x, y)" in out
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--model", "a*exp(x"], "not valid syntax at column 6"),
-    (["--model", "__import__('os').system('id')"], "cannot contain a call of anything but a known function"),
-    (["--model", "a^2*x"], "write a**2 instead of a^2"),
-    (["--model", "gausian"], "Unknown model 'gausian'"),
-    (["--bound", "b=>0"], "argument --bound: write a bound as b>0"),
-    (["--bound", "d>0"], "`bounds` names unknown parameter 'd'"),
-    (["--bound", "1<b<0"], "lower bound 1 must be below the upper bound 0"),
-    (["--fix", "c"], "argument --fix: write NAME=VALUE"),
-    (["--fix", "c=inf"], "argument --fix: write NAME=VALUE with a finite number"),
-    (["--fix", "a=1,b=1,c=1"], "Every parameter is fixed"),
-    (["--params", "a,b"], "`params` orders the parameters of an expression"),
-    (["--x", "x,y"], "Model quadratic takes 1 variable (x), but x has 2 columns"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--model", "a*exp(x"], "not valid syntax at column 6"),
+        (["--model", "__import__('os').system('id')"], "cannot contain a call of anything but a known function"),
+        (["--model", "a^2*x"], "write a**2 instead of a^2"),
+        (["--model", "gausian"], "Unknown model 'gausian'"),
+        (["--bound", "b=>0"], "argument --bound: write a bound as b>0"),
+        (["--bound", "d>0"], "`bounds` names unknown parameter 'd'"),
+        (["--bound", "1<b<0"], "lower bound 1 must be below the upper bound 0"),
+        (["--fix", "c"], "argument --fix: write NAME=VALUE"),
+        (["--fix", "c=inf"], "argument --fix: write NAME=VALUE with a finite number"),
+        (["--fix", "a=1,b=1,c=1"], "Every parameter is fixed"),
+        (["--params", "a,b"], "`params` orders the parameters of an expression"),
+        (["--x", "x,y"], "Model quadratic takes 1 variable (x), but x has 2 columns"),
+    ],
+)
 def test_model_option_errors(capsys, tmp_path, seed_csv, args, fragment):
     json_out = tmp_path / "r.json"
     code, out, err = run(capsys, "fit", seed_csv, "--json", json_out, *args)
@@ -266,14 +350,32 @@ def test_model_option_errors(capsys, tmp_path, seed_csv, args, fragment):
 
 # --- pictures from the command line -------------------------------------------------------------
 
+
 def test_plot_animate_and_report(capsys, tmp_path, seed_csv):
     from PIL import Image
 
-    code, out, err = run(capsys, "fit", seed_csv, "--method", "gd", "--plot", tmp_path / "plots",
-                         "--animate", tmp_path / "fit.gif", "--report", tmp_path / "report.html", "--quiet")
+    code, out, err = run(
+        capsys,
+        "fit",
+        seed_csv,
+        "--method",
+        "gd",
+        "--plot",
+        tmp_path / "plots",
+        "--animate",
+        tmp_path / "fit.gif",
+        "--report",
+        tmp_path / "report.html",
+        "--quiet",
+    )
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "fit.png", "landscape.png", "loss.png", "params.png", "steps.png"]
+        "fit.png",
+        "landscape.png",
+        "loss.png",
+        "params.png",
+        "steps.png",
+    ]
     with Image.open(tmp_path / "fit.gif") as img:
         assert img.n_frames > 10
     text = (tmp_path / "report.html").read_text()
@@ -287,11 +389,14 @@ def test_a_model_of_one_parameter_skips_the_landscape_with_a_note(capsys, tmp_pa
     assert "landscape.png" not in {p.name for p in (tmp_path / "plots").iterdir()}
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--animate", "fit.avi"], "an animation is written as .gif or .mp4"),
-    (["--plot", "seed.csv"], "--plot 'seed.csv' is an existing file"),
-    (["--report", "."], "--report '.' is a folder"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--animate", "fit.avi"], "an animation is written as .gif or .mp4"),
+        (["--plot", "seed.csv"], "--plot 'seed.csv' is an existing file"),
+        (["--report", "."], "--report '.' is a folder"),
+    ],
+)
 def test_picture_option_errors(capsys, tmp_path, seed_csv, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())

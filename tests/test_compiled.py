@@ -26,8 +26,11 @@ EXPRESSIONS = [
     ("abs(a*x - 1) + arcsin(x/(10*b)) + acos(x/(12*b)) + arctan(c*x) + atan(x)", ("x",), [0.9, 1.1, 0.6]),
     ("sinh(a*x/5) + cosh(b) * tanh(x - c) + erf(a*x) - erfc(b*x) + sigmoid(c*x + a)", ("x",), [0.4, -0.3, 0.2]),
     ("a*x**3 + b*x**0.5 + c/x + d*x**-1 + x**k + x**e + (x + 2)**(a*b) + 2**3*a", ("x",), [0.5, 1.5, -0.7, 0.2, 1.3]),
-    ("amp*exp(-((x - x0)**2 + (y - y0)**2)/(2*w**2)) + arctan2(y - y0, x - x0) * k + off", ("x", "y"),
-     [5.0, 0.3, -0.2, 1.1, 0.1, 2.0]),
+    (
+        "amp*exp(-((x - x0)**2 + (y - y0)**2)/(2*w**2)) + arctan2(y - y0, x - x0) * k + off",
+        ("x", "y"),
+        [5.0, 0.3, -0.2, 1.1, 0.1, 2.0],
+    ),
     ("-a + -(b*2) + a*b/(1 + a*a)", ("x",), [0.7, 1.9]),  # one number per curve only
     ("a", ("x",), [3.0]),  # a parameter alone
 ]
@@ -45,7 +48,7 @@ def _values_and_jacobian(program, x, p, engine):
 def test_interpreter_and_machine_code_equal_torch_value_and_autograd(text, variables, p, engine):
     expression = parse(text, variables)
     n = 40
-    x = np.stack([np.linspace(0.2, 3.1, n), np.linspace(-1.3, 2.2, n)], 1)[:, :len(variables)]
+    x = np.stack([np.linspace(0.2, 3.1, n), np.linspace(-1.3, 2.2, n)], 1)[:, : len(variables)]
     value, jac = _values_and_jacobian(expression.program(), x, np.array(p), engine)
     pt = torch.tensor(p, dtype=torch.float64, requires_grad=True)
     columns = [torch.tensor(x[:, k]) for k in range(len(variables))]
@@ -64,10 +67,13 @@ def test_interpreter_and_machine_code_equal_torch_value_and_autograd(text, varia
 @pytest.mark.parametrize("engine", ["interpreter", "machine code"])
 def test_composite_and_polynomial_programs_equal_their_models(engine):
     x = np.linspace(-2, 3, 30)
-    for name, p in [("gaussian + linear", [2.0, 0.5, 0.7, 0.3, -1.0]), ("poly3", [0.5, -1.0, 2.0, 3.0]),
-                    ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4]),
-                    ("gaussian + gaussian + linear", [2.0, -0.5, 0.7, 1.0, 1.5, 0.4, 0.3, -1.0]),
-                    ("poly9", [0.01, -0.02, 0.05, 0.1, -0.3, 0.2, 0.5, -1.0, 2.0, 3.0])]:
+    for name, p in [
+        ("gaussian + linear", [2.0, 0.5, 0.7, 0.3, -1.0]),
+        ("poly3", [0.5, -1.0, 2.0, 3.0]),
+        ("exp_decay + constant", [2.0, 0.8, 0.1, 0.4]),
+        ("gaussian + gaussian + linear", [2.0, -0.5, 0.7, 1.0, 1.5, 0.4, 0.3, -1.0]),
+        ("poly9", [0.01, -0.02, 0.05, 0.1, -0.3, 0.2, 0.5, -1.0, 2.0, 3.0]),
+    ]:
         model = gradfit.get_model(name)
         value, jac = _values_and_jacobian(model.program(), x, np.array(p), engine)
         pt = torch.tensor(p, dtype=torch.float64)
@@ -80,7 +86,7 @@ def test_composite_and_polynomial_programs_equal_their_models(engine):
 @pytest.mark.parametrize("text,variables,p", EXPRESSIONS)
 def test_machine_code_computes_what_the_interpreter_computes(text, variables, p):
     program = parse(text, variables).program()
-    x = np.stack([np.linspace(0.2, 3.1, 41), np.linspace(-1.3, 2.2, 41)], 1)[:, :len(variables)]
+    x = np.stack([np.linspace(0.2, 3.1, 41), np.linspace(-1.3, 2.2, 41)], 1)[:, : len(variables)]
     value, jac = compiled.values_and_jacobian(program, x, np.array(p))
     # with the C library's functions, lane by lane: the same operations in the same order, the same bits
     out = native.evaluate(program, x, np.array(p), vector_library=False)
@@ -137,8 +143,10 @@ def test_machine_code_and_interpreter_fit_alike_and_the_interpreter_stands_in(mo
     W = RNG.uniform(0.5, 1.5, size=Z.shape)
     settings = (batch.INITIAL_DAMPING, batch.MAX_DAMPING, batch.POLISH_STEPS, batch.SINGULAR)
     p0 = true * RNG.uniform(0.9, 1.1, size=true.shape)
-    run = [compiled.fit(model.program(), xy, Z, W, p0, 100, 1e-10, False, settings, native=machine)
-           for machine in (True, False)]
+    run = [
+        compiled.fit(model.program(), xy, Z, W, p0, 100, 1e-10, False, settings, native=machine)
+        for machine in (True, False)
+    ]
     assert (run[0]["status"] == 0).all()
     for key in ("status", "n_points"):
         np.testing.assert_array_equal(run[0][key], run[1][key])
@@ -196,10 +204,12 @@ def test_weights_ragged_curves_and_x_per_curve():
     _compare(fast, slow)
     assert fast.n_points[3] == 20 and fast.n_points[7] == 15
     for absolute in (True, False):  # and a single fit of a ragged curve
-        one = gradfit.fit("exp_decay", x[3, :20], y[3, :20], sigma=sigma[3, :20], p0=[2.0, 1.0, 0.0],
-                          absolute_sigma=absolute)
-        many = batch.fit_many("exp_decay", x, y, sigma=sigma, p0=[2.0, 1.0, 0.0], absolute_sigma=absolute,
-                              backend="compiled")
+        one = gradfit.fit(
+            "exp_decay", x[3, :20], y[3, :20], sigma=sigma[3, :20], p0=[2.0, 1.0, 0.0], absolute_sigma=absolute
+        )
+        many = batch.fit_many(
+            "exp_decay", x, y, sigma=sigma, p0=[2.0, 1.0, 0.0], absolute_sigma=absolute, backend="compiled"
+        )
         np.testing.assert_allclose(many.params[3], list(one.params.values()), rtol=SAME)
         np.testing.assert_allclose(many.stderr[3], list(one.stderr.values()), rtol=1e-6)
 
@@ -247,8 +257,9 @@ def test_chunks_give_the_same_answers(starts):
     for key in ("params", "stderr", "n_steps", "status"):
         np.testing.assert_array_equal(getattr(whole, key), getattr(chunked, key))
     if starts == "per curve":  # and each curve from its own start, not its neighbour's
-        np.testing.assert_allclose(whole.params, batch.fit_many("gaussian", x, Y, p0=p0, backend="torch").params,
-                                   rtol=SAME)
+        np.testing.assert_allclose(
+            whole.params, batch.fit_many("gaussian", x, Y, p0=p0, backend="torch").params, rtol=SAME
+        )
 
 
 def test_threads_do_not_change_the_answers():
@@ -258,8 +269,10 @@ def test_threads_do_not_change_the_answers():
     Y = model(torch.tensor(x), torch.tensor(true)).numpy() + 0.05 * RNG.normal(size=(37, 50))
     program, W = model.program(), np.ones_like(Y)
     settings = (batch.INITIAL_DAMPING, batch.MAX_DAMPING, batch.POLISH_STEPS, batch.SINGULAR)
-    runs = [compiled.fit(program, x.reshape(1, -1, 1), Y, W, true, 100, 1e-12, False, settings, threads=t)
-            for t in (1, 3, 37)]
+    runs = [
+        compiled.fit(program, x.reshape(1, -1, 1), Y, W, true, 100, 1e-12, False, settings, threads=t)
+        for t in (1, 3, 37)
+    ]
     for other in runs[1:]:
         for key in runs[0]:
             np.testing.assert_array_equal(runs[0][key], other[key])
@@ -293,12 +306,15 @@ def test_one_row_of_weights_for_every_curve_equals_a_row_each():
         np.testing.assert_array_equal(getattr(shared, key)[1:], getattr(each, key)[1:])
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"model": lambda x, a, b: a * torch.exp(b * x)}, "Python function"),
-    ({"method": "adam"}, "only method 'lm'"),
-    ({"dtype": torch.float32}, "float64 only"),
-    ({"device": "cuda"}, "CPU only"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"model": lambda x, a, b: a * torch.exp(b * x)}, "Python function"),
+        ({"method": "adam"}, "only method 'lm'"),
+        ({"dtype": torch.float32}, "float64 only"),
+        ({"device": "cuda"}, "CPU only"),
+    ],
+)
 def test_backend_compiled_says_why_it_cannot_run(kwargs, match, monkeypatch):
     # as on a machine with a GPU, where 'cuda' passes the device check
     monkeypatch.setattr(batch, "check_device", lambda device: torch.device(device))
@@ -333,14 +349,24 @@ def test_answers_do_not_depend_on_the_process(tmp_path):
 
     x = np.linspace(-5, 5, 37)
     model = gradfit.get_model("gaussian + linear")
-    true = np.stack([RNG.uniform(2, 4, 300), RNG.uniform(-1, 1, 300), RNG.uniform(0.5, 1.5, 300),
-                     RNG.uniform(-0.1, 0.1, 300), RNG.uniform(0, 1, 300)], 1)
+    true = np.stack(
+        [
+            RNG.uniform(2, 4, 300),
+            RNG.uniform(-1, 1, 300),
+            RNG.uniform(0.5, 1.5, 300),
+            RNG.uniform(-0.1, 0.1, 300),
+            RNG.uniform(0, 1, 300),
+        ],
+        1,
+    )
     peak = true[:, :1] * np.exp(-((x - true[:, 1:2]) ** 2) / (2 * true[:, 2:3] ** 2))
     Y = peak + true[:, 3:4] * x + true[:, 4:] + 0.05 * RNG.normal(size=(300, 37))
     np.savez(tmp_path / "data.npz", x=x, Y=Y, p0=true)
-    script = ("import numpy as np, gradfit; d = np.load('data.npz'); "
-              "r = gradfit.fit_many('gaussian + linear', d['x'], d['Y'], p0=d['p0'], backend='compiled'); "
-              "np.savez('out.npz', params=r.params, stderr=r.stderr, steps=r.n_steps)")
+    script = (
+        "import numpy as np, gradfit; d = np.load('data.npz'); "
+        "r = gradfit.fit_many('gaussian + linear', d['x'], d['Y'], p0=d['p0'], backend='compiled'); "
+        "np.savez('out.npz', params=r.params, stderr=r.stderr, steps=r.n_steps)"
+    )
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=300)
     there = np.load(tmp_path / "out.npz")
     here = batch.fit_many(model, x, Y, p0=true, backend="compiled")
@@ -353,9 +379,11 @@ def test_small_batches_on_auto_do_not_import_numba():
     import subprocess
     import sys
 
-    script = ("import sys, numpy as np, gradfit; x = np.linspace(0, 1, 9); "
-              "r = gradfit.fit_many('exponential', x, np.exp(np.outer([1.0, 2.0], x)), p0=[1.0, 1.0]); "
-              "assert r.converged.all() and 'numba' not in sys.modules, sorted(sys.modules)")
+    script = (
+        "import sys, numpy as np, gradfit; x = np.linspace(0, 1, 9); "
+        "r = gradfit.fit_many('exponential', x, np.exp(np.outer([1.0, 2.0], x)), p0=[1.0, 1.0]); "
+        "assert r.converged.all() and 'numba' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
@@ -380,9 +408,13 @@ def test_a_first_fit_on_a_machine_says_it_compiles_the_solver(tmp_path, monkeypa
     import sys
 
     # numba's cache empty (a fresh machine): not compiled yet; nothing is compiled by asking
-    fresh = subprocess.run([sys.executable, "-c", "from gradfit.solvers import compiled; print(compiled.cached())"],
-                           env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}, capture_output=True,
-                           text=True, check=True)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from gradfit.solvers import compiled; print(compiled.cached())"],
+        env={**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert fresh.stdout.strip() == "False"
     x = np.linspace(-3, 3, 25)
     Y = np.exp(-((x - np.linspace(-1, 1, 20)[:, None]) ** 2) / 2)
@@ -410,7 +442,9 @@ from gradfit.solvers import compiled
 x = np.linspace(-5, 5, 30)
 Y = 3 * np.exp(-(x - np.linspace(-1, 1, batch.COMPILED_FROM)[:, None]) ** 2 / 2) + 0.01 * np.cos(7 * x)
 """
-    first = data + """
+    first = (
+        data
+        + """
 result = gradfit.fit_many("gaussian", x, Y)
 assert not compiled._lm_curves.signatures, "compiled in the fit's own process"
 assert compiled._background is not None, "no compile started for later fits"
@@ -422,11 +456,15 @@ for r in (result, again):
 assert compiled._background.wait(timeout=600) == 0
 print(compiled.cached())
 """
-    later = data + """
+    )
+    later = (
+        data
+        + """
 result = gradfit.fit_many("gaussian", x, Y)
 assert compiled._lm_curves.signatures and compiled._background is None  # compiled, loaded from the cache
 assert result.converged.all()
 """
+    )
     run = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "True"

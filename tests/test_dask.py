@@ -49,8 +49,12 @@ def same_curves(a: pd.DataFrame, b: pd.DataFrame):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as local,
+        distributed.Client(local) as client,
+    ):
         yield local, client
 
 
@@ -59,16 +63,53 @@ def data(tmp_path_factory):
     frame = peaks(1500)
     folder = write_parts(tmp_path_factory.mktemp("dask") / "peaks", frame, 4)
     single = tmp_path_factory.mktemp("dask") / "single.parquet"
-    assert main(["fit-many", str(folder / "*.parquet"), "--group", "cell", "--x", "t", "--y", "v", "--model",
-                 "gaussian", "--out", str(single), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit-many",
+                str(folder / "*.parquet"),
+                "--group",
+                "cell",
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--model",
+                "gaussian",
+                "--out",
+                str(single),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return frame, folder, pd.read_parquet(single)
 
 
 def test_workers_equal_a_single_process_curve_by_curve(data, tmp_path, capsys):
     _, folder, single = data
     out = tmp_path / "cluster.parquet"
-    assert main(["fit-many", str(folder), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
-                 "--out", str(out), "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "fit-many",
+                str(folder),
+                "--group",
+                "cell",
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--model",
+                "gaussian",
+                "--out",
+                str(out),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "on 2 local workers: 1500 converged" in capsys.readouterr().out
     same_curves(pd.read_parquet(out), single)
 
@@ -77,8 +118,28 @@ def test_an_existing_scheduler_gives_the_same_result(data, cluster, tmp_path):
     _, folder, single = data
     local, _ = cluster
     out = tmp_path / "scheduler.parquet"
-    assert main(["fit-many", str(folder / "part-*.parquet"), "--group", "cell", "--x", "t", "--y", "v",
-                 "--model", "gaussian", "--out", str(out), "--scheduler", local.scheduler_address, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit-many",
+                str(folder / "part-*.parquet"),
+                "--group",
+                "cell",
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--model",
+                "gaussian",
+                "--out",
+                str(out),
+                "--scheduler",
+                local.scheduler_address,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     same_curves(pd.read_parquet(out), single)
 
 
@@ -101,8 +162,9 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster):
     local, client = cluster
     frame = peaks(6000, seed=5)
     # compiled LM in the worker processes (their blocks are small, where auto would take torch)
-    lazy = gradfit.dask.fit_many(dd.from_pandas(frame, npartitions=24), "gaussian", group="cell", x="t", y="v",
-                                 backend="compiled")
+    lazy = gradfit.dask.fit_many(
+        dd.from_pandas(frame, npartitions=24), "gaussian", group="cell", x="t", y="v", backend="compiled"
+    )
     pids = client.run(os.getpid)  # worker address -> process id
     future = client.compute(lazy)
     deadline = time.monotonic() + 60
@@ -111,8 +173,9 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster):
     assert not future.done()
     os.kill(next(iter(pids.values())), signal.SIGKILL)  # one worker process dies; its nanny starts another
     result = future.result(timeout=300).sort_values("cell").reset_index(drop=True)
-    names, oracle = fit_long("gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy(),
-                             backend="compiled")
+    names, oracle = fit_long(
+        "gaussian", frame["cell"].to_numpy(), frame["t"].to_numpy(), frame["v"].to_numpy(), backend="compiled"
+    )
     expected = oracle.to_pandas()
     expected.insert(0, "cell", names)
     assert len(result) == 6000
@@ -120,16 +183,36 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster):
     client.wait_for_workers(2, timeout=60)
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--group", "well"], "Unknown group column 'well'"),
-    (["--group", "cell", "--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
-    (["--group", "cell", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--group", "well"], "Unknown group column 'well'"),
+        (["--group", "cell", "--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
+        (["--group", "cell", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(data, tmp_path, capsys, args, match):
     _, folder, _ = data
     extra = [] if "--workers" in args or "--scheduler" in args else ["--workers", "2"]
-    _refused(["fit-many", str(folder), "--x", "t", "--y", "v", "--model", "gaussian", "--out",
-              str(tmp_path / "o.parquet"), *args, *extra], tmp_path / "o.parquet", capsys, match)
+    _refused(
+        [
+            "fit-many",
+            str(folder),
+            "--x",
+            "t",
+            "--y",
+            "v",
+            "--model",
+            "gaussian",
+            "--out",
+            str(tmp_path / "o.parquet"),
+            *args,
+            *extra,
+        ],
+        tmp_path / "o.parquet",
+        capsys,
+        match,
+    )
 
 
 def _refused(argv, output, capsys, match):
@@ -204,7 +287,7 @@ def test_an_xarray_cube_on_the_cluster_equals_fit_many_in_one_process(cluster):
 
     rng = np.random.default_rng(5)
     wavelength = np.linspace(-1, 1, 20)
-    values = rng.uniform(1, 3, (12, 10, 1)) * np.exp(-(wavelength - rng.uniform(-0.3, 0.3, (12, 10, 1))) ** 2 / 0.2)
+    values = rng.uniform(1, 3, (12, 10, 1)) * np.exp(-((wavelength - rng.uniform(-0.3, 0.3, (12, 10, 1))) ** 2) / 0.2)
     values = values + rng.normal(0, 0.05, values.shape)
     data = xr.DataArray(values, dims=("y", "x", "wavelength"), coords={"wavelength": wavelength}).chunk({"y": 5})
     out = gradfit.dask.fit_many(data, "gaussian")
@@ -235,8 +318,27 @@ def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_p
     folder, x, y = one_big_file
     out = tmp_path / "fit.json"
     how = ["--workers", "2"] if where == "workers" else ["--scheduler", cluster[0].scheduler_address]
-    assert main(["fit", str(folder), "--x", "t", "--y", "v", "--method", "lm", "--json", str(out), "--quiet",
-                 "--plot", str(tmp_path / "plots"), *how]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(folder),
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--method",
+                "lm",
+                "--json",
+                str(out),
+                "--quiet",
+                "--plot",
+                str(tmp_path / "plots"),
+                *how,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "plots" / "fit.png").exists() and (tmp_path / "plots" / "landscape.png").exists()
     got = json.loads(out.read_text())
     alone = gradfit.fit("quadratic", x, y, method="lm")
@@ -247,12 +349,15 @@ def test_gradfit_fit_runs_one_huge_fit_on_a_cluster(one_big_file, cluster, tmp_p
     assert "UserWarning" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
-    (["--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
-    (["--workers", "2", "--batch-size", "100"], "--batch-size and --epochs stream one file"),
-    (["--workers", "2", "--x", "nope"], "Unknown x column 'nope'"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
+        (["--scheduler", "tcp://127.0.0.1:9"], "Cannot reach the Dask scheduler"),
+        (["--workers", "2", "--batch-size", "100"], "--batch-size and --epochs stream one file"),
+        (["--workers", "2", "--x", "nope"], "Unknown x column 'nope'"),
+    ],
+)
 def test_a_cluster_fit_refuses_in_one_line(one_big_file, tmp_path, capsys, extra, match):
     folder, _, _ = one_big_file
     _refused(["fit", str(folder), "--json", str(tmp_path / "o.json"), *extra], tmp_path / "o.json", capsys, match)
@@ -291,9 +396,32 @@ def test_a_cluster_fit_leaves_out_bad_rows_and_honours_bounds(cluster, tmp_path,
         assert on_cluster.stderr[name] == pytest.approx(alone.stderr[name], rel=1e-6, abs=1e-15), name
     folder = write_parts(tmp_path / "nan", frame, 2)
     out = tmp_path / "fit.json"
-    assert main(["fit", str(folder), "--x", "t", "--y", "v", "--method", "lm", "--nan-policy", "omit",
-                 "--bound", "c<1.9", "--fix", "a=0.8", "--scheduler", cluster[0].scheduler_address,
-                 "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(folder),
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--method",
+                "lm",
+                "--nan-policy",
+                "omit",
+                "--bound",
+                "c<1.9",
+                "--fix",
+                "a=0.8",
+                "--scheduler",
+                cluster[0].scheduler_address,
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     assert got["params"]["c"] == pytest.approx(alone.params["c"], rel=1e-9)
 
@@ -318,8 +446,27 @@ def test_integer_curve_keys_stay_integers_in_one_order_on_every_path(tmp_path, c
         for name, extra in (("one", []), ("cluster", ["--workers", "2"])):
             outs[name] = tmp_path / f"{name}.parquet"
             capfd.readouterr()
-            assert main(["fit-many", str(data), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
-                         "--out", str(outs[name]), "--quiet", *extra]) == 0
+            assert (
+                main(
+                    [
+                        "fit-many",
+                        str(data),
+                        "--group",
+                        "cell",
+                        "--x",
+                        "t",
+                        "--y",
+                        "v",
+                        "--model",
+                        "gaussian",
+                        "--out",
+                        str(outs[name]),
+                        "--quiet",
+                        *extra,
+                    ]
+                )
+                == 0
+            )
             assert capfd.readouterr().err == ""
     one, on_cluster = pd.read_parquet(outs["one"]), pd.read_parquet(outs["cluster"])
     assert one["cell"].dtype == np.int64 and on_cluster["cell"].dtype == np.int64
@@ -332,8 +479,25 @@ def test_a_dashboard_is_served_only_when_asked(tmp_path, capsys):
 
     data = tmp_path / "p.parquet"
     peaks(3).to_parquet(data, index=False)
-    code = main(["fit-many", str(data), "--group", "cell", "--x", "t", "--y", "v", "--model", "gaussian",
-                 "--out", str(tmp_path / "o.parquet"), "--workers", "1", "--dashboard"])
+    code = main(
+        [
+            "fit-many",
+            str(data),
+            "--group",
+            "cell",
+            "--x",
+            "t",
+            "--y",
+            "v",
+            "--model",
+            "gaussian",
+            "--out",
+            str(tmp_path / "o.parquet"),
+            "--workers",
+            "1",
+            "--dashboard",
+        ]
+    )
     err = capsys.readouterr().err
     if importlib.util.find_spec("bokeh") is None:  # (bokeh, which draws it, is not among gradfit's dependencies)
         assert code == 2 and "--dashboard needs bokeh" in err and len(err.strip().splitlines()) == 1

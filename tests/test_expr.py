@@ -20,21 +20,49 @@ X64 = torch.linspace(0.1, 3.0, 50, dtype=torch.float64)
 # (expression, its Python-function twin, parameter values)
 TWINS = [
     ("a*exp(-b*x) + c", lambda x, a, b, c: a * torch.exp(-b * x) + c, [5.0, 1.3, 0.5]),
-    ("amplitude*exp(-(x - center)**2/(2*sigma**2))",
-     lambda x, amplitude, center, sigma: amplitude * torch.exp(-((x - center) ** 2) / (2 * sigma**2)), [3, 1, 0.4]),
-    ("A*sin(w*x + p) + B*cos(w*x)", lambda x, A, w, p, B: A * torch.sin(w * x + p) + B * torch.cos(w * x),
-     [2, 1.5, 0.3, -0.7]),
-    ("log(a*x) + log10(x)/b - log2(x) + sqrt(c*x)",
-     lambda x, a, b, c: torch.log(a * x) + torch.log10(x) / b - torch.log2(x) + torch.sqrt(c * x), [2, 3, 4]),
-    ("abs(a - x) + tan(x/b) + arcsin(x/4)*arccos(x/5) + arctan(a*x) + asin(x/6) + acos(x/7) + atan(x)",
-     lambda x, a, b: (torch.abs(a - x) + torch.tan(x / b) + torch.asin(x / 4) * torch.acos(x / 5)
-                      + torch.atan(a * x) + torch.asin(x / 6) + torch.acos(x / 7) + torch.atan(x)), [1.5, 4.0]),
-    ("arctan2(a, x) + sinh(x/b) + cosh(x/b) + tanh(a*x)",
-     lambda x, a, b: torch.atan2(a, x) + torch.sinh(x / b) + torch.cosh(x / b) + torch.tanh(a * x), [0.5, 2.0]),
-    ("erf(a*x) + erfc(b*x) + sigmoid(x - a)",
-     lambda x, a, b: torch.special.erf(a * x) + torch.special.erfc(b * x) + torch.sigmoid(x - a), [0.7, 0.4]),
-    ("-a*x**-2 + +b*pi - e**(x/c) + 1.5e-3*x", lambda x, a, b, c: -a * x**-2 + +b * math.pi - math.e ** (x / c)
-     + 1.5e-3 * x, [1, 2, 3]),
+    (
+        "amplitude*exp(-(x - center)**2/(2*sigma**2))",
+        lambda x, amplitude, center, sigma: amplitude * torch.exp(-((x - center) ** 2) / (2 * sigma**2)),
+        [3, 1, 0.4],
+    ),
+    (
+        "A*sin(w*x + p) + B*cos(w*x)",
+        lambda x, A, w, p, B: A * torch.sin(w * x + p) + B * torch.cos(w * x),
+        [2, 1.5, 0.3, -0.7],
+    ),
+    (
+        "log(a*x) + log10(x)/b - log2(x) + sqrt(c*x)",
+        lambda x, a, b, c: torch.log(a * x) + torch.log10(x) / b - torch.log2(x) + torch.sqrt(c * x),
+        [2, 3, 4],
+    ),
+    (
+        "abs(a - x) + tan(x/b) + arcsin(x/4)*arccos(x/5) + arctan(a*x) + asin(x/6) + acos(x/7) + atan(x)",
+        lambda x, a, b: (
+            torch.abs(a - x)
+            + torch.tan(x / b)
+            + torch.asin(x / 4) * torch.acos(x / 5)
+            + torch.atan(a * x)
+            + torch.asin(x / 6)
+            + torch.acos(x / 7)
+            + torch.atan(x)
+        ),
+        [1.5, 4.0],
+    ),
+    (
+        "arctan2(a, x) + sinh(x/b) + cosh(x/b) + tanh(a*x)",
+        lambda x, a, b: torch.atan2(a, x) + torch.sinh(x / b) + torch.cosh(x / b) + torch.tanh(a * x),
+        [0.5, 2.0],
+    ),
+    (
+        "erf(a*x) + erfc(b*x) + sigmoid(x - a)",
+        lambda x, a, b: torch.special.erf(a * x) + torch.special.erfc(b * x) + torch.sigmoid(x - a),
+        [0.7, 0.4],
+    ),
+    (
+        "-a*x**-2 + +b*pi - e**(x/c) + 1.5e-3*x",
+        lambda x, a, b, c: -a * x**-2 + +b * math.pi - math.e ** (x / c) + 1.5e-3 * x,
+        [1, 2, 3],
+    ),
 ]
 
 
@@ -190,24 +218,47 @@ def _must_compile_or_refuse(text: str) -> None:
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
-       | st.text(alphabet="ax()+-*/.,e1209_ ^[]{}'\"=:<>!%@&|~`\\lambdimpotsrexc", max_size=60))
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+    | st.text(alphabet="ax()+-*/.,e1209_ ^[]{}'\"=:<>!%@&|~`\\lambdimpotsrexc", max_size=60)
+)
 def test_fuzz_random_strings(text):
     _must_compile_or_refuse(text)
 
 
-_LEAVES = st.sampled_from(["x", "a", "b", "1", "2.5", "1e-3", "pi", "e", "__x", "x.real", "'s'", "True",
-                           "None", "[1]", "{}", "...", "10**10**10", "0"])
+_LEAVES = st.sampled_from(
+    [
+        "x",
+        "a",
+        "b",
+        "1",
+        "2.5",
+        "1e-3",
+        "pi",
+        "e",
+        "__x",
+        "x.real",
+        "'s'",
+        "True",
+        "None",
+        "[1]",
+        "{}",
+        "...",
+        "10**10**10",
+        "0",
+    ]
+)
 _FUNCS = st.sampled_from(sorted(FUNCTIONS) + ["open", "eval", "getattr", "__import__"])
 _OPS = st.sampled_from(["+", "-", "*", "/", "**", "%", "//", "@", "<", "and", "if 1 else", "^", "|"])
 
 
 def _trees(children):
-    return (st.tuples(children, _OPS, children).map(lambda t: f"({t[0]} {t[1]} {t[2]})")
-            | st.tuples(st.sampled_from(["-", "+", "~", "not "]), children).map(lambda t: f"{t[0]}{t[1]}")
-            | st.tuples(_FUNCS, st.lists(children, min_size=0, max_size=3)).map(
-                lambda t: f"{t[0]}({', '.join(t[1])})")
-            | st.tuples(children, st.sampled_from([".__class__", "[0]", "(1)", ".x"])).map("".join))
+    return (
+        st.tuples(children, _OPS, children).map(lambda t: f"({t[0]} {t[1]} {t[2]})")
+        | st.tuples(st.sampled_from(["-", "+", "~", "not "]), children).map(lambda t: f"{t[0]}{t[1]}")
+        | st.tuples(_FUNCS, st.lists(children, min_size=0, max_size=3)).map(lambda t: f"{t[0]}({', '.join(t[1])})")
+        | st.tuples(children, st.sampled_from([".__class__", "[0]", "(1)", ".x"])).map("".join)
+    )
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -225,8 +276,10 @@ def test_tree_derivatives_equal_autograds(text, twin, values):
     p = torch.tensor(values, dtype=torch.float64)
     expected = torch.func.jacfwd(lambda q: twin(X64, *q))(p)  # (N, P)
     value, grads = model.expression.value_and_gradient([X64], list(p.unbind()))
-    got = torch.stack([torch.zeros_like(X64) if g is None else torch.as_tensor(g, dtype=torch.float64).expand_as(X64)
-                       for g in grads], dim=-1)
+    got = torch.stack(
+        [torch.zeros_like(X64) if g is None else torch.as_tensor(g, dtype=torch.float64).expand_as(X64) for g in grads],
+        dim=-1,
+    )
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(torch.as_tensor(value).expand_as(X64), twin(X64, *p), rtol=TWIN_RTOL, atol=0)
 

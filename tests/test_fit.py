@@ -36,8 +36,7 @@ def oracle():
     answers = {}
     for prob in PROBLEMS:
         p0 = prob["p0"] if prob["p0"] is not None else [0.0, 0.0, 0.0]
-        popt, pcov = curve_fit(_numpy_model(prob["f"]), prob["x"], prob["y"], p0=p0,
-                               ftol=1e-14, xtol=1e-14, gtol=1e-14)
+        popt, pcov = curve_fit(_numpy_model(prob["f"]), prob["x"], prob["y"], p0=p0, ftol=1e-14, xtol=1e-14, gtol=1e-14)
         answers[prob["name"]] = (popt, np.sqrt(np.diag(pcov)), pcov)
     return answers
 
@@ -71,10 +70,18 @@ def test_covariance_matches_curve_fit(oracle):
 def test_sigma_weights_like_curve_fit(absolute_sigma):
     prob = PROBLEMS[1]
     sigma = np.linspace(0.02, 0.2, len(prob["x"]))
-    popt, pcov = curve_fit(_numpy_model(prob["f"]), prob["x"], prob["y"], p0=prob["p0"], sigma=sigma,
-                           absolute_sigma=absolute_sigma, ftol=1e-14, xtol=1e-14, gtol=1e-14)
-    result = gradfit.fit(prob["f"], prob["x"], prob["y"], p0=prob["p0"], sigma=sigma,
-                         absolute_sigma=absolute_sigma)
+    popt, pcov = curve_fit(
+        _numpy_model(prob["f"]),
+        prob["x"],
+        prob["y"],
+        p0=prob["p0"],
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        ftol=1e-14,
+        xtol=1e-14,
+        gtol=1e-14,
+    )
+    result = gradfit.fit(prob["f"], prob["x"], prob["y"], p0=prob["p0"], sigma=sigma, absolute_sigma=absolute_sigma)
     np.testing.assert_allclose(list(result.params.values()), popt, rtol=PARAM_RTOL)
     np.testing.assert_allclose(result.covariance, pcov, rtol=STDERR_RTOL)
     residuals = (result.predict(prob["x"]) - prob["y"]) / sigma
@@ -122,8 +129,17 @@ def test_seed_gd_with_scaling_reaches_the_optimum_within_5000_steps(golden):
 def test_seed_gd_unscaled_from_the_articles_start_reproduces_the_article(golden):
     x, y = gradfit.seed_data()
     with pytest.warns(ConvergenceWarning, match="did not converge in 20 steps"):
-        result = gradfit.fit("quadratic", x, y, method="gd", scale=False, learning_rate=1e-4, max_steps=20,
-                             p0=golden["init_params"], dtype=torch.float32)
+        result = gradfit.fit(
+            "quadratic",
+            x,
+            y,
+            method="gd",
+            scale=False,
+            learning_rate=1e-4,
+            max_steps=20,
+            p0=golden["init_params"],
+            dtype=torch.float32,
+        )
     assert not result.converged and result.n_steps == 20
     for record, rmse, after in zip(result.history, golden["rmse"], golden["params_after_step"]):
         assert record.rmse == pytest.approx(rmse, rel=1e-9)
@@ -138,8 +154,9 @@ def test_nist_problems_are_in_this_file_correctly():
     for name, prob in NIST.items():
         x, y = np.array(prob["x"], float), np.array(prob["y"], float)
         f = _numpy_model(prob["f"])
-        fit = least_squares(lambda p: f(x, *p) - y, prob["start2"], method="lm", xtol=1e-15, ftol=1e-15,
-                            gtol=1e-15, max_nfev=10000)
+        fit = least_squares(
+            lambda p: f(x, *p) - y, prob["start2"], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=10000
+        )
         np.testing.assert_allclose(fit.x, prob["certified"], rtol=1e-6, err_msg=name)
 
 
@@ -151,7 +168,7 @@ def test_auto_reaches_certified_values_on_nist_problems(name, start):
         warnings.simplefilter("error", ConvergenceWarning)
         result = gradfit.fit(prob["f"], prob["x"], prob["y"], p0=prob[start])
     got = np.array(list(result.params.values()))
-    np.testing.assert_allclose(got, prob["certified"], rtol=10 ** -CERTIFIED_DIGITS, err_msg=name)
+    np.testing.assert_allclose(got, prob["certified"], rtol=10**-CERTIFIED_DIGITS, err_msg=name)
     assert result.converged
 
 
@@ -222,8 +239,9 @@ def test_max_steps_gives_a_convergence_warning_that_says_what_to_change():
 
 def test_the_result_says_which_rule_stopped_the_fit():
     prob = PROBLEMS[1]
-    assert "gradient fell below gtol" in gradfit.fit(exp_decay, prob["x"], prob["y"], p0=prob["p0"],
-                                                     method="gd").message
+    assert (
+        "gradient fell below gtol" in gradfit.fit(exp_decay, prob["x"], prob["y"], p0=prob["p0"], method="gd").message
+    )
     loose = gradfit.fit(exp_decay, prob["x"], prob["y"], p0=prob["p0"], method="lm", tol={"ftol": 1e-3})
     assert "loss stopped decreasing (ftol=0.001)" in loose.message
 
@@ -276,8 +294,19 @@ def test_nan_policy_omit_drops_and_reports():
 def test_report_reads_like_lmfits():
     x, y = gradfit.seed_data()
     report = gradfit.fit("quadratic", x, y).report()
-    for part in ("[[Model]]", "[[Fit Statistics]]", "[[Variables]]", "[[Correlations]]", "R-squared",
-                 "reduced chi-square", "a: ", "+/-", "C(a, b)", "gap to optimum", "Converged"):
+    for part in (
+        "[[Model]]",
+        "[[Fit Statistics]]",
+        "[[Variables]]",
+        "[[Correlations]]",
+        "R-squared",
+        "reduced chi-square",
+        "a: ",
+        "+/-",
+        "C(a, b)",
+        "gap to optimum",
+        "Converged",
+    ):
         assert part in report
 
 
@@ -293,8 +322,9 @@ def test_predict_evaluates_the_fitted_curve():
     x, y = gradfit.seed_data()
     result = gradfit.fit("quadratic", x, y)
     p = result.params
-    assert result.predict([2.0, 20.0]) == pytest.approx([p["a"] * 4 + p["b"] * 2 + p["c"],
-                                                         p["a"] * 400 + p["b"] * 20 + p["c"]], rel=1e-12)
+    assert result.predict([2.0, 20.0]) == pytest.approx(
+        [p["a"] * 4 + p["b"] * 2 + p["c"], p["a"] * 400 + p["b"] * 20 + p["c"]], rel=1e-12
+    )
 
 
 def test_auto_restarts_when_lm_ends_where_a_parameter_is_undetermined():
@@ -336,7 +366,10 @@ def test_large_linear_fits_stream_the_design_matrix_and_agree(monkeypatch, weigh
     streamed = gradfit.fit("quadratic", x, y, sigma=sigma)
     np.testing.assert_allclose(list(streamed.params.values()), list(whole.params.values()), rtol=1e-10)
     np.testing.assert_allclose(list(streamed.stderr.values()), list(whole.stderr.values()), rtol=1e-8)
-    assert streamed.rmse == pytest.approx(whole.rmse, rel=1e-12) and streamed.chi2 == pytest.approx(whole.chi2, rel=1e-12)
+    assert streamed.rmse == pytest.approx(whole.rmse, rel=1e-12) and streamed.chi2 == pytest.approx(
+        whole.chi2, rel=1e-12
+    )
     assert streamed.history[0].grad_norm == pytest.approx(whole.history[0].grad_norm, rel=1e-9)
-    np.testing.assert_allclose(list(streamed.params.values()), np.polyfit(x, y, 2, w=None if sigma is None else 1 / sigma),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        list(streamed.params.values()), np.polyfit(x, y, 2, w=None if sigma is None else 1 / sigma), rtol=1e-9
+    )

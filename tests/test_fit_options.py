@@ -12,8 +12,11 @@ X, Y = [0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 2.2, 2.9, 4.1, 5.0]
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(OptionError, match=r"Unknown optimizer 'adamm'\. Choose one of: adam, auto, gd, lbfgs, "
-                                          r"linear, lm, momentum, nesterov, rmsprop\."):
+    with pytest.raises(
+        OptionError,
+        match=r"Unknown optimizer 'adamm'\. Choose one of: adam, auto, gd, lbfgs, "
+        r"linear, lm, momentum, nesterov, rmsprop\.",
+    ):
         gradfit.fit("linear", X, Y, method="adamm")
 
 
@@ -34,22 +37,30 @@ def test_bad_max_steps(steps):
         gradfit.fit("linear", X, Y, max_steps=steps)
 
 
-@pytest.mark.parametrize("tol,match", [(-1, "`tol` must be a finite number >= 0"),
-                                       (math.nan, "`tol` must be"),
-                                       ({"rtol": 1e-3}, "Unknown tolerance 'rtol'")])
+@pytest.mark.parametrize(
+    "tol,match",
+    [
+        (-1, "`tol` must be a finite number >= 0"),
+        (math.nan, "`tol` must be"),
+        ({"rtol": 1e-3}, "Unknown tolerance 'rtol'"),
+    ],
+)
 def test_bad_tolerance(tol, match):
     with pytest.raises(OptionError, match=match):
         gradfit.fit("linear", X, Y, tol=tol)
 
 
-@pytest.mark.parametrize("p0,match", [
-    ({"slope": 1, "offset": 0}, "p0 names unknown parameter 'offset'. The parameters are: slope, intercept"),
-    ({"slope": 1}, "p0 gives no value for intercept"),
-    ([1, 2, 3], "p0 has 3 values but the model has 2 parameters"),
-    ([1, math.nan], "p0 must be finite, but intercept is nan"),
-    ([math.inf, 1], "p0 must be finite, but slope is inf"),
-    (5, "p0 must be a dict or a sequence"),
-])
+@pytest.mark.parametrize(
+    "p0,match",
+    [
+        ({"slope": 1, "offset": 0}, "p0 names unknown parameter 'offset'. The parameters are: slope, intercept"),
+        ({"slope": 1}, "p0 gives no value for intercept"),
+        ([1, 2, 3], "p0 has 3 values but the model has 2 parameters"),
+        ([1, math.nan], "p0 must be finite, but intercept is nan"),
+        ([math.inf, 1], "p0 must be finite, but slope is inf"),
+        (5, "p0 must be a dict or a sequence"),
+    ],
+)
 def test_bad_p0(p0, match):
     with pytest.raises(ModelError, match=match):
         gradfit.fit("linear", X, Y, p0=p0)
@@ -97,11 +108,14 @@ def test_any_failure_of_a_model_function_gets_a_one_line_message(model):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("device,match", [
-    ("tpu", "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
-    ("cuda", r"device='cuda' needs a CUDA GPU, and this machine has none that torch can use.*Use device='cpu'"),
-    ("cuda:1", "device='cuda:1' needs a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "device,match",
+    [
+        ("tpu", "device must be a torch device such as 'cpu' or 'cuda', got 'tpu'"),
+        ("cuda", r"device='cuda' needs a CUDA GPU, and this machine has none that torch can use.*Use device='cpu'"),
+        ("cuda:1", "device='cuda:1' needs a CUDA GPU"),
+    ],
+)
 def test_a_device_this_machine_lacks_is_refused(device, match, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on the CPU machines the tests run on
     with pytest.raises(OptionError, match=match):

@@ -20,7 +20,7 @@ def _problem(n, condition, seed=0):
 
 def _fold(fold, jac, r, block=1000):
     for a in range(0, len(r), block):
-        fold.add(jac[a:a + block], r[a:a + block])
+        fold.add(jac[a : a + block], r[a : a + block])
     return fold.result()
 
 
@@ -81,7 +81,7 @@ def test_linear_rows_fold_like_their_jacobian_and_residuals():
     pre = torch.tensor(np.linalg.qr(a * w[:, None])[1])
     for fold in (HouseholderFold(3), GramFold(pre)):
         for s in range(0, 3000, 700):
-            fold.add_linear(rows[s:s + 700], params, weights[s:s + 700])
+            fold.add_linear(rows[s : s + 700], params, weights[s : s + 700])
         cost, r_factor, z = fold.result()
         assert cost == pytest.approx(exact_cost, rel=1e-13)
         # RᵀR = AᵀWA and Rᵀz = AᵀW r, whatever the signs
@@ -92,8 +92,9 @@ def test_linear_rows_fold_like_their_jacobian_and_residuals():
 
 def test_an_overflow_gives_an_infinite_cost():
     fold = GramFold(torch.eye(2, dtype=torch.float64))
-    fold.add(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64), torch.tensor([1e200, 1e200],
-                                                                                        dtype=torch.float64))
+    fold.add(
+        torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64), torch.tensor([1e200, 1e200], dtype=torch.float64)
+    )
     assert fold.result()[0] == float("inf")
 
 

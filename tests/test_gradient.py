@@ -17,8 +17,9 @@ def _article_start(golden):
 def _two_rounds(golden, **kw):
     model, x, y, p0 = _article_start(golden)
     params, history = gradfit.gradient_descent(model, x, y, p0, learning_rate=golden["lr"], steps=10, **kw)
-    params, history = gradfit.gradient_descent(model, x, y, params, learning_rate=golden["lr"], steps=10,
-                                               history=history, **kw)
+    params, history = gradfit.gradient_descent(
+        model, x, y, params, learning_rate=golden["lr"], steps=10, history=history, **kw
+    )
     return params, history
 
 
@@ -73,15 +74,16 @@ def test_gradient_descent_reaches_the_optimum_on_a_well_scaled_problem():
     x = torch.linspace(-1, 1, 21, dtype=torch.float64)
     y = 2 * x - 1 + 0.01 * torch.sin(7 * x)
     model = gradfit.linear()
-    params, _ = gradfit.gradient_descent(model, x, y, torch.zeros(2, dtype=torch.float64),
-                                         learning_rate=0.5, steps=500)
+    params, _ = gradfit.gradient_descent(model, x, y, torch.zeros(2, dtype=torch.float64), learning_rate=0.5, steps=500)
     expected, _ = gradfit.least_squares(model, x, y)
     torch.testing.assert_close(params, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_divergence_raises_with_the_finite_history(golden):
     model, x, y, p0 = _article_start(golden)
-    with pytest.raises(FitError, match=r"at step \d+ \(learning_rate=1\).*Try a smaller learning rate, e\.g\. 0\.1") as info:
+    with pytest.raises(
+        FitError, match=r"at step \d+ \(learning_rate=1\).*Try a smaller learning rate, e\.g\. 0\.1"
+    ) as info:
         gradfit.gradient_descent(model, x, y, p0, learning_rate=1.0, steps=50)
     history = info.value.history
     assert 0 < len(history) < 50

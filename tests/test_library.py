@@ -104,11 +104,14 @@ def test_expressions_in_other_variables():
     np.testing.assert_allclose(list(result.params.values()), [2, 1.5, 0.3], rtol=1e-8)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("gausian", "Unknown model 'gausian'. Choose one of: constant, linear"),
-    ("x", "'x' has no parameters to fit"),
-    ("2*x", "has no parameters to fit"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("gausian", "Unknown model 'gausian'. Choose one of: constant, linear"),
+        ("x", "'x' has no parameters to fit"),
+        ("2*x", "has no parameters to fit"),
+    ],
+)
 def test_model_text_errors(text, match):
     with pytest.raises(ModelError, match=match):
         gradfit.get_model(text)
@@ -190,8 +193,7 @@ def test_fit_many_guesses_all_curves_at_once_where_it_can(monkeypatch):
     again = gradfit.fit_many("gaussian", x, Y)
     assert not calls  # never curve by curve
     np.testing.assert_array_equal(again.params, expected.params)
-    per_curve = np.stack([gradfit.get_model("gaussian").guess(torch.tensor(x), torch.tensor(row)).numpy()
-                          for row in Y])
+    per_curve = np.stack([gradfit.get_model("gaussian").guess(torch.tensor(x), torch.tensor(row)).numpy() for row in Y])
     from_guesses = gradfit.fit_many("gaussian", x, Y, p0=per_curve)
     np.testing.assert_allclose(expected.params, from_guesses.params, rtol=1e-10)
 
@@ -213,8 +215,13 @@ def test_ragged_curves_and_curves_at_their_own_x_guess_in_groups_like_each_curve
             expected.append(model.guess(torch.tensor(xi), torch.tensor(ys[i][keep])).numpy())
         calls = []
         monkeypatch.setattr(gradfit.models.ExpressionModel, "guess", lambda self, *a: calls.append(1))
-        part = gradfit.batch._Chunk(model, torch.tensor(xs), xs.ndim == 1, torch.tensor(np.nan_to_num(ys)),
-                                    torch.tensor(np.isfinite(ys).astype(float)))
+        part = gradfit.batch._Chunk(
+            model,
+            torch.tensor(xs),
+            xs.ndim == 1,
+            torch.tensor(np.nan_to_num(ys)),
+            torch.tensor(np.isfinite(ys).astype(float)),
+        )
         got = part.guess().numpy()
         monkeypatch.undo()
         assert not calls  # the batched rule, a group at a time

@@ -44,18 +44,21 @@ def test_missing_cells_and_nan_become_nan(tmp_path):
     assert np.isnan(cols["y"][1]) and np.isnan(cols["y"][2]) and np.isinf(cols["y"][3])
 
 
-@pytest.mark.parametrize("setup,match", [
-    (lambda p: p / "nope.csv", "does not exist"),
-    (lambda p: p, "is a folder, not a data file"),
-    (lambda p: make_file(p, "bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"), "is a binary file"),
-    (lambda p: make_file(p, "latin.csv", "x,y\n1,caf\xe9\n".encode("latin-1") + b"2,3\n" * 10), "not UTF-8"),
-    (lambda p: make_file(p, "empty.csv", b""), "is empty"),
-    (lambda p: make_file(p, "blank.csv", b"\n\n  \n"), "is empty"),
-    (lambda p: make_file(p, "header.csv", b"x,y\n"), "has a header but no rows"),
-    (lambda p: make_file(p, "one.csv", b"1\n2\n3\n"), "has only 1 column"),
-    (lambda p: make_file(p, "bad.parquet", b"PAR1 this is not really parquet"), "not a readable Parquet file"),
-    (lambda p: make_file(p, "ragged.csv", b"x,y\n1,2\n3,4,5\n"), "not a well-formed CSV file"),
-])
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        (lambda p: p / "nope.csv", "does not exist"),
+        (lambda p: p, "is a folder, not a data file"),
+        (lambda p: make_file(p, "bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"), "is a binary file"),
+        (lambda p: make_file(p, "latin.csv", "x,y\n1,caf\xe9\n".encode("latin-1") + b"2,3\n" * 10), "not UTF-8"),
+        (lambda p: make_file(p, "empty.csv", b""), "is empty"),
+        (lambda p: make_file(p, "blank.csv", b"\n\n  \n"), "is empty"),
+        (lambda p: make_file(p, "header.csv", b"x,y\n"), "has a header but no rows"),
+        (lambda p: make_file(p, "one.csv", b"1\n2\n3\n"), "has only 1 column"),
+        (lambda p: make_file(p, "bad.parquet", b"PAR1 this is not really parquet"), "not a readable Parquet file"),
+        (lambda p: make_file(p, "ragged.csv", b"x,y\n1,2\n3,4,5\n"), "not a well-formed CSV file"),
+    ],
+)
 def test_bad_files_get_one_clear_error(tmp_path, setup, match):
     with pytest.raises(DataError, match=match) as info:
         gradfit.load(setup(tmp_path))
@@ -78,11 +81,15 @@ def test_unknown_column_lists_the_columns(tmp_path):
 
 # --- prepare(): the checks every fit runs on its data ---------------------------------------------
 
+
 def test_nan_rows_are_listed():
     y = np.arange(20.0)
     y[[2, 5, 6, 7, 8, 9, 11]] = np.nan
-    with pytest.raises(DataError, match=r"`y` has NaN or inf at rows 2, 5, 6, 7, 8 \(first 5 of 7\)\. "
-                                        r"Remove those rows or use nan_policy='omit'"):
+    with pytest.raises(
+        DataError,
+        match=r"`y` has NaN or inf at rows 2, 5, 6, 7, 8 \(first 5 of 7\)\. "
+        r"Remove those rows or use nan_policy='omit'",
+    ):
         prepare(np.arange(20.0), y)
 
 
@@ -102,8 +109,7 @@ def test_fewer_points_than_parameters():
         gradfit.fit("quadratic", [1.0, 2.0], [1.0, 2.0])
 
 
-@pytest.mark.parametrize("sigma,match", [([1.0, 0.0, 1.0], "`sigma` must be > 0"),
-                                         ([1.0, 1.0], "one value per point")])
+@pytest.mark.parametrize("sigma,match", [([1.0, 0.0, 1.0], "`sigma` must be > 0"), ([1.0, 1.0], "one value per point")])
 def test_bad_sigma(sigma, match):
     with pytest.raises(DataError, match=match):
         prepare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], sigma)

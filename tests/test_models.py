@@ -48,9 +48,10 @@ def test_autograd_gradient_equals_the_analytic_one():
     torch.testing.assert_close(p.grad, expected, rtol=RTOL, atol=0)
 
 
-@pytest.mark.parametrize("name,expected", [("linear", ("slope", "intercept")),
-                                           ("quadratic", ("a", "b", "c")),
-                                           ("poly4", ("c4", "c3", "c2", "c1", "c0"))])
+@pytest.mark.parametrize(
+    "name,expected",
+    [("linear", ("slope", "intercept")), ("quadratic", ("a", "b", "c")), ("poly4", ("c4", "c3", "c2", "c1", "c0"))],
+)
 def test_models_by_name(name, expected):
     assert gradfit.get_model(name).param_names == expected
 

@@ -30,8 +30,10 @@ def test_a_numpy_function_fits_as_curve_fit_fits_it(method):
     result = gradfit.fit(decay, T, Y, p0=[1, 1, 0], method=method, max_steps=50000)
     assert result.converged
     np.testing.assert_allclose(list(result.params.values()), SCIPY, rtol=SAME_AS_SCIPY)
-    assert "derivatives estimated by 2-point finite differences: the function does not run on torch tensors" \
+    assert (
+        "derivatives estimated by 2-point finite differences: the function does not run on torch tensors"
         in result.message
+    )
 
 
 def test_standard_errors_are_curve_fits_with_bounds_too():
@@ -80,11 +82,15 @@ def test_estimated_jacobians_against_the_exact_one():
         assert values.shape == (2, T.size) and jacs.shape == (2, T.size, 3)
 
 
-@pytest.mark.parametrize("model", [
-    lambda x, a, k: a * torch.exp(-float(k) * x),
-    lambda x, a, k: a * torch.exp(-k.item() * x),
-    lambda x, a, k: a * torch.exp(-k.detach() * x),
-], ids=["float", "item", "detach"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda x, a, k: a * torch.exp(-float(k) * x),
+        lambda x, a, k: a * torch.exp(-k.item() * x),
+        lambda x, a, k: a * torch.exp(-k.detach() * x),
+    ],
+    ids=["float", "item", "detach"],
+)
 def test_a_parameter_cut_out_of_autograds_graph_is_estimated_not_stuck(model):
     """Autograd's derivative for k is exactly zero (the curve does change with it): before, the fit 'converged'
     with k stuck at p0 and stderr 0."""
@@ -107,8 +113,9 @@ def test_many_curves_of_a_numpy_function_equal_curve_fit_curve_by_curve():
         assert result.notes and "derivatives estimated by 2-point finite differences" in result.notes[0]
     # a function that does not broadcast over (B, 1) columns (math.exp of a parameter) runs curve by curve,
     # and curves at their own x too
-    one_by_one = gradfit.fit_many(lambda t, a, k, c: a * math.exp(-k) ** t + c, np.tile(T, (60, 1)) +
-                                  np.arange(60)[:, None] * 0, Ys, p0=[1, 1, 0])
+    one_by_one = gradfit.fit_many(
+        lambda t, a, k, c: a * math.exp(-k) ** t + c, np.tile(T, (60, 1)) + np.arange(60)[:, None] * 0, Ys, p0=[1, 1, 0]
+    )
     np.testing.assert_allclose(one_by_one.params, expected, rtol=SAME_AS_SCIPY)
 
 

@@ -33,16 +33,22 @@ def test_a_full_device_is_an_error_and_stays_a_device(capsys, seed_csv):
 def test_a_fifo_is_written_as_a_stream(capsys, tmp_path, seed_csv):
     fifo = tmp_path / "out.csv"
     os.mkfifo(fifo)
-    reader = subprocess.Popen([sys.executable, "-c", f"print(open({str(fifo)!r}).read().splitlines()[0])"],
-                              stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"print(open({str(fifo)!r}).read().splitlines()[0])"], stdout=subprocess.PIPE, text=True
+    )
     code, _, _ = run(capsys, "fit", seed_csv, "--quiet", "--history", fifo)
     assert code == 0 and reader.communicate(timeout=30)[0].strip().startswith("step,loss,rmse")
     assert fifo.is_fifo()
 
 
 def test_history_to_stdout(tmp_path, seed_csv):
-    done = subprocess.run([sys.executable, "-m", "gradfit", "fit", str(seed_csv), "--quiet", "--history",
-                           "/dev/stdout"], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gradfit", "fit", str(seed_csv), "--quiet", "--history", "/dev/stdout"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout.startswith("step,loss,rmse"), done.stderr
 
 
@@ -84,12 +90,15 @@ def test_data_that_are_not_regular_files_or_hide_behind_blank_lines(capsys, tmp_
     one_line(code, err, "not a number at line 70004: 'five'")
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--model", "a*x + b + c", "--params", "a,a,b"], "a is named twice"),
-    (["--p0", "a=1,a=2,b=1,c=0"], "a is given twice"),
-    (["--model", "а*x + a"], "not plain ASCII"),  # Cyrillic а beside Latin a: two parameters printed alike
-    (["--model", "a*x + " + "1" * 400], "beyond float64's range"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--model", "a*x + b + c", "--params", "a,a,b"], "a is named twice"),
+        (["--p0", "a=1,a=2,b=1,c=0"], "a is given twice"),
+        (["--model", "а*x + a"], "not plain ASCII"),  # Cyrillic а beside Latin a: two parameters printed alike
+        (["--model", "a*x + " + "1" * 400], "beyond float64's range"),
+    ],
+)
 def test_ambiguous_or_impossible_models_are_refused(capsys, seed_csv, argv, fragment):
     code, _, err = run(capsys, "fit", seed_csv, *argv)
     one_line(code, err, fragment)

@@ -41,8 +41,9 @@ def test_a_bound_that_binds_holds_for_every_method(method):
 @pytest.mark.parametrize("method", BOUNDED_METHODS)
 def test_bounds_that_do_not_bind_change_nothing(method):
     free = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], method=method)
-    bounded = gradfit.fit(exp_decay, X, Y, p0=[4.0, 1.0, 0.0], method=method,
-                          bounds={"a": (0, None), "b": (0.1, 10), "c": (None, 5)})
+    bounded = gradfit.fit(
+        exp_decay, X, Y, p0=[4.0, 1.0, 0.0], method=method, bounds={"a": (0, None), "b": (0.1, 10), "c": (None, 5)}
+    )
     np.testing.assert_allclose(list(bounded.params.values()), list(free.params.values()), rtol=PARAM_RTOL)
     np.testing.assert_allclose(list(bounded.stderr.values()), list(free.stderr.values()), rtol=1e-3)
     assert bounded.at_bound == {}
@@ -67,8 +68,16 @@ def test_fixed_works_for_every_method(method):
 
 
 def test_bounds_with_curve_fit_as_the_oracle():
-    popt, _ = curve_fit(exp_decay_np, X, Y, p0=[4.0, 0.5, 0.0], bounds=([-np.inf, 0, -np.inf], [np.inf, 1.0, np.inf]),
-                        ftol=1e-14, xtol=1e-14, gtol=1e-14)
+    popt, _ = curve_fit(
+        exp_decay_np,
+        X,
+        Y,
+        p0=[4.0, 0.5, 0.0],
+        bounds=([-np.inf, 0, -np.inf], [np.inf, 1.0, np.inf]),
+        ftol=1e-14,
+        xtol=1e-14,
+        gtol=1e-14,
+    )
     result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], bounds={"b": (0, 1.0)})
     np.testing.assert_allclose(list(result.params.values()), popt, rtol=1e-5)
 
@@ -79,8 +88,9 @@ def exp_decay_np(x, a, b, c):
 
 def test_history_is_in_the_users_parameters():
     with pytest.warns(ConvergenceWarning):  # 50 steps are not enough; what they visited is the point
-        result = gradfit.fit(exp_decay, X, Y, p0=[4.0, 0.5, 0.0], bounds={"b": (0, 1.0)}, method="gd",
-                             max_steps=50, learning_rate=0.1)
+        result = gradfit.fit(
+            exp_decay, X, Y, p0=[4.0, 0.5, 0.0], bounds={"b": (0, 1.0)}, method="gd", max_steps=50, learning_rate=0.1
+        )
     assert all(0 <= r.params[1] <= 1.0 for r in result.history)
     assert result.history.init_params[1] == pytest.approx(0.5, rel=1e-6)
 
@@ -92,17 +102,20 @@ def test_a_guess_outside_the_bounds_is_moved_inside():
     assert 1.0 <= result.params["center"] <= 2.0 and result.at_bound == {"center": "lower"}
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"bounds": {"d": (0, 1)}}, "`bounds` names unknown parameter 'd'"),
-    ({"bounds": {"b": (2, 1)}}, "lower bound 2 must be below the upper bound 1"),
-    ({"bounds": {"b": 5}}, r"bounds\['b'\] must be a pair"),
-    ({"bounds": {"b": ("low", 1)}}, "lower bound of 'b' must be a number or None"),
-    ({"fixed": {"z": 1}}, "`fixed` names unknown parameter 'z'"),
-    ({"fixed": {"a": 1, "b": 1, "c": 1}}, "Every parameter is fixed"),
-    ({"fixed": {"c": math.nan}}, "must be finite"),
-    ({"fixed": {"b": 3}, "bounds": {"b": (0, 1)}}, r"fixed\['b'\] = 3 is outside its bounds"),
-    ({"p0": [4, 2, 0], "bounds": {"b": (0, 1)}}, "p0 b=2 is outside its bounds"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bounds": {"d": (0, 1)}}, "`bounds` names unknown parameter 'd'"),
+        ({"bounds": {"b": (2, 1)}}, "lower bound 2 must be below the upper bound 1"),
+        ({"bounds": {"b": 5}}, r"bounds\['b'\] must be a pair"),
+        ({"bounds": {"b": ("low", 1)}}, "lower bound of 'b' must be a number or None"),
+        ({"fixed": {"z": 1}}, "`fixed` names unknown parameter 'z'"),
+        ({"fixed": {"a": 1, "b": 1, "c": 1}}, "Every parameter is fixed"),
+        ({"fixed": {"c": math.nan}}, "must be finite"),
+        ({"fixed": {"b": 3}, "bounds": {"b": (0, 1)}}, r"fixed\['b'\] = 3 is outside its bounds"),
+        ({"p0": [4, 2, 0], "bounds": {"b": (0, 1)}}, "p0 b=2 is outside its bounds"),
+    ],
+)
 def test_bad_bounds_and_fixed(kwargs, match):
     kwargs.setdefault("p0", [4.0, 0.5, 0.0])
     with pytest.raises(ModelError, match=match):
@@ -114,11 +127,18 @@ def test_linear_method_refuses_constraints():
         gradfit.fit("quadratic", X, Y, method="linear", fixed={"c": 1.0})
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("b>0", ("b", 0.0, None)), ("b >= 0", ("b", 0.0, None)), ("c<10", ("c", None, 10.0)),
-    ("0<c<10", ("c", 0.0, 10.0)), ("-1e-3<=k<=2.5", ("k", -1e-3, 2.5)), ("5>c", ("c", None, 5.0)),
-    ("10>c>0", ("c", 0.0, 10.0)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("b>0", ("b", 0.0, None)),
+        ("b >= 0", ("b", 0.0, None)),
+        ("c<10", ("c", None, 10.0)),
+        ("0<c<10", ("c", 0.0, 10.0)),
+        ("-1e-3<=k<=2.5", ("k", -1e-3, 2.5)),
+        ("5>c", ("c", None, 5.0)),
+        ("10>c>0", ("c", 0.0, 10.0)),
+    ],
+)
 def test_parse_bound(text, expected):
     assert parse_bound(text) == expected
 
@@ -152,9 +172,15 @@ def test_an_optimum_on_a_bound_is_reached_in_a_few_dozen_steps(bound, side):
     lower = -np.inf if bound[0] is None else bound[0]
     upper = np.inf if bound[1] is None else bound[1]
     start = [1.5, min(max(0.4, lower + 0.5), upper - 0.05), 1.0]
-    trf = least_squares(lambda p: p[0] * np.exp(-((x - p[1]) ** 2) / (2 * p[2] ** 2)) - y, start,
-                        bounds=([-np.inf, lower, -np.inf], [np.inf, upper, np.inf]), method="trf",
-                        xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    trf = least_squares(
+        lambda p: p[0] * np.exp(-((x - p[1]) ** 2) / (2 * p[2] ** 2)) - y,
+        start,
+        bounds=([-np.inf, lower, -np.inf], [np.inf, upper, np.inf]),
+        method="trf",
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
     result = gradfit.fit("gaussian", x, y, p0=start, bounds={"center": bound})
     assert result.converged and result.n_steps <= 60
     assert result.at_bound == {"center": side}

@@ -53,11 +53,14 @@ def test_plot_data_is_a_blue_scatter(run):
     assert ax.get_xlabel() == "x" and ax.get_ylabel() == "y" and ax.get_title() == "t"
 
 
-@pytest.mark.parametrize("first,last,n,expected", [
-    (1, 10, 10, list(range(1, 11))),
-    (11, 13, 10, [11, 12, 13]),
-    (1, 100, 10, [1, 12, 23, 34, 45, 56, 67, 78, 89, 100]),
-])
+@pytest.mark.parametrize(
+    "first,last,n,expected",
+    [
+        (1, 10, 10, list(range(1, 11))),
+        (11, 13, 10, [11, 12, 13]),
+        (1, 100, 10, [1, 12, 23, 34, 45, 56, 67, 78, 89, 100]),
+    ],
+)
 def test_spread(first, last, n, expected):
     assert spread(first, last, n) == expected
 
@@ -73,14 +76,14 @@ def test_like_reuses_an_earlier_figures_margins(run):
 # --- the figures of a fit -----------------------------------------------------------------------
 
 
-
 @pytest.fixture(scope="module")
 def raw_gd(golden):
     x, y = gradfit.seed_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
-        return gradfit.fit("quadratic", x, y, method="gd", scale=False, learning_rate=1e-4, max_steps=200,
-                           p0=golden["init_params"])
+        return gradfit.fit(
+            "quadratic", x, y, method="gd", scale=False, learning_rate=1e-4, max_steps=200, p0=golden["init_params"]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +202,7 @@ def test_plot_steps_wraps_into_rows_and_picks_steps(raw_gd):
 def test_surfaces_have_no_curve_to_draw():
     xx, yy = np.meshgrid(np.linspace(-2, 2, 8), np.linspace(-2, 2, 8))
     xy = np.stack([xx.ravel(), yy.ravel()], 1)
-    z = np.exp(-xx.ravel() ** 2 - yy.ravel() ** 2)
+    z = np.exp(-(xx.ravel() ** 2) - yy.ravel() ** 2)
     result = gradfit.fit("gaussian2d", xy, z)
     with pytest.raises(ValueError, match="curves of one variable"):
         plots.plot_fit(result)

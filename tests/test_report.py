@@ -9,13 +9,15 @@ import pytest
 import gradfit
 from gradfit.report import write_report
 
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, golden):
     x, y = gradfit.seed_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
-        result = gradfit.fit("quadratic", x, y, method="gd", scale=False, learning_rate=1e-4, max_steps=300,
-                             p0=golden["init_params"])
+        result = gradfit.fit(
+            "quadratic", x, y, method="gd", scale=False, learning_rate=1e-4, max_steps=300, p0=golden["init_params"]
+        )
     path = write_report(result, tmp_path_factory.mktemp("report") / "report.html", settings={"data": "seed"})
     return result, path
 
@@ -25,8 +27,16 @@ def test_report_is_one_self_contained_file(report):
     text = path.read_text()
     assert "<script src" not in text and "<link" not in text  # nothing loaded from elsewhere
     assert "Plotly.newPlot" in text or "Plotly.react" in text or "newPlot" in text
-    for part in ("Settings", "Data", "Parameters", "Goodness of fit", "Watch it learn", "loss landscape",
-                 result.message.split(":")[0], "0.0001"):
+    for part in (
+        "Settings",
+        "Data",
+        "Parameters",
+        "Goodness of fit",
+        "Watch it learn",
+        "loss landscape",
+        result.message.split(":")[0],
+        "0.0001",
+    ):
         assert part in text, part
     assert f"{result.params['a']:.10g}" in text and f"{result.stderr['a']:.4g}" in text
 

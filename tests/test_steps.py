@@ -22,8 +22,7 @@ def seed():
     return x.double().numpy(), y.double().numpy()
 
 
-@pytest.mark.parametrize("method,rate", [("gd", 1e-4), ("momentum", 1e-5), ("adam", 0.1), ("lbfgs", 1.0),
-                                         ("lm", None)])
+@pytest.mark.parametrize("method,rate", [("gd", 1e-4), ("momentum", 1e-5), ("adam", 0.1), ("lbfgs", 1.0), ("lm", None)])
 def test_stepping_by_hand_gives_fit_s_numbers(seed, method, rate):
     x, y = seed
     kwargs = dict(p0=[1.0, 1.0, 1.0], method=method, learning_rate=rate, scale=False, max_steps=40)
@@ -55,8 +54,9 @@ def test_a_sent_learning_rate_takes_effect_from_the_next_step(seed):
     assert second.learning_rate == 1e-6 and third.learning_rate == 1e-6
     # plain gd: the step is the rate times the gradient, so a rate 100x smaller moves 100x less
     move = np.subtract(third.params, second.params)
-    grad = torch.func.grad(lambda p: ((p[0] * torch.tensor(x) ** 2 + p[1] * torch.tensor(x) + p[2]
-                                       - torch.tensor(y)) ** 2).mean())(torch.tensor(second.params, dtype=torch.float64))
+    grad = torch.func.grad(
+        lambda p: ((p[0] * torch.tensor(x) ** 2 + p[1] * torch.tensor(x) + p[2] - torch.tensor(y)) ** 2).mean()
+    )(torch.tensor(second.params, dtype=torch.float64))
     np.testing.assert_allclose(move, -1e-6 * grad.numpy(), rtol=1e-9)
 
 

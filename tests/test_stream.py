@@ -143,11 +143,14 @@ def test_rank_deficient_data_fall_back_to_householder(tmp_path, monkeypatch):
         assert in_memory.predict(np.array([value]))[0] == pytest.approx(mean, rel=1e-10)
 
 
-@pytest.mark.parametrize("options", [
-    dict(bounds={"c": (None, 1.5)}),  # the unconstrained optimum has c = 2: the bound holds it
-    dict(fixed={"a": 0.8}),
-    dict(bounds={"b": (-3.0, 0.0)}, fixed={"a": 0.75}),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(bounds={"c": (None, 1.5)}),  # the unconstrained optimum has c = 2: the bound holds it
+        dict(fixed={"a": 0.8}),
+        dict(bounds={"b": (-3.0, 0.0)}, fixed={"a": 0.75}),
+    ],
+)
 def test_bounds_and_fixed_parameters_stream_as_in_memory(quadratic_file, options):
     path, x, y, _ = quadratic_file
     streamed = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), **options)
@@ -173,14 +176,24 @@ def test_bounds_and_fixed_parameters_stream_as_in_memory(quadratic_file, options
 def test_streamed_bounds_refuse_what_they_cannot_do(quadratic_file):
     path, *_ = quadratic_file
     with pytest.raises(OptionError, match="Mini-batches do not take bounds"):
-        gradfit.fit_file("quadratic", path, x="t", y="v", method="adam", batch_size=500, fixed={"a": 1.0},
-                         memory_budget=tight_budget())
+        gradfit.fit_file(
+            "quadratic",
+            path,
+            x="t",
+            y="v",
+            method="adam",
+            batch_size=500,
+            fixed={"a": 1.0},
+            memory_budget=tight_budget(),
+        )
     with pytest.raises(OptionError, match="Method 'linear' cannot honour bounds"):
-        gradfit.fit_file("quadratic", path, x="t", y="v", method="linear", bounds={"a": (0, 1)},
-                         memory_budget=tight_budget())
+        gradfit.fit_file(
+            "quadratic", path, x="t", y="v", method="linear", bounds={"a": (0, 1)}, memory_budget=tight_budget()
+        )
     with pytest.raises(gradfit.errors.ModelError, match="outside its bounds"):
-        gradfit.fit_file("quadratic", path, x="t", y="v", p0=[5.0, 0, 0], bounds={"a": (0, 1)},
-                         memory_budget=tight_budget())
+        gradfit.fit_file(
+            "quadratic", path, x="t", y="v", p0=[5.0, 0, 0], bounds={"a": (0, 1)}, memory_budget=tight_budget()
+        )
 
 
 def test_a_folder_a_glob_and_a_dataset_give_the_same_answer(tmp_path, quadratic_file):
@@ -190,8 +203,10 @@ def test_a_folder_a_glob_and_a_dataset_give_the_same_answer(tmp_path, quadratic_
     for i, part in enumerate(np.array_split(np.arange(ROWS), 4)):
         write(folder / f"part-{i}.parquet", x=x[part], y=y[part])
     budget = tight_budget()
-    results = [gradfit.fit_file("quadratic", source, memory_budget=budget)
-               for source in (folder, str(folder / "part-*.parquet"), ds.dataset(folder, format="parquet"))]
+    results = [
+        gradfit.fit_file("quadratic", source, memory_budget=budget)
+        for source in (folder, str(folder / "part-*.parquet"), ds.dataset(folder, format="parquet"))
+    ]
     in_memory = gradfit.fit("quadratic", x, y)
     for r in results:
         same(r, in_memory)
@@ -213,11 +228,17 @@ def test_the_budget_bounds_the_whole_process(tmp_path):
     budget = 600 * 10**6
     # VmHWM: this process's own peak. (ru_maxrss is not: Linux carries the forking parent's peak across exec,
     # and the parent here is the test process, which may hold far more.)
-    code = ("import sys; from gradfit.cli import main; rc = main(sys.argv[1:]); "
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
-            "print('PEAK', int(hwm.split()[1]) * 1024); raise SystemExit(rc)")
-    run = subprocess.run([sys.executable, "-c", code, "fit", str(path), "--method", "lm", "--memory-budget",
-                          f"{budget}B"], capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from gradfit.cli import main; rc = main(sys.argv[1:]); "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+        "print('PEAK', int(hwm.split()[1]) * 1024); raise SystemExit(rc)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, "fit", str(path), "--method", "lm", "--memory-budget", f"{budget}B"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "streamed in batches" in run.stdout  # holding it would not fit: the work arrays alone are ~1 GB
     peak = int(run.stdout.split("PEAK")[1])
@@ -230,8 +251,18 @@ def test_the_budget_bounds_the_whole_process(tmp_path):
 @pytest.mark.parametrize("method", ["sgd", "momentum", "adam"])
 def test_mini_batches_record_epochs_and_approach_the_optimum(quadratic_file, method):
     path, x, y, _ = quadratic_file
-    result = quiet(gradfit.fit_file, "quadratic", path, x="t", y="v", method=method, batch_size=500, epochs=3, seed=1,
-                   learning_rate={"sgd": 0.1, "momentum": 0.01, "adam": 0.05}[method])
+    result = quiet(
+        gradfit.fit_file,
+        "quadratic",
+        path,
+        x="t",
+        y="v",
+        method=method,
+        batch_size=500,
+        epochs=3,
+        seed=1,
+        learning_rate={"sgd": 0.1, "momentum": 0.01, "adam": 0.05}[method],
+    )
     history = result.history
     assert [r.epoch for r in history][0] == 1 and history[-1].epoch == 3
     assert len(history) == 3 * ROWS // 500  # row groups of 1,000: two batches each, every epoch
@@ -244,8 +275,10 @@ def test_mini_batches_record_epochs_and_approach_the_optimum(quadratic_file, met
 
 def test_mini_batches_are_reproducible_by_seed(quadratic_file):
     path = quadratic_file[0]
-    run = lambda seed: quiet(gradfit.fit_file, "quadratic", path, x="t", y="v", method="sgd",  # noqa: E731
-                             batch_size=700, seed=seed)
+
+    def run(seed):
+        return quiet(gradfit.fit_file, "quadratic", path, x="t", y="v", method="sgd", batch_size=700, seed=seed)
+
     a, b, c = run(3), run(3), run(4)
     assert [r.params for r in a.history] == [r.params for r in b.history]
     assert [r.params for r in a.history] != [r.params for r in c.history]
@@ -267,15 +300,18 @@ def test_nan_rows_are_refused_or_left_out(tmp_path, quadratic_file):
     assert streamed.n_dropped == 1
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(x="nope"), DataError, "Unknown x column 'nope'"),
-    (dict(memory_budget=10**6), OptionError, "leaves too little room"),
-    (dict(memory_budget=0), OptionError, "memory_budget"),
-    (dict(batch_size=100, method="lm"), OptionError, "takes no mini-batches"),
-    (dict(epochs=3), OptionError, "give batch_size too"),
-    (dict(batch_size=0), OptionError, "batch_size"),
-    (dict(nan_policy="drop"), OptionError, "nan_policy"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(x="nope"), DataError, "Unknown x column 'nope'"),
+        (dict(memory_budget=10**6), OptionError, "leaves too little room"),
+        (dict(memory_budget=0), OptionError, "memory_budget"),
+        (dict(batch_size=100, method="lm"), OptionError, "takes no mini-batches"),
+        (dict(epochs=3), OptionError, "give batch_size too"),
+        (dict(batch_size=0), OptionError, "batch_size"),
+        (dict(nan_policy="drop"), OptionError, "nan_policy"),
+    ],
+)
 def test_bad_options_are_refused(quadratic_file, kwargs, error, match):
     with pytest.raises(error, match=match):
         gradfit.fit_file("quadratic", quadratic_file[0], **kwargs)
@@ -303,11 +339,46 @@ def test_the_command_line_streams_and_refuses_in_one_line(tmp_path, quadratic_fi
     from gradfit.cli import main
 
     path = quadratic_file[0]
-    assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B",
-                 "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--memory-budget",
+                f"{tight_budget()}B",
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert "streamed in batches" in capsys.readouterr().out
-    assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B", "--bound", "c<1.5",
-                 "--fix", "a=0.8", "--json", str(tmp_path / "b.json"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--memory-budget",
+                f"{tight_budget()}B",
+                "--bound",
+                "c<1.5",
+                "--fix",
+                "a=0.8",
+                "--json",
+                str(tmp_path / "b.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     bounded = __import__("json").loads((tmp_path / "b.json").read_text())
     assert bounded["params"]["c"] == pytest.approx(1.5, rel=1e-6) and bounded["params"]["a"] == 0.8
     for args, match in [
@@ -329,9 +400,30 @@ def test_the_command_line_streams_and_refuses_in_one_line(tmp_path, quadratic_fi
 def test_ctrl_c_stops_after_the_batch_and_keeps_the_history(tmp_path, quadratic_file):
     path = quadratic_file[0]
     history = tmp_path / "history.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "gradfit", "fit", str(path), "--x", "t", "--y", "v",
-                             "--method", "sgd", "--batch-size", "50", "--epochs", "1000", "--history", str(history)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradfit",
+            "fit",
+            str(path),
+            "--x",
+            "t",
+            "--y",
+            "v",
+            "--method",
+            "sgd",
+            "--batch-size",
+            "50",
+            "--epochs",
+            "1000",
+            "--history",
+            str(history),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(10)  # imports, then well into the epochs (1,000 epochs take minutes)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
@@ -352,8 +444,9 @@ def test_a_few_rows_fit_in_memory_even_when_the_process_already_holds_the_budget
     monkeypatch.setattr(stream, "process_memory", lambda: 5 * 10**9)  # a notebook holding 5 GB
     result = gradfit.fit_file("linear", path)  # the default budget is 1 GB: 30 rows are fitted in memory
     assert result.x is not None
-    np.testing.assert_allclose(list(result.params.values()), np.polyfit(x, 2 * x + 1 + 0.01 * np.cos(30 * x), 1),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        list(result.params.values()), np.polyfit(x, 2 * x + 1 + 0.01 * np.cos(30 * x), 1), rtol=1e-10
+    )
     big = write(tmp_path / "big.parquet", x=np.linspace(0, 1, 5000), y=np.linspace(0, 1, 5000))
     with pytest.raises(OptionError, match="leaves too little room"):  # more than a batch: the budget still holds
         gradfit.fit_file("linear", big)
@@ -361,12 +454,13 @@ def test_a_few_rows_fit_in_memory_even_when_the_process_already_holds_the_budget
 
 # --- the random sample a streamed result keeps for its figures ------------------------------------
 
+
 def feed(reservoir, rows: np.ndarray, rng) -> None:
     """Rows to a Reservoir in batches of random sizes (some smaller than k, some larger)."""
     start = 0
     while start < len(rows):
         size = int(rng.integers(1, 14))
-        part = rows[start:start + size]
+        part = rows[start : start + size]
         reservoir.add(part, -part, None)
         start += size
 
@@ -405,7 +499,7 @@ def test_the_reservoir_of_many_rows_is_uniform_and_holds_fewer_rows_whole():
     reservoir = Reservoir(k, seed=5)
     rows = np.arange(n, dtype=np.float64)
     for start in range(0, n, 4096):
-        reservoir.add(rows[start:start + 4096], rows[start:start + 4096], None)
+        reservoir.add(rows[start : start + 4096], rows[start : start + 4096], None)
     x, _, _ = reservoir.arrays()
     assert len(np.unique(x)) == k
     assert kstest(x / n, "uniform").pvalue > 1e-3  # a fixed seed: not flaky
@@ -416,8 +510,9 @@ def test_the_reservoir_of_many_rows_is_uniform_and_holds_fewer_rows_whole():
 
 def test_a_streamed_result_keeps_a_random_sample_of_its_rows(quadratic_file):
     path, x, y, sigma = quadratic_file
-    result = gradfit.fit_file("quadratic", path, x="t", y="v", sigma="s", method="lm", memory_budget=tight_budget(),
-                              sample_rows=500, seed=4)
+    result = gradfit.fit_file(
+        "quadratic", path, x="t", y="v", sigma="s", method="lm", memory_budget=tight_budget(), sample_rows=500, seed=4
+    )
     assert "streamed in batches" in result.message
     assert result.sample_of == ROWS and len(result.x) == len(result.y) == len(result.sigma) == 500
     where = {value: i for i, value in enumerate(x)}  # the file's x are distinct: a row by its x
@@ -425,10 +520,12 @@ def test_a_streamed_result_keeps_a_random_sample_of_its_rows(quadratic_file):
     assert (np.diff(rows) > 0).all()  # rows of the file, in its order, x with its own y and sigma
     assert (result.y == y[rows]).all() and (result.sigma == sigma[rows]).all()
     assert rows.min() < ROWS // 10 and rows.max() > ROWS - ROWS // 10  # from all over the file
-    again = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(),
-                             sample_rows=500, seed=4)
-    other = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(),
-                             sample_rows=500, seed=5)
+    again = gradfit.fit_file(
+        "quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), sample_rows=500, seed=4
+    )
+    other = gradfit.fit_file(
+        "quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), sample_rows=500, seed=5
+    )
     assert (again.x == result.x).all() and not (other.x == result.x).all()
     none = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), sample_rows=0)
     assert none.x is None and none.sample_of is None
@@ -441,12 +538,40 @@ def test_a_streamed_fit_draws_its_figures_and_report_from_the_sample(tmp_path, q
 
     path = quadratic_file[0]
     plots, report, movie = tmp_path / "plots", tmp_path / "r.html", tmp_path / "a.gif"
-    assert main(["fit", str(path), "--x", "t", "--y", "v", "--memory-budget", f"{tight_budget()}B", "--method", "gd",
-                 "--max-steps", "12", "--plot", str(plots), "--report", str(report), "--animate", str(movie)]) == 3
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--x",
+                "t",
+                "--y",
+                "v",
+                "--memory-budget",
+                f"{tight_budget()}B",
+                "--method",
+                "gd",
+                "--max-steps",
+                "12",
+                "--plot",
+                str(plots),
+                "--report",
+                str(report),
+                "--animate",
+                str(movie),
+            ]
+        )
+        == 3
+    )
     out, err = capsys.readouterr()
     assert "streamed in batches" in out and "note" not in err
-    assert sorted(p.name for p in plots.iterdir()) == ["fit.png", "landscape.png", "loss.png", "params.png",
-                                                        "steps.png"]
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "fit.png",
+        "landscape.png",
+        "loss.png",
+        "params.png",
+        "steps.png",
+    ]
     assert movie.stat().st_size > 0
     text = report.read_text()
     assert f"a random sample of 10,000 of {ROWS:,} points" in text and "(sample)" in text

@@ -47,8 +47,9 @@ print("ok")
 def test_fits_from_four_threads_at_once_neither_crash_nor_change_the_answers(run):
     """torch.func's transforms are not safe in two threads at once: 4 threads each calling fit(method="lm")
     aborted the process about one run in 11 ('corrupted double-linked list'). gradfit._threads serialises them."""
-    done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, "3"], capture_output=True, text=True, timeout=600,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, "3"], capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
@@ -71,8 +72,9 @@ print("ok")
 def test_columns_that_overflow_are_refused_before_lapack_loops_on_them():
     """x = 1e200: x**2 is inf, and numpy's lstsq on it looped without end, holding the GIL (the playground froze
     for good). Every path refuses it in one line, at once."""
-    done = subprocess.run([sys.executable, "-c", FREEZE_SCRIPT], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_SCRIPT], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 

@@ -69,8 +69,9 @@ def test_the_page_and_every_asset_come_from_the_server(api):
     assert api.get("/favicon.ico").headers["content-type"].startswith("image/svg")
 
 
-@pytest.mark.parametrize("name", ["app.py", "..%2Fapp.py", "..%2F..%2Fpyproject.toml", "index.html%00.js",
-                                  "sessions.py"])
+@pytest.mark.parametrize(
+    "name", ["app.py", "..%2Fapp.py", "..%2F..%2Fpyproject.toml", "index.html%00.js", "sessions.py"]
+)
 def test_an_asset_is_looked_up_by_name_never_as_a_path(api, name):
     error = refused(api.get(f"/assets/{name}"), 404, "")
     assert error.startswith(("No asset", "Not found"))
@@ -90,8 +91,15 @@ def test_options_list_the_methods_and_one_variable_models(api):
 
 def test_the_default_session_is_the_seed_article(api, golden):
     state = new(api)
-    assert state["setup"] == {"data": "generated", "seed": 1989, "noise": 3.0, "model": "quadratic",
-                              "method": "gd", "learning_rate": 1e-4, "scale": False}
+    assert state["setup"] == {
+        "data": "generated",
+        "seed": 1989,
+        "noise": 3.0,
+        "model": "quadratic",
+        "method": "gd",
+        "learning_rate": 1e-4,
+        "scale": False,
+    }
     np.testing.assert_array_equal(state["data"]["x"], golden["X"])
     np.testing.assert_array_equal(state["data"]["y"], golden["Y"])
     np.testing.assert_array_equal(state["start"], golden["init_params"])  # the article's random start
@@ -248,15 +256,19 @@ def test_an_uploaded_csv_is_fitted(api):
     np.testing.assert_allclose(out["params"], [3, -1], atol=1e-9)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("x,y\n1,2\n3,banana\n", "not a number"),
-    ("only,a,header\n", "no rows"),
-    ("x\n1\n2\n", "only 1 column"),
-    ("   ", "must hold the uploaded file"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("x,y\n1,2\n3,banana\n", "not a number"),
+        ("only,a,header\n", "no rows"),
+        ("x\n1\n2\n", "only 1 column"),
+        ("   ", "must hold the uploaded file"),
+    ],
+)
 def test_a_bad_upload_is_refused_in_one_line(api, text, match):
-    refused(api.post("/api/sessions", json={"setup": {"data": "upload"}, "csv": text, "filename": "bad.csv"}),
-            400, match)
+    refused(
+        api.post("/api/sessions", json={"setup": {"data": "upload"}, "csv": text, "filename": "bad.csv"}), 400, match
+    )
     assert sessions(api) == 0
 
 
@@ -272,28 +284,31 @@ def test_upload_limits():
 # ---- every error: a 4xx with a JSON error, and nothing changed ----------------------------
 
 
-@pytest.mark.parametrize("setup,match", [
-    ({"colour": "red"}, "Unknown setting 'colour'"),
-    ({"seed": "1989"}, "`seed` must be a whole number"),
-    ({"seed": -1}, "`seed` must be a whole number"),
-    ({"seed": True}, "`seed` must be a whole number"),
-    ({"noise": -1}, "`noise` must be a number"),
-    ({"learning_rate": 0}, "`learning_rate` must be a number from 1e-06 to 1"),
-    ({"learning_rate": 2}, "`learning_rate` must be a number from 1e-06 to 1"),
-    ({"learning_rate": "fast"}, "`learning_rate` must be a number"),
-    ({"method": "sgd"}, "Unknown method 'sgd'"),
-    ({"method": "auto"}, "Unknown method 'auto'"),
-    ({"scale": "yes"}, "`scale` must be true or false"),
-    ({"data": "disk"}, "`data` must be 'generated' or 'upload'"),
-    ({"model": ""}, "`model` must be a model name"),
-    ({"model": "a*x + " * 50}, "at most 200"),
-    ({"model": "__import__('os').system('true')"}, "cannot contain"),
-    ({"model": "open('/etc/passwd')"}, "cannot contain"),
-    ({"model": "a*x +"}, "expression"),
-    ({"model": "quadratik"}, "Unknown model 'quadratik'"),
-    ({"model": "gaussian2d"}, "the one variable x"),
-    ({"model": "a*exp(b*x)*1e308"}, "NaN or inf at the starting point"),
-])
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        ({"colour": "red"}, "Unknown setting 'colour'"),
+        ({"seed": "1989"}, "`seed` must be a whole number"),
+        ({"seed": -1}, "`seed` must be a whole number"),
+        ({"seed": True}, "`seed` must be a whole number"),
+        ({"noise": -1}, "`noise` must be a number"),
+        ({"learning_rate": 0}, "`learning_rate` must be a number from 1e-06 to 1"),
+        ({"learning_rate": 2}, "`learning_rate` must be a number from 1e-06 to 1"),
+        ({"learning_rate": "fast"}, "`learning_rate` must be a number"),
+        ({"method": "sgd"}, "Unknown method 'sgd'"),
+        ({"method": "auto"}, "Unknown method 'auto'"),
+        ({"scale": "yes"}, "`scale` must be true or false"),
+        ({"data": "disk"}, "`data` must be 'generated' or 'upload'"),
+        ({"model": ""}, "`model` must be a model name"),
+        ({"model": "a*x + " * 50}, "at most 200"),
+        ({"model": "__import__('os').system('true')"}, "cannot contain"),
+        ({"model": "open('/etc/passwd')"}, "cannot contain"),
+        ({"model": "a*x +"}, "expression"),
+        ({"model": "quadratik"}, "Unknown model 'quadratik'"),
+        ({"model": "gaussian2d"}, "the one variable x"),
+        ({"model": "a*exp(b*x)*1e308"}, "NaN or inf at the starting point"),
+    ],
+)
 def test_a_bad_setup_is_refused_and_creates_nothing(api, setup, match):
     refused(api.post("/api/sessions", json={"setup": setup}), 400, match)
     assert sessions(api) == 0
@@ -314,18 +329,21 @@ def test_a_setup_must_be_an_object(api):
     refused(api.post("/api/sessions", json=[1, 2]), 400, "must be a JSON object")
 
 
-@pytest.mark.parametrize("body,match", [
-    ({"steps": 0}, "`steps` must be a whole number from 1 to 500"),
-    ({"steps": 501}, "`steps` must be a whole number from 1 to 500"),
-    ({"steps": "10"}, "`steps` must be a whole number"),
-    ({"steps": 1.5}, "`steps` must be a whole number"),
-    ({"steps": 1, "learning_rate": 10}, "`learning_rate` must be a number"),
-    ({"steps": 1, "landscape": "yes"}, "`landscape` must be true or false"),
-    ({"steps": 1, "pair": ["a", "a"]}, "`pair` must name two different parameters"),
-    ({"steps": 1, "pair": ["a", "z"]}, "`pair` must name two different parameters"),
-    ({"steps": 1, "pair": "ab", "landscape": True}, "`pair` must be a list"),
-    ({"steps": 1, "fast": True}, "Unknown field 'fast'"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ({"steps": 0}, "`steps` must be a whole number from 1 to 500"),
+        ({"steps": 501}, "`steps` must be a whole number from 1 to 500"),
+        ({"steps": "10"}, "`steps` must be a whole number"),
+        ({"steps": 1.5}, "`steps` must be a whole number"),
+        ({"steps": 1, "learning_rate": 10}, "`learning_rate` must be a number"),
+        ({"steps": 1, "landscape": "yes"}, "`landscape` must be true or false"),
+        ({"steps": 1, "pair": ["a", "a"]}, "`pair` must name two different parameters"),
+        ({"steps": 1, "pair": ["a", "z"]}, "`pair` must name two different parameters"),
+        ({"steps": 1, "pair": "ab", "landscape": True}, "`pair` must be a list"),
+        ({"steps": 1, "fast": True}, "Unknown field 'fast'"),
+    ],
+)
 def test_a_bad_step_request_is_refused(api, body, match):
     sid = new(api)["id"]
     step(api, sid, steps=3)
@@ -339,8 +357,9 @@ def test_bodies_must_be_bounded_json(api):
     refused(api.post(url, content=b'{"steps": 1}', headers={"content-type": "text/plain"}), 415, "as JSON")
     refused(api.post(url, content=b"{steps: 1", headers={"content-type": "application/json"}), 400, "not valid JSON")
     refused(api.post(url, content=b"\xff\xfe", headers={"content-type": "application/json"}), 400, "not valid JSON")
-    refused(api.post(url, content=b"{}" + b" " * 5000, headers={"content-type": "application/json"}), 413,
-            "larger than")
+    refused(
+        api.post(url, content=b"{}" + b" " * 5000, headers={"content-type": "application/json"}), 413, "larger than"
+    )
 
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(100):
@@ -348,8 +367,13 @@ def test_bodies_must_be_bounded_json(api):
 
     refused(api.post(url, content=chunks(), headers={"content-type": "application/json"}), 413, "larger than")
     limits = Limits()
-    refused(api.post("/api/sessions", content=b" " * (limits.max_body_bytes + 1),
-                     headers={"content-type": "application/json"}), 413, "larger than")
+    refused(
+        api.post(
+            "/api/sessions", content=b" " * (limits.max_body_bytes + 1), headers={"content-type": "application/json"}
+        ),
+        413,
+        "larger than",
+    )
     assert api.get(f"/api/sessions/{sid}").json()["step"] == 0
 
 
@@ -436,11 +460,14 @@ def test_serve_warns_loudly_when_opened_to_the_network(no_server, capsys):
     assert options["host"] == "0.0.0.0"
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--port", "70000"], "--port: must be a port number from 1 to 65535"),
-    (["--port", "http"], "--port: must be a port number"),
-    (["--host", "no-such-host.invalid"], "is not an address of this machine"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--port", "70000"], "--port: must be a port number from 1 to 65535"),
+        (["--port", "http"], "--port: must be a port number"),
+        (["--host", "no-such-host.invalid"], "is not an address of this machine"),
+    ],
+)
 def test_serve_refuses_bad_addresses_in_one_line(no_server, capsys, args, match):
     from gradfit.cli import main
 

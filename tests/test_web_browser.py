@@ -28,8 +28,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while True:
@@ -51,8 +55,12 @@ def page(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.problems, page.requests, page.refusals = [], [], []
     refused = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
-    page.on("console", lambda m: (page.refusals if refused.match(m.text) else page.problems).append(m.text)
-            if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: (
+            (page.refusals if refused.match(m.text) else page.problems).append(m.text) if m.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda e: page.problems.append(str(e)))
     page.on("request", lambda r: page.requests.append(r.url))
     page.shot = lambda name: _shot(page, tmp_path, name)
@@ -102,7 +110,8 @@ def test_ten_steps_lower_the_rmse_on_the_page_as_the_article_printed(page, serve
     rows = page.locator("#params-table tbody tr")
     assert rows.count() == 3
     assert float(rows.nth(0).locator("td").nth(1).text_content()) == pytest.approx(
-        golden["params_after_step"][9][0], rel=DISPLAY_RTOL)
+        golden["params_after_step"][9][0], rel=DISPLAY_RTOL
+    )
     page.shot("playground-ten-steps.png")
 
 

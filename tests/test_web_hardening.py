@@ -47,13 +47,16 @@ def test_an_upload_whose_columns_overflow_is_refused_at_once():
     assert api.get("/api/options").status_code == 200 and len(api.app.state.store) == 0
 
 
-@pytest.mark.parametrize("body, match", [
-    ({"setup": {"seed": 10**400}}, "`seed` must be a whole number"),
-    ({"setup": {"learning_rate": 10**400}}, "`learning_rate` must be a number"),
-    ({"setup": {"noise": -(10**400)}}, "`noise` must be a number"),
-    ({"setup": {"data": "upload"}, "csv": "x,x\n1,2\n2,3\n3,4\n"}, "2 columns named 'x'"),
-    ({"setup": {"data": "upload"}, "csv": "x,y\n1,2\n2,\ud800\n"}, "lone UTF-16 surrogate"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ({"setup": {"seed": 10**400}}, "`seed` must be a whole number"),
+        ({"setup": {"learning_rate": 10**400}}, "`learning_rate` must be a number"),
+        ({"setup": {"noise": -(10**400)}}, "`noise` must be a number"),
+        ({"setup": {"data": "upload"}, "csv": "x,x\n1,2\n2,3\n3,4\n"}, "2 columns named 'x'"),
+        ({"setup": {"data": "upload"}, "csv": "x,y\n1,2\n2,\ud800\n"}, "lone UTF-16 surrogate"),
+    ],
+)
 def test_inputs_that_gave_500s_are_one_line_refusals_holding_no_slot(body, match):
     api = client()
     content = json.dumps(body)  # ASCII, \ud800 escaped: what a client's JSON may hold
@@ -64,8 +67,7 @@ def test_inputs_that_gave_500s_are_one_line_refusals_holding_no_slot(body, match
 def test_json_nested_2000_deep_is_refused():
     api = client()
     body = '{"setup": ' + "[" * 2000 + "]" * 2000 + "}"
-    one_line_4xx(api.post("/api/sessions", content=body, headers={"content-type": "application/json"}),
-                 "nests deeper")
+    one_line_4xx(api.post("/api/sessions", content=body, headers={"content-type": "application/json"}), "nests deeper")
 
 
 def test_a_loss_that_overflows_at_the_start_gives_valid_json():
@@ -133,16 +135,23 @@ def test_one_client_cannot_take_every_slot_and_idle_sessions_make_room():
     assert store.get(third.id) is third and len(store) == 4
 
 
-SETUP_FIELDS = st.fixed_dictionaries({}, optional={
-    "data": st.sampled_from(["generated", "upload", "disk", 1]),
-    "seed": st.one_of(st.integers(-(10**30), 10**30), st.floats(allow_nan=True), st.text(max_size=5)),
-    "noise": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**400), 10**400)),
-    "model": st.one_of(st.sampled_from(["quadratic", "gaussian", "a*exp(b*x)", "1e400*a*x", "a*x**99999",
-                                        "exp(exp(a*x))", "poly11", "sine"]), st.text(max_size=30)),
-    "method": st.sampled_from(["gd", "lm", "adam", "lbfgs", "nope", None]),
-    "learning_rate": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
-    "scale": st.one_of(st.booleans(), st.none()),
-})
+SETUP_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "data": st.sampled_from(["generated", "upload", "disk", 1]),
+        "seed": st.one_of(st.integers(-(10**30), 10**30), st.floats(allow_nan=True), st.text(max_size=5)),
+        "noise": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**400), 10**400)),
+        "model": st.one_of(
+            st.sampled_from(
+                ["quadratic", "gaussian", "a*exp(b*x)", "1e400*a*x", "a*x**99999", "exp(exp(a*x))", "poly11", "sine"]
+            ),
+            st.text(max_size=30),
+        ),
+        "method": st.sampled_from(["gd", "lm", "adam", "lbfgs", "nope", None]),
+        "learning_rate": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
+        "scale": st.one_of(st.booleans(), st.none()),
+    },
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,8 +180,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradfit", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):  # up to 30 s for torch to load
         try:
@@ -206,8 +219,9 @@ def test_a_real_server_survives_the_freezing_upload_and_concurrent_nonlinear_fit
     results = []
 
     def create_and_step(k):
-        status, body = _post(base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm", "seed": k}},
-                             timeout=120)
+        status, body = _post(
+            base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm", "seed": k}}, timeout=120
+        )
         results.append(status)
         if status == 201:
             results.append(_post(f"{base}/api/sessions/{body['id']}/step", {"steps": 20}, timeout=120)[0])

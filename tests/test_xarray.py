@@ -23,9 +23,16 @@ def cube(rows=6, cols=7, seed=0) -> xr.DataArray:
     amplitude = rng.uniform(1, 3, (rows, cols, 1))
     center = rng.uniform(-0.3, 0.3, (rows, cols, 1))
     values = amplitude * np.exp(-((WAVELENGTH - center) ** 2) / 0.2) + rng.normal(0, 0.02, (rows, cols, 25))
-    return xr.DataArray(values, dims=("row", "col", "wavelength"),
-                        coords={"row": np.arange(rows) * 10, "col": [f"c{i}" for i in range(cols)],
-                                "wavelength": WAVELENGTH}, name="intensity"), amplitude[..., 0], center[..., 0]
+    return (
+        xr.DataArray(
+            values,
+            dims=("row", "col", "wavelength"),
+            coords={"row": np.arange(rows) * 10, "col": [f"c{i}" for i in range(cols)], "wavelength": WAVELENGTH},
+            name="intensity",
+        ),
+        amplitude[..., 0],
+        center[..., 0],
+    )
 
 
 MODEL = "amplitude*exp(-(x - center)**2 / 0.2)"
@@ -75,13 +82,16 @@ def test_another_dimension_and_x_and_ragged_curves():
     assert out["converged"].values.sum() >= 10
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda d: gradfit.dask.fit_many(d, MODEL, dim="time"), DataError, "Unknown dimension 'time'"),
-    (lambda d: gradfit.dask.fit_many(d.drop_vars("wavelength"), MODEL), DataError, "has no coordinate"),
-    (lambda d: gradfit.dask.fit_many(d, MODEL, x=np.arange(3.0)), DataError, "length 25"),
-    (lambda d: gradfit.dask.fit_many(d.to_dataset(), MODEL), DataError, "Give one variable of the Dataset"),
-    (lambda d: gradfit.dask.fit_many(d.to_dataframe().reset_index(), MODEL, dim="x"), OptionError, "dim="),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda d: gradfit.dask.fit_many(d, MODEL, dim="time"), DataError, "Unknown dimension 'time'"),
+        (lambda d: gradfit.dask.fit_many(d.drop_vars("wavelength"), MODEL), DataError, "has no coordinate"),
+        (lambda d: gradfit.dask.fit_many(d, MODEL, x=np.arange(3.0)), DataError, "length 25"),
+        (lambda d: gradfit.dask.fit_many(d.to_dataset(), MODEL), DataError, "Give one variable of the Dataset"),
+        (lambda d: gradfit.dask.fit_many(d.to_dataframe().reset_index(), MODEL, dim="x"), OptionError, "dim="),
+    ],
+)
 def test_bad_input_is_one_clear_error(call, error, match):
     data, _, _ = cube(rows=2, cols=2)
     with pytest.raises(error, match=match):

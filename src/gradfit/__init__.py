@@ -13,19 +13,39 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _WHERE = {
-    "BatchResult": "batch", "fit_many": "batch",
-    "load": "data", "seed_data": "data",
+    "BatchResult": "batch",
+    "fit_many": "batch",
+    "load": "data",
+    "seed_data": "data",
     "fit": "engine",
-    "ConvergenceWarning": "errors", "DataError": "errors", "ExitStatus": "errors", "ExpressionError": "errors",
-    "FitError": "errors", "GradfitError": "errors", "Interrupted": "errors", "ModelError": "errors",
+    "ConvergenceWarning": "errors",
+    "DataError": "errors",
+    "ExitStatus": "errors",
+    "ExpressionError": "errors",
+    "FitError": "errors",
+    "GradfitError": "errors",
+    "Interrupted": "errors",
+    "ModelError": "errors",
     "OptionError": "errors",
-    "History": "history", "StepRecord": "history",
-    "mse": "losses", "rmse": "losses",
-    "LIBRARY": "library", "get_model": "library",
-    "Composite": "models", "ExpressionModel": "models", "FunctionModel": "models", "Model": "models",
-    "Polynomial": "models", "linear": "models", "polynomial": "models", "quadratic": "models",
+    "History": "history",
+    "StepRecord": "history",
+    "mse": "losses",
+    "rmse": "losses",
+    "LIBRARY": "library",
+    "get_model": "library",
+    "Composite": "models",
+    "ExpressionModel": "models",
+    "FunctionModel": "models",
+    "Model": "models",
+    "Polynomial": "models",
+    "linear": "models",
+    "polynomial": "models",
+    "quadratic": "models",
     "FitResult": "result",
-    "METHODS": "solvers", "gradient_descent": "solvers", "least_squares": "solvers", "mse_curvatures": "solvers",
+    "METHODS": "solvers",
+    "gradient_descent": "solvers",
+    "least_squares": "solvers",
+    "mse_curvatures": "solvers",
     "fit_file": "stream",
 }
 
@@ -69,7 +89,7 @@ __all__ = [
 
 # ``demo`` is both a module and its function: bound here (a light import), since importing the module
 # later would otherwise leave ``gradfit.demo`` naming the module.
-from .demo import demo
+from .demo import demo  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -21,12 +21,7 @@ def positive_int(value, name: str) -> int:
 
 def positive_finite(value, name: str, *, hint: str = "") -> float:
     """A number > 0 that is not inf or nan (a learning rate, a tolerance)."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(value)
-        and value > 0
-    )
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
     if not ok:
         raise OptionError(f"{name} must be a positive finite number, got {value!r}.{hint}")
     return float(value)
@@ -44,14 +39,18 @@ def check_device(device, name: str = "device"):
         return where
     if where.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise OptionError(f"{name}={device!r} needs a CUDA GPU, and this machine has none that torch can use "
-                          f"({build}). Use {name}='cpu'.")
+        raise OptionError(
+            f"{name}={device!r} needs a CUDA GPU, and this machine has none that torch can use "
+            f"({build}). Use {name}='cpu'."
+        )
     if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
-        raise OptionError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                          f"numbered from 0.")
+        raise OptionError(
+            f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0."
+        )
     if where.type == "mps" and not torch.backends.mps.is_available():
-        raise OptionError(f"{name}={device!r} needs Apple's Metal (MPS), which this machine does not have. "
-                          f"Use {name}='cpu'.")
+        raise OptionError(
+            f"{name}={device!r} needs Apple's Metal (MPS), which this machine does not have. Use {name}='cpu'."
+        )
     try:
         torch.empty(0, device=where)
     except (RuntimeError, AssertionError) as e:

@@ -97,8 +97,11 @@ def save_atomic(path, write: Callable[[str], object]) -> None:
     target = _target(path, f"'{path}'")
     _remove_stale(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}{os.getpid()}-", suffix=target.suffix,
-                                   dir=target.parent if not (target.exists() and _is_stream(target)) else None)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}{TEMP_TAG}{os.getpid()}-",
+            suffix=target.suffix,
+            dir=target.parent if not (target.exists() and _is_stream(target)) else None,
+        )
         os.close(fd)
     except OSError as e:
         raise OptionError(f"Cannot write '{path}': {e.strerror}.") from None
@@ -125,7 +128,7 @@ def _remove_stale(target: Path) -> None:
     if not folder.is_dir():
         return
     for leftover in folder.glob(f".{glob.escape(target.name)}{TEMP_TAG}*"):
-        pid = leftover.name[len(target.name) + 1 + len(TEMP_TAG):].split("-", 1)[0]
+        pid = leftover.name[len(target.name) + 1 + len(TEMP_TAG) :].split("-", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
             try:
                 leftover.unlink()

@@ -95,8 +95,14 @@ class BatchResult:
             out[name] = self.params[:, i]
         for i, name in enumerate(self.param_names):
             out[f"{name}_stderr"] = self.stderr[:, i]
-        out.update(rmse=self.rmse, chi2=self.chi2, n_points=self.n_points, n_steps=self.n_steps,
-                   converged=self.converged, status=self.status)
+        out.update(
+            rmse=self.rmse,
+            chi2=self.chi2,
+            n_points=self.n_points,
+            n_steps=self.n_steps,
+            converged=self.converged,
+            status=self.status,
+        )
         return out
 
     def to_pandas(self):
@@ -150,8 +156,9 @@ def fit_many(
         from .solvers import get_method
 
         entry = get_method(run)  # the single-fit registry's defaults, in the same standardized coordinates
-        learning_rate = entry.learning_rate if learning_rate is None else positive_finite(learning_rate,
-                                                                                         "learning_rate")
+        learning_rate = (
+            entry.learning_rate if learning_rate is None else positive_finite(learning_rate, "learning_rate")
+        )
         default_steps, default_tol = entry.max_steps, entry.tolerances.gtol
     elif learning_rate is not None:
         raise OptionError(f"Method '{run}' takes no learning rate.")
@@ -200,8 +207,10 @@ def fit_many(
     if run == "linear":  # LAPACK's SVD fails (or loops) on inf or NaN columns: refuse them first
         check_finite(model.design_matrix(torch.as_tensor(xc if shared else xc.reshape((-1,) + xc.shape[2:]))))
     if B:  # a Python function autograd cannot differentiate: estimated derivatives (looked at on the first curve)
-        first = torch.as_tensor(p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params)
-                                if p0n is None else p0n, dtype=torch.float64)
+        first = torch.as_tensor(
+            p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params) if p0n is None else p0n,
+            dtype=torch.float64,
+        )
         model = derivatives_for(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
     program = _compiled_program(model, run, backend, B, N, dtype, device)
 
@@ -228,19 +237,29 @@ def fit_many(
 
         # the first compiled fit on a machine compiles the solver: say so rather than sit at 0% for 20 s
         first = program is not None and not _compiled().cached()
-        chunks = tqdm(chunks, desc="chunks (compiling the solver first: once per machine, ~20 s)" if first
-                      else "chunks", unit="chunk", leave=False)
+        chunks = tqdm(
+            chunks,
+            desc="chunks (compiling the solver first: once per machine, ~20 s)" if first else "chunks",
+            unit="chunk",
+            leave=False,
+        )
     for start in chunks:
         sl = slice(start, min(B, start + chunk_size))
         as_t = lambda a: torch.as_tensor(_contiguous(a), dtype=dtype, device=device)  # noqa: E731
         xs = xc if shared else xc[sl]
-        starts = (None if p0n is None else p0n[sl] if p0n.ndim == 2
-                  else np.broadcast_to(p0n, (sl.stop - sl.start, model.n_params)))
+        starts = (
+            None
+            if p0n is None
+            else p0n[sl]
+            if p0n.ndim == 2
+            else np.broadcast_to(p0n, (sl.stop - sl.start, model.n_params))
+        )
         if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
             if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
                 starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
-            fitted = _fit_compiled(model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol,
-                                   absolute_sigma)
+            fitted = _fit_compiled(
+                model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol, absolute_sigma
+            )
             keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma))
             continue
         part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]))
@@ -256,15 +275,27 @@ def fit_many(
                 result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
         except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (say, one calling .item())
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
-                             "Write it with torch operations only, one value per point.") from None
-        keep(sl, _undetermined(part.finish(*result, absolute_sigma), model, as_t, xs, shared, Yc[sl], weights[sl],
-                               absolute_sigma))
+            raise ModelError(
+                f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
+                "Write it with torch operations only, one value per point."
+            ) from None
+        keep(
+            sl,
+            _undetermined(
+                part.finish(*result, absolute_sigma), model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma
+            ),
+        )
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
-        columns = {"params": np.zeros((0, k)), "stderr": np.zeros((0, k)), "rmse": np.zeros(0), "chi2": np.zeros(0),
-                   "n_points": np.zeros(0, dtype=np.int64), "n_steps": np.zeros(0, dtype=np.int64),
-                   "status": np.zeros(0, dtype=np.int8)}
+        columns = {
+            "params": np.zeros((0, k)),
+            "stderr": np.zeros((0, k)),
+            "rmse": np.zeros(0),
+            "chi2": np.zeros(0),
+            "n_points": np.zeros(0, dtype=np.int64),
+            "n_steps": np.zeros(0, dtype=np.int64),
+            "status": np.zeros(0, dtype=np.int8),
+        }
     columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
@@ -279,12 +310,19 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
     if backend == "torch" or (backend == "auto" and n_curves < COMPILED_FROM):
         return None  # (and numba is not even imported)
     program = model.program() if run == "lm" else None
-    why = ("it runs only method 'lm'" if run != "lm"
-           else f"model {model.name} is a Python function (write it as a formula to compile it)" if program is None
-           else "it computes in float64 only" if dtype != torch.float64
-           else f"it runs on the CPU only, not {str(device)!r}" if device.type != "cpu"
-           else f"curves of {n_points:,} points are too long for it" if not _compiled().small_enough(program, n_points)
-           else None)
+    why = (
+        "it runs only method 'lm'"
+        if run != "lm"
+        else f"model {model.name} is a Python function (write it as a formula to compile it)"
+        if program is None
+        else "it computes in float64 only"
+        if dtype != torch.float64
+        else f"it runs on the CPU only, not {str(device)!r}"
+        if device.type != "cpu"
+        else f"curves of {n_points:,} points are too long for it"
+        if not _compiled().small_enough(program, n_points)
+        else None
+    )
     if why is None and backend == "auto" and not _compiled().cached():
         # compiling takes ~20 s once per machine, while torch fits a few thousand curves in about a second:
         # fit this batch with torch, and compile for the fits after it in a process of its own
@@ -303,12 +341,14 @@ def _compiled():
     return compiled
 
 
-def _fit_compiled(model: Model, program, x, shared: bool, y, w, start, max_steps: int, tol: float,
-                  absolute_sigma: bool) -> dict:
+def _fit_compiled(
+    model: Model, program, x, shared: bool, y, w, start, max_steps: int, tol: float, absolute_sigma: bool
+) -> dict:
     """One chunk's LM fits in machine code; the same per-curve arrays as _Chunk.finish gives."""
     x = x.reshape(1 if shared else len(y), y.shape[1], -1)  # (1 or B, N, variables)
-    fitted = _compiled().fit(program, x, y, w, start, max_steps, tol, absolute_sigma,
-                             (INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR))
+    fitted = _compiled().fit(
+        program, x, y, w, start, max_steps, tol, absolute_sigma, (INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR)
+    )
     t = {key: torch.from_numpy(value) for key, value in fitted.items()}
     return _host(model, t["params"], t["stderr"], t["rmse"], t["chi2"], t["n_points"], t["n_steps"], t["status"])
 
@@ -398,8 +438,11 @@ class _Chunk:
             keep = self.w[b] > 0
             x = self.x[keep] if self.shared else self.x[b][keep]
             g = self.model.guess(x, self.y[b][keep]) if int(keep.sum()) >= k else None
-            rows.append(torch.ones(k, dtype=self.y.dtype, device=self.y.device) if g is None
-                        else torch.as_tensor(g, dtype=self.y.dtype, device=self.y.device))
+            rows.append(
+                torch.ones(k, dtype=self.y.dtype, device=self.y.device)
+                if g is None
+                else torch.as_tensor(g, dtype=self.y.dtype, device=self.y.device)
+            )
         return torch.stack(rows)
 
     def _guess_in_groups(self, many) -> np.ndarray:
@@ -685,7 +728,9 @@ class _Chunk:
             converged = ~polish & (done | (pack.damping > MAX_DAMPING))
             status[pack.idx[converged]] = 0
             pack.polished = torch.where(converged | (polish & ok), pack.polished + 1, pack.polished)
-            leaving = (polish & ~ok) | (pack.polished > POLISH_STEPS) | (~polish & ~converged & (pack.steps >= max_steps))
+            leaving = (
+                (polish & ~ok) | (pack.polished > POLISH_STEPS) | (~polish & ~converged & (pack.steps >= max_steps))
+            )
             if POLISH_STEPS == 0:
                 leaving |= converged
             pack.drop(leaving, p)
@@ -722,7 +767,9 @@ class _Chunk:
                 cov = to_params @ cov @ to_params.transpose(-1, -2)
             dof = self.n_points - k
             if not absolute_sigma:
-                cov = cov * torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))[:, None, None]
+                cov = (
+                    cov * torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))[:, None, None]
+                )
             stderr = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0))
             stderr[singular] = math.nan
         status = status.clone()
@@ -749,8 +796,11 @@ class _Chunk:
             inverse = to_params @ inverse @ to_params.T
         base = torch.diagonal(inverse)
         dof = self.n_points - k
-        factor = torch.ones_like(chi2) if absolute_sigma else torch.where(dof > 0, chi2 / dof.clamp_min(1),
-                                                                          torch.full_like(chi2, math.inf))
+        factor = (
+            torch.ones_like(chi2)
+            if absolute_sigma
+            else torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))
+        )
         stderr = torch.sqrt(base.unsqueeze(0) * factor.unsqueeze(1))
         if singular:
             status = torch.full_like(status, 3)
@@ -785,9 +835,13 @@ def _host(model: Model, p, stderr, rmse, chi2, n_points, steps, status) -> dict:
     params = p.detach().double().cpu().numpy()
     params[codes == 4] = np.nan  # no fit without enough points
     return {
-        "params": params, "stderr": stderr.double().cpu().numpy(), "rmse": rmse.double().cpu().numpy(),
-        "chi2": chi2.double().cpu().numpy(), "n_points": n_points.long().cpu().numpy(),
-        "n_steps": steps.cpu().numpy(), "status": codes.astype(np.int8),
+        "params": params,
+        "stderr": stderr.double().cpu().numpy(),
+        "rmse": rmse.double().cpu().numpy(),
+        "chi2": chi2.double().cpu().numpy(),
+        "n_points": n_points.long().cpu().numpy(),
+        "n_steps": steps.cpu().numpy(),
+        "status": codes.astype(np.int8),
     }
 
 
@@ -872,8 +926,10 @@ def _start(model: Model, p0, batch: int):
         p0 = [p0[n] for n in model.param_names]
     p = np.asarray(p0, dtype=np.float64)
     if p.shape not in ((model.n_params,), (batch, model.n_params)):
-        raise ModelError(f"p0 must be ({model.n_params},) for every curve or ({batch}, {model.n_params}) "
-                         f"one per curve; got {p.shape}.")
+        raise ModelError(
+            f"p0 must be ({model.n_params},) for every curve or ({batch}, {model.n_params}) "
+            f"one per curve; got {p.shape}."
+        )
     if not np.isfinite(p).all():
         raise ModelError("p0 must be finite.")
     return p

@@ -54,8 +54,22 @@ def _learning_rate(text: str) -> float:
     return value
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K": 2**10, "M": 2**20,
-          "G": 2**30, "T": 2**40, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "K": 2**10,
+    "M": 2**20,
+    "G": 2**30,
+    "T": 2**40,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def _size(text: str) -> int:
@@ -173,19 +187,45 @@ def build_parser() -> argparse.ArgumentParser:
             "predictions (red) against the data (blue). The defaults are the article's."
         ),
     )
-    demo.add_argument("--out", default="gradfit-demo", metavar="DIR",
-                      help="folder for data.png, run1.png, run2.png, history.csv (default: %(default)s)")
-    demo.add_argument("--rounds", type=_positive_int, default=2, metavar="N",
-                      help="rounds of steps, one figure each (default: %(default)s)")
-    demo.add_argument("--steps-per-round", type=_positive_int, default=10, metavar="N",
-                      help="gradient steps per round (default: %(default)s)")
-    demo.add_argument("--learning-rate", "--lr", type=_learning_rate, default=1e-4, metavar="LR",
-                      help="step size (default: %(default)g)")
+    demo.add_argument(
+        "--out",
+        default="gradfit-demo",
+        metavar="DIR",
+        help="folder for data.png, run1.png, run2.png, history.csv (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="rounds of steps, one figure each (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--steps-per-round",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="gradient steps per round (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=_learning_rate,
+        default=1e-4,
+        metavar="LR",
+        help="step size (default: %(default)g)",
+    )
     demo.add_argument("--seed", type=_seed, default=1989, help="random seed (default: %(default)s)")
-    demo.add_argument("--animate", metavar="FILE", help="also write an animation of the run (.gif, or .mp4 with ffmpeg)")
-    demo.add_argument("--compare-lr", type=_rates, metavar="LR,LR,...",
-                      help="also run the descent at each learning rate and draw them side by side in "
-                           "DIR/compare-lr.png (e.g. 1e-5,1e-4,1e-3: too small, about right, too big)")
+    demo.add_argument(
+        "--animate", metavar="FILE", help="also write an animation of the run (.gif, or .mp4 with ffmpeg)"
+    )
+    demo.add_argument(
+        "--compare-lr",
+        type=_rates,
+        metavar="LR,LR,...",
+        help="also run the descent at each learning rate and draw them side by side in "
+        "DIR/compare-lr.png (e.g. 1e-5,1e-4,1e-3: too small, about right, too big)",
+    )
     demo.set_defaults(run=_run_demo)
 
     fit = commands.add_parser(
@@ -197,52 +237,109 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     fit.add_argument("data", metavar="DATA", help="a CSV (delimiter sniffed, header optional) or Parquet file")
-    fit.add_argument("--x", metavar="COL", type=_columns,
-                     help="x column, by name or 0-based index (default: the first); several, comma-separated "
-                          "(--x x,y), for a model of several variables. Names are the expression's variables")
+    fit.add_argument(
+        "--x",
+        metavar="COL",
+        type=_columns,
+        help="x column, by name or 0-based index (default: the first); several, comma-separated "
+        "(--x x,y), for a model of several variables. Names are the expression's variables",
+    )
     fit.add_argument("--y", metavar="COL", help="y column, by name or 0-based index (default: the second)")
     fit.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y (weights 1/sigma**2)")
-    fit.add_argument("--model", default="quadratic",
-                     help="a built-in model (see 'gradfit models'), a sum of them ('gaussian + linear'), or an "
-                          "expression such as 'a*exp(-b*x) + c' (default: %(default)s)")
-    fit.add_argument("--params", type=_names, metavar="A,B,...",
-                     help="the order of an expression's parameters (default: first appearance)")
-    fit.add_argument("--bound", action="append", type=_bound, metavar="BOUND", default=[],
-                     help="a bound on a parameter: 'b>0', 'c<10', '0<c<10' (repeat for more)")
-    fit.add_argument("--fix", action="append", type=_fixed, metavar="NAME=VALUE", default=[],
-                     help="hold a parameter at a value: c=1 (repeat or comma-separate for more)")
+    fit.add_argument(
+        "--model",
+        default="quadratic",
+        help="a built-in model (see 'gradfit models'), a sum of them ('gaussian + linear'), or an "
+        "expression such as 'a*exp(-b*x) + c' (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--params",
+        type=_names,
+        metavar="A,B,...",
+        help="the order of an expression's parameters (default: first appearance)",
+    )
+    fit.add_argument(
+        "--bound",
+        action="append",
+        type=_bound,
+        metavar="BOUND",
+        default=[],
+        help="a bound on a parameter: 'b>0', 'c<10', '0<c<10' (repeat for more)",
+    )
+    fit.add_argument(
+        "--fix",
+        action="append",
+        type=_fixed,
+        metavar="NAME=VALUE",
+        default=[],
+        help="hold a parameter at a value: c=1 (repeat or comma-separate for more)",
+    )
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
-    fit.add_argument("--learning-rate", "--lr", type=_learning_rate_or_auto, metavar="LR",
-                     help="step size of gradient methods, or 'auto' (default: the method's own)")
+    fit.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=_learning_rate_or_auto,
+        metavar="LR",
+        help="step size of gradient methods, or 'auto' (default: the method's own)",
+    )
     fit.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N steps")
     fit.add_argument("--tol", type=_tolerance, metavar="T", help="tolerance of every stopping rule")
-    fit.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
-                     help="rows with NaN or inf: refuse them (default) or leave them out")
-    fit.add_argument("--absolute-sigma", action="store_true",
-                     help="sigma is absolute: do not rescale the covariance by the reduced chi-square")
-    fit.add_argument("--no-scale", dest="scale", action="store_false",
-                     help="gradient methods walk the raw parameters, not standardized coordinates")
-    fit.add_argument("--memory-budget", type=_size, default="1GB", metavar="SIZE",
-                     help="the most memory the whole process may hold (e.g. 500MB, 2GB; default %(default)s): "
-                          "Parquet data that do not fit with the solver's work arrays are streamed in batches, "
-                          "with exact sums over them in every iteration")
-    fit.add_argument("--batch-size", type=_positive_int, metavar="ROWS",
-                     help="fit by mini-batches of ROWS rows (Parquet data; methods sgd, momentum, nesterov, adam, "
-                          "rmsprop): one step per batch, --epochs passes over row groups in a shuffled order")
+    fit.add_argument(
+        "--nan-policy",
+        choices=("raise", "omit"),
+        default="raise",
+        help="rows with NaN or inf: refuse them (default) or leave them out",
+    )
+    fit.add_argument(
+        "--absolute-sigma",
+        action="store_true",
+        help="sigma is absolute: do not rescale the covariance by the reduced chi-square",
+    )
+    fit.add_argument(
+        "--no-scale",
+        dest="scale",
+        action="store_false",
+        help="gradient methods walk the raw parameters, not standardized coordinates",
+    )
+    fit.add_argument(
+        "--memory-budget",
+        type=_size,
+        default="1GB",
+        metavar="SIZE",
+        help="the most memory the whole process may hold (e.g. 500MB, 2GB; default %(default)s): "
+        "Parquet data that do not fit with the solver's work arrays are streamed in batches, "
+        "with exact sums over them in every iteration",
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="ROWS",
+        help="fit by mini-batches of ROWS rows (Parquet data; methods sgd, momentum, nesterov, adam, "
+        "rmsprop): one step per batch, --epochs passes over row groups in a shuffled order",
+    )
     fit.add_argument("--epochs", type=_positive_int, metavar="N", help="passes of a mini-batch fit (default 1)")
     fit.add_argument("--seed", type=_seed, default=0, help="seed of the mini-batch order (default: %(default)s)")
-    fit.add_argument("--workers", type=_positive_int, metavar="N",
-                     help="fit Parquet data too large for one machine on a local Dask cluster of N worker processes "
-                          "(127.0.0.1): each iteration's sums computed where the data are")
-    fit.add_argument("--scheduler", metavar="ADDRESS",
-                     help="the same on an existing Dask cluster (e.g. tcp://10.0.0.5:8786)")
-    fit.add_argument("--dashboard", action="store_true",
-                     help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)")
+    fit.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="fit Parquet data too large for one machine on a local Dask cluster of N worker processes "
+        "(127.0.0.1): each iteration's sums computed where the data are",
+    )
+    fit.add_argument(
+        "--scheduler", metavar="ADDRESS", help="the same on an existing Dask cluster (e.g. tcp://10.0.0.5:8786)"
+    )
+    fit.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)",
+    )
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
-    fit.add_argument("--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and "
-                                                  "landscape.png into DIR")
+    fit.add_argument(
+        "--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and landscape.png into DIR"
+    )
     fit.add_argument("--animate", metavar="FILE", help="write an animation of the fit (.gif, or .mp4 with ffmpeg)")
     fit.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (works offline)")
     fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
@@ -251,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     many = commands.add_parser(
         "fit-many",
         help="fit one model to many curves at once (long format: one row per point)",
-        description=("Fit the same model to every curve of a long-format table (one row per point, a column "
-                     "naming the curve) and write one row per curve: parameters, standard errors, RMSE, "
-                     "steps and status."),
+        description=(
+            "Fit the same model to every curve of a long-format table (one row per point, a column "
+            "naming the curve) and write one row per curve: parameters, standard errors, RMSE, "
+            "steps and status."
+        ),
     )
     many.add_argument("data", metavar="DATA", help="a Parquet or CSV file, one row per point")
     many.add_argument("--group", required=True, metavar="COL", help="the column that names each curve")
@@ -262,38 +361,67 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y")
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
-    many.add_argument("--method", default="auto", metavar="M",
-                      help=f"{', '.join(BATCH_METHODS[:-1])} or {BATCH_METHODS[-1]} (default: auto)")
+    many.add_argument(
+        "--method",
+        default="auto",
+        metavar="M",
+        help=f"{', '.join(BATCH_METHODS[:-1])} or {BATCH_METHODS[-1]} (default: auto)",
+    )
     many.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop each curve after N steps")
-    many.add_argument("--backend", default="auto", metavar="B",
-                      help=f"where LM runs: {', '.join(BATCH_BACKENDS)} (default: auto, compiled machine code for "
-                           "a model written as a formula)")
+    many.add_argument(
+        "--backend",
+        default="auto",
+        metavar="B",
+        help=f"where LM runs: {', '.join(BATCH_BACKENDS)} (default: auto, compiled machine code for "
+        "a model written as a formula)",
+    )
     many.add_argument("--out", required=True, metavar="OUT.parquet", help="where to write one row per curve")
-    many.add_argument("--workers", type=_positive_int, metavar="N",
-                      help="fit on a local Dask cluster of N worker processes (127.0.0.1); DATA may then be a "
-                           "Parquet file, a folder or a glob of them")
-    many.add_argument("--scheduler", metavar="ADDRESS",
-                      help="fit on an existing dask.distributed cluster (tcp://host:port)")
-    many.add_argument("--dashboard", action="store_true",
-                      help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)")
+    many.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="fit on a local Dask cluster of N worker processes (127.0.0.1); DATA may then be a "
+        "Parquet file, a folder or a glob of them",
+    )
+    many.add_argument(
+        "--scheduler", metavar="ADDRESS", help="fit on an existing dask.distributed cluster (tcp://host:port)"
+    )
+    many.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)",
+    )
     many.add_argument("--quiet", action="store_true", help="print no summary")
     many.set_defaults(run=_run_fit_many)
 
     serve = commands.add_parser(
-        "serve", help="start the playground: a local web page to steer gradient descent and watch it learn",
-        description=("Serve the playground on this machine: change the learning rate, the method, the model and "
-                     "the data, and watch the fit converge or diverge. Works offline; Ctrl-C stops it."),
+        "serve",
+        help="start the playground: a local web page to steer gradient descent and watch it learn",
+        description=(
+            "Serve the playground on this machine: change the learning rate, the method, the model and "
+            "the data, and watch the fit converge or diverge. Works offline; Ctrl-C stops it."
+        ),
     )
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to "
-                            "your network, with a warning)")
-    serve.add_argument("--port", type=_whole_number(1, 65536, "a port number from 1 to 65535"), default=8000,
-                       help="port (default: %(default)s)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to "
+        "your network, with a warning)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_whole_number(1, 65536, "a port number from 1 to 65535"),
+        default=8000,
+        help="port (default: %(default)s)",
+    )
     serve.add_argument("--open", action="store_true", help="open the page in your web browser")
     serve.set_defaults(run=_run_serve)
 
-    models = commands.add_parser("models", help="list the built-in models with their formulas",
-                                 description="List the built-in models, their parameters and formulas.")
+    models = commands.add_parser(
+        "models",
+        help="list the built-in models with their formulas",
+        description="List the built-in models, their parameters and formulas.",
+    )
     models.set_defaults(run=_run_models)
     return parser
 
@@ -321,8 +449,11 @@ def _run_demo(args) -> int:
 
         runs = compare_learning_rates(args.compare_lr, steps=args.rounds * args.steps_per_round, seed=args.seed)
         for rate, run, diverged_at in runs:
-            end = (f"diverged at step {diverged_at}" if diverged_at
-                   else f"RMSE {run.history.rmse[-1]:.6g} before its last step")
+            end = (
+                f"diverged at step {diverged_at}"
+                if diverged_at
+                else f"RMSE {run.history.rmse[-1]:.6g} before its last step"
+            )
             print(f"learning rate {rate:g}: {end}")
         figure = plot_learning_rates([(f"lr {rate:g}", run, d) for rate, run, d in runs], ylim=(-75, 120))
         _save_figure(figure, out / "compare-lr.png")
@@ -373,6 +504,7 @@ def _run_fit(args) -> int:
     from .data import load, prepare
     from .engine import fit
     from .stream import fit_file
+
     model = _get_model(args, params=args.params)
     parquet = _parquet_data(args.data)
     if not parquet and (args.batch_size or args.epochs):
@@ -380,8 +512,14 @@ def _run_fit(args) -> int:
     if not parquet:
         columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
         first = columns["first_row"]
-        data = prepare(columns["x"], columns["y"], columns.get("sigma"), nan_policy=args.nan_policy,
-                       first_row=first, row_label="line" if first else "row")
+        data = prepare(
+            columns["x"],
+            columns["y"],
+            columns.get("sigma"),
+            nan_policy=args.nan_policy,
+            first_row=first,
+            row_label="line" if first else "row",
+        )
     bounds: dict = {}
     for name, lower, upper in args.bound:  # b>0 and b<10 given apart make one bound
         old = bounds.get(name, (None, None))
@@ -389,9 +527,18 @@ def _run_fit(args) -> int:
     fixed = {k: v for item in args.fix for k, v in item.items()}
     progress = None if args.quiet else _progress_bar(args)
     batches = None if args.quiet or not parquet else _progress_bar(args, unit="batch")
-    options = dict(p0=args.p0, method=args.method, learning_rate=args.learning_rate, max_steps=args.max_steps,
-                   tol=args.tol, absolute_sigma=args.absolute_sigma, scale=args.scale, bounds=bounds or None,
-                   fixed=fixed or None, callback=None if progress is None else lambda record: progress.update(1))
+    options = dict(
+        p0=args.p0,
+        method=args.method,
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps,
+        tol=args.tol,
+        absolute_sigma=args.absolute_sigma,
+        scale=args.scale,
+        bounds=bounds or None,
+        fixed=fixed or None,
+        callback=None if progress is None else lambda record: progress.update(1),
+    )
     json_out, history_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -399,10 +546,20 @@ def _run_fit(args) -> int:
             if args.workers or args.scheduler:
                 result = _fit_on_dask(args, model, options)
             elif parquet:
-                result = fit_file(model, args.data, x=args.x, y=args.y, sigma=args.sigma, nan_policy=args.nan_policy,
-                                  memory_budget=args.memory_budget, batch_size=args.batch_size, epochs=args.epochs,
-                                  seed=args.seed, on_batch=None if batches is None else lambda rows: batches.update(1),
-                                  **options)
+                result = fit_file(
+                    model,
+                    args.data,
+                    x=args.x,
+                    y=args.y,
+                    sigma=args.sigma,
+                    nan_policy=args.nan_policy,
+                    memory_budget=args.memory_budget,
+                    batch_size=args.batch_size,
+                    epochs=args.epochs,
+                    seed=args.seed,
+                    on_batch=None if batches is None else lambda rows: batches.update(1),
+                    **options,
+                )
             else:
                 result = fit(model, data.x, data.y, sigma=data.sigma, **options)
                 result.n_dropped = data.n_dropped
@@ -483,8 +640,7 @@ def _interrupted(stopped, history_out) -> int:
         where = f"the history so far is in {history_out}"
     else:
         where = "give --history OUT.csv to keep the steps of an interrupted fit"
-    print(f"gradfit fit: interrupted after {steps} steps (stopped after the current batch); {where}.",
-          file=sys.stderr)
+    print(f"gradfit fit: interrupted after {steps} steps (stopped after the current batch); {where}.", file=sys.stderr)
     return ExitStatus.INTERRUPTED
 
 
@@ -514,10 +670,15 @@ def _run_models(args) -> int:
         formula = model.formula if name != "polyN" else "c3*x**3 + c2*x**2 + c1*x + c0  (poly3)"
         variables = getattr(model, "variables", ("x",))
         print(f"{name:<{width}}  {entry.description}")
-        print(f"{'':<{width}}  y = {formula}" if variables == ("x",)
-              else f"{'':<{width}}  z = {formula}   (variables: {', '.join(variables)})")
-    print("\nModels add: 'gaussian + linear' has parameters g_amplitude, g_center, g_sigma, l_slope, "
-          "l_intercept.\nAny other text is an expression: 'a*exp(-b*x) + c'.")
+        print(
+            f"{'':<{width}}  y = {formula}"
+            if variables == ("x",)
+            else f"{'':<{width}}  z = {formula}   (variables: {', '.join(variables)})"
+        )
+    print(
+        "\nModels add: 'gaussian + linear' has parameters g_amplitude, g_center, g_sigma, l_slope, "
+        "l_intercept.\nAny other text is an expression: 'a*exp(-b*x) + c'."
+    )
     return ExitStatus.OK
 
 
@@ -533,8 +694,18 @@ def _run_fit_many(args) -> int:
     if args.workers or args.scheduler:
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
-    names, result = fit_long(model, groups.to_numpy(), x, y, sigma, p0=args.p0, method=args.method, max_steps=args.max_steps,
-                             backend=args.backend, progress=not args.quiet and sys.stderr.isatty())
+    names, result = fit_long(
+        model,
+        groups.to_numpy(),
+        x,
+        y,
+        sigma,
+        p0=args.p0,
+        method=args.method,
+        max_steps=args.max_steps,
+        backend=args.backend,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -556,8 +727,10 @@ def _fit_on_dask(args, model, options):
     if args.batch_size or args.epochs:
         raise OptionError("--batch-size and --epochs stream one file in this process; leave out --workers/--scheduler.")
     if not _parquet_data(args.data):
-        raise DataError(f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
-                        "glob); convert it, or leave out --workers.")
+        raise DataError(
+            f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
+            "glob); convert it, or leave out --workers."
+        )
     try:
         import dask.dataframe as dd
         import distributed  # noqa: F401
@@ -570,12 +743,21 @@ def _fit_on_dask(args, model, options):
 
     frame = dd.read_parquet(args.data)
     names = list(frame.columns)
-    columns = {role: _column_name(default if given is None else given, names, role, Path(args.data))
-               for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
-               if given is not None or default is not None}
+    columns = {
+        role: _column_name(default if given is None else given, names, role, Path(args.data))
+        for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
+        if given is not None or default is not None
+    }
     with cluster(args.workers, args.scheduler, dashboard=args.dashboard):
-        return fit(frame, model, x=columns["x"], y=columns["y"], sigma=columns.get("sigma"),
-                   nan_policy=args.nan_policy, **options)
+        return fit(
+            frame,
+            model,
+            x=columns["x"],
+            y=columns["y"],
+            sigma=columns.get("sigma"),
+            nan_policy=args.nan_policy,
+            **options,
+        )
 
 
 def _fit_many_on_dask(args, model, out) -> int:
@@ -595,8 +777,10 @@ def _fit_many_on_dask(args, model, out) -> int:
     if args.workers and args.scheduler:
         raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
     if not _parquet_data(args.data):
-        raise DataError(f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
-                        "glob); convert it, or leave out --workers.")
+        raise DataError(
+            f"'{args.data}' is not Parquet data. A cluster reads Parquet files (a file, a folder or a "
+            "glob); convert it, or leave out --workers."
+        )
     frame = dd.read_parquet(args.data)
     others = [c for c in frame.columns if c != args.group]
     if args.group not in frame.columns:
@@ -605,15 +789,27 @@ def _fit_many_on_dask(args, model, out) -> int:
     x = args.x if args.x is not None else (others[0] if others else None)
     y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
     with cluster(args.workers, args.scheduler, dashboard=args.dashboard):
-        table = fit_many(frame, model, group=args.group, x=x, y=y, sigma=args.sigma, p0=args.p0,
-                         method=args.method, max_steps=args.max_steps, backend=args.backend).compute()
+        table = fit_many(
+            frame,
+            model,
+            group=args.group,
+            x=x,
+            y=y,
+            sigma=args.sigma,
+            p0=args.p0,
+            method=args.method,
+            max_steps=args.max_steps,
+            backend=args.backend,
+        ).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
     save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))
     if not args.quiet:
         counts = table["status"].value_counts()
         where = f"{args.workers} local workers" if args.workers else args.scheduler
-        print(f"Fitted {len(table)} curves of {model.name} on {where}: "
-              f"{', '.join(f'{v} {k}' for k, v in counts.items())}. Wrote {out}.")
+        print(
+            f"Fitted {len(table)} curves of {model.name} on {where}: "
+            f"{', '.join(f'{v} {k}' for k, v in counts.items())}. Wrote {out}."
+        )
     return ExitStatus.OK if table["converged"].all() else ExitStatus.NOT_CONVERGED
 
 
@@ -649,16 +845,21 @@ def _long_table(args):
 
 
 def _report_settings(args) -> dict:
-    settings = {"data": args.data, "x column": args.x or "first", "y column": args.y or "second",
-                "model (as given)": args.model}
+    settings = {
+        "data": args.data,
+        "x column": args.x or "first",
+        "y column": args.y or "second",
+        "model (as given)": args.model,
+    }
     if args.sigma:
         settings["sigma column"] = args.sigma
     for name, value in (("max steps", args.max_steps), ("tolerance", args.tol), ("p0", args.p0)):
         if value is not None:
             settings[name] = value
     if args.bound:
-        settings["bounds"] = ", ".join(f"{n}: {lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
-                                       for n, lo, hi in args.bound)
+        settings["bounds"] = ", ".join(
+            f"{n}: {lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}" for n, lo, hi in args.bound
+        )
     if args.fix:
         settings["fixed"] = ", ".join(f"{k}={v:g}" for item in args.fix for k, v in item.items())
     return settings

@@ -26,9 +26,20 @@ from .stream import SAMPLE_ROWS
 CONNECT_TIMEOUT = "10s"
 
 
-def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = None, sigma: str | None = None,
-             p0=None, method: str = "auto", max_steps: int | None = None, dim: str | None = None,
-             backend: str = "auto"):
+def fit_many(
+    frame,
+    model,
+    *,
+    group: str | None = None,
+    x=None,
+    y: str | None = None,
+    sigma: str | None = None,
+    p0=None,
+    method: str = "auto",
+    max_steps: int | None = None,
+    dim: str | None = None,
+    backend: str = "auto",
+):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
     A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D
@@ -61,18 +72,34 @@ def fit_many(frame, model, *, group: str | None = None, x=None, y: str | None = 
         shown = ", ".join(repr(c) for c in list(frame.columns)[:20])
         raise DataError(f"Unknown column {missing[0]!r}. Columns are: {shown}.")
     names = list(model.param_names)
-    meta = pd.DataFrame({
-        group: pd.Series([], dtype=frame[group].dtype),
-        **{n: pd.Series([], dtype="float64") for n in names},
-        **{f"{n}_stderr": pd.Series([], dtype="float64") for n in names},
-        "rmse": pd.Series([], dtype="float64"), "chi2": pd.Series([], dtype="float64"),
-        "n_points": pd.Series([], dtype="int64"), "n_steps": pd.Series([], dtype="int64"),
-        "converged": pd.Series([], dtype="bool"), "status": pd.Series([], dtype="object"),
-    })
+    meta = pd.DataFrame(
+        {
+            group: pd.Series([], dtype=frame[group].dtype),
+            **{n: pd.Series([], dtype="float64") for n in names},
+            **{f"{n}_stderr": pd.Series([], dtype="float64") for n in names},
+            "rmse": pd.Series([], dtype="float64"),
+            "chi2": pd.Series([], dtype="float64"),
+            "n_points": pd.Series([], dtype="int64"),
+            "n_steps": pd.Series([], dtype="int64"),
+            "converged": pd.Series([], dtype="bool"),
+            "status": pd.Series([], dtype="object"),
+        }
+    )
     # every row of a curve in one partition; a task-based shuffle, which Dask reruns when a worker dies
     whole_curves = frame[wanted].shuffle(on=group, shuffle_method="tasks")
-    return whole_curves.map_partitions(_fit_partition, model=model, group=group, x=x, y=y, sigma=sigma, p0=p0,
-                                       method=method, max_steps=max_steps, backend=backend, meta=meta)
+    return whole_curves.map_partitions(
+        _fit_partition,
+        model=model,
+        group=group,
+        x=x,
+        y=y,
+        sigma=sigma,
+        p0=p0,
+        method=method,
+        max_steps=max_steps,
+        backend=backend,
+        meta=meta,
+    )
 
 
 def _fit_array(array, model, x, *, p0, method, max_steps, backend):
@@ -89,8 +116,10 @@ def _fit_array(array, model, x, *, p0, method, max_steps, backend):
     rows = array.rechunk({1: -1})  # whole curves in every block
     starts = np.concatenate([[0], np.cumsum(rows.chunks[0])[:-1]])
     blocks = rows.to_delayed()[:, 0]
-    parts = [dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps, backend)
-             for block, start in zip(blocks, starts)]
+    parts = [
+        dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps, backend)
+        for block, start in zip(blocks, starts)
+    ]
     meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, p0, method, max_steps, backend).iloc[:0]
     meta = meta.astype({"curve": "int64"})
     return dd.from_delayed(parts, meta=pd.DataFrame(meta), verify_meta=False)
@@ -99,8 +128,9 @@ def _fit_array(array, model, x, *, p0, method, max_steps, backend):
 def _fit_block(block, start, model, x, p0, method, max_steps, backend):
     from .batch import fit_many as fit_rows
 
-    out = fit_rows(model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps,
-                   backend=backend).to_pandas()
+    out = fit_rows(
+        model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps, backend=backend
+    ).to_pandas()
     out.insert(0, "curve", np.arange(start, start + len(out), dtype=np.int64))
     return out
 
@@ -121,15 +151,18 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
         raise DataError(f"Expected an xarray DataArray, got {type(data).__name__}.")
     dim = data.dims[-1] if dim is None else dim
     if dim not in data.dims:
-        raise DataError(f"Unknown dimension {dim!r}. The array's dimensions are: "
-                        f"{', '.join(repr(str(d)) for d in data.dims)}.")
+        raise DataError(
+            f"Unknown dimension {dim!r}. The array's dimensions are: {', '.join(repr(str(d)) for d in data.dims)}."
+        )
     n_points = data.sizes[dim]
     inputs = [data]
     if isinstance(x, xr.DataArray):  # each curve at its own x: x over `dim` and some of the other dimensions
         extra = [d for d in x.dims if d not in data.dims]
         if dim not in x.dims or extra:
-            raise DataError(f"An x DataArray must run along {dim!r} and use only the data's dimensions "
-                            f"({', '.join(repr(str(d)) for d in data.dims)}); it has {tuple(map(str, x.dims))}.")
+            raise DataError(
+                f"An x DataArray must run along {dim!r} and use only the data's dimensions "
+                f"({', '.join(repr(str(d)) for d in data.dims)}); it has {tuple(map(str, x.dims))}."
+            )
         if x.sizes[dim] != n_points:
             raise DataError(f"x has {x.sizes[dim]} points along {dim!r}, the data {n_points}.")
         inputs.append(x.astype(np.float64).broadcast_like(data).transpose(*data.dims))
@@ -137,19 +170,25 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
     else:
         if x is None:
             if dim not in data.coords:
-                raise DataError(f"Dimension {dim!r} has no coordinate to give each point's x: give x= (one value "
-                                f"per point, {n_points} of them, or a DataArray of each curve's x) or assign the "
-                                "coordinate.")
+                raise DataError(
+                    f"Dimension {dim!r} has no coordinate to give each point's x: give x= (one value "
+                    f"per point, {n_points} of them, or a DataArray of each curve's x) or assign the "
+                    "coordinate."
+                )
             x = data[dim].values
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (n_points,):
-            raise DataError(f"x must be one value per point along {dim!r}: a 1-D array of length {n_points} (or a "
-                            f"DataArray of each curve's x), got shape {x.shape}.")
+            raise DataError(
+                f"x must be one value per point along {dim!r}: a 1-D array of length {n_points} (or a "
+                f"DataArray of each curve's x), got shape {x.shape}."
+            )
     if data.chunks is not None:  # whole curves in every block
         inputs = [a.chunk({d: (-1 if d == dim else data.chunksizes[d]) for d in data.dims}) for a in inputs]
     names = list(model.param_names)
     outputs = xr.apply_ufunc(
-        _fit_curves, *inputs, input_core_dims=[[dim]] * len(inputs),
+        _fit_curves,
+        *inputs,
+        input_core_dims=[[dim]] * len(inputs),
         output_core_dims=[["parameter"], ["parameter"], [], [], [], [], []],
         kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps, backend=backend),
         dask="parallelized",
@@ -182,12 +221,25 @@ def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps, backend
         x = np.asarray(each_x, dtype=np.float64).reshape(rows.shape)
     if rows.shape[0] == 0:
         empty = np.zeros(lead)
-        return (np.zeros((*lead, k)), np.zeros((*lead, k)), empty, empty, empty.astype(np.int64),
-                empty.astype(np.int64), empty.astype(STATUS_DTYPE))
+        return (
+            np.zeros((*lead, k)),
+            np.zeros((*lead, k)),
+            empty,
+            empty,
+            empty.astype(np.int64),
+            empty.astype(np.int64),
+            empty.astype(STATUS_DTYPE),
+        )
     r = fit_rows(model, x, rows, p0=p0, method=method, max_steps=max_steps, backend=backend)
-    return (r.params.reshape(*lead, k), r.stderr.reshape(*lead, k), r.rmse.reshape(lead), r.chi2.reshape(lead),
-            r.n_points.astype(np.int64).reshape(lead), r.n_steps.astype(np.int64).reshape(lead),
-            r.status.astype(STATUS_DTYPE).reshape(lead))
+    return (
+        r.params.reshape(*lead, k),
+        r.stderr.reshape(*lead, k),
+        r.rmse.reshape(lead),
+        r.chi2.reshape(lead),
+        r.n_points.astype(np.int64).reshape(lead),
+        r.n_steps.astype(np.int64).reshape(lead),
+        r.status.astype(STATUS_DTYPE).reshape(lead),
+    )
 
 
 def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, backend):
@@ -196,9 +248,17 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, ba
 
     if len(part) == 0:
         return pd.DataFrame({group: part[group].iloc[:0]})
-    names, result = fit_long(model, part[group].to_numpy(), part[x].to_numpy(np.float64),
-                             part[y].to_numpy(np.float64), None if sigma is None else part[sigma].to_numpy(np.float64),
-                             p0=p0, method=method, max_steps=max_steps, backend=backend)
+    names, result = fit_long(
+        model,
+        part[group].to_numpy(),
+        part[x].to_numpy(np.float64),
+        part[y].to_numpy(np.float64),
+        None if sigma is None else part[sigma].to_numpy(np.float64),
+        p0=p0,
+        method=method,
+        max_steps=max_steps,
+        backend=backend,
+    )
     out = result.to_pandas()
     out.insert(0, group, pd.Series(names, dtype=part[group].dtype))
     return out
@@ -207,9 +267,25 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, ba
 # --- one huge fit, its sums computed where the data are --------------------------------------
 
 
-def fit(frame, model, *, x: str, y: str, sigma: str | None = None, p0=None, method: str = "auto",
-        learning_rate=None, max_steps: int | None = None, tol=None, absolute_sigma: bool = False, scale: bool = True,
-        nan_policy: str = "raise", bounds: dict | None = None, fixed: dict | None = None, callback=None):
+def fit(
+    frame,
+    model,
+    *,
+    x: str,
+    y: str,
+    sigma: str | None = None,
+    p0=None,
+    method: str = "auto",
+    learning_rate=None,
+    max_steps: int | None = None,
+    tol=None,
+    absolute_sigma: bool = False,
+    scale: bool = True,
+    nan_policy: str = "raise",
+    bounds: dict | None = None,
+    fixed: dict | None = None,
+    callback=None,
+):
     """One fit of all the rows of a Dask DataFrame, as ``gradfit.fit_file`` streams a file, on the cluster.
 
     The columns are persisted in the workers' memory; every iteration each worker computes its
@@ -232,9 +308,24 @@ def fit(frame, model, *, x: str, y: str, sigma: str | None = None, p0=None, meth
         raise DataError(f"Unknown column {missing[0]!r}. Columns are: {', '.join(map(repr, frame.columns))}.")
     problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma, nan_policy)
     where = Plan(True, 0, f"in {problem.n_partitions} partitions, summed by the cluster's workers")
-    return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps,
-                         tol=tol, absolute_sigma=absolute_sigma, scale=scale, batch_size=None, epochs=None, seed=0,
-                         callback=callback, how=where, bounds=bounds, fixed=fixed)
+    return _fit_streamed(
+        model,
+        problem,
+        p0=p0,
+        method=method,
+        learning_rate=learning_rate,
+        max_steps=max_steps,
+        tol=tol,
+        absolute_sigma=absolute_sigma,
+        scale=scale,
+        batch_size=None,
+        epochs=None,
+        seed=0,
+        callback=callback,
+        how=where,
+        bounds=bounds,
+        fixed=fixed,
+    )
 
 
 def _columns(part, x, y, sigma, nan_policy="raise"):
@@ -245,8 +336,10 @@ def _columns(part, x, y, sigma, nan_policy="raise"):
         keep &= np.isfinite(s) & (s > 0)
     if not keep.all():
         if nan_policy == "raise":
-            raise DataError("The data hold NaN, inf or a sigma <= 0. Fix those rows or use nan_policy='omit' "
-                            "(--nan-policy omit) to leave them out.")
+            raise DataError(
+                "The data hold NaN, inf or a sigma <= 0. Fix those rows or use nan_policy='omit' "
+                "(--nan-policy omit) to leave them out."
+            )
         return arrays[0][keep], arrays[1][keep], None if s is None else s[keep]
     return arrays[0], arrays[1], s
 
@@ -257,8 +350,10 @@ def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True):
     from .solvers import Problem
 
     # a partition's arrays may be read-only (Arrow's buffers): torch gets a writable copy of those only
-    xs, ys, ss = (None if a is None else torch.from_numpy(np.require(a, requirements="W"))
-                  for a in _columns(part, x, y, sigma, nan_policy))
+    xs, ys, ss = (
+        None if a is None else torch.from_numpy(np.require(a, requirements="W"))
+        for a in _columns(part, x, y, sigma, nan_policy)
+    )
     return Problem(model, xs, ys, None if not weighted else ss)
 
 
@@ -426,17 +521,24 @@ def cluster(workers: int | None = None, scheduler: str | None = None, dashboard:
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
-            raise OptionError(f"Cannot reach the Dask scheduler at {scheduler!r} ({type(e).__name__}). Check the "
-                              "address (tcp://host:port) and that the scheduler is running.") from None
+            raise OptionError(
+                f"Cannot reach the Dask scheduler at {scheduler!r} ({type(e).__name__}). Check the "
+                "address (tcp://host:port) and that the scheduler is running."
+            ) from None
         try:
             yield client
         finally:
             client.close()
         return
-    where = {"dashboard_address": "127.0.0.1:8787"} if dashboard else {
-        "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      **where) as local, Client(local) as client:
+    where = (
+        {"dashboard_address": "127.0.0.1:8787"}
+        if dashboard
+        else {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+    )
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", **where) as local,
+        Client(local) as client,
+    ):
         if dashboard:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         yield client

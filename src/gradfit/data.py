@@ -68,8 +68,10 @@ def as_array(values, name: str) -> np.ndarray:
     Float64 because float32 fits fail silently: with 7 significant digits, the
     sums of squares of a fit lose the differences the optimizer needs to see.
     """
-    complex_numbers = DataError(f"`{name}` holds complex numbers, and a fit needs real ones: fit the real and the "
-                                "imaginary parts (or the magnitude) as curves of their own.")
+    complex_numbers = DataError(
+        f"`{name}` holds complex numbers, and a fit needs real ones: fit the real and the "
+        "imaginary parts (or the magnitude) as curves of their own."
+    )
     torch = sys.modules.get("torch")  # a tensor can only come from a process that imported torch
     if torch is not None and isinstance(values, torch.Tensor):
         if values.is_complex():
@@ -149,8 +151,10 @@ def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, 
     if sigma is not None and ((sigma[keep] > SIGMA_RANGE) | (sigma[keep] < 1 / SIGMA_RANGE)).any():
         # the squares of the weighted residuals would overflow or underflow float64: a "fit" of zeros or infs
         where = _rows(keep & ((sigma > SIGMA_RANGE) | (sigma < 1 / SIGMA_RANGE)), first_row, row_label)
-        raise DataError(f"`sigma` must lie between 1e-150 and 1e150 (its square must be a float64 number), but "
-                        f"it does not at {where}. Rescale y and sigma together (a unit 1e100 times larger, say).")
+        raise DataError(
+            f"`sigma` must lie between 1e-150 and 1e150 (its square must be a float64 number), but "
+            f"it does not at {where}. Rescale y and sigma together (a unit 1e100 times larger, say)."
+        )
     if not bad.any():  # nothing to drop: no copies of what may be large arrays
         return Dataset(x, y, sigma, 0)
     return Dataset(x[keep], y[keep], None if sigma is None else sigma[keep], int(bad.sum()))

@@ -64,8 +64,14 @@ def demo(
         history = None
         for _ in range(rounds):
             params, history = gradient_descent(
-                model, x, y, params, learning_rate=learning_rate, steps=steps_per_round,
-                history=history, callback=callback,
+                model,
+                x,
+                y,
+                params,
+                learning_rate=learning_rate,
+                steps=steps_per_round,
+                history=history,
+                callback=callback,
             )
         if scratch is not None:
             _draw(scratch, model, x, y, history, rounds, steps_per_round)

@@ -26,8 +26,7 @@ from .models import Model
 from .numeric import NumericFunction, derivatives_for
 from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
-from .solvers import (Outcome, Problem, first_order, get_method, least_squares,
-                      levenberg_marquardt, solve_linear)
+from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from .stream import is_source
@@ -76,9 +75,21 @@ def fit(
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
         from .stream import fit_file
 
-        return fit_file(model, x, p0=p0, method=method, learning_rate=learning_rate, max_steps=max_steps, tol=tol,
-                        absolute_sigma=absolute_sigma, nan_policy=nan_policy, scale=scale, bounds=bounds,
-                        fixed=fixed, callback=callback)
+        return fit_file(
+            model,
+            x,
+            p0=p0,
+            method=method,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            tol=tol,
+            absolute_sigma=absolute_sigma,
+            nan_policy=nan_policy,
+            scale=scale,
+            bounds=bounds,
+            fixed=fixed,
+            callback=callback,
+        )
     if y is None:
         raise DataError("`y` is missing: give x and y, or a Parquet file or pyarrow Dataset as the only data.")
     model = get_model(model, variables=_variables(variables))
@@ -102,8 +113,9 @@ def fit(
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
     device = check_device(device)
 
-    data, problem, start, model = _problem(model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device,
-                                           derivatives)
+    data, problem, start, model = _problem(
+        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives
+    )
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
@@ -112,23 +124,56 @@ def fit(
     elif run_method == "lm":
         outcome = _lm(problem, start, max_steps, tolerances, callback, bounds, fixed)
     else:
-        outcome = first_order(problem, start, method=run_method, learning_rate=learning_rate,
-                              max_steps=max_steps, tolerances=tolerances, scale=scale, callback=callback,
-                              default_rate=asked_rate is None)
+        outcome = first_order(
+            problem,
+            start,
+            method=run_method,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            tolerances=tolerances,
+            scale=scale,
+            callback=callback,
+            default_rate=asked_rate is None,
+        )
     if isinstance(model, NumericFunction):
         outcome.notes.append(model.note)
-    result = _result(model, problem, outcome, chosen.name, run_method, data.n_dropped, absolute_sigma,
-                     data, learning_rate, bounds, fixed)
+    result = _result(
+        model,
+        problem,
+        outcome,
+        chosen.name,
+        run_method,
+        data.n_dropped,
+        absolute_sigma,
+        data,
+        learning_rate,
+        bounds,
+        fixed,
+    )
     if result.undetermined:
-        warnings.warn(undetermined_warning(result.undetermined, result.rank, problem.model.n_params),
-                      ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            undetermined_warning(result.undetermined, result.rank, problem.model.n_params),
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     elif not result.converged:
         warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
     return result
 
 
-def fit_steps(model, x, y, *, p0=None, method: str = "gd", learning_rate=None, scale: bool = True,
-              max_steps: int | None = None, tol=None, variables=None) -> tuple[Problem, Generator]:
+def fit_steps(
+    model,
+    x,
+    y,
+    *,
+    p0=None,
+    method: str = "gd",
+    learning_rate=None,
+    scale: bool = True,
+    max_steps: int | None = None,
+    tol=None,
+    variables=None,
+) -> tuple[Problem, Generator]:
     """The same fit as ``fit``, one step at a time: (problem, steps).
 
     ``next(steps)`` takes one step and gives its StepRecord; ``steps.send(rate)`` takes one
@@ -179,8 +224,9 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
 NEAR_BOUND = 1e-3  # relative: a parameter this close to a bound that the loss pushes it against is tried on it
 
 
-def _finish_on_bounds(problem: Problem, outcome: Outcome, bounds, fixed, max_steps: int, tolerances,
-                      callback) -> Outcome:
+def _finish_on_bounds(
+    problem: Problem, outcome: Outcome, bounds, fixed, max_steps: int, tolerances, callback
+) -> Outcome:
     """An optimum on a bound, found as an active set: LM through the bounds' change of variables crawls
     toward it (the transform is flat there), so a parameter near its bound that the loss pushes against
     it is held on the bound and the others are fitted again (a few steps); kept when the loss is no
@@ -223,10 +269,18 @@ def _finish_on_bounds(problem: Problem, outcome: Outcome, bounds, fixed, max_ste
         history.append(record)
         if callback is not None:
             callback(record)
-    held_note = (f"{', '.join(onto)} held on {'its bound' if len(onto) == 1 else 'their bounds'}, where the loss "
-                 "pushes against it, and the rest fitted again")
-    return Outcome(problem.model.to_free(user_after), history, finish.converged, finish.reason,
-                   outcome.learning_rate, [*outcome.notes, held_note])
+    held_note = (
+        f"{', '.join(onto)} held on {'its bound' if len(onto) == 1 else 'their bounds'}, where the loss "
+        "pushes against it, and the rest fitted again"
+    )
+    return Outcome(
+        problem.model.to_free(user_after),
+        history,
+        finish.converged,
+        finish.reason,
+        outcome.learning_rate,
+        [*outcome.notes, held_note],
+    )
 
 
 RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)
@@ -259,8 +313,9 @@ def _lm(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callb
 BOUND_CHECK = 20  # LM steps between the looks of a fit with bounds for an optimum on one
 
 
-def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds=None,
-          fixed=None) -> Outcome:
+def _auto(
+    problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds=None, fixed=None
+) -> Outcome:
     """Levenberg–Marquardt, restarted from rescaled starts when it ends where the data pin nothing down.
 
     From a poor start LM can slide to a degenerate point (say an exponential rate
@@ -269,6 +324,7 @@ def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, cal
     parameter multiplied by 10, 0.1, 100 and 0.01, and the best full-rank result
     is kept.
     """
+
     def run(p):
         return _lm(problem, p, max_steps, tolerances, callback, bounds, fixed or {})
 
@@ -279,8 +335,15 @@ def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, cal
     first_loss = outcome.history[-1].loss if len(outcome.history) else math.inf
     best, best_loss = None, math.inf
     scalings = [torch.full_like(start, f) for f in RESTART_FACTORS]
-    scalings += [torch.ones_like(start).index_fill(0, torch.tensor([i], device=start.device), f)
-                 for f in RESTART_FACTORS for i in range(k)] if k > 1 else []
+    scalings += (
+        [
+            torch.ones_like(start).index_fill(0, torch.tensor([i], device=start.device), f)
+            for f in RESTART_FACTORS
+            for i in range(k)
+        ]
+        if k > 1
+        else []
+    )
     for scaling in scalings:
         trial_start = start * scaling
         with torch.no_grad():
@@ -291,8 +354,9 @@ def _auto(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, cal
         if trial.converged and loss < best_loss and loss < first_loss and _rank(problem, trial.params) == k:
             best, best_loss = trial, loss
             factors = ", ".join(f"{v:g}" for v in scaling.tolist())
-            best.notes.append(f"restarted from p0 x ({factors}): the first run ended where the data did "
-                              "not determine every parameter")
+            best.notes.append(
+                f"restarted from p0 x ({factors}): the first run ended where the data did not determine every parameter"
+            )
             break
     return best or outcome
 
@@ -316,8 +380,10 @@ def _small(jac: np.ndarray) -> np.ndarray:
 def _learning_rate(value, method, scale: bool, asked: str):
     if method.learning_rate is None:
         if value is not None:
-            raise OptionError(f"Method '{asked}' takes no learning rate; leave learning_rate out "
-                              "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs).")
+            raise OptionError(
+                f"Method '{asked}' takes no learning rate; leave learning_rate out "
+                "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs)."
+            )
         return None
     if value is None:
         return method.learning_rate if scale else "auto"  # no one rate suits raw parameters
@@ -373,8 +439,9 @@ def _start(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> to
         except TypeError:
             raise ModelError(f"p0 must be a dict or a sequence of numbers, got {p0!r}.") from None
         if len(values) != len(names):
-            raise ModelError(f"p0 has {len(values)} values but the model has {len(names)} parameters "
-                             f"({', '.join(names)}).")
+            raise ModelError(
+                f"p0 has {len(values)} values but the model has {len(names)} parameters ({', '.join(names)})."
+            )
     try:
         start = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device).clone()
     except (TypeError, ValueError):
@@ -398,8 +465,10 @@ def _check_variables(model: Model, x: np.ndarray) -> None:
     if k != len(model.variables):
         names = ", ".join(model.variables)
         plural = "s" if len(model.variables) > 1 else ""
-        raise ModelError(f"Model {model.name} takes {len(model.variables)} variable{plural} ({names}), but x has "
-                         f"{k} column{'s' if k > 1 else ''}. Give one x column per variable.")
+        raise ModelError(
+            f"Model {model.name} takes {len(model.variables)} variable{plural} ({names}), but x has "
+            f"{k} column{'s' if k > 1 else ''}. Give one x column per variable."
+        )
 
 
 def _variables(variables) -> tuple[str, ...]:
@@ -417,22 +486,39 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
     except GradfitError:
         raise
     except Exception as e:  # a Python function's own failure (1/0, a name it lacks, ...): one line, not a traceback
-        raise ModelError(f"Model {model.name} failed on torch tensors at p0: {type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
-                         "operations, one value per point.") from None
+        raise ModelError(
+            f"Model {model.name} failed on torch tensors at p0: {type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
+            "operations, one value per point."
+        ) from None
     bad = ~torch.isfinite(residuals)
     values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
     if bool(bad.any()):
-        raise FitError(f"The model gives NaN or inf at the starting point p0 ({values}) for "
-                       f"{int(bad.sum())} of {len(bad)} points. Choose another p0.")
+        raise FitError(
+            f"The model gives NaN or inf at the starting point p0 ({values}) for "
+            f"{int(bad.sum())} of {len(bad)} points. Choose another p0."
+        )
     # the solvers' LAPACK calls (SVD, QR) loop without end on inf or NaN, holding the GIL: refuse first
     if not problem.streaming and not bool(torch.isfinite(problem.jacobian(start)).all()):
-        raise FitError(f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
-                       "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0.")
+        raise FitError(
+            f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
+            "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0."
+        )
 
 
-def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_dropped: int,
-            absolute_sigma: bool, data, learning_rate, bounds, fixed) -> FitResult:
+def _result(
+    model,
+    problem: Problem,
+    outcome: Outcome,
+    asked: str,
+    ran: str,
+    n_dropped: int,
+    absolute_sigma: bool,
+    data,
+    learning_rate,
+    bounds,
+    fixed,
+) -> FitResult:
     """Statistics and uncertainties at the solution, in the user's parameters."""
     p = outcome.params.detach()
     n, k = problem.n_points, problem.model.n_params  # k: the parameters actually fitted
@@ -475,8 +561,11 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
 
     notes = list(outcome.notes)
     if asked == "auto":
-        why = ("the model is linear in its parameters" if ran == "linear"
-               else "a nonlinear least-squares problem that fits in memory")
+        why = (
+            "the model is linear in its parameters"
+            if ran == "linear"
+            else "a nonlinear least-squares problem that fits in memory"
+        )
         notes.insert(0, f"method auto chose {ran}: {why}")
     if undetermined:
         notes.append(undetermined_note(undetermined, rank, k))
@@ -497,21 +586,50 @@ def _result(model, problem: Problem, outcome: Outcome, asked: str, ran: str, n_d
 
     # as fit_many's status 'singular': not a converged fit; nor is one whose statistics are not finite numbers
     converged = outcome.converged and not undetermined and not overflow
-    state = ("Ended with statistics that overflow" if overflow
-             else "Ended where the data do not determine every parameter" if undetermined
-             else "Converged" if outcome.converged else "Did not converge")
+    state = (
+        "Ended with statistics that overflow"
+        if overflow
+        else "Ended where the data do not determine every parameter"
+        if undetermined
+        else "Converged"
+        if outcome.converged
+        else "Did not converge"
+    )
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}."
     if notes:
         message += " (" + "; ".join(notes) + ")"
     return FitResult(
-        model=model, method=ran, params=params,
-        stderr=dict(zip(names, stderr.tolist())), covariance=cov, rmse=rmse, r2=r2, chi2=chi2,
-        reduced_chi2=reduced, aic=aic, bic=bic, n_points=n, n_steps=len(outcome.history),
-        converged=converged, undetermined=undetermined, message=message, history=outcome.history, n_dropped=n_dropped,
-        gap_to_optimum=gap, optimum_rmse=optimum_rmse,
+        model=model,
+        method=ran,
+        params=params,
+        stderr=dict(zip(names, stderr.tolist())),
+        covariance=cov,
+        rmse=rmse,
+        r2=r2,
+        chi2=chi2,
+        reduced_chi2=reduced,
+        aic=aic,
+        bic=bic,
+        n_points=n,
+        n_steps=len(outcome.history),
+        converged=converged,
+        undetermined=undetermined,
+        message=message,
+        history=outcome.history,
+        n_dropped=n_dropped,
+        gap_to_optimum=gap,
+        optimum_rmse=optimum_rmse,
         learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
-        dtype=p.dtype, device=str(p.device), notes=notes, rank=rank, bounds=bounds, fixed=fixed,
-        at_bound=on_bound, x=data.x, y=data.y, sigma=data.sigma,
+        dtype=p.dtype,
+        device=str(p.device),
+        notes=notes,
+        rank=rank,
+        bounds=bounds,
+        fixed=fixed,
+        at_bound=on_bound,
+        x=data.x,
+        y=data.y,
+        sigma=data.sigma,
     )
 
 
@@ -532,9 +650,11 @@ def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:
     rate = result.learning_rate
     if "too large" in result.message:  # the steps swing (see solvers.gradient.first_order)
         smaller = f", e.g. {rate / 10:g}" if rate else ""
-        return (f"The fit did not converge with method '{method}' (RMSE {result.rmse:.6g}): the steps swing across the "
-                f"valley. Use a smaller learning_rate{smaller}, or learning_rate='auto' (a backtracking line search)"
-                f"{'' if method == 'lm' else ', or method=' + repr('lm')}.")
+        return (
+            f"The fit did not converge with method '{method}' (RMSE {result.rmse:.6g}): the steps swing across the "
+            f"valley. Use a smaller learning_rate{smaller}, or learning_rate='auto' (a backtracking line search)"
+            f"{'' if method == 'lm' else ', or method=' + repr('lm')}."
+        )
     hint = {
         "gd": "a larger learning_rate or learning_rate='auto'",
         "lm": "checking the model and p0",
@@ -543,5 +663,7 @@ def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:
     if not scale:
         hint = "standardized coordinates (scale=True), which suit gradient methods far better"
     other = "" if method == "lm" else ", or method='lm'"
-    return (f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
-            f"Consider increasing max_steps, {hint}{other}.")
+    return (
+        f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
+        f"Consider increasing max_steps, {hint}{other}."
+    )

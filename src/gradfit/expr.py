@@ -155,8 +155,9 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
     if not text.strip():
         raise ExpressionError("The model expression is empty. Write a formula such as a*x + b.")
     if "^" in text:
-        raise ExpressionError(f"'^' at column {text.index('^') + 1} is not a power in Python syntax: "
-                              "write a**2 instead of a^2.")
+        raise ExpressionError(
+            f"'^' at column {text.index('^') + 1} is not a power in Python syntax: write a**2 instead of a^2."
+        )
     _check_parentheses(text)
     try:
         with warnings.catch_warnings():  # Python's own warnings about odd literals: the errors below say it
@@ -164,11 +165,11 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
             tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         where = f" at column {e.offset}" if e.offset else ""
-        raise ExpressionError(f"The expression is not valid syntax{where}: {e.msg}. "
-                              "Write a formula such as a*exp(-b*x) + c.") from None
+        raise ExpressionError(
+            f"The expression is not valid syntax{where}: {e.msg}. Write a formula such as a*exp(-b*x) + c."
+        ) from None
     except (ValueError, RecursionError, MemoryError, OverflowError):
-        raise ExpressionError("The expression cannot be parsed (too deeply nested or with a null "
-                              "character).") from None
+        raise ExpressionError("The expression cannot be parsed (too deeply nested or with a null character).") from None
     source = text.strip()
     _check_depth(tree)
     try:
@@ -184,8 +185,10 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
             _check_name(name, "parameter")
         missing = [n for n in found if n not in param_names]
         if missing:
-            raise ExpressionError(f"The expression uses {missing[0]!r}, which is not among the parameters "
-                                  f"given ({', '.join(param_names)}) or the variables ({', '.join(variables)}).")
+            raise ExpressionError(
+                f"The expression uses {missing[0]!r}, which is not among the parameters "
+                f"given ({', '.join(param_names)}) or the variables ({', '.join(variables)})."
+            )
         unused = [n for n in param_names if n not in found]
         if unused:
             raise ExpressionError(f"Parameter {unused[0]!r} does not appear in the expression.")
@@ -203,10 +206,16 @@ def _as_float(value) -> float:
 
 
 def _check_name(name, role: str) -> None:
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_") \
-            or not name.isascii():
-        raise ExpressionError(f"{name!r} cannot be a {role} name: use ASCII letters, digits and _, "
-                              "starting with a letter.")
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or keyword.iskeyword(name)
+        or name.startswith("_")
+        or not name.isascii()
+    ):
+        raise ExpressionError(
+            f"{name!r} cannot be a {role} name: use ASCII letters, digits and _, starting with a letter."
+        )
     if name in FUNCTIONS or name in CONSTANTS:
         raise ExpressionError(f"{name!r} cannot be a {role} name: it is a function or constant of the language.")
 
@@ -239,8 +248,12 @@ _CHAINS = ({ast.Add, ast.Sub}, {ast.Mult, ast.Div})
 
 def _continues_chain(parent: ast.AST, child: ast.AST) -> bool:
     """Is child the left operand of parent with the same precedence (a + b + c parses as (a + b) + c)?"""
-    return (isinstance(parent, ast.BinOp) and isinstance(child, ast.BinOp) and child is parent.left
-            and any(type(parent.op) in group and type(child.op) in group for group in _CHAINS))
+    return (
+        isinstance(parent, ast.BinOp)
+        and isinstance(child, ast.BinOp)
+        and child is parent.left
+        and any(type(parent.op) in group and type(child.op) in group for group in _CHAINS)
+    )
 
 
 def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list[str]:
@@ -257,7 +270,8 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
         if isinstance(node, ast.Constant):
             if type(node.value) not in (int, float):
                 kind = {str: "text", bytes: "bytes", bool: "True/False", complex: "a complex number"}.get(
-                    type(node.value), "this constant")
+                    type(node.value), "this constant"
+                )
                 _refuse(node, source, kind)
             if not math.isfinite(_as_float(node.value)):  # 1e400, or an integer of 400 digits: no float64 holds it
                 _refuse(node, source, "a number beyond float64's range (about 1.8e308)")
@@ -268,22 +282,24 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
                 what = f"the function {name!r}" if name else "a call of anything but a known function"
                 _refuse(node, source, what, hint=f"Known functions: {', '.join(sorted(FUNCTIONS))}.")
             if node.keywords:
-                _refuse(node.keywords[0].value if node.keywords[0].arg is None else node, source,
-                        "keyword arguments")
+                _refuse(node.keywords[0].value if node.keywords[0].arg is None else node, source, "keyword arguments")
             if any(isinstance(a, ast.Starred) for a in node.args):
                 _refuse(node, source, "unpacking (*)")
             arity = FUNCTIONS[name][1]
             if len(node.args) != arity:
-                _refuse(node, source, f"{name}() with {len(node.args)} arguments",
-                        hint=f"{name} takes {arity}.")
+                _refuse(node, source, f"{name}() with {len(node.args)} arguments", hint=f"{name} takes {arity}.")
             continue
         if isinstance(node, ast.Name):
             name = node.id
             if name.startswith("__") or name.startswith("_"):
                 _refuse(node, source, f"the name {name!r}", hint="Names must start with a letter.")
             if not name.isascii():  # Cyrillic а and Latin a would be two parameters that print the same
-                _refuse(node, source, f"the name {name!r}, which is not plain ASCII",
-                        hint="Name parameters with ASCII letters, digits and _ (sigma, not σ).")
+                _refuse(
+                    node,
+                    source,
+                    f"the name {name!r}, which is not plain ASCII",
+                    hint="Name parameters with ASCII letters, digits and _ (sigma, not σ).",
+                )
             if id(node) in call_names:
                 continue
             if name in FUNCTIONS:
@@ -305,9 +321,18 @@ def _preorder(root: ast.AST):
 
 
 def _op_text(op) -> str:
-    return {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitXor: "^", ast.BitAnd: "&",
-            ast.BitOr: "|", ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~", ast.Not: "not"}.get(
-        type(op), type(op).__name__)
+    return {
+        ast.FloorDiv: "//",
+        ast.Mod: "%",
+        ast.MatMult: "@",
+        ast.BitXor: "^",
+        ast.BitAnd: "&",
+        ast.BitOr: "|",
+        ast.LShift: "<<",
+        ast.RShift: ">>",
+        ast.Invert: "~",
+        ast.Not: "not",
+    }.get(type(op), type(op).__name__)
 
 
 class _Refused(Exception):
@@ -318,11 +343,15 @@ class _Refused(Exception):
         self.what, self.piece, self.column, self.hint = what, piece, column, hint
 
     def message(self, lead: int) -> str:
-        at = (f" ('{self.piece}' at column {self.column + lead + 1})"
-              if self.piece is not None and self.column is not None else "")
+        at = (
+            f" ('{self.piece}' at column {self.column + lead + 1})"
+            if self.piece is not None and self.column is not None
+            else ""
+        )
         allowed = "numbers, names, + - * / **, parentheses and the known functions"
-        return (f"A model expression cannot contain {self.what}{at}: it may use only {allowed}."
-                + (f" {self.hint}" if self.hint else ""))
+        return f"A model expression cannot contain {self.what}{at}: it may use only {allowed}." + (
+            f" {self.hint}" if self.hint else ""
+        )
 
 
 def _refuse(node: ast.AST, source: str, what: str, hint: str = "") -> None:
@@ -402,6 +431,7 @@ def _tensor(value, env: dict) -> torch.Tensor:
 
 # --- derivatives: forward mode on the tree ----------------------------------------------------
 
+
 def _derivative_rules():
     """d f(a)/da as a function of a and of the value v = f(a), for each one-argument function."""
     ln10, ln2, two_over_sqrt_pi = math.log(10), math.log(2), 2 / math.sqrt(math.pi)
@@ -448,9 +478,11 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
     if isinstance(node, ast.UnaryOp):
         operand = _compile_dual(node.operand, params)
         if isinstance(node.op, ast.USub):
+
             def negate(env):
                 v, d = operand(env)
                 return -v, {k: -g for k, g in d.items()}
+
             return negate
         return operand
     if isinstance(node, ast.BinOp):
@@ -476,12 +508,15 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
         function = FUNCTIONS[name][0]
         args = [_compile_dual(a, params) for a in node.args]
         if name == "arctan2":
+
             def atan2(env):
                 (y, dy), (x, dx) = args[0](env), args[1](env)
                 y_t, x_t = _tensor(y, env), _tensor(x, env)
                 r2 = x_t * x_t + y_t * y_t
-                return function(y_t, x_t), _combine({k: g * x_t / r2 for k, g in dy.items()},
-                                                    {k: -g * y_t / r2 for k, g in dx.items()})
+                return function(y_t, x_t), _combine(
+                    {k: g * x_t / r2 for k, g in dy.items()}, {k: -g * y_t / r2 for k, g in dx.items()}
+                )
+
             return atan2
         rule = _D[name]
 
@@ -536,9 +571,31 @@ def _combine(da: dict, db: dict) -> dict:
 # Operation codes of a Program. A slot holds one instruction's result: a number (CONST, folded
 # at build time), a parameter, a variable, or an operation on earlier slots.
 CONST, PARAM, VAR, ADD, SUB, MUL, DIV, POW, NEG, ATAN2 = range(10)
-UNARY_CODES = {name: 10 + i for i, name in enumerate((
-    "exp", "log", "log10", "log2", "sqrt", "abs", "sin", "cos", "tan", "arcsin", "arccos", "arctan",
-    "sinh", "cosh", "tanh", "erf", "erfc", "sigmoid"))}
+UNARY_CODES = {
+    name: 10 + i
+    for i, name in enumerate(
+        (
+            "exp",
+            "log",
+            "log10",
+            "log2",
+            "sqrt",
+            "abs",
+            "sin",
+            "cos",
+            "tan",
+            "arcsin",
+            "arccos",
+            "arctan",
+            "sinh",
+            "cosh",
+            "tanh",
+            "erf",
+            "erfc",
+            "sigmoid",
+        )
+    )
+}
 UNARY_CODES.update(asin=UNARY_CODES["arcsin"], acos=UNARY_CODES["arccos"], atan=UNARY_CODES["arctan"])
 _BINARY_CODES = {ast.Add: ADD, ast.Sub: SUB, ast.Mult: MUL, ast.Div: DIV, ast.Pow: POW}
 
@@ -570,7 +627,7 @@ class Program:
         value = self.value.copy()
         value[self.op == PARAM] += offset
         dep = np.zeros((len(self.op), n_params), dtype=bool)
-        dep[:, offset:offset + self.n_params] = self.dep
+        dep[:, offset : offset + self.n_params] = self.dep
         return Program(self.op, self.a, self.b, value, self.point, dep, self.n_variables)
 
 
@@ -594,11 +651,15 @@ def sum_programs(programs: Sequence[Program], sizes: Sequence[int]) -> Program:
         extra_point.append(point), extra_dep.append(dep)
         result = base + len(extra_a) - 1
     n = len(extra_a)
-    return Program(np.concatenate(ops + [np.full(n, ADD)]), np.concatenate(a_s + [np.array(extra_a, dtype=np.int64)]),
-                   np.concatenate(b_s + [np.array(extra_b, dtype=np.int64)]), np.concatenate(values + [np.zeros(n)]),
-                   np.concatenate(points + [np.array(extra_point, dtype=bool)]),
-                   np.concatenate(deps + [np.array(extra_dep, dtype=bool).reshape(n, total)]),
-                   max(p.n_variables for p in parts))
+    return Program(
+        np.concatenate(ops + [np.full(n, ADD)]),
+        np.concatenate(a_s + [np.array(extra_a, dtype=np.int64)]),
+        np.concatenate(b_s + [np.array(extra_b, dtype=np.int64)]),
+        np.concatenate(values + [np.zeros(n)]),
+        np.concatenate(points + [np.array(extra_point, dtype=bool)]),
+        np.concatenate(deps + [np.array(extra_dep, dtype=bool).reshape(n, total)]),
+        max(p.n_variables for p in parts),
+    )
 
 
 class _ProgramBuilder:
@@ -677,6 +738,12 @@ class _ProgramBuilder:
         dep = np.zeros((len(rows), k), dtype=bool)
         for i, row in enumerate(rows):
             dep[i, list(row[5])] = True
-        return Program(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
-                       np.array([r[2] for r in rows], dtype=np.int64), np.array([r[3] for r in rows]),
-                       np.array([r[4] for r in rows], dtype=bool), dep, len(self.variables))
+        return Program(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.int64),
+            np.array([r[3] for r in rows]),
+            np.array([r[4] for r in rows], dtype=bool),
+            dep,
+            len(self.variables),
+        )

@@ -28,8 +28,9 @@ def read_table(path):
     if path.is_dir():
         raise DataError(f"'{path}' is a folder, not a data file. Give a CSV or Parquet file.")
     if not path.is_file():  # a FIFO would block the read for ever, a device never end
-        raise DataError(f"'{path}' is not a regular file (a pipe or a device). Save the data to a CSV or Parquet "
-                        "file first.")
+        raise DataError(
+            f"'{path}' is not a regular file (a pipe or a device). Save the data to a CSV or Parquet file first."
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(_SNIFF_BYTES)
@@ -59,8 +60,9 @@ def _unique_columns(table, path):
     names = table.column_names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise DataError(f"'{path}' has {names.count(twice[0])} columns named {twice[0]!r}. Give every column a name "
-                        "of its own.")
+        raise DataError(
+            f"'{path}' has {names.count(twice[0])} columns named {twice[0]!r}. Give every column a name of its own."
+        )
     return table
 
 
@@ -143,8 +145,9 @@ def _column_name(column, names: list[str], role: str, path: Path) -> str:
     if index is not None and role in ("x", "y") and len(names) < 2:
         raise DataError(f"'{path}' has only {len(names)} column; it needs one for x and one for y.")
     shown = ", ".join(repr(n) for n in names[:20])
-    raise DataError(f"Unknown {role} column {column!r} in '{path}'. Columns are: {shown} "
-                    f"(or 0-based indexes 0-{len(names) - 1}).")
+    raise DataError(
+        f"Unknown {role} column {column!r} in '{path}'. Columns are: {shown} (or 0-based indexes 0-{len(names) - 1})."
+    )
 
 
 def _numeric(column, name: str, path: Path, first_row: int) -> np.ndarray:
@@ -159,8 +162,10 @@ def _numeric(column, name: str, path: Path, first_row: int) -> np.ndarray:
     for i, cell in enumerate(values):
         if cell is not None and not _is_number(cell):
             where = f"line {first_row + i}" if first_row else f"row {i}"
-            raise DataError(f"Column {name!r} of '{path}' has a value that is not a number at {where}: "
-                            f"{cell!r}. Fix or remove that row.")
+            raise DataError(
+                f"Column {name!r} of '{path}' has a value that is not a number at {where}: "
+                f"{cell!r}. Fix or remove that row."
+            )
     return np.array([np.nan if c is None else float(c) for c in values])  # pragma: no cover (defensive)
 
 
@@ -174,10 +179,10 @@ def _float64(column) -> np.ndarray:
     for chunk in column.chunks:
         validity, data = chunk.buffers()[:2]
         dtype = np.dtype(chunk.type.to_pandas_dtype())
-        values = np.frombuffer(data, dtype=dtype, count=len(chunk) + chunk.offset)[chunk.offset:].astype(np.float64)
+        values = np.frombuffer(data, dtype=dtype, count=len(chunk) + chunk.offset)[chunk.offset :].astype(np.float64)
         if chunk.null_count:
             valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-            values[valid[chunk.offset:chunk.offset + len(chunk)] == 0] = np.nan
+            values[valid[chunk.offset : chunk.offset + len(chunk)] == 0] = np.nan
         parts.append(values)
     return np.concatenate(parts) if parts else np.empty(0)
 

@@ -28,8 +28,7 @@ class Entry:
     make: Callable[[], Model]
 
 
-def _expression(name: str, text: str, guess, params=None, variables=("x",), even=(),
-                many=None) -> Callable[[], Model]:
+def _expression(name: str, text: str, guess, params=None, variables=("x",), even=(), many=None) -> Callable[[], Model]:
     """A built-in written in the expression language. ``even``: widths that enter only squared, so that
     their sign means nothing; fits report them positive. ``many``: the guess rule for all rows of Y at once."""
 
@@ -60,14 +59,16 @@ def _as_guess_many(rule):
 
     def guess_many(x: np.ndarray, Y: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            values = np.asarray(rule(np.asarray(x, dtype=np.float64), np.asarray(Y, dtype=np.float64)),
-                                dtype=np.float64)
+            values = np.asarray(
+                rule(np.asarray(x, dtype=np.float64), np.asarray(Y, dtype=np.float64)), dtype=np.float64
+            )
         return np.where(np.isfinite(values), values, 1.0)
 
     return guess_many
 
 
 # --- guesses -------------------------------------------------------------------------
+
 
 def _sorted(x, y):
     order = np.argsort(x)
@@ -174,7 +175,7 @@ def _frequency(x, y):
     freqs = np.fft.rfftfreq(n, d=grid[1] - grid[0]) if x[-1] > x[0] else np.zeros(len(spectrum))
     i = int(np.argmax(spectrum[1:]) + 1) if len(spectrum) > 1 else 0
     if 1 <= i < len(spectrum) - 1:  # refine between bins (parabola through the peak's three values)
-        a, b, c = np.log(spectrum[i - 1:i + 2] + 1e-300)
+        a, b, c = np.log(spectrum[i - 1 : i + 2] + 1e-300)
         denom = a - 2 * b + c
         i = i + (0.5 * (a - c) / denom if denom != 0 else 0.0)
     return float(i * (freqs[1] if len(freqs) > 1 else 0.0))
@@ -278,8 +279,9 @@ def _many_exponential(x, Y):
     rate, log_a = _line_fits(x, np.log(np.where(ok, sign * Y, 1.0)), ok)
     mean = Y.mean(axis=1)
     few = ok.sum(axis=1) < 2
-    return np.stack([np.where(few, np.where(mean != 0, mean, 1.0), sign[:, 0] * np.exp(log_a)),
-                     np.where(few, 0.0, rate)], axis=1)
+    return np.stack(
+        [np.where(few, np.where(mean != 0, mean, 1.0), sign[:, 0] * np.exp(log_a)), np.where(few, 0.0, rate)], axis=1
+    )
 
 
 def _many_decay(x, Y):
@@ -293,8 +295,14 @@ def _many_decay(x, Y):
     slope, log_a = _line_fits(x, np.log(np.where(ok, sign * rest, 1.0)), ok)
     span = x[-1] - x[0] or 1.0
     fitted = ok.sum(axis=1) >= 2
-    return np.stack([np.where(fitted, sign[:, 0] * np.exp(log_a), start),
-                     np.where(fitted, np.maximum(-slope, 1e-12), 3.0 / span), offset], axis=1)
+    return np.stack(
+        [
+            np.where(fitted, sign[:, 0] * np.exp(log_a), start),
+            np.where(fitted, np.maximum(-slope, 1e-12), 3.0 / span),
+            offset,
+        ],
+        axis=1,
+    )
 
 
 def _many_power_law(x, Y):
@@ -385,8 +393,8 @@ def _many_damped_sine(x, Y):  # amplitude*exp(-decay*x)*sin(2*pi*frequency*x + p
     N = len(x)
     n = max(4, N // 8)
     m = (N - n) // n + 1 if N >= n else 0
-    cx = x[:m * n].reshape(m, n).mean(axis=1)
-    cy = np.abs(Y[:, :m * n].reshape(len(Y), m, n)).max(axis=2)
+    cx = x[: m * n].reshape(m, n).mean(axis=1)
+    cy = np.abs(Y[:, : m * n].reshape(len(Y), m, n)).max(axis=2)
     ok = cy > 0
     slope, _ = _line_fits(cx, np.log(np.where(ok, cy, 1.0)), ok)
     decay = np.where(ok.sum(axis=1) >= 2, np.maximum(-np.nan_to_num(slope, nan=0.0), 0.0), 0.0)
@@ -415,42 +423,101 @@ def _sine_fits(x, v, f, envelope=None):
 
 # --- the library -----------------------------------------------------------------------
 
-LIBRARY: dict[str, Entry] = {e.name: e for e in [
-    Entry("constant", "a flat line", _expression("constant", "c", _guess_constant, many=_many_constant)),
-    Entry("linear", "a straight line", linear),
-    Entry("quadratic", "a parabola, the seed article's model", quadratic),
-    Entry("polyN", "a polynomial of degree N (poly3, poly5, ...); c<k> multiplies x**k", lambda: polynomial(3)),
-    Entry("exponential", "exponential growth or decay",
-          _expression("exponential", "amplitude*exp(rate*x)", _guess_exponential,
-                      many=_many_exponential)),
-    Entry("exp_decay", "exponential decay to an offset",
-          _expression("exp_decay", "amplitude*exp(-rate*x) + offset", _guess_decay, many=_many_decay)),
-    Entry("power_law", "a power law", _expression("power_law", "amplitude*x**exponent", _guess_power_law,
-                                         many=_many_power_law)),
-    Entry("logistic", "an S-curve from bottom to top",
-          _expression("logistic", "bottom + (top - bottom)*sigmoid(rate*(x - center))", _guess_logistic,
-                      many=_many_logistic)),
-    Entry("gaussian", "a Gaussian peak",
-          _expression("gaussian", "amplitude*exp(-(x - center)**2/(2*sigma**2))", _guess_gaussian,
-                      even=("sigma",), many=_many_gaussian)),
-    Entry("lorentzian", "a Lorentzian peak",
-          _expression("lorentzian", "amplitude*gamma**2/((x - center)**2 + gamma**2)", _guess_lorentzian,
-                      params=("amplitude", "center", "gamma"), even=("gamma",), many=_many_lorentzian)),
-    Entry("pseudo_voigt", "a mix of a Lorentzian and a Gaussian of the same half width",
-          _expression("pseudo_voigt", "amplitude*(fraction/(1 + ((x - center)/width)**2) + "
-                      "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))", _guess_pseudo_voigt,
-                      params=("amplitude", "center", "width", "fraction"), even=("width",),
-                      many=_many_pseudo_voigt)),
-    Entry("sine", "a sine wave", _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine,
-                                   many=_many_sine)),
-    Entry("damped_sine", "a sine wave dying away",
-          _expression("damped_sine", "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
-                      _guess_damped_sine, many=_many_damped_sine)),
-    Entry("gaussian2d", "a 2-D Gaussian spot on an offset, over (x, y)",
-          _expression("gaussian2d", "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) "
-                      "+ offset", _guess_gaussian2d, params=("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset"),
-                      variables=("x", "y"), even=("sigma_x", "sigma_y"), many=_many_gaussian2d)),
-]}
+LIBRARY: dict[str, Entry] = {
+    e.name: e
+    for e in [
+        Entry("constant", "a flat line", _expression("constant", "c", _guess_constant, many=_many_constant)),
+        Entry("linear", "a straight line", linear),
+        Entry("quadratic", "a parabola, the seed article's model", quadratic),
+        Entry("polyN", "a polynomial of degree N (poly3, poly5, ...); c<k> multiplies x**k", lambda: polynomial(3)),
+        Entry(
+            "exponential",
+            "exponential growth or decay",
+            _expression("exponential", "amplitude*exp(rate*x)", _guess_exponential, many=_many_exponential),
+        ),
+        Entry(
+            "exp_decay",
+            "exponential decay to an offset",
+            _expression("exp_decay", "amplitude*exp(-rate*x) + offset", _guess_decay, many=_many_decay),
+        ),
+        Entry(
+            "power_law",
+            "a power law",
+            _expression("power_law", "amplitude*x**exponent", _guess_power_law, many=_many_power_law),
+        ),
+        Entry(
+            "logistic",
+            "an S-curve from bottom to top",
+            _expression(
+                "logistic", "bottom + (top - bottom)*sigmoid(rate*(x - center))", _guess_logistic, many=_many_logistic
+            ),
+        ),
+        Entry(
+            "gaussian",
+            "a Gaussian peak",
+            _expression(
+                "gaussian",
+                "amplitude*exp(-(x - center)**2/(2*sigma**2))",
+                _guess_gaussian,
+                even=("sigma",),
+                many=_many_gaussian,
+            ),
+        ),
+        Entry(
+            "lorentzian",
+            "a Lorentzian peak",
+            _expression(
+                "lorentzian",
+                "amplitude*gamma**2/((x - center)**2 + gamma**2)",
+                _guess_lorentzian,
+                params=("amplitude", "center", "gamma"),
+                even=("gamma",),
+                many=_many_lorentzian,
+            ),
+        ),
+        Entry(
+            "pseudo_voigt",
+            "a mix of a Lorentzian and a Gaussian of the same half width",
+            _expression(
+                "pseudo_voigt",
+                "amplitude*(fraction/(1 + ((x - center)/width)**2) + "
+                "(1 - fraction)*exp(-log(2)*((x - center)/width)**2))",
+                _guess_pseudo_voigt,
+                params=("amplitude", "center", "width", "fraction"),
+                even=("width",),
+                many=_many_pseudo_voigt,
+            ),
+        ),
+        Entry(
+            "sine",
+            "a sine wave",
+            _expression("sine", "amplitude*sin(2*pi*frequency*x + phase)", _guess_sine, many=_many_sine),
+        ),
+        Entry(
+            "damped_sine",
+            "a sine wave dying away",
+            _expression(
+                "damped_sine",
+                "amplitude*exp(-decay*x)*sin(2*pi*frequency*x + phase)",
+                _guess_damped_sine,
+                many=_many_damped_sine,
+            ),
+        ),
+        Entry(
+            "gaussian2d",
+            "a 2-D Gaussian spot on an offset, over (x, y)",
+            _expression(
+                "gaussian2d",
+                "amplitude*exp(-(x - x0)**2/(2*sigma_x**2) - (y - y0)**2/(2*sigma_y**2)) + offset",
+                _guess_gaussian2d,
+                params=("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset"),
+                variables=("x", "y"),
+                even=("sigma_x", "sigma_y"),
+                many=_many_gaussian2d,
+            ),
+        ),
+    ]
+}
 _POLY = re.compile(r"poly(\d{1,2})")
 
 
@@ -469,17 +536,17 @@ def get_model(model, *, variables=("x",), params=None) -> Model:
     Text that is a built-in name, or built-in names joined by '+', is the library's;
     any other text is an expression in the variables ``variables``.
     """
-    if params is not None and not (isinstance(model, str) and not all(
-            builtin(p.strip()) for p in model.split("+"))):
-        raise ModelError("`params` orders the parameters of an expression; a built-in model, a Model or a "
-                         "function has its own order.")
+    if params is not None and not (isinstance(model, str) and not all(builtin(p.strip()) for p in model.split("+"))):
+        raise ModelError(
+            "`params` orders the parameters of an expression; a built-in model, a Model or a "
+            "function has its own order."
+        )
     if isinstance(model, Model):
         return model
     if callable(model) and not isinstance(model, str):
         return FunctionModel(model)
     if not isinstance(model, str):
-        raise ModelError(f"A model is a name, an expression, a Python function or a Model, got "
-                         f"{type(model).__name__}.")
+        raise ModelError(f"A model is a name, an expression, a Python function or a Model, got {type(model).__name__}.")
     parts = [p.strip() for p in model.split("+")]
     found = [builtin(p) for p in parts]
     if all(found):
@@ -487,8 +554,9 @@ def get_model(model, *, variables=("x",), params=None) -> Model:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model.strip()) and model.strip() not in (variables or ()):
         # a bare name that is not a model: most likely a typo of one
         choices = ", ".join(n for n in LIBRARY)
-        raise ModelError(f"Unknown model {model.strip()!r}. Choose one of: {choices}; or write an expression "
-                         "such as a*x + b.")
+        raise ModelError(
+            f"Unknown model {model.strip()!r}. Choose one of: {choices}; or write an expression such as a*x + b."
+        )
     expression = ExpressionModel(model, variables=variables, params=params)
     return _with_builtin_terms(expression, variables) or _uses_a_variable(expression)
 
@@ -505,8 +573,10 @@ def _with_builtin_terms(model: ExpressionModel, variables) -> Composite | None:
     added = [t for sign, t in terms if sign == "+" and builtin(t) is not None]
     misused = [n for n in models if n not in added or n in _names_outside(terms, n)]
     if misused:
-        raise ModelError(f"{misused[0]!r} in {text!r} is a built-in model, which can only be added as a term of its "
-                         f"own ('{misused[0]} + a*x + b'). Add it once, or rename that parameter.")
+        raise ModelError(
+            f"{misused[0]!r} in {text!r} is a built-in model, which can only be added as a term of its "
+            f"own ('{misused[0]} + a*x + b'). Add it once, or rename that parameter."
+        )
     rest = [(sign, t) for sign, t in terms if t not in added]
     rest_text = " ".join(f"{'' if i == 0 and sign == '+' else sign} {t}".strip() for i, (sign, t) in enumerate(rest))
     parts = [builtin(t) for _, t in terms if t in added]
@@ -532,8 +602,10 @@ def _uses_a_variable(model: ExpressionModel) -> ExpressionModel:
     if names & set(model.variables):
         return model
     given = ", ".join(model.variables)
-    error = ModelError(f"The expression {model.expression.text!r} never uses the variable {given}: it found only "
-                       f"{', '.join(model.param_names)}, all taken as parameters. Write the formula in {given}, or "
-                       "name the variable (variables=('t',) in Python, --x COLUMN on the command line).")
+    error = ModelError(
+        f"The expression {model.expression.text!r} never uses the variable {given}: it found only "
+        f"{', '.join(model.param_names)}, all taken as parameters. Write the formula in {given}, or "
+        "name the variable (variables=('t',) in Python, --x COLUMN on the command line)."
+    )
     error.found = model.param_names  # the command line looks for them among the data's columns
     raise error

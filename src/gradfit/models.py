@@ -155,13 +155,17 @@ class FunctionModel(Model):
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         out = self.function(x, *params.unbind(-1))
         if not isinstance(out, torch.Tensor):
-            raise ModelError(f"Model function {self.name} must return a torch tensor, got {type(out).__name__}; "
-                             "write it with torch operations (torch.exp, not math.exp or numpy.exp).")
+            raise ModelError(
+                f"Model function {self.name} must return a torch tensor, got {type(out).__name__}; "
+                "write it with torch operations (torch.exp, not math.exp or numpy.exp)."
+            )
         if out.ndim == 0:  # a constant function
             return out.expand(x.shape[:1])
         if out.shape != x.shape[:1]:  # (N, 1) - (N,) would broadcast to (N, N): silently wrong
-            raise ModelError(f"Model function {self.name} returned shape {tuple(out.shape)} for "
-                             f"{x.shape[0]} points; it must return one value per point.")
+            raise ModelError(
+                f"Model function {self.name} returned shape {tuple(out.shape)} for "
+                f"{x.shape[0]} points; it must return one value per point."
+            )
         return out
 
 
@@ -182,8 +186,10 @@ class ExpressionModel(Model):
 
         self.expression = parse(text, variables, params)
         if not self.expression.param_names:
-            raise ModelError(f"The expression {text.strip()!r} has no parameters to fit: every name in it is "
-                             f"a variable ({', '.join(variables)}) or a constant.")
+            raise ModelError(
+                f"The expression {text.strip()!r} has no parameters to fit: every name in it is "
+                f"a variable ({', '.join(variables)}) or a constant."
+            )
         self.variables = self.expression.variables
         self.param_names = self.expression.param_names
         self.formula = self.expression.text
@@ -227,8 +233,9 @@ def _columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
     if k == 1:
         return [x]
     if x.ndim < 2 or x.shape[-1] != k:
-        raise ModelError(f"Model {name} takes {k} variables, so x needs {k} columns (shape (N, {k})), "
-                         f"got shape {tuple(x.shape)}.")
+        raise ModelError(
+            f"Model {name} takes {k} variables, so x needs {k} columns (shape (N, {k})), got shape {tuple(x.shape)}."
+        )
     return list(x.unbind(-1))
 
 
@@ -254,11 +261,14 @@ class Composite(Model):
         self.param_names = tuple(n for names in named for n in names)
         twice = sorted({n for n in self.param_names if self.param_names.count(n) > 1})
         if twice:
-            raise ModelError(f"Parameter {twice[0]!r} belongs to two parts of the model "
-                             f"{' + '.join(m.name for m in parts)}; rename it in the expression.")
+            raise ModelError(
+                f"Parameter {twice[0]!r} belongs to two parts of the model "
+                f"{' + '.join(m.name for m in parts)}; rename it in the expression."
+            )
         self.name = " + ".join(m.name for m in parts)
-        self.formula = " + ".join(m.formula if p == "" else f"{m.name}({', '.join(names)})"
-                                  for p, m, names in zip(prefixes, parts, named))
+        self.formula = " + ".join(
+            m.formula if p == "" else f"{m.name}({', '.join(names)})" for p, m, names in zip(prefixes, parts, named)
+        )
         self.is_linear = all(m.is_linear for m in parts)
         self.even_params = tuple(f"{p}_{n}" if p else n for p, m in zip(prefixes, parts) for n in m.even_params)
         kinds = {m.variables for m in parts}

@@ -46,8 +46,10 @@ def derivatives_for(model, x: torch.Tensor, p: torch.Tensor, derivatives: str = 
     check_derivatives(derivatives)
     if not isinstance(model, FunctionModel) or isinstance(model, NumericFunction):
         if derivatives not in ("auto", "exact"):
-            raise ModelError(f"derivatives={derivatives!r} is for Python functions; model {model.name} has exact "
-                             "derivatives of its own.")
+            raise ModelError(
+                f"derivatives={derivatives!r} is for Python functions; model {model.name} has exact "
+                "derivatives of its own."
+            )
         return model
     with warnings.catch_warnings():  # numpy and torch meeting each other's arrays complain as they are tried
         warnings.simplefilter("ignore")
@@ -57,8 +59,10 @@ def derivatives_for(model, x: torch.Tensor, p: torch.Tensor, derivatives: str = 
         if why is None:
             return model
         if derivatives == "exact":
-            raise ModelError(f"Model {model.name} has no exact derivatives: {why}. Leave derivatives='auto' to "
-                             "estimate them by finite differences.")
+            raise ModelError(
+                f"Model {model.name} has no exact derivatives: {why}. Leave derivatives='auto' to "
+                "estimate them by finite differences."
+            )
         return NumericFunction(model, "2-point", _runs_on(model, x, p), why)
 
 
@@ -78,8 +82,10 @@ def _runs_on(model: FunctionModel, x: torch.Tensor, p: torch.Tensor) -> str:
             return kind
         except Exception as e:  # noqa: BLE001 (any failure: try the other kind of array)
             failures.append(_first_line(e).removeprefix("ModelError: "))
-    raise ModelError(f"Model {model.name} failed on torch tensors at p0: {failures[1]}; and on numpy arrays: "
-                     f"{failures[0]}. Write it with torch or numpy operations, one value per point.")
+    raise ModelError(
+        f"Model {model.name} failed on torch tensors at p0: {failures[1]}; and on numpy arrays: "
+        f"{failures[0]}. Write it with torch or numpy operations, one value per point."
+    )
 
 
 def _why_not_autograd(model: FunctionModel, x: torch.Tensor, p: torch.Tensor) -> str | None:
@@ -100,12 +106,17 @@ def _why_not_autograd(model: FunctionModel, x: torch.Tensor, p: torch.Tensor) ->
     numeric = NumericFunction(model, "2-point", "torch", "")
     _, jac = numeric.value_and_jacobian(x, p.detach())
     estimated = (jac * weights.reshape(-1, 1)).sum(dim=0)
-    cut = [name for name, g, e in zip(model.param_names, grad.tolist(), estimated.tolist())
-           if g == 0 and math.isfinite(e) and e != 0]
+    cut = [
+        name
+        for name, g, e in zip(model.param_names, grad.tolist(), estimated.tolist())
+        if g == 0 and math.isfinite(e) and e != 0
+    ]
     if cut:
-        return (f"autograd gives no derivative for {', '.join(cut)} (the function cuts "
-                f"{'it' if len(cut) == 1 else 'them'} out of the graph: float(), .item(), .detach() or an if on "
-                "the value)")
+        return (
+            f"autograd gives no derivative for {', '.join(cut)} (the function cuts "
+            f"{'it' if len(cut) == 1 else 'them'} out of the graph: float(), .item(), .detach() or an if on "
+            "the value)"
+        )
     return None
 
 
@@ -134,8 +145,7 @@ class NumericFunction(FunctionModel):
         return (value[0], jac[0]) if params.ndim == 1 else (value, jac)
 
     def values(self, x: torch.Tensor, params: torch.Tensor, per_curve: bool = False) -> torch.Tensor:
-        out = torch.as_tensor(self._call(*self._numpy(x, params, per_curve)), dtype=params.dtype,
-                              device=params.device)
+        out = torch.as_tensor(self._call(*self._numpy(x, params, per_curve)), dtype=params.dtype, device=params.device)
         return out[0] if params.ndim == 1 else out
 
     @staticmethod
@@ -169,7 +179,7 @@ class NumericFunction(FunctionModel):
         B, n = p.shape[0], x.shape[1] if per_curve else x.shape[0]
         if B > 1 and x.ndim == (2 if per_curve else 1):
             try:
-                out = self._run(x if per_curve else x[None, :], [p[:, j:j + 1] for j in range(p.shape[1])], dtype)
+                out = self._run(x if per_curve else x[None, :], [p[:, j : j + 1] for j in range(p.shape[1])], dtype)
             except Exception:  # noqa: BLE001 (it does not broadcast: one curve at a time)
                 out = None
             if out is not None and out.shape == (B, n):
@@ -189,14 +199,19 @@ class NumericFunction(FunctionModel):
         try:
             out = np.asarray(out, dtype=dtype)
         except (TypeError, ValueError):
-            raise ModelError(f"Model function {self.name} must return numbers, one per point; got "
-                             f"{type(out).__name__}.") from None
+            raise ModelError(
+                f"Model function {self.name} must return numbers, one per point; got {type(out).__name__}."
+            ) from None
         if out.ndim == 0:
-            raise ModelError(f"Model function {self.name} returned one number for {x.shape[-1]} points; it must "
-                             "return one value per point.")
+            raise ModelError(
+                f"Model function {self.name} returned one number for {x.shape[-1]} points; it must "
+                "return one value per point."
+            )
         if out.shape[-1] != x.shape[-1] and x.ndim == 1:
-            raise ModelError(f"Model function {self.name} returned shape {out.shape} for {x.shape[0]} points; "
-                             "it must return one value per point.")
+            raise ModelError(
+                f"Model function {self.name} returned shape {out.shape} for {x.shape[0]} points; "
+                "it must return one value per point."
+            )
         return out
 
 

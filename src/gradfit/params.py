@@ -37,8 +37,9 @@ def check_bounds(bounds, names: tuple[str, ...]) -> Bounds:
         try:
             lower, upper = pair
         except (TypeError, ValueError):
-            raise ModelError(f"bounds[{name!r}] must be a pair (lower, upper), None for no bound; got {pair!r}.") \
-                from None
+            raise ModelError(
+                f"bounds[{name!r}] must be a pair (lower, upper), None for no bound; got {pair!r}."
+            ) from None
         lower, upper = _bound(lower, name, "lower", -math.inf), _bound(upper, name, "upper", math.inf)
         if not lower < upper:
             raise ModelError(f"bounds[{name!r}]: the lower bound {lower:g} must be below the upper bound {upper:g}.")
@@ -123,7 +124,9 @@ class Constrained(Model):
         self.variables = getattr(base, "variables", ("x",))
 
     def __getattr__(self, name: str):
-        if name == "value_and_jacobian" and hasattr(self.__dict__.get("base"), name):  # a model that estimates its own Jacobian
+        if name == "value_and_jacobian" and hasattr(
+            self.__dict__.get("base"), name
+        ):  # a model that estimates its own Jacobian
             return self._value_and_jacobian
         raise AttributeError(name)
 

@@ -99,7 +99,7 @@ def plot_steps(
         ax.set_title(f"step {step}", fontsize=9)
         if ylim is not None:
             ax.set_ylim(*ylim)
-    for ax in axes[len(steps):]:
+    for ax in axes[len(steps) :]:
         ax.set_visible(False)
     sampled = _sampled(run)
     if sampled:
@@ -108,8 +108,9 @@ def plot_steps(
         fig.tight_layout()
     else:
         sp = like.subplotpars
-        fig.subplots_adjust(left=sp.left, right=sp.right, bottom=sp.bottom, top=sp.top,
-                            wspace=sp.wspace, hspace=sp.hspace)
+        fig.subplots_adjust(
+            left=sp.left, right=sp.right, bottom=sp.bottom, top=sp.top, wspace=sp.wspace, hspace=sp.hspace
+        )
     return fig
 
 
@@ -186,7 +187,7 @@ def plot_params(result) -> Figure:
         ax.axhline(values[-1, i], color="0.4", ls="--", lw=1)
         ax.set_title(name)
         ax.set_xlabel("step")
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
@@ -207,16 +208,19 @@ def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int =
     filled = ax.contourf(aa, bb, shown, levels=30, cmap="viridis")
     ax.contour(aa, bb, shown, levels=15, colors="white", linewidths=0.4, alpha=0.6)
     fig.colorbar(filled, ax=ax, label="log10 loss (mean squared error)")
-    ax.plot(path[:, i], path[:, j], color=PRED_COLOR, marker="." if len(path) <= 200 else None,
-            lw=1.2, label="path")
+    ax.plot(path[:, i], path[:, j], color=PRED_COLOR, marker="." if len(path) <= 200 else None, lw=1.2, label="path")
     ax.scatter([path[0, i]], [path[0, j]], color="white", edgecolor="k", zorder=4, label="start")
-    ax.scatter([final[i]], [final[j]], color=PRED_COLOR, marker="*", s=150, edgecolor="k", zorder=5,
-               label="end")
+    ax.scatter([final[i]], [final[j]], color=PRED_COLOR, marker="*", s=150, edgecolor="k", zorder=5, label="end")
     ax.set_xlabel(params[0])
     ax.set_ylabel(params[1])
     others = [n for n in names if n not in params]
-    held = (f" ({others[0]} held at its final value)" if len(others) == 1
-            else f" ({', '.join(others)} held at their final values)" if others else "")
+    held = (
+        f" ({others[0]} held at its final value)"
+        if len(others) == 1
+        else f" ({', '.join(others)} held at their final values)"
+        if others
+        else ""
+    )
     sampled = _sampled(result)
     on = f"\n(on {sampled})" if sampled else ""
     ax.set_title(f"The loss over {params[0]} and {params[1]}{held}{on}", fontsize=10)
@@ -232,13 +236,13 @@ def landscape_params(result, params=None) -> tuple[str, str]:
     free = [n for n in names if n not in fixed]
     params = tuple(params) if params is not None else tuple(free[:2])
     if len(params) != 2 or any(p not in free for p in params) or params[0] == params[1]:
-        raise ValueError(f"A landscape needs two different free parameters of: {', '.join(free)}; got "
-                         f"{', '.join(params) or 'none'}.")
+        raise ValueError(
+            f"A landscape needs two different free parameters of: {', '.join(free)}; got {', '.join(params) or 'none'}."
+        )
     return params
 
 
-def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID, *, include=None, cover=None,
-                   held=None):
+def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID, *, include=None, cover=None, held=None):
     """The loss on a grid over two parameters (the others at their final values), and the path.
 
     Returns (A, B, loss, path, (i, j)): meshgrids, the loss there, the parameters at the
@@ -385,6 +389,7 @@ def write_plots(result, folder) -> tuple[list[str], list[str]]:
 
 # --- helpers ---------------------------------------------------------------------------------
 
+
 def _label(item) -> str:
     if isinstance(item, History):
         return "run"
@@ -395,8 +400,10 @@ def _data(run, what: str):
     """x, y and sigma to draw, as the run holds them (the demo's float32 tensors stay tensors); of more than
     FIGURE_POINTS points, a random sample (the same each time). A result that holds no data cannot be drawn."""
     if run.x is None or run.y is None:
-        raise ValueError(f"{what} draws the data, and this result holds none (a fit on a Dask cluster keeps its "
-                         "rows on the workers); fit a sample in memory to draw it.")
+        raise ValueError(
+            f"{what} draws the data, and this result holds none (a fit on a Dask cluster keeps its "
+            "rows on the workers); fit a sample in memory to draw it."
+        )
     x, y, sigma = run.x, run.y, getattr(run, "sigma", None)
     if len(y) > FIGURE_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(y), FIGURE_POINTS, replace=False))
@@ -428,15 +435,19 @@ def _dots(n: int) -> dict:
 def _one_variable(model: Model, what: str) -> None:
     variables = getattr(model, "variables", ("x",))
     if variables is not None and len(variables) != 1:
-        raise ValueError(f"{what} draws curves of one variable; {model.name} has {len(variables)} "
-                         f"({', '.join(variables)}).")
+        raise ValueError(
+            f"{what} draws curves of one variable; {model.name} has {len(variables)} ({', '.join(variables)})."
+        )
 
 
 def _predict(model: Model, x, params) -> np.ndarray:
     """Predictions at x, in x's own precision when x is a tensor (the demo's float32), else float64."""
     dtype = x.dtype if isinstance(x, torch.Tensor) else torch.float64
-    xt = torch.as_tensor(x, dtype=dtype) if isinstance(x, torch.Tensor) else torch.as_tensor(
-        np.asarray(x, dtype=np.float64))
+    xt = (
+        torch.as_tensor(x, dtype=dtype)
+        if isinstance(x, torch.Tensor)
+        else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    )
     p = torch.tensor(list(params), dtype=dtype)
     with torch.no_grad():
         return model(xt, p).double().numpy()
@@ -468,7 +479,7 @@ def _losses(result, points: np.ndarray) -> np.ndarray:
     rows = max(1, LOSS_BLOCK // max(len(y), 1))
     with torch.no_grad():
         for start in range(0, len(p), rows):
-            block = p[start:start + rows]
+            block = p[start : start + rows]
             try:
                 with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
                     preds = torch.vmap(lambda q: model(x, q))(block)
@@ -477,7 +488,7 @@ def _losses(result, points: np.ndarray) -> np.ndarray:
             r = preds - y
             if w is not None:
                 r = r * w
-            out[start:start + rows] = (r**2).mean(dim=-1)
+            out[start : start + rows] = (r**2).mean(dim=-1)
     return out.numpy()
 
 

@@ -47,24 +47,44 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     sections = []
     # the step viewer: fit at the chosen step, and where it is on the loss curve
     loss_fig = go.Figure()
-    loss_fig.add_trace(go.Scatter(x=list(range(n + 1)), y=rmse_after, mode="lines", name="RMSE",
-                                  line={"color": "#999"}))
-    loss_fig.add_trace(go.Scatter(x=[positions[-1]], y=[rmse_after[positions[-1]]], mode="markers", name="step",
-                                  marker={"color": "red", "size": 10}))
+    loss_fig.add_trace(
+        go.Scatter(x=list(range(n + 1)), y=rmse_after, mode="lines", name="RMSE", line={"color": "#999"})
+    )
+    loss_fig.add_trace(
+        go.Scatter(
+            x=[positions[-1]],
+            y=[rmse_after[positions[-1]]],
+            mode="markers",
+            name="step",
+            marker={"color": "red", "size": 10},
+        )
+    )
     if result.optimum_rmse:
         loss_fig.add_hline(y=result.optimum_rmse, line_dash="dash", annotation_text="exact optimum")
-    loss_fig.update_layout(yaxis_type="log", xaxis_title="steps taken", yaxis_title="RMSE",
-                           height=380, margin={"t": 30}, showlegend=False)
+    loss_fig.update_layout(
+        yaxis_type="log", xaxis_title="steps taken", yaxis_title="RMSE", height=380, margin={"t": 30}, showlegend=False
+    )
     fit_html = ""
     if one_variable:
         fit_fig = go.Figure()
-        fit_fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers", name=plots.data_label(result),
-                                     marker={"color": "#1f77b4", **({"size": 3, "opacity": 0.4} if len(x) > 1000 else {})}))
-        fit_fig.add_trace(go.Scatter(x=grid.tolist(), y=frames[-1], mode="lines", name="fit",
-                                     line={"color": "red"}))
+        fit_fig.add_trace(
+            go.Scatter(
+                x=x.tolist(),
+                y=y.tolist(),
+                mode="markers",
+                name=plots.data_label(result),
+                marker={"color": "#1f77b4", **({"size": 3, "opacity": 0.4} if len(x) > 1000 else {})},
+            )
+        )
+        fit_fig.add_trace(go.Scatter(x=grid.tolist(), y=frames[-1], mode="lines", name="fit", line={"color": "red"}))
         pad = 0.15 * (y.max() - y.min() or 1.0)
-        fit_fig.update_layout(xaxis_title="x", yaxis_title="y", height=380, margin={"t": 30},
-                              yaxis={"range": [y.min() - pad, y.max() + pad]})
+        fit_fig.update_layout(
+            xaxis_title="x",
+            yaxis_title="y",
+            height=380,
+            margin={"t": 30},
+            yaxis={"range": [y.min() - pad, y.max() + pad]},
+        )
         fit_html = _div(fit_fig, "fit-plot")
     loss_html = _div(loss_fig, "loss-plot")
     sections.append(f"""
@@ -72,7 +92,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
 <p><label for="step">Step</label>
 <input type="range" id="step" min="0" max="{len(positions) - 1}" value="{len(positions) - 1}" step="1">
 <span id="step-label"></span></p>
-<div class="row"><div class="cell">{fit_html or '<p>(a model of several variables: no curve to draw)</p>'}</div>
+<div class="row"><div class="cell">{fit_html or "<p>(a model of several variables: no curve to draw)</p>"}</div>
 <div class="cell">{loss_html}</div></div>
 <p id="step-params"></p>""")
 
@@ -84,32 +104,63 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
         aa, bb, loss, path, (i, j) = plots.landscape_grid(result, params2)
         shown = np.where(np.isfinite(loss) & (loss > 0), np.log10(np.where(loss > 0, loss, 1)), None)
         land = go.Figure()
-        land.add_trace(go.Contour(x=aa[0].tolist(), y=bb[:, 0].tolist(), z=shown.tolist(), colorscale="Viridis",
-                                  colorbar={"title": "log10 loss"}))
-        land.add_trace(go.Scatter(x=path[:, i].tolist(), y=path[:, j].tolist(), mode="lines+markers",
-                                  name="path", line={"color": "red"}, marker={"size": 3}))
+        land.add_trace(
+            go.Contour(
+                x=aa[0].tolist(),
+                y=bb[:, 0].tolist(),
+                z=shown.tolist(),
+                colorscale="Viridis",
+                colorbar={"title": "log10 loss"},
+            )
+        )
+        land.add_trace(
+            go.Scatter(
+                x=path[:, i].tolist(),
+                y=path[:, j].tolist(),
+                mode="lines+markers",
+                name="path",
+                line={"color": "red"},
+                marker={"size": 3},
+            )
+        )
         land.update_layout(xaxis_title=params2[0], yaxis_title=params2[1], height=480, margin={"t": 30})
         others = [nm for nm in history.param_names if nm not in params2]
-        held = (f" ({others[0]} held at its final value)" if len(others) == 1
-                else f" (the others — {', '.join(others)} — held at their final values)" if others else "")
+        held = (
+            f" ({others[0]} held at its final value)"
+            if len(others) == 1
+            else f" (the others — {', '.join(others)} — held at their final values)"
+            if others
+            else ""
+        )
         sampled = plots._sampled(result)
         on = f", on {sampled}" if sampled else ""
-        sections.append(f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}{html.escape(on)}</h2>"
-                        + _div(land, "landscape"))
+        sections.append(
+            f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}{html.escape(on)}</h2>"
+            + _div(land, "landscape")
+        )
 
     title = title or f"gradfit report: {result.model.name}"
-    body = "\n".join([
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='formula'>y = {html.escape(result.model.formula)}</p>",
-        f"<p class='message {'ok' if result.converged else 'warn'}'>{html.escape(result.message)}</p>",
-        "<div class='row'><div class='cell'>", _settings_table(result, settings), _data_table(x, y, result),
-        "</div><div class='cell'>", _params_table(result), _stats_table(result), "</div></div>",
-        *sections,
-    ])
+    body = "\n".join(
+        [
+            f"<h1>{html.escape(title)}</h1>",
+            f"<p class='formula'>y = {html.escape(result.model.formula)}</p>",
+            f"<p class='message {'ok' if result.converged else 'warn'}'>{html.escape(result.message)}</p>",
+            "<div class='row'><div class='cell'>",
+            _settings_table(result, settings),
+            _data_table(x, y, result),
+            "</div><div class='cell'>",
+            _params_table(result),
+            _stats_table(result),
+            "</div></div>",
+            *sections,
+        ]
+    )
     script = _SCRIPT.replace("__STATE__", json.dumps(state, allow_nan=False, default=_json_number))
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>"
-            f"<body>{body}<script>{script}</script></body></html>")
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>"
+        f"<body>{body}<script>{script}</script></body></html>"
+    )
 
 
 def write_report(result, path, settings: dict | None = None, title: str | None = None) -> Path:
@@ -123,8 +174,14 @@ def _div(figure, div_id: str) -> str:
     """A plotly chart as a <div> that fills its column (plotly.js itself is embedded once, in <head>)."""
     import plotly.io as pio
 
-    return pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id, default_width="100%",
-                       config={"responsive": True, "displaylogo": False})
+    return pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id=div_id,
+        default_width="100%",
+        config={"responsive": True, "displaylogo": False},
+    )
 
 
 def _json_number(value):
@@ -155,8 +212,10 @@ def _data_table(x, y, result) -> str:
         of = " (sample)"
     if x.ndim == 1:
         rows.append((f"x range{of}", f"{x.min():.6g} to {x.max():.6g}"))
-    rows += [(f"y range{of}", f"{y.min():.6g} to {y.max():.6g}"),
-             (f"y mean ± std{of}", f"{y.mean():.6g} ± {y.std():.4g}")]
+    rows += [
+        (f"y range{of}", f"{y.min():.6g} to {y.max():.6g}"),
+        (f"y mean ± std{of}", f"{y.mean():.6g} ± {y.std():.4g}"),
+    ]
     return _table("Data", rows)
 
 
@@ -165,19 +224,25 @@ def _params_table(result) -> str:
     rows = []
     for name, value in result.params.items():
         err = result.stderr[name]
-        note = ("fixed" if name in result.fixed else
-                f"at {result.at_bound[name]} bound" if name in result.at_bound else "")
+        note = (
+            "fixed" if name in result.fixed else f"at {result.at_bound[name]} bound" if name in result.at_bound else ""
+        )
         err_text = "" if name in result.fixed else f"{err:.4g}"
-        rows.append(f"<tr><th>{html.escape(name)}</th><td>{value:.10g}</td><td>{err_text}</td>"
-                    f"<td>{note}</td></tr>")
+        rows.append(f"<tr><th>{html.escape(name)}</th><td>{value:.10g}</td><td>{err_text}</td><td>{note}</td></tr>")
     return f"<table class='params'><caption>Parameters</caption>{head}{''.join(rows)}</table>"
 
 
 def _stats_table(result) -> str:
-    rows = [("RMSE", f"{result.rmse:.10g}"), ("R²", f"{result.r2:.10g}"), ("chi-square", f"{result.chi2:.6g}"),
-            ("reduced chi-square", f"{result.reduced_chi2:.6g}"), ("AIC", f"{result.aic:.6g}"),
-            ("BIC", f"{result.bic:.6g}"), ("steps", result.n_steps),
-            ("converged", "yes" if result.converged else "NO")]
+    rows = [
+        ("RMSE", f"{result.rmse:.10g}"),
+        ("R²", f"{result.r2:.10g}"),
+        ("chi-square", f"{result.chi2:.6g}"),
+        ("reduced chi-square", f"{result.reduced_chi2:.6g}"),
+        ("AIC", f"{result.aic:.6g}"),
+        ("BIC", f"{result.bic:.6g}"),
+        ("steps", result.n_steps),
+        ("converged", "yes" if result.converged else "NO"),
+    ]
     if result.gap_to_optimum is not None:
         rows.append(("gap to the exact optimum", f"{result.gap_to_optimum:.3g}"))
     return _table("Goodness of fit", rows)

@@ -115,8 +115,8 @@ class FitResult:
             "[[Fit Statistics]]",
             f"    # fitting method   = {self.method}",
             f"    # steps            = {self.n_steps}",
-            f"    # data points      = {self.n_points}" + (f" ({self.n_dropped} dropped: NaN or inf)"
-                                                            if self.n_dropped else ""),
+            f"    # data points      = {self.n_points}"
+            + (f" ({self.n_dropped} dropped: NaN or inf)" if self.n_dropped else ""),
             f"    # variables        = {self.n_params}",
             f"    converged          = {'yes' if self.converged else 'NO'}",
             f"    RMSE               = {self.rmse:.10g}",
@@ -127,8 +127,10 @@ class FitResult:
             f"    Bayesian info crit = {self.bic:.10g}",
         ]
         if self.gap_to_optimum is not None:
-            lines.append(f"    gap to optimum     = {self.gap_to_optimum:.3g} (relative RMSE above the exact "
-                         f"least-squares fit, RMSE {self.optimum_rmse:.10g})")
+            lines.append(
+                f"    gap to optimum     = {self.gap_to_optimum:.3g} (relative RMSE above the exact "
+                f"least-squares fit, RMSE {self.optimum_rmse:.10g})"
+            )
         lines.append("[[Variables]]")
         for name, value in self.params.items():
             err = self.stderr[name]
@@ -137,8 +139,13 @@ class FitResult:
                 continue
             rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
             bound = self.bounds.get(name)
-            where = (f" (at {self.at_bound[name]} bound)" if name in self.at_bound
-                     else f" (bounds {bound[0]:g}, {bound[1]:g})" if bound else "")
+            where = (
+                f" (at {self.at_bound[name]} bound)"
+                if name in self.at_bound
+                else f" (bounds {bound[0]:g}, {bound[1]:g})"
+                if bound
+                else ""
+            )
             lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}{where}")
         pairs = []
         corr = self.correlation
@@ -150,7 +157,9 @@ class FitResult:
         if pairs:
             label_width = max(len(label) for _, label, _ in pairs)
             lines.append(f"[[Correlations]] (unreported correlations are < {min_correlation:.3f})")
-            lines.extend(f"    {label:<{label_width}} = {value:+.4f}" for _, label, value in sorted(pairs, reverse=True))
+            lines.extend(
+                f"    {label:<{label_width}} = {value:+.4f}" for _, label, value in sorted(pairs, reverse=True)
+            )
         lines.append("[[Message]]")
         lines.append(f"    {self.message}")
         return "\n".join(lines)
@@ -163,11 +172,15 @@ class FitResult:
         for name, value in self.params.items():
             err = "fixed" if name in self.fixed else f"± {self.stderr[name]:.4g}"
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{value:.8g}</td><td>{err}</td></tr>")
-        stats = (f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · {self.n_points} points · {self.n_steps} steps of "
-                 f"{html.escape(self.method)}")
-        return (f"<div><b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
-                f"<table><tr><th>parameter</th><th>value</th><th>standard error</th></tr>{''.join(rows)}</table>"
-                f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p></div>")
+        stats = (
+            f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · {self.n_points} points · {self.n_steps} steps of "
+            f"{html.escape(self.method)}"
+        )
+        return (
+            f"<div><b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
+            f"<table><tr><th>parameter</th><th>value</th><th>standard error</th></tr>{''.join(rows)}</table>"
+            f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p></div>"
+        )
 
     def __repr__(self) -> str:
         values = ", ".join(f"{k}={v:.6g}" for k, v in self.params.items())

@@ -53,8 +53,14 @@ DEFAULT_BUDGET = 10**9  # bytes: 1 GB for the whole process
 MARGIN = 192 << 20  # bytes kept free under the budget: allocator slack, pyarrow's buffers, the result
 MIN_BATCH = 1024  # rows: below this a budget is too tight to stream usefully
 MAX_BATCH = 1 << 18  # rows: more per batch buys nothing and costs memory
-MINIBATCH = {"sgd": "gd", "gd": "gd", "momentum": "momentum", "nesterov": "nesterov", "adam": "adam",
-             "rmsprop": "rmsprop"}  # mini-batch method -> the update it takes on each batch
+MINIBATCH = {
+    "sgd": "gd",
+    "gd": "gd",
+    "momentum": "momentum",
+    "nesterov": "nesterov",
+    "adam": "adam",
+    "rmsprop": "rmsprop",
+}  # mini-batch method -> the update it takes on each batch
 MINIBATCH_RATES = {"gd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.003, "rmsprop": 0.003}
 SAMPLE_ROWS = 10_000  # rows a streamed fit keeps, drawn at random, for its figures and report
 
@@ -87,15 +93,19 @@ def open_dataset(source):
     try:
         dataset = ds.dataset(files, format="parquet")
         if not dataset.files:
-            raise DataError(f"'{text}' is a folder with no Parquet files in it. Give a CSV or Parquet file, or a "
-                            "folder of Parquet files.")
+            raise DataError(
+                f"'{text}' is a folder with no Parquet files in it. Give a CSV or Parquet file, or a "
+                "folder of Parquet files."
+            )
         return dataset
     except DataError:
         raise
     except Exception as e:  # pyarrow raises several kinds for files that are not Parquet
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"'{text}' is not readable as Parquet ({first}). Give Parquet files, or a CSV file "
-                        "small enough to read whole.") from None
+        raise DataError(
+            f"'{text}' is not readable as Parquet ({first}). Give Parquet files, or a CSV file "
+            "small enough to read whole."
+        ) from None
 
 
 def process_memory() -> int:
@@ -142,7 +152,8 @@ def warm_up(model: Model) -> None:
     x = x if k == 1 else x[:, None].repeat(1, k)
     try:
         jac = Problem(model, x, torch.ones(64, dtype=torch.float64)).jacobian(
-            torch.ones(model.n_params, dtype=torch.float64))
+            torch.ones(model.n_params, dtype=torch.float64)
+        )
         torch.linalg.qr(torch.cat([jac, jac]))
     except Exception:  # a model that cannot run on made-up rows: the real fit will say what is wrong
         pass
@@ -160,10 +171,11 @@ def plan(n_rows: int, n_columns: int, n_params: int, budget: int, batch_rows: in
     per_row = row_bytes(n_columns, n_params, streamed=True)
     rows = batch_rows or min(MAX_BATCH, available // per_row if available > 0 else 0)
     if batch_rows is None and rows < MIN_BATCH:
-        raise OptionError(f"The memory budget of {budget / 1e6:.0f} MB leaves too little room: this process "
-                          f"already holds {held / 1e6:.0f} MB. Give a larger --memory-budget.")
-    return Plan(True, int(rows), f"streamed in batches of {int(rows):,} rows (memory budget "
-                                 f"{budget / 1e6:.0f} MB)")
+        raise OptionError(
+            f"The memory budget of {budget / 1e6:.0f} MB leaves too little room: this process "
+            f"already holds {held / 1e6:.0f} MB. Give a larger --memory-budget."
+        )
+    return Plan(True, int(rows), f"streamed in batches of {int(rows):,} rows (memory budget {budget / 1e6:.0f} MB)")
 
 
 class Source:
@@ -186,16 +198,23 @@ class Source:
 
     def read_all(self) -> dict:
         table = self.dataset.to_table(columns=self.columns)
-        return {role: _floats(table.column(name), name, self.label, 0)
-                for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma)) if name is not None}
+        return {
+            role: _floats(table.column(name), name, self.label, 0)
+            for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma))
+            if name is not None
+        }
 
     def batches(self, rows: int, shuffle: np.random.Generator | None = None) -> Iterator[tuple]:
-        """(x, y, sigma or None) of up to ``rows`` rows each; with ``shuffle``, row groups and rows in a random order."""
+        """(x, y, sigma or None) of up to ``rows`` rows each; with ``shuffle``, row groups and rows in a random
+        order."""
         import pyarrow.dataset as ds
 
         # read one row group's columns at a time: no read-ahead, no buffering of whole files
-        lean = dict(batch_readahead=0, fragment_readahead=0,
-                    fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        lean = dict(
+            batch_readahead=0,
+            fragment_readahead=0,
+            fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
+        )
         if shuffle is None:
             offset = 0
             for batch in self.dataset.to_batches(columns=self.columns, batch_size=rows, **lean):
@@ -209,12 +228,15 @@ class Source:
             table = groups[i].to_table(columns=self.columns, fragment_scan_options=lean["fragment_scan_options"])
             order = shuffle.permutation(table.num_rows)
             for start in range(0, table.num_rows, rows):
-                part = table.take(order[start:start + rows])
+                part = table.take(order[start : start + rows])
                 yield self._arrays(part, None)
 
     def _arrays(self, batch, offset):
-        out = {role: _floats(batch.column(name), name, self.label, offset)
-               for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma)) if name is not None}
+        out = {
+            role: _floats(batch.column(name), name, self.label, offset)
+            for role, name in (("x", self.x), ("y", self.y), ("sigma", self.sigma))
+            if name is not None
+        }
         x, y, sigma = out["x"], out["y"], out.get("sigma")
         if self.known_clean:  # an earlier pass checked every row
             return x, y, sigma
@@ -224,8 +246,10 @@ class Source:
         if bad.any():
             if self.nan_policy == "raise":
                 where = f"row {offset + int(np.flatnonzero(bad)[0])}" if offset is not None else "a row"
-                raise DataError(f"{self.label} has NaN, inf or a sigma <= 0 at {where}. Fix those rows or use "
-                                "nan_policy='omit' (--nan-policy omit) to leave them out.")
+                raise DataError(
+                    f"{self.label} has NaN, inf or a sigma <= 0 at {where}. Fix those rows or use "
+                    "nan_policy='omit' (--nan-policy omit) to leave them out."
+                )
             keep = ~bad
             x, y, sigma = x[keep], y[keep], None if sigma is None else sigma[keep]
         return x, y, sigma
@@ -270,8 +294,8 @@ class Reservoir:
         fill = min(max(self.k - start, 0), n)  # the first k rows fill it
         for kept, c in zip(self.columns, columns):
             if kept is not None:
-                kept[start:start + fill] = c[:fill]
-        self.index[start:start + fill] = np.arange(start, start + fill)
+                kept[start : start + fill] = c[:fill]
+        self.index[start : start + fill] = np.arange(start, start + fill)
         if self.seen <= self.k:
             return
         while self.last < self.seen:
@@ -374,8 +398,17 @@ class StreamProblem:
 
     streamed = True
 
-    def __init__(self, model: Model, source: Source, batch_rows: int, *, on_batch: Callable[[int], None] | None = None,
-                 stop: _Stop | None = None, sample_rows: int = SAMPLE_ROWS, seed: int = 0):
+    def __init__(
+        self,
+        model: Model,
+        source: Source,
+        batch_rows: int,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+        stop: _Stop | None = None,
+        sample_rows: int = SAMPLE_ROWS,
+        seed: int = 0,
+    ):
         self.source, self.batch_rows = source, batch_rows
         self.on_batch, self.stop = on_batch, stop or _Stop()
         self.use_model(model)
@@ -460,8 +493,11 @@ class StreamProblem:
             if out is not None:
                 break
             better = fold.refined()
-            fold = GramFold(better) if better is not None and attempt == 0 and usable(better) else HouseholderFold(
-                len(params))
+            fold = (
+                GramFold(better)
+                if better is not None and attempt == 0 and usable(better)
+                else HouseholderFold(len(params))
+            )
         cost, r_factor, z = out
         if math.isfinite(cost):  # this pass's R preconditions the next one, where J will be much the same
             if usable(r_factor):
@@ -550,8 +586,9 @@ class StreamProblem:
 # --- mini-batch methods -------------------------------------------------------------------------
 
 
-def minibatch_steps(problem: StreamProblem, p0: torch.Tensor, *, method: str, learning_rate: float, epochs: int,
-                    seed: int, scale: bool):
+def minibatch_steps(
+    problem: StreamProblem, p0: torch.Tensor, *, method: str, learning_rate: float, epochs: int, seed: int, scale: bool
+):
     """One step per batch, ``epochs`` times over the data in a shuffled order: a generator like the solvers'.
 
     The records' ``loss`` is the batch's; ``epoch`` says which pass over the data it belongs to.
@@ -574,19 +611,34 @@ def minibatch_steps(problem: StreamProblem, p0: torch.Tensor, *, method: str, le
             optimizer.step()
             step += 1
             value = loss.item() * frame.loss_unit
-            record = StepRecord(step, value, math.sqrt(value), grad_norm, learning_rate,
-                                problem.describe(frame.params(q.detach())), epoch=epoch)
+            record = StepRecord(
+                step,
+                value,
+                math.sqrt(value),
+                grad_norm,
+                learning_rate,
+                problem.describe(frame.params(q.detach())),
+                epoch=epoch,
+            )
             if not (math.isfinite(value) and all(map(math.isfinite, record.params))):
                 from .errors import FitError
 
-                raise FitError(f"The loss became {value} at step {step} (epoch {epoch}, learning_rate="
-                               f"{learning_rate:g}): the descent diverged. Try a smaller learning rate, e.g. "
-                               f"{learning_rate / 10:g}.", history=history)
+                raise FitError(
+                    f"The loss became {value} at step {step} (epoch {epoch}, learning_rate="
+                    f"{learning_rate:g}): the descent diverged. Try a smaller learning rate, e.g. "
+                    f"{learning_rate / 10:g}.",
+                    history=history,
+                )
             history.append(record)
             yield record
-    return Outcome(frame.params(q.detach()), history, False,
-                   f"ran the {epochs} epoch{'s' if epochs > 1 else ''} asked for ({step} mini-batch steps; "
-                   "mini-batch methods stop by epochs, not by a tolerance)", learning_rate)
+    return Outcome(
+        frame.params(q.detach()),
+        history,
+        False,
+        f"ran the {epochs} epoch{'s' if epochs > 1 else ''} asked for ({step} mini-batch steps; "
+        "mini-batch methods stop by epochs, not by a tolerance)",
+        learning_rate,
+    )
 
 
 # --- fitting a file ---------------------------------------------------------------------------
@@ -636,10 +688,24 @@ def fit_file(
         raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
     if batch_size is None and epochs is not None:
         raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
+
     def in_memory(columns):  # data that fit: gradfit.fit, with every option as given
-        return fit(model, columns["x"], columns["y"], sigma=columns.get("sigma"), p0=p0, method=method,
-                   learning_rate=learning_rate, max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma,
-                   nan_policy=nan_policy, scale=scale, callback=callback, **fit_options)
+        return fit(
+            model,
+            columns["x"],
+            columns["y"],
+            sigma=columns.get("sigma"),
+            p0=p0,
+            method=method,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            tol=tol,
+            absolute_sigma=absolute_sigma,
+            nan_policy=nan_policy,
+            scale=scale,
+            callback=callback,
+            **fit_options,
+        )
 
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_parquet_data(source):
@@ -663,17 +729,33 @@ def fit_file(
     bounds = check_bounds(fit_options.get("bounds"), model.param_names)
     fixed = check_fixed(fit_options.get("fixed"), model.param_names, bounds)
     if (bounds or fixed) and batch_size is not None:
-        raise OptionError("Mini-batches do not take bounds or fixed parameters yet; use a full-batch method "
-                          "(lm, auto, gd, ...).")
+        raise OptionError(
+            "Mini-batches do not take bounds or fixed parameters yet; use a full-batch method (lm, auto, gd, ...)."
+        )
     with _ctrl_c_finishes_the_batch() as stop:
         problem = None
         try:
-            problem = StreamProblem(model, data, how.batch_rows, on_batch=on_batch, stop=stop,
-                                    sample_rows=sample_rows, seed=seed)
-            return _fit_streamed(model, problem, p0=p0, method=method, learning_rate=learning_rate,
-                                 max_steps=max_steps, tol=tol, absolute_sigma=absolute_sigma, scale=scale,
-                                 batch_size=batch_size, epochs=epochs, seed=seed, callback=callback, how=how,
-                                 bounds=bounds, fixed=fixed)
+            problem = StreamProblem(
+                model, data, how.batch_rows, on_batch=on_batch, stop=stop, sample_rows=sample_rows, seed=seed
+            )
+            return _fit_streamed(
+                model,
+                problem,
+                p0=p0,
+                method=method,
+                learning_rate=learning_rate,
+                max_steps=max_steps,
+                tol=tol,
+                absolute_sigma=absolute_sigma,
+                scale=scale,
+                batch_size=batch_size,
+                epochs=epochs,
+                seed=seed,
+                callback=callback,
+                how=how,
+                bounds=bounds,
+                fixed=fixed,
+            )
         except _Interrupt:
             history = getattr(problem, "history", None)
             raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
@@ -695,14 +777,32 @@ def is_parquet_data(path) -> bool:
         return False  # the reader says what is wrong with it
 
 
-def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, max_steps, tol, absolute_sigma,
-                  scale, batch_size, epochs, seed, callback, how, bounds=None, fixed=None):
+def _fit_streamed(
+    model,
+    problem: StreamProblem,
+    *,
+    p0,
+    method,
+    learning_rate,
+    max_steps,
+    tol,
+    absolute_sigma,
+    scale,
+    batch_size,
+    epochs,
+    seed,
+    callback,
+    how,
+    bounds=None,
+    fixed=None,
+):
     from .engine import _learning_rate, _start, _tolerance
 
     if batch_size is not None:
         if method not in MINIBATCH:
-            raise OptionError(f"Method {method!r} takes no mini-batches. With batch_size choose one of: "
-                              f"{', '.join(MINIBATCH)}.")
+            raise OptionError(
+                f"Method {method!r} takes no mini-batches. With batch_size choose one of: {', '.join(MINIBATCH)}."
+            )
         epochs = 1 if epochs is None else positive_int(epochs, "epochs")
         rate = MINIBATCH_RATES[MINIBATCH[method]] if learning_rate is None else learning_rate
         rate = _learning_rate(rate, get_method(MINIBATCH[method]), True, asked=method)
@@ -726,8 +826,9 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
 
     if batch_size is not None:
-        steps = minibatch_steps(problem, start, method=method, learning_rate=rate, epochs=epochs, seed=seed,
-                                scale=scale)
+        steps = minibatch_steps(
+            problem, start, method=method, learning_rate=rate, epochs=epochs, seed=seed, scale=scale
+        )
         ran, rate_used = f"{method} (mini-batches of {batch_size:,})", rate
     elif run_method == "lm":  # lm on the streamed R and Qᵀr
         steps = lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
@@ -748,8 +849,18 @@ def _fit_streamed(model, problem: StreamProblem, *, p0, method, learning_rate, m
     return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason, bounds, fixed)
 
 
-def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: str, absolute_sigma: bool,
-            learning_rate, how: str, bounds=None, fixed=None):
+def _result(
+    model,
+    problem: StreamProblem,
+    outcome: Outcome,
+    asked: str,
+    ran: str,
+    absolute_sigma: bool,
+    learning_rate,
+    how: str,
+    bounds=None,
+    fixed=None,
+):
     """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR.
 
     With bounds or fixed parameters the solver's parameters are free, unbounded ones: the
@@ -788,20 +899,43 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if undetermined:
         notes.append(undetermined_note(undetermined, rank, k))
-    state = ("Ended where the data do not determine every parameter" if undetermined
-             else "Converged" if outcome.converged else "Did not converge")
+    state = (
+        "Ended where the data do not determine every parameter"
+        if undetermined
+        else "Converged"
+        if outcome.converged
+        else "Did not converge"
+    )
     message = f"{state} after {len(outcome.history)} steps: {outcome.reason}. ({'; '.join(notes)})"
     result = FitResult(
-        model=model, method=ran, params=params, stderr=stderr, covariance=covariance,
-        rmse=math.sqrt(raw_ss / n), r2=1 - raw_ss / problem.ss_tot if problem.ss_tot > 0 else math.nan,
-        chi2=chi2, reduced_chi2=chi2 / dof if dof > 0 else math.inf,
+        model=model,
+        method=ran,
+        params=params,
+        stderr=stderr,
+        covariance=covariance,
+        rmse=math.sqrt(raw_ss / n),
+        r2=1 - raw_ss / problem.ss_tot if problem.ss_tot > 0 else math.nan,
+        chi2=chi2,
+        reduced_chi2=chi2 / dof if dof > 0 else math.inf,
         aic=n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf,
         bic=n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf,
-        n_points=n, n_steps=len(outcome.history), converged=outcome.converged and not undetermined,
-        undetermined=undetermined, message=message,
-        history=outcome.history, n_dropped=problem.n_dropped, gap_to_optimum=None, optimum_rmse=None,
-        learning_rate=None if learning_rate is None else float(learning_rate), dtype=p.dtype, device="cpu",
-        notes=notes, rank=rank, bounds=bounds, fixed=fixed, at_bound=on_bound,
+        n_points=n,
+        n_steps=len(outcome.history),
+        converged=outcome.converged and not undetermined,
+        undetermined=undetermined,
+        message=message,
+        history=outcome.history,
+        n_dropped=problem.n_dropped,
+        gap_to_optimum=None,
+        optimum_rmse=None,
+        learning_rate=None if learning_rate is None else float(learning_rate),
+        dtype=p.dtype,
+        device="cpu",
+        notes=notes,
+        rank=rank,
+        bounds=bounds,
+        fixed=fixed,
+        at_bound=on_bound,
     )
     x, y, sigma = problem.kept  # the figures' data: a random sample of the rows (all of them if few)
     if y is not None:
@@ -810,9 +944,24 @@ def _result(model, problem: StreamProblem, outcome: Outcome, asked: str, ran: st
     if undetermined:
         warnings.warn(undetermined_warning(undetermined, rank, k), ConvergenceWarning, stacklevel=3)
     elif not outcome.converged:
-        warnings.warn(f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): "
-                      f"{outcome.reason}.", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"The streamed fit did not converge with method '{ran}' (RMSE {result.rmse:.6g}): {outcome.reason}.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     return result
 
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "Reservoir", "SAMPLE_ROWS", "Source", "StreamProblem", "fit_file", "is_parquet_data", "is_source", "open_dataset", "plan"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "Plan",
+    "Reservoir",
+    "SAMPLE_ROWS",
+    "Source",
+    "StreamProblem",
+    "fit_file",
+    "is_parquet_data",
+    "is_source",
+    "open_dataset",
+    "plan",
+]

@@ -64,14 +64,18 @@ def covariance(small: np.ndarray, shape, factor: float = 1.0) -> tuple[np.ndarra
 def undetermined_note(names, rank: int, k: int) -> str:
     """What a fit's message says of the parameters the data do not determine."""
     one = len(names) == 1
-    return (f"the data do not determine {', '.join(names)} (Jacobian rank {rank} < {k}): "
-            f"{'its standard error is' if one else 'their standard errors are'} infinite")
+    return (
+        f"the data do not determine {', '.join(names)} (Jacobian rank {rank} < {k}): "
+        f"{'its standard error is' if one else 'their standard errors are'} infinite"
+    )
 
 
 def undetermined_warning(names, rank: int, k: int) -> str:
     """The ConvergenceWarning of a fit that ended where the data do not determine ``names``."""
     one = len(names) == 1
-    return (f"The fit ended where the data do not determine {', '.join(names)} (Jacobian rank {rank} < {k}): "
-            f"{'its standard error is' if one else 'their standard errors are'} infinite and the values are one choice "
-            "among many. "
-            f"Consider another p0, fixing {'it' if one else 'them'}, or a model with fewer parameters.")
+    return (
+        f"The fit ended where the data do not determine {', '.join(names)} (Jacobian rank {rank} < {k}): "
+        f"{'its standard error is' if one else 'their standard errors are'} infinite and the values are one choice "
+        "among many. "
+        f"Consider another p0, fixing {'it' if one else 'them'}, or a model with fewer parameters."
+    )

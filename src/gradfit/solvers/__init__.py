@@ -11,10 +11,14 @@ import importlib
 from .methods import METHODS, Method, Tolerances, get_method
 
 _LAZY = {
-    "first_order": "gradient", "gradient_descent": "gradient",
-    "least_squares": "linear", "mse_curvatures": "linear", "solve_linear": "linear",
+    "first_order": "gradient",
+    "gradient_descent": "gradient",
+    "least_squares": "linear",
+    "mse_curvatures": "linear",
+    "solve_linear": "linear",
     "levenberg_marquardt": "lm",
-    "Outcome": "problem", "Problem": "problem",
+    "Outcome": "problem",
+    "Problem": "problem",
 }
 
 
@@ -27,6 +31,16 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "METHODS", "Method", "Outcome", "Problem", "Tolerances", "first_order", "get_method",
-    "gradient_descent", "least_squares", "levenberg_marquardt", "mse_curvatures", "solve_linear",
+    "METHODS",
+    "Method",
+    "Outcome",
+    "Problem",
+    "Tolerances",
+    "first_order",
+    "get_method",
+    "gradient_descent",
+    "least_squares",
+    "levenberg_marquardt",
+    "mse_curvatures",
+    "solve_linear",
 ]

@@ -38,9 +38,48 @@ from numba.extending import intrinsic
 from . import native as _native
 from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
 
-_EXP, _LOG, _LOG10, _LOG2, _SQRT, _ABS, _SIN, _COS, _TAN, _ASIN, _ACOS, _ATAN, _SINH, _COSH, _TANH, _ERF, _ERFC, \
-    _SIGMOID = (UNARY_CODES[n] for n in ("exp", "log", "log10", "log2", "sqrt", "abs", "sin", "cos", "tan", "arcsin",
-                                         "arccos", "arctan", "sinh", "cosh", "tanh", "erf", "erfc", "sigmoid"))
+(
+    _EXP,
+    _LOG,
+    _LOG10,
+    _LOG2,
+    _SQRT,
+    _ABS,
+    _SIN,
+    _COS,
+    _TAN,
+    _ASIN,
+    _ACOS,
+    _ATAN,
+    _SINH,
+    _COSH,
+    _TANH,
+    _ERF,
+    _ERFC,
+    _SIGMOID,
+) = (
+    UNARY_CODES[n]
+    for n in (
+        "exp",
+        "log",
+        "log10",
+        "log2",
+        "sqrt",
+        "abs",
+        "sin",
+        "cos",
+        "tan",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "erf",
+        "erfc",
+        "sigmoid",
+    )
+)
 BLOCKS_PER_THREAD, BLOCK_CURVES = 16, 256  # blocks of curves queued per thread, and their least size (see fit)
 WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may take: larger curves run in torch
 
@@ -76,8 +115,11 @@ def compile_in_background() -> subprocess.Popen | None:
             try:
                 _background = subprocess.Popen(
                     [sys.executable, "-c", "from gradfit.solvers import compiled; compiled.warm_up()"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    start_new_session=True)  # not stopped by a Ctrl-C meant for the fit
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # not stopped by a Ctrl-C meant for the fit
             except OSError:
                 return None
         return _background
@@ -90,22 +132,48 @@ def warm_up() -> None:
     program = parse("a*x + b", ("x",), ("a", "b")).program()
     x = np.linspace(0.0, 1.0, 5)
     Y = np.stack([2 * x + 1, 3 * x - 1])
-    fit(program, x.reshape(1, -1, 1), Y, np.ones((1, 5)), np.ones((2, 2)), 10, 1e-10, False,
-        (1e-3, 1e32, 2.0, 1e-14), threads=1)
+    fit(
+        program,
+        x.reshape(1, -1, 1),
+        Y,
+        np.ones((1, 5)),
+        np.ones((2, 2)),
+        10,
+        1e-10,
+        False,
+        (1e-3, 1e32, 2.0, 1e-14),
+        threads=1,
+    )
 
 
-def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.ndarray, max_steps: int, tol: float,
-        absolute_sigma: bool, settings: tuple, threads: int | None = None,
-        native: bool = True) -> dict:
+def fit(
+    program: Program,
+    x: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    P0: np.ndarray,
+    max_steps: int,
+    tol: float,
+    absolute_sigma: bool,
+    settings: tuple,
+    threads: int | None = None,
+    native: bool = True,
+) -> dict:
     """LM fits of every row of Y (B, N); x is (1, N, k) shared or (B, N, k) per curve; W the weights
     (0 leaves a point out), (B, N) or one row (1, N) for every curve. Returns params, stderr, rmse,
     chi2, n_points, n_steps and status codes, as numpy arrays (status codes index batch.STATUSES).
     The model runs as its own machine code (gradfit.solvers.native) unless native is False: then
     the interpreter runs it."""
     B, k = P0.shape
-    out = {"params": np.array(P0, dtype=np.float64, order="C"), "stderr": np.empty((B, k)),
-           "rmse": np.empty(B), "chi2": np.empty(B), "n_steps": np.zeros(B, dtype=np.int64),
-           "status": np.ones(B, dtype=np.int64), "n_points": np.empty(B, dtype=np.int64)}
+    out = {
+        "params": np.array(P0, dtype=np.float64, order="C"),
+        "stderr": np.empty((B, k)),
+        "rmse": np.empty(B),
+        "chi2": np.empty(B),
+        "n_steps": np.zeros(B, dtype=np.int64),
+        "status": np.ones(B, dtype=np.int64),
+        "n_points": np.empty(B, dtype=np.int64),
+    }
     settings = np.array(settings, dtype=np.float64)  # initial damping, max damping, polish steps, singular
     if program.op[-1] in (CONST, PARAM, VAR):  # the model is a leaf: J is weighted in place, so give it a slot
         program = _times_one(program)
@@ -115,8 +183,18 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
     # compiles the solver once for each kind of array it meets, and ~20 s each is too much to pay again
     x, Y, W = (np.require(a, np.float64, ("C", "W")) for a in (x, Y, W))
     code = _machine_code(program) if native else None  # held until the fits are done
-    args = (program.op, program.a, program.b, program.value, program.point, program.dep,
-            code.address if code is not None else 0, x, Y, W)
+    args = (
+        program.op,
+        program.a,
+        program.b,
+        program.value,
+        program.point,
+        program.dep,
+        code.address if code is not None else 0,
+        x,
+        Y,
+        W,
+    )
     threads = threads or _cores()
     threads = min(threads, max(B, 1))
     # several blocks of curves per thread, taken in turn from one queue: a thread whose core is busy
@@ -130,8 +208,23 @@ def fit(program: Program, x: np.ndarray, Y: np.ndarray, W: np.ndarray, P0: np.nd
 
     def run(lo, hi):
         work = spare.get()
-        _lm_curves(*args, lo, hi, max_steps, tol, absolute_sigma, settings, out["params"], out["stderr"], out["rmse"],
-                   out["chi2"], out["n_points"], out["n_steps"], out["status"], *work)
+        _lm_curves(
+            *args,
+            lo,
+            hi,
+            max_steps,
+            tol,
+            absolute_sigma,
+            settings,
+            out["params"],
+            out["stderr"],
+            out["rmse"],
+            out["chi2"],
+            out["n_points"],
+            out["n_steps"],
+            out["status"],
+            *work,
+        )
         spare.put(work)
 
     if threads == 1:
@@ -148,9 +241,12 @@ def _machine_code(program: Program):
     try:
         return _native.machine_code(program)
     except Exception as error:  # noqa: BLE001 - any failure of LLVM's: the interpreter gives the same answers
-        warnings.warn(f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
-                      "the compiled backend interprets it instead (the same answers to rounding, slower).",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"gradfit: the model's machine code could not be built ({str(error).splitlines()[0]}); "
+            "the compiled backend interprets it instead (the same answers to rounding, slower).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -160,9 +256,19 @@ def _workspaces(S: int, N: int, P: int, native: bool) -> tuple:
     and J, in r and scratch), parameters, residuals and sums in two workspaces (current point and
     trial), JᵀJ and Jᵀr in both, and the P x P and P arrays of a step."""
     M = 0 if native else N
-    return (np.zeros((2, S + 2, M)), np.zeros((2, S, P, M)), np.empty((2, P)), np.empty((2, N)), np.empty((2, 2)),
-            np.empty((2, P, P)), np.empty((2, P)), np.empty((P, P)), np.zeros((P + 1, P)),
-            *(np.empty(P) for _ in range(5)), np.empty(P * N if native else 0))
+    return (
+        np.zeros((2, S + 2, M)),
+        np.zeros((2, S, P, M)),
+        np.empty((2, P)),
+        np.empty((2, N)),
+        np.empty((2, 2)),
+        np.empty((2, P, P)),
+        np.empty((2, P)),
+        np.empty((P, P)),
+        np.zeros((P + 1, P)),
+        *(np.empty(P) for _ in range(5)),
+        np.empty(P * N if native else 0),
+    )
 
 
 def _cores() -> int:
@@ -182,18 +288,33 @@ def values_and_jacobian(program: Program, x: np.ndarray, p: np.ndarray) -> tuple
     S, N, P = len(program.op), len(x), program.n_params
     val, grad = np.zeros((2, S + 2, N)), np.zeros((2, S, P, N))
     _prepare(program.op, program.value, x[None], 0, val, grad)
-    _evaluate(program.op, program.a, program.b, program.value, program.point, program.dep,
-              np.asarray(p, dtype=np.float64).reshape(1, P), 0, val, grad)
+    _evaluate(
+        program.op,
+        program.a,
+        program.b,
+        program.value,
+        program.point,
+        program.dep,
+        np.asarray(p, dtype=np.float64).reshape(1, P),
+        0,
+        val,
+        grad,
+    )
     return val[0, S - 1].copy(), grad[0, S - 1].T.copy()
 
 
 def _times_one(program: Program) -> Program:
     """The program with one more slot, its last slot times 1."""
     S = len(program.op)
-    return Program(np.append(program.op, [CONST, MUL]), np.append(program.a, [0, S - 1]), np.append(program.b, [0, S]),
-                   np.append(program.value, [1.0, 0.0]), np.append(program.point, [False, program.point[-1]]),
-                   np.vstack([program.dep, np.zeros(program.n_params, dtype=bool), program.dep[-1]]),
-                   program.n_variables)
+    return Program(
+        np.append(program.op, [CONST, MUL]),
+        np.append(program.a, [0, S - 1]),
+        np.append(program.b, [0, S]),
+        np.append(program.value, [1.0, 0.0]),
+        np.append(program.point, [False, program.point[-1]]),
+        np.vstack([program.dep, np.zeros(program.n_params, dtype=bool), program.dep[-1]]),
+        program.n_variables,
+    )
 
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -380,6 +501,7 @@ def _evaluate(op, a, b, value, point, dep, p, k, val, grad):
 def _call(typingctx, address, x, n, p, y, w, sums, jtr, jtj, value, jac):
     """Call the machine code at address (gradfit.solvers.native.SIGNATURE) with n points and these
     addresses (integers) of its arrays."""
+
     def codegen(context, builder, signature, args):
         i64, double = ir.IntType(64), ir.DoubleType().as_pointer()
         fn = builder.inttoptr(args[0], _native.SIGNATURE.as_pointer())
@@ -396,6 +518,7 @@ def _borrowed(typingctx, array):
     """The same array without its reference count (a null meminfo): numba then counts no references
     to it (two atomic operations per array per inlined call, a quarter of the solver's time). Only
     for arrays that the caller holds for as long as this one is used."""
+
     def codegen(context, builder, signature, args):
         view = context.make_array(array)(context, builder, value=args[0])
         view.meminfo = context.get_constant_null(numba.types.MemInfoPointer(array.dtype))
@@ -405,8 +528,9 @@ def _borrowed(typingctx, array):
 
 
 @_inline
-def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, k, val, grad, r, sums, jtj, jtr,
-               addresses):
+def _residuals(
+    op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, k, val, grad, r, sums, jtj, jtr, addresses
+):
     """|r|² at p[k] for curve c, r = (f(x, p[k]) - y) w. The model is the machine code at the address
     native where it is not 0: it leaves |r|², Σ(f - y)² over the points used, JᵀJ and Jᵀr (of the
     weighted J) in sums[k], jtj[k], jtr[k] (addresses: those of X, Y, W, p, sums, jtr, jtj, and the
@@ -417,8 +541,19 @@ def _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p,
     if native != 0:
         P, K = p.shape[1], X.shape[2]
         x_at, y_at, w_at, p_at, sums_at, jtr_at, jtj_at, r_at, scratch_at = addresses
-        _call(native, x_at + xc * N * K * 8, N, p_at + k * P * 8, y_at + c * N * 8, w_at + wc * N * 8, sums_at + k * 16,
-              jtr_at + k * P * 8, jtj_at + k * P * P * 8, r_at, scratch_at)
+        _call(
+            native,
+            x_at + xc * N * K * 8,
+            N,
+            p_at + k * P * 8,
+            y_at + c * N * 8,
+            w_at + wc * N * 8,
+            sums_at + k * 16,
+            jtr_at + k * P * 8,
+            jtj_at + k * P * P * 8,
+            r_at,
+            scratch_at,
+        )
         return sums[k, 0]
     _evaluate(op, a, b, value, point, dep, p, k, val, grad)
     cost = 0.0
@@ -505,32 +640,109 @@ def _solve(chol, g, z):
 
 
 @_jit
-def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, tol, absolute_sigma, settings,
-               params, stderr, rmse, chi2, n_points, n_steps, status, val, grad, p, r, sums, jtj, jtr, m, chol, d, dd,
-               g, delta, norms, scratch):
+def _lm_curves(
+    op,
+    a,
+    b,
+    value,
+    point,
+    dep,
+    native,
+    X,
+    Y,
+    W,
+    lo,
+    hi,
+    max_steps,
+    tol,
+    absolute_sigma,
+    settings,
+    params,
+    stderr,
+    rmse,
+    chi2,
+    n_points,
+    n_steps,
+    status,
+    val,
+    grad,
+    p,
+    r,
+    sums,
+    jtj,
+    jtr,
+    m,
+    chol,
+    d,
+    dd,
+    g,
+    delta,
+    norms,
+    scratch,
+):
     """LM for the curves lo..hi-1, as _Chunk.levenberg_marquardt and _Chunk.finish do it for a batch.
 
     Two workspaces, the current point's and the trial's, indexed by cur and 1 - cur: accepting a
     step flips the index (no copies, no array views made in the loop). The last slot's derivatives
     in a workspace are J there. Every array comes from the caller (see _workspaces), which holds
     it, so that they can all be _borrowed."""
-    op, a, b, value, point, dep = _borrowed(op), _borrowed(a), _borrowed(b), _borrowed(value), _borrowed(point), \
-        _borrowed(dep)
-    X, Y, W, settings, params, stderr = _borrowed(X), _borrowed(Y), _borrowed(W), _borrowed(settings), \
-        _borrowed(params), _borrowed(stderr)
-    rmse, chi2, n_points, n_steps, status = _borrowed(rmse), _borrowed(chi2), _borrowed(n_points), \
-        _borrowed(n_steps), _borrowed(status)
-    val, grad, p, r, sums, jtj, jtr = _borrowed(val), _borrowed(grad), _borrowed(p), _borrowed(r), _borrowed(sums), \
-        _borrowed(jtj), _borrowed(jtr)
-    m, chol, d, dd, g, delta, norms = _borrowed(m), _borrowed(chol), _borrowed(d), _borrowed(dd), _borrowed(g), \
-        _borrowed(delta), _borrowed(norms)
+    op, a, b, value, point, dep = (
+        _borrowed(op),
+        _borrowed(a),
+        _borrowed(b),
+        _borrowed(value),
+        _borrowed(point),
+        _borrowed(dep),
+    )
+    X, Y, W, settings, params, stderr = (
+        _borrowed(X),
+        _borrowed(Y),
+        _borrowed(W),
+        _borrowed(settings),
+        _borrowed(params),
+        _borrowed(stderr),
+    )
+    rmse, chi2, n_points, n_steps, status = (
+        _borrowed(rmse),
+        _borrowed(chi2),
+        _borrowed(n_points),
+        _borrowed(n_steps),
+        _borrowed(status),
+    )
+    val, grad, p, r, sums, jtj, jtr = (
+        _borrowed(val),
+        _borrowed(grad),
+        _borrowed(p),
+        _borrowed(r),
+        _borrowed(sums),
+        _borrowed(jtj),
+        _borrowed(jtr),
+    )
+    m, chol, d, dd, g, delta, norms = (
+        _borrowed(m),
+        _borrowed(chol),
+        _borrowed(d),
+        _borrowed(dd),
+        _borrowed(g),
+        _borrowed(delta),
+        _borrowed(norms),
+    )
     scratch = _borrowed(scratch)
     S, N, P = len(op), Y.shape[1], params.shape[1]
     INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR = settings[0], settings[1], int(settings[2]), settings[3]
     interpret = native == 0
     F = S - 1
-    addresses = (X.ctypes.data, Y.ctypes.data, W.ctypes.data, p.ctypes.data, sums.ctypes.data, jtr.ctypes.data,
-                 jtj.ctypes.data, r.ctypes.data, scratch.ctypes.data)
+    addresses = (
+        X.ctypes.data,
+        Y.ctypes.data,
+        W.ctypes.data,
+        p.ctypes.data,
+        sums.ctypes.data,
+        jtr.ctypes.data,
+        jtj.ctypes.data,
+        r.ctypes.data,
+        scratch.ctypes.data,
+    )
     for c in range(lo, hi):
         xc = c if X.shape[0] > 1 else 0
         wc = c if W.shape[0] > 1 else 0  # one row of weights for every curve, or a row each
@@ -546,8 +758,31 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
         cur = 0
         for j in range(P):
             p[cur, j] = params[c, j]
-        cost = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, cur, val, grad, r, sums,
-                          jtj, jtr, addresses)
+        cost = _residuals(
+            op,
+            a,
+            b,
+            value,
+            point,
+            dep,
+            native,
+            X,
+            xc,
+            Y,
+            W,
+            c,
+            wc,
+            unit,
+            p,
+            cur,
+            val,
+            grad,
+            r,
+            sums,
+            jtj,
+            jtr,
+            addresses,
+        )
         steps = 0
         code = 1  # max_steps until decided
         stale = interpret  # JᵀJ and Jᵀr are not yet those of the current point (the machine code makes them)
@@ -595,8 +830,31 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
                     predicted -= 2.0 * delta[i] * jtr[cur, i] + delta[i] * t
                 for j in range(P):
                     p[new, j] = p[cur, j] + delta[j]
-                c_new = _residuals(op, a, b, value, point, dep, native, X, xc, Y, W, c, wc, unit, p, new, val, grad, r,
-                                   sums, jtj, jtr, addresses)
+                c_new = _residuals(
+                    op,
+                    a,
+                    b,
+                    value,
+                    point,
+                    dep,
+                    native,
+                    X,
+                    xc,
+                    Y,
+                    W,
+                    c,
+                    wc,
+                    unit,
+                    p,
+                    new,
+                    val,
+                    grad,
+                    r,
+                    sums,
+                    jtj,
+                    jtr,
+                    addresses,
+                )
                 rho = (cost - c_new) / predicted if predicted > 0 else -1.0
                 finite = math.isfinite(c_new) and factored
                 if polish:
@@ -629,8 +887,11 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
                     code = 0
                 if converged or (polish and ok):
                     polished += 1
-                if (polish and not ok) or polished > POLISH_STEPS or (
-                        not polish and not converged and damped >= max_steps):
+                if (
+                    (polish and not ok)
+                    or polished > POLISH_STEPS
+                    or (not polish and not converged and damped >= max_steps)
+                ):
                     break
                 if POLISH_STEPS == 0 and converged:
                     break
@@ -679,4 +940,3 @@ def _lm_curves(op, a, b, value, point, dep, native, X, Y, W, lo, hi, max_steps, 
                 stderr[c, j] = math.sqrt(max(inverse * (norms[j] * norms[j]) * factor, 0.0))
         n_steps[c] = steps
         status[c] = code
-

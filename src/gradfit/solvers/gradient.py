@@ -184,9 +184,16 @@ def _torch_optimizer(name: str):
         "adam": lambda q, lr: optim.Adam([q], lr=lr),
         "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr),
         # one L-BFGS iteration per step, but room for its line search to try several points
-        "lbfgs": lambda q, lr: optim.LBFGS([q], lr=lr, max_iter=1, max_eval=25, history_size=20,
-                                            line_search_fn="strong_wolfe",
-                                            tolerance_grad=0, tolerance_change=0),
+        "lbfgs": lambda q, lr: optim.LBFGS(
+            [q],
+            lr=lr,
+            max_iter=1,
+            max_eval=25,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=0,
+            tolerance_change=0,
+        ),
     }[name]
 
 
@@ -225,8 +232,9 @@ def first_order(
         learning_rate = _probe(frame, method, problem, p0)
         notes.append(f"learning rate {learning_rate:g} chosen by a {PROBE_STEPS}-step probe")
     guard = None if method not in FIXED_RATE or learning_rate == "auto" else "halve" if default_rate else "stop"
-    return run_steps(descent_steps(frame, problem, p0, method, learning_rate, max_steps, tolerances, notes, guard),
-                     callback)
+    return run_steps(
+        descent_steps(frame, problem, p0, method, learning_rate, max_steps, tolerances, notes, guard), callback
+    )
 
 
 def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> float:
@@ -246,9 +254,17 @@ def _descend(frame, problem, p0, method, learning_rate, max_steps, tol, callback
     return run_steps(descent_steps(frame, problem, p0, method, learning_rate, max_steps, tol, notes), callback)
 
 
-def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str, learning_rate, max_steps: int,
-                  tol: Tolerances, notes: list[str], guard: str | None = None
-                  ) -> Generator[StepRecord, float | None, Outcome]:
+def descent_steps(
+    frame: Frame,
+    problem: Problem,
+    p0: torch.Tensor,
+    method: str,
+    learning_rate,
+    max_steps: int,
+    tol: Tolerances,
+    notes: list[str],
+    guard: str | None = None,
+) -> Generator[StepRecord, float | None, Outcome]:
     """The gradient method's loop, one step per ``yield``; returns the Outcome (see ``run_steps``).
 
     Sending a number into the generator sets the learning rate from the next step on
@@ -263,9 +279,11 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
     optimizer = None if method == "gd" else _torch_optimizer(method)(q, lr)
     # RMSprop takes steps of about the learning rate however small the gradient, so near the
     # optimum it circles it; halving the rate when the loss stops improving lets it land.
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=PLATEAU_PATIENCE,
-                                                          threshold=0.0)
-               if method in ADAPTIVE else None)
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=PLATEAU_PATIENCE, threshold=0.0)
+        if method in ADAPTIVE
+        else None
+    )
 
     def closure():  # for L-BFGS, which evaluates the loss again along its line search
         optimizer.zero_grad()
@@ -313,10 +331,16 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
             halved = f"learning rate halved to {lr:g} where a step raised the loss (last at step {step})"
         if loss_value < best_loss:
             best_loss, best_step, swing_grad = loss_value, step, grad_norm
-        elif (guard == "stop" and step - best_step >= SWING and grad_norm > 0.5 * swing_grad
-              and grad_norm > STUCK * first_grad):
-            reason = (f"the RMSE has not gone below {best_loss**0.5:.6g} for {SWING} steps while the gradient does "
-                      f"not shrink: the steps swing across the valley, learning_rate={lr:g} is too large")
+        elif (
+            guard == "stop"
+            and step - best_step >= SWING
+            and grad_norm > 0.5 * swing_grad
+            and grad_norm > STUCK * first_grad
+        ):
+            reason = (
+                f"the RMSE has not gone below {best_loss**0.5:.6g} for {SWING} steps while the gradient does "
+                f"not shrink: the steps swing across the valley, learning_rate={lr:g} is too large"
+            )
             return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
         p_before, p_previous = p_previous, params
         small_loss_change = abs(previous - loss_value) <= tol.ftol * loss_value
@@ -327,11 +351,15 @@ def descent_steps(frame: Frame, problem: Problem, p0: torch.Tensor, method: str,
             break
         if calm >= PATIENCE:
             if grad_norm > STUCK * first_grad:  # not a minimum: the optimizer cannot make progress
-                reason = (f"the optimizer stopped moving while the gradient is still {grad_norm / first_grad:.2g} "
-                          "of its starting size (stuck, not converged)")
+                reason = (
+                    f"the optimizer stopped moving while the gradient is still {grad_norm / first_grad:.2g} "
+                    "of its starting size (stuck, not converged)"
+                )
                 return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
-            reason = (f"the loss and parameters stopped changing (ftol={tol.ftol:g}, xtol={tol.xtol:g}, "
-                      f"{PATIENCE} steps running)")
+            reason = (
+                f"the loss and parameters stopped changing (ftol={tol.ftol:g}, xtol={tol.xtol:g}, "
+                f"{PATIENCE} steps running)"
+            )
             break
     converged = reason is not None
     if not converged:

@@ -36,9 +36,11 @@ def check_finite(a: torch.Tensor, b: torch.Tensor | None = None) -> None:
     """Refuse a design matrix (or right-hand side) with inf or NaN before LAPACK sees it: on such input
     its SVD loops without end (and holds the GIL, freezing every thread of the process)."""
     if not bool(torch.isfinite(a).all()):
-        raise DataError("The model's columns overflow on these data (inf or NaN in the design matrix: x too "
-                        "large for its powers, or exp(x) beyond 1e308). Rescale x, e.g. to units where it is "
-                        "below 1e6.")
+        raise DataError(
+            "The model's columns overflow on these data (inf or NaN in the design matrix: x too "
+            "large for its powers, or exp(x) beyond 1e308). Rescale x, e.g. to units where it is "
+            "below 1e6."
+        )
     if b is not None and not bool(torch.isfinite(b).all()):
         raise DataError("y (divided by sigma) overflows to inf: rescale y or sigma.")
 
@@ -76,8 +78,10 @@ def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
         return solution
     params = to_params @ solution
     if not bool(torch.isfinite(params).all()):  # x's powers, or y, beyond float64: the answer overflows
-        raise DataError("The least-squares answer overflows float64 (x or y too large for the model's "
-                        "powers). Rescale x and y, e.g. to units where they are below 1e6.")
+        raise DataError(
+            "The least-squares answer overflows float64 (x or y too large for the model's "
+            "powers). Rescale x and y, e.g. to units where they are below 1e6."
+        )
     return params
 
 
@@ -96,16 +100,18 @@ def mse_curvatures(model: Model, x) -> torch.Tensor:
     return torch.linalg.eigvalsh(normal)
 
 
-def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[StepRecord], None] | None = None
-                 ) -> Outcome:
+def solve_linear(
+    problem: Problem, p0: torch.Tensor, *, callback: Callable[[StepRecord], None] | None = None
+) -> Outcome:
     """The 'linear' method: one least-squares solve, for a model linear in its parameters.
 
     The history has one step, from p0 to the optimum, so that it can be drawn like any other.
     """
     model = problem.model
     if not model.is_linear:
-        raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not. "
-                         "Use method='lm' or 'auto'.")
+        raise ModelError(
+            f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not. Use method='lm' or 'auto'."
+        )
     r0 = problem.residuals(p0)
     if problem.streaming:  # A = QR made by chunks: solve R p = Qᵀy; Aᵀr0 = Rᵀ(R p0 - Qᵀy)
         r, z = problem.r_factor()
@@ -117,8 +123,16 @@ def solve_linear(problem: Problem, p0: torch.Tensor, *, callback: Callable[[Step
         gradient = (a.T @ r0).numpy()
     history = History(problem.user_names, problem.describe(p0))
     loss = float(r0 @ r0) / problem.n_points
-    history.append(StepRecord(1, loss, math.sqrt(loss), 2 * float(np.linalg.norm(gradient)) / problem.n_points,
-                              math.nan, problem.describe(params)))
+    history.append(
+        StepRecord(
+            1,
+            loss,
+            math.sqrt(loss),
+            2 * float(np.linalg.norm(gradient)) / problem.n_points,
+            math.nan,
+            problem.describe(params),
+        )
+    )
     if callback is not None:
         callback(history[-1])
     return Outcome(params, history, True, "solved exactly: the model is linear in its parameters")

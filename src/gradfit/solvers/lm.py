@@ -46,8 +46,9 @@ def levenberg_marquardt(
     return run_steps(lm_steps(problem, p0, max_steps=max_steps, tolerances=tolerances), callback)
 
 
-def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
-             tolerances: Tolerances) -> Generator[StepRecord, None, Outcome]:
+def lm_steps(
+    problem: Problem, p0: torch.Tensor, *, max_steps: int, tolerances: Tolerances
+) -> Generator[StepRecord, None, Outcome]:
     """Levenberg–Marquardt's loop, one iteration per ``yield``; returns the Outcome (see ``run_steps``)."""
     tol = tolerances
     p = p0.clone()
@@ -88,8 +89,11 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
             accepted = math.isfinite(cost_new) and rho > 0
 
         loss = cost / n
-        history.append(StepRecord(step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, lam,
-                                  problem.describe(p_new if accepted else p)))
+        history.append(
+            StepRecord(
+                step, loss, math.sqrt(loss), 2 * float(grad.norm()) / n, lam, problem.describe(p_new if accepted else p)
+            )
+        )
         yield history[-1]
 
         # MINPACK's tests, on every step
@@ -101,8 +105,11 @@ def lm_steps(problem: Problem, p0: torch.Tensor, *, max_steps: int,
             jac, r = problem.linearize(p)
             d = torch.maximum(d, jac.norm(dim=0))
         if tiny_change or tiny_step:
-            reason = (f"the loss stopped decreasing (ftol={tol.ftol:g})" if tiny_change
-                      else f"the parameters stopped changing (xtol={tol.xtol:g})")
+            reason = (
+                f"the loss stopped decreasing (ftol={tol.ftol:g})"
+                if tiny_change
+                else f"the parameters stopped changing (xtol={tol.xtol:g})"
+            )
             break
         if polishing:
             polish_steps += 1

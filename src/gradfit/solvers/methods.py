@@ -49,23 +49,45 @@ _GRADIENT_TOL = Tolerances(ftol=1e-15, xtol=1e-15, gtol=1e-10)
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method("auto", "picks the method: linear for models linear in their parameters, else lm", None,
-               1000, Tolerances(1e-15, 1e-15, 1e-15)),
-        Method("gd", "plain gradient descent, the seed article's update (params -= lr * grad)", 0.5, 20000,
-               _GRADIENT_TOL),
-        Method("momentum", "gradient descent with heavy-ball momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
-               _GRADIENT_TOL),
-        Method("nesterov", "Nesterov's accelerated gradient, momentum 0.9 (torch.optim.SGD)", 0.05, 20000,
-               _GRADIENT_TOL),
+        Method(
+            "auto",
+            "picks the method: linear for models linear in their parameters, else lm",
+            None,
+            1000,
+            Tolerances(1e-15, 1e-15, 1e-15),
+        ),
+        Method(
+            "gd", "plain gradient descent, the seed article's update (params -= lr * grad)", 0.5, 20000, _GRADIENT_TOL
+        ),
+        Method(
+            "momentum", "gradient descent with heavy-ball momentum 0.9 (torch.optim.SGD)", 0.05, 20000, _GRADIENT_TOL
+        ),
+        Method(
+            "nesterov", "Nesterov's accelerated gradient, momentum 0.9 (torch.optim.SGD)", 0.05, 20000, _GRADIENT_TOL
+        ),
         Method("adam", "Adam: per-parameter adaptive steps (torch.optim.Adam)", 0.01, 20000, _GRADIENT_TOL),
-        Method("rmsprop", "RMSprop: steps scaled by a running gradient size (torch.optim.RMSprop)", 0.01,
-               5000, _GRADIENT_TOL),
-        Method("lbfgs", "L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS)", 1.0, 2000,
-               Tolerances(1e-15, 1e-15, 1e-12)),
-        Method("lm", "Levenberg-Marquardt on exact Jacobians, float64", None, 1000,
-               Tolerances(1e-15, 1e-15, 1e-15)),
-        Method("linear", "one exact least-squares solve (SVD), for models linear in their parameters", None,
-               1, Tolerances(0.0, 0.0, 0.0)),
+        Method(
+            "rmsprop",
+            "RMSprop: steps scaled by a running gradient size (torch.optim.RMSprop)",
+            0.01,
+            5000,
+            _GRADIENT_TOL,
+        ),
+        Method(
+            "lbfgs",
+            "L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS)",
+            1.0,
+            2000,
+            Tolerances(1e-15, 1e-15, 1e-12),
+        ),
+        Method("lm", "Levenberg-Marquardt on exact Jacobians, float64", None, 1000, Tolerances(1e-15, 1e-15, 1e-15)),
+        Method(
+            "linear",
+            "one exact least-squares solve (SVD), for models linear in their parameters",
+            None,
+            1,
+            Tolerances(0.0, 0.0, 0.0),
+        ),
     ]
 }
 

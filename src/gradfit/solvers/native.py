@@ -50,8 +50,17 @@ LANES = 4  # points computed together in vector lanes (AVX2's four doubles)
 # four lanes at once, glibc's vector math library (libmvec, AVX2 variants: _ZGVdN4v_<name>)
 _INTRINSICS = {"exp", "log", "log10", "log2", "sin", "cos", "pow", "sqrt", "fabs"}
 _TWO_ARGUMENTS = {"pow", "atan2"}
-_LIBM = {"tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
-         "tanh": "tanh", "erf": "erf", "erfc": "erfc"}
+_LIBM = {
+    "tan": "tan",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "tanh": "tanh",
+    "erf": "erf",
+    "erfc": "erfc",
+}
 _TWO_OVER_SQRT_PI = 2 / np.sqrt(np.pi)
 
 
@@ -86,8 +95,9 @@ class _Writer:
         key = id(value)
         if key not in self._broadcast:
             one = self.b.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-            self._broadcast[key] = self.b.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined),
-                                                         ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            self._broadcast[key] = self.b.shuffle_vector(
+                one, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+            )
         return self._broadcast[key]
 
     def value(self, slot: int) -> ir.Value:
@@ -212,9 +222,11 @@ class _Writer:
             v = call("sqrt", u)
             return v, b.fdiv(c(0.5), v)
         if name == "abs":  # sign(u): 1, -1, 0 at 0, NaN at NaN
-            sign = b.select(b.fcmp_ordered(">", u, c(0.0)), c(1.0),
-                            b.select(b.fcmp_ordered("<", u, c(0.0)), c(-1.0),
-                                     b.select(b.fcmp_ordered("==", u, c(0.0)), c(0.0), u)))
+            sign = b.select(
+                b.fcmp_ordered(">", u, c(0.0)),
+                c(1.0),
+                b.select(b.fcmp_ordered("<", u, c(0.0)), c(-1.0), b.select(b.fcmp_ordered("==", u, c(0.0)), c(0.0), u)),
+            )
             return call("fabs", u), sign
         if name == "sin":
             return call("sin", u), call("cos", u)
@@ -237,8 +249,7 @@ class _Writer:
             v = call("tanh", u)
             return v, b.fsub(c(1.0), b.fmul(v, v))
         if name in ("erf", "erfc"):
-            g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI),
-                       call("exp", b.fneg(b.fmul(u, u))))
+            g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI), call("exp", b.fneg(b.fmul(u, u))))
             return call(name, u), g
         # sigmoid, as torch computes it
         v = b.fdiv(c(1.0), b.fadd(c(1.0), call("exp", b.fneg(u))))
@@ -277,6 +288,7 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
     def point(k, width: int):
         """Points k.. (width of them): the variables, the model, then the weighted residual and row of J
         stored in resid and jac; returns (f - y)² where the weight is > 0, else 0."""
+
         def load(pointer):
             return _load(b, pointer, width)
 
@@ -310,8 +322,7 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
 
     # 1. the model at every point: LANES points at a time, then the last n % LANES one by one;
     # raw: Σ (f - y)² over the points used (weight > 0)
-    raw = _summing_loop(b, fn, "lanes", i64(0), whole, LANES, {"raw": vzero},
-                        lambda q: {"raw": point(q, LANES)})["raw"]
+    raw = _summing_loop(b, fn, "lanes", i64(0), whole, LANES, {"raw": vzero}, lambda q: {"raw": point(q, LANES)})["raw"]
     raw = _summing_loop(b, fn, "points", whole, n, 1, {"raw": fold(raw)}, lambda k: {"raw": point(k, 1)})["raw"]
     b.store(raw, b.gep(sums, [i64(1)]))
 
@@ -321,14 +332,20 @@ def build(program: Program, vector_library: bool = False) -> ir.Module:
     rows = [("r", "r")] + [(j, "r") for j in used] + [(i, j) for i in used for j in used if j <= i]
 
     def products(k, width: int) -> dict:
-        columns = {column: _load(b, b.gep(resid, [k]) if column == "r" else
-                                 b.gep(jac, [b.add(b.mul(i64(column), n), k)]), width) for column in ["r"] + used}
+        columns = {
+            column: _load(
+                b, b.gep(resid, [k]) if column == "r" else b.gep(jac, [b.add(b.mul(i64(column), n), k)]), width
+            )
+            for column in ["r"] + used
+        }
         return {pair: b.fmul(columns[pair[0]], columns[pair[1]]) for pair in rows}
 
-    lanes = _summing_loop(b, fn, "vectors", i64(0), whole, LANES, {pair: vzero for pair in rows},
-                          lambda q: products(q, LANES))
-    totals = _summing_loop(b, fn, "rest", whole, n, 1, {pair: fold(lanes[pair]) for pair in rows},
-                           lambda k: products(k, 1))
+    lanes = _summing_loop(
+        b, fn, "vectors", i64(0), whole, LANES, {pair: vzero for pair in rows}, lambda q: products(q, LANES)
+    )
+    totals = _summing_loop(
+        b, fn, "rest", whole, n, 1, {pair: fold(lanes[pair]) for pair in rows}, lambda k: products(k, 1)
+    )
     for pair, total in totals.items():
         if pair == ("r", "r"):
             b.store(total, b.gep(sums, [i64(0)]))
@@ -352,8 +369,7 @@ def _store(b: ir.IRBuilder, value, pointer, width: int) -> None:
     b.store(value, pointer if width == 1 else b.bitcast(pointer, _VEC.as_pointer()), align=8)
 
 
-def _summing_loop(b: ir.IRBuilder, fn: ir.Function, name: str, start, stop, step: int, initial: dict,
-                  body) -> dict:
+def _summing_loop(b: ir.IRBuilder, fn: ir.Function, name: str, start, stop, step: int, initial: dict, body) -> dict:
     """for k in range(start, stop, step): total[key] += body(k)[key], from initial (a loop of no turns
     where start >= stop). Leaves b after the loop; returns the totals there."""
     before = b.block
@@ -395,8 +411,9 @@ class _Compiled:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         target = llvm.Target.from_default_triple()
-        machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                               features=llvm.get_host_cpu_features().flatten(), opt=3)
+        machine = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
+        )
         usable = _vector_library(llvm)
         self.vector_library = usable if vector_library is None else vector_library and usable
         module = llvm.parse_assembly(str(build(program, self.vector_library)))  # the builder's text, no user text
@@ -422,8 +439,10 @@ def _vector_library(llvm) -> bool:
             path = ctypes.util.find_library("mvec")
             if path and llvm.get_host_cpu_features().get("avx2", False):
                 llvm.load_library_permanently(path)
-                usable = all(llvm.address_of_symbol(f"_ZGVdN4{v}_{name}") for v, name in
-                             (("v", "exp"), ("v", "erf"), ("vv", "pow"), ("vv", "atan2"), ("v", "tanh")))
+                usable = all(
+                    llvm.address_of_symbol(f"_ZGVdN4{v}_{name}")
+                    for v, name in (("v", "exp"), ("v", "erf"), ("vv", "pow"), ("vv", "atan2"), ("v", "tanh"))
+                )
         except (RuntimeError, OSError):
             usable = False
         _VECTOR_LIBRARY.append(usable)
@@ -439,8 +458,16 @@ def machine_code(program: Program, vector_library: bool | None = None) -> _Compi
     the object while its address may be called). vector_library: whether functions of four lanes
     call libmvec (None: where the machine has it; False: LLVM's scalar functions, lane by lane,
     which compute what the interpreter computes to the bit)."""
-    key = (program.op.tobytes(), program.a.tobytes(), program.b.tobytes(), program.value.tobytes(),
-           program.point.tobytes(), program.dep.tobytes(), program.n_variables, vector_library)
+    key = (
+        program.op.tobytes(),
+        program.a.tobytes(),
+        program.b.tobytes(),
+        program.value.tobytes(),
+        program.point.tobytes(),
+        program.dep.tobytes(),
+        program.n_variables,
+        vector_library,
+    )
     with _LOCK:
         compiled = _CACHE.get(key)
         if compiled is None:
@@ -451,8 +478,14 @@ def machine_code(program: Program, vector_library: bool | None = None) -> _Compi
         return compiled
 
 
-def evaluate(program: Program, x: np.ndarray, p: np.ndarray, y: np.ndarray | None = None,
-             w: np.ndarray | None = None, vector_library: bool | None = None) -> dict:
+def evaluate(
+    program: Program,
+    x: np.ndarray,
+    p: np.ndarray,
+    y: np.ndarray | None = None,
+    w: np.ndarray | None = None,
+    vector_library: bool | None = None,
+) -> dict:
     """Run the program's machine code once, from Python (for the tests): x (n, k) or (n,), p (P,),
     y zero and w one unless given. Returns value (f, where y = 0 and w = 1: r otherwise), jac (n, P),
     cost, raw, jtr and jtj."""
@@ -468,6 +501,7 @@ def evaluate(program: Program, x: np.ndarray, p: np.ndarray, y: np.ndarray | Non
     code = machine_code(program, vector_library)
     double = ctypes.POINTER(ctypes.c_double)
     call = ctypes.CFUNCTYPE(None, double, ctypes.c_int64, *[double] * 8)(code.address)
-    call(*[a.ctypes.data_as(double) if isinstance(a, np.ndarray) else a
-           for a in (x, n, p, y, w, sums, jtr, jtj, r, jac)])
+    call(
+        *[a.ctypes.data_as(double) if isinstance(a, np.ndarray) else a for a in (x, n, p, y, w, sums, jtr, jtj, r, jac)]
+    )
     return {"value": r, "jac": jac.T.copy(), "cost": sums[0], "raw": sums[1], "jtr": jtr, "jtj": jtj}

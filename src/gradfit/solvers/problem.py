@@ -33,8 +33,7 @@ class Problem:
         self._to_user = getattr(model, "to_user", None)
         # A large linear problem never holds its (N, P) design matrix: it is made a chunk of rows at a
         # time and reduced to R of A = QR (P x P), which has all that the solve and the covariance need.
-        self.streaming = (model.is_linear and self.n_points * model.n_params > STREAM_ABOVE
-                          and x.device.type == "cpu")
+        self.streaming = model.is_linear and self.n_points * model.n_params > STREAM_ABOVE and x.device.type == "cpu"
         self._r_factor = None
 
     def describe(self, params: torch.Tensor) -> tuple[float, ...]:
@@ -67,7 +66,7 @@ class Problem:
         if self.streaming and not params.requires_grad:
             out = torch.empty(self.n_points, dtype=self.y.dtype)  # filled chunk by chunk: no second copy
             for i, (a, t) in enumerate(self._rows()):
-                out[i * CHUNK_ROWS:i * CHUNK_ROWS + len(t)] = a @ params - t
+                out[i * CHUNK_ROWS : i * CHUNK_ROWS + len(t)] = a @ params - t
             return out
         if self.model.is_linear and not params.requires_grad:  # one matrix product, no autograd needed
             target = self.y if self.weights is None else self.y * self.weights
@@ -131,8 +130,9 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def run_steps(steps: Generator[StepRecord, float | None, Outcome],
-              callback: Callable[[StepRecord], None] | None = None) -> Outcome:
+def run_steps(
+    steps: Generator[StepRecord, float | None, Outcome], callback: Callable[[StepRecord], None] | None = None
+) -> Outcome:
     """Drive a solver's steps to the end, handing each step to ``callback``; return its Outcome.
 
     Every iterative solver is a generator that yields one StepRecord per step and

@@ -40,8 +40,14 @@ def check_address(host: str, port: int) -> None:
             raise OptionError(f"Port {port} on {host} {what}. Choose another with --port.") from None
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: bool = False,
-          limits: Limits | None = None, announce=print) -> None:
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    open_browser: bool = False,
+    limits: Limits | None = None,
+    announce=print,
+) -> None:
     """Run the playground until Ctrl-C. Binds only this machine (127.0.0.1) unless ``host`` says otherwise."""
     import torch
     import uvicorn
@@ -49,13 +55,18 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: b
     check_address(host, port)
     allowed = None
     if not is_loopback(host):
-        print("\n".join([
-            "!" * 78,
-            f"WARNING: serving the playground on {host}: other machines on your network can reach it.",
-            "It has no login: anyone who can connect can start fits on this machine.",
-            "Use the default --host 127.0.0.1 unless you mean this.",
-            "!" * 78,
-        ]), file=sys.stderr)
+        print(
+            "\n".join(
+                [
+                    "!" * 78,
+                    f"WARNING: serving the playground on {host}: other machines on your network can reach it.",
+                    "It has no login: anyone who can connect can start fits on this machine.",
+                    "Use the default --host 127.0.0.1 unless you mean this.",
+                    "!" * 78,
+                ]
+            ),
+            file=sys.stderr,
+        )
         allowed = ["*"]  # the user asked for other machines: accept whatever name they use for this one
     torch.set_num_threads(1)  # many small fits side by side: one thread each beats all threads for each
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
@@ -64,14 +75,23 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: b
         import webbrowser
 
         webbrowser.open(url)
-    uvicorn.run(create_app(limits, allowed_hosts=allowed), host=host.strip("[]"), port=port, log_level="warning",
-                **SERVER_LIMITS)
+    uvicorn.run(
+        create_app(limits, allowed_hosts=allowed),
+        host=host.strip("[]"),
+        port=port,
+        log_level="warning",
+        **SERVER_LIMITS,
+    )
 
 
 # uvicorn's own limits: connections and requests at once (past it, 503 at once), an idle kept-alive
 # connection's life, a request head's size, and how long Ctrl-C waits for requests in flight
-SERVER_LIMITS = {"limit_concurrency": 200, "timeout_keep_alive": 5, "h11_max_incomplete_event_size": 64 * 1024,
-                 "timeout_graceful_shutdown": 3}
+SERVER_LIMITS = {
+    "limit_concurrency": 200,
+    "timeout_keep_alive": 5,
+    "h11_max_incomplete_event_size": 64 * 1024,
+    "timeout_graceful_shutdown": 3,
+}
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SERVER_LIMITS", "Limits", "create_app", "serve"]

@@ -36,7 +36,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     # the page's own script and plotly.js; plotly sets inline styles and draws into blob-free SVG
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                               "connect-src 'self'; object-src 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'",
 }
 _ASSETS = {  # the only files the server sends: a request names one of these, never a path
     "playground.js": "text/javascript; charset=utf-8",
@@ -75,21 +75,43 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
             media = _ASSETS[name]
         else:
             raise PlaygroundError(404, f"No asset {name!r}.")
-        return Response(asset(name), media_type=media,
-                        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"})
+        return Response(
+            asset(name), media_type=media, headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"}
+        )
 
     async def favicon(request: Request) -> Response:
-        return Response(_static("favicon.svg"), media_type="image/svg+xml",
-                        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
+        return Response(
+            _static("favicon.svg"),
+            media_type="image/svg+xml",
+            headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"},
+        )
 
     def describe() -> dict:
-        models = [{"name": name, "description": entry.description, "formula": model.formula}
-                  for name, entry in LIBRARY.items() if name != "polyN"
-                  for model in [entry.make()] if getattr(model, "variables", ("x",)) in (("x",), None)]
-        return {"methods": list(METHODS), "models": models, "defaults": Setup().__dict__,
-                "limits": {k: getattr(limits, k) for k in (
-                    "max_steps_per_request", "max_steps_per_session", "max_upload_bytes", "max_points",
-                    "max_expression", "min_learning_rate", "max_learning_rate", "max_sessions")}}
+        models = [
+            {"name": name, "description": entry.description, "formula": model.formula}
+            for name, entry in LIBRARY.items()
+            if name != "polyN"
+            for model in [entry.make()]
+            if getattr(model, "variables", ("x",)) in (("x",), None)
+        ]
+        return {
+            "methods": list(METHODS),
+            "models": models,
+            "defaults": Setup().__dict__,
+            "limits": {
+                k: getattr(limits, k)
+                for k in (
+                    "max_steps_per_request",
+                    "max_steps_per_session",
+                    "max_upload_bytes",
+                    "max_points",
+                    "max_expression",
+                    "min_learning_rate",
+                    "max_learning_rate",
+                    "max_sessions",
+                )
+            },
+        }
 
     async def options(request: Request) -> Response:
         if "options" not in cache:
@@ -130,8 +152,9 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
         session = store.get(request.path_params["id"])
         count = body.get("steps", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limits.max_steps_per_request:
-            raise PlaygroundError(400, f"`steps` must be a whole number from 1 to {limits.max_steps_per_request}, "
-                                       f"got {count!r}.")
+            raise PlaygroundError(
+                400, f"`steps` must be a whole number from 1 to {limits.max_steps_per_request}, got {count!r}."
+            )
         rate = body.get("learning_rate")
         if rate is not None:
             rate = Setup.parse({"learning_rate": rate}, limits).learning_rate
@@ -155,8 +178,9 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
         body = await _body(request, 4096, {"learning_rate", "pair"})
         session = store.get(request.path_params["id"])
         rate = body.get("learning_rate")
-        setup = session.setup if rate is None else Setup.parse({**session.setup.__dict__, "learning_rate": rate},
-                                                                limits)
+        setup = (
+            session.setup if rate is None else Setup.parse({**session.setup.__dict__, "learning_rate": rate}, limits)
+        )
         pair = checked_pair(body.get("pair"))
 
         def work():
@@ -183,8 +207,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("playground request failed")
-        return _json({"error": "The server failed on this request (a bug in gradfit: please report it)."},
-                     status=500)
+        return _json({"error": "The server failed on this request (a bug in gradfit: please report it)."}, status=500)
 
     app = Starlette(
         routes=[
@@ -202,8 +225,12 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
             Middleware(_KnownHosts, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
             Middleware(GZipMiddleware, minimum_size=2048),
         ],
-        exception_handlers={PlaygroundError: refused, GradfitError: bad_input, HTTPException: http_error,
-                            Exception: crashed},
+        exception_handlers={
+            PlaygroundError: refused,
+            GradfitError: bad_input,
+            HTTPException: http_error,
+            Exception: crashed,
+        },
     )
     app.state.store = store
     return app
@@ -259,8 +286,13 @@ class _KnownHosts:
             host = _host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
             if host not in self.allowed and "*" not in self.allowed:
                 shown = host if len(host) <= 80 else host[:77] + "..."
-                response = _json({"error": f"Host {shown!r} does not name this machine: open the playground at "
-                                           f"http://127.0.0.1:PORT/ (or localhost)."}, status=400)
+                response = _json(
+                    {
+                        "error": f"Host {shown!r} does not name this machine: open the playground at "
+                        f"http://127.0.0.1:PORT/ (or localhost)."
+                    },
+                    status=400,
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -276,5 +308,9 @@ def _host_name(header: str) -> str:
 
 def _json(value, status: int = 200) -> Response:
     # allow_nan=False: a NaN or inf that slipped through is a bug to see, not invalid JSON to send
-    return Response(json.dumps(value, allow_nan=False, separators=(",", ":")), status_code=status,
-                    media_type="application/json", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+    return Response(
+        json.dumps(value, allow_nan=False, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
+    )

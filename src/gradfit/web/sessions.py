@@ -98,8 +98,10 @@ class Setup:
         if not isinstance(setup.model, str) or not setup.model.strip():
             raise PlaygroundError(400, "`model` must be a model name or an expression, such as a*x**2 + b*x + c.")
         if len(setup.model) > limits.max_expression:
-            raise PlaygroundError(400, f"`model` is {len(setup.model)} characters long; the playground takes "
-                                       f"at most {limits.max_expression}.")
+            raise PlaygroundError(
+                400,
+                f"`model` is {len(setup.model)} characters long; the playground takes at most {limits.max_expression}.",
+            )
         if setup.method not in METHODS:
             raise PlaygroundError(400, f"Unknown method {setup.method!r}. Choose one of: {', '.join(METHODS)}.")
         _number(setup.learning_rate, "learning_rate", limits.min_learning_rate, limits.max_learning_rate)
@@ -133,16 +135,21 @@ def uploaded_data(text, filename, limits: Limits) -> tuple[np.ndarray, np.ndarra
     try:
         raw = text.encode()
     except UnicodeEncodeError:  # a lone surrogate (\ud800) is a JSON string, but no text a file can hold
-        raise PlaygroundError(400, "`csv` holds characters that are not text (a lone UTF-16 surrogate). Upload "
-                                   "the file as UTF-8.") from None
+        raise PlaygroundError(
+            400, "`csv` holds characters that are not text (a lone UTF-16 surrogate). Upload the file as UTF-8."
+        ) from None
     if len(raw) > limits.max_upload_bytes:
-        raise PlaygroundError(413, f"The uploaded CSV is {len(raw) / 2**20:.1f} MB; the playground takes at "
-                                   f"most {limits.max_upload_bytes / 2**20:g} MB.")
+        raise PlaygroundError(
+            413,
+            f"The uploaded CSV is {len(raw) / 2**20:.1f} MB; the playground takes at "
+            f"most {limits.max_upload_bytes / 2**20:g} MB.",
+        )
     label = filename if isinstance(filename, str) and 0 < len(filename) <= 100 else "the upload"
     table, first_row = read_csv_bytes(raw, label)  # only ever read from memory: no path comes from a request
     if table.num_rows > limits.max_points:
-        raise PlaygroundError(413, f"The uploaded CSV has {table.num_rows:,} rows; the playground takes at most "
-                                   f"{limits.max_points:,}.")
+        raise PlaygroundError(
+            413, f"The uploaded CSV has {table.num_rows:,} rows; the playground takes at most {limits.max_points:,}."
+        )
     columns = select_columns(table, first_row, label)
     return columns["x"], columns["y"]
 
@@ -169,9 +176,16 @@ class Session:
             seed_data(noise=setup.noise, generator=generator)  # the data come first in the stream, as in the article
         p0 = torch.randn(self.model.n_params, generator=generator).double()
         rate = None if setup.method == "lm" else setup.learning_rate
-        self.problem, self.steps = fit_steps(self.model, self.x, self.y, p0=p0, method=setup.method,
-                                             learning_rate=rate, scale=setup.scale,
-                                             max_steps=self.limits.max_steps_per_session)
+        self.problem, self.steps = fit_steps(
+            self.model,
+            self.x,
+            self.y,
+            p0=p0,
+            method=setup.method,
+            learning_rate=rate,
+            scale=setup.scale,
+            max_steps=self.limits.max_steps_per_session,
+        )
         self.setup = setup
         self.history = History(self.model.param_names, p0.tolist())
         self.status, self.message = "ready", ""
@@ -196,8 +210,10 @@ class Session:
             except StopIteration as done:
                 outcome = done.value
                 self.status = "converged" if outcome.converged else "stopped"
-                self.message = f"{'Converged' if outcome.converged else 'Stopped'} after {self.history.last_step} " \
-                               f"steps: {outcome.reason}."
+                self.message = (
+                    f"{'Converged' if outcome.converged else 'Stopped'} after {self.history.last_step} "
+                    f"steps: {outcome.reason}."
+                )
                 break
             except FitError as e:  # diverged: the page keeps the last finite step
                 self.status, self.message = "diverged", str(e)
@@ -212,8 +228,10 @@ class Session:
         _thin(self.history)
         if self.status == "running" and self.history.last_step >= self.limits.max_steps_per_session:
             self.status = "stopped"
-            self.message = f"The playground stops a run at {self.limits.max_steps_per_session:,} steps. Reset to " \
-                           "start again, or try a larger learning rate or another method."
+            self.message = (
+                f"The playground stops a run at {self.limits.max_steps_per_session:,} steps. Reset to "
+                "start again, or try a larger learning rate or another method."
+            )
         return new
 
     @property
@@ -270,17 +288,23 @@ class Session:
         if self.setup.method != "gd" or not self.model.is_linear:
             return ""
         if self.setup.scale:
-            return ("Standardized, the loss curves alike in every direction: rate 1 lands on the best fit in one "
-                    "step, and gd diverges above 2.")
+            return (
+                "Standardized, the loss curves alike in every direction: rate 1 lands on the best fit in one "
+                "step, and gd diverges above 2."
+            )
         curvatures = mse_curvatures(self.model, self.x)
         largest, smallest = float(curvatures[-1]), float(curvatures[0])
         if largest <= 0:
             return ""
-        text = (f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
-                "largest curvature); above it every step overshoots more.")
+        text = (
+            f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
+            "largest curvature); above it every step overshoots more."
+        )
         if smallest > 0 and largest / smallest > 100:
-            text += (f" The valley is {largest / smallest:,.0f} times steeper across than along, so even a stable "
-                     "rate crawls along it: try standardizing, or momentum.")
+            text += (
+                f" The valley is {largest / smallest:,.0f} times steeper across than along, so even a stable "
+                "rate crawls along it: try standardizing, or momentum."
+            )
         return text
 
     def state(self, pair=None, max_records: int = 2000) -> dict:
@@ -309,10 +333,15 @@ class Session:
         """What changes with every step: where the run is and what the curve looks like now."""
         with torch.no_grad():
             loss = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
-        return {"status": self.status, "message": self.message, "step": self.history.last_step,
-                "params": list(self.params), "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
-                "curve_y": self.curve(),
-                "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate}
+        return {
+            "status": self.status,
+            "message": self.message,
+            "step": self.history.last_step,
+            "params": list(self.params),
+            "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
+            "curve_y": self.curve(),
+            "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate,
+        }
 
 
 HISTORY_CAP = 4000  # records a session keeps: the last HISTORY_RECENT all, the older ones ever more sparsely
@@ -328,8 +357,14 @@ def _thin(history: History) -> None:
 
 
 def record_json(r: StepRecord) -> dict:
-    return {"step": r.step, "loss": _float(r.loss), "rmse": _float(r.rmse), "grad_norm": _float(r.grad_norm),
-            "learning_rate": _float(r.learning_rate), "params": [_float(v) for v in r.params]}
+    return {
+        "step": r.step,
+        "loss": _float(r.loss),
+        "rmse": _float(r.rmse),
+        "grad_norm": _float(r.grad_norm),
+        "learning_rate": _float(r.learning_rate),
+        "params": [_float(v) for v in r.params],
+    }
 
 
 class _OutOfTime(Exception):
@@ -395,8 +430,11 @@ class SessionStore:
             self._expire()
             mine = sum(1 for owner in self._owners.values() if owner == client) + self._reserved.get(client, 0)
             if mine >= self.limits.max_sessions_per_client:
-                raise PlaygroundError(429, f"This client already holds {self.limits.max_sessions_per_client} "
-                                           "sessions. Close a tab, or wait for one to expire.")
+                raise PlaygroundError(
+                    429,
+                    f"This client already holds {self.limits.max_sessions_per_client} "
+                    "sessions. Close a tab, or wait for one to expire.",
+                )
             if len(self._sessions) + sum(self._reserved.values()) >= self.limits.max_sessions:
                 self._evict_one()
             self._reserved[client] = self._reserved.get(client, 0) + 1
@@ -415,11 +453,17 @@ class SessionStore:
 
     def _evict_one(self) -> None:
         """Room for one more: the least recently used session, if it has been idle evict_idle_s; else refuse."""
-        idle = [s for s in self._sessions.values()
-                if self._clock() - s.touched >= self.limits.evict_idle_s and not s.lock.locked()]
+        idle = [
+            s
+            for s in self._sessions.values()
+            if self._clock() - s.touched >= self.limits.evict_idle_s and not s.lock.locked()
+        ]
         if not idle:
-            raise PlaygroundError(503, f"The playground already holds {self.limits.max_sessions} sessions, all in "
-                                       "use. Close a tab or try again in a minute.")
+            raise PlaygroundError(
+                503,
+                f"The playground already holds {self.limits.max_sessions} sessions, all in "
+                "use. Close a tab or try again in a minute.",
+            )
         oldest = min(idle, key=lambda s: s.touched)
         self._forget(oldest.id)
 
@@ -432,8 +476,11 @@ class SessionStore:
             self._expire()
             session = self._sessions.get(session_id)
             if session is None:
-                raise PlaygroundError(404, "No such session (it may have expired after "
-                                           f"{self.limits.session_ttl_s / 60:g} idle minutes). Reload the page.")
+                raise PlaygroundError(
+                    404,
+                    "No such session (it may have expired after "
+                    f"{self.limits.session_ttl_s / 60:g} idle minutes). Reload the page.",
+                )
             session.touched = self._clock()
             return session
 
@@ -469,7 +516,7 @@ def checked_pair(pair):
     if pair is None:
         return None
     if not isinstance(pair, (list, tuple)) or not all(isinstance(p, str) for p in pair):
-        raise PlaygroundError(400, "`pair` must be a list of two parameter names, such as [\"a\", \"b\"].")
+        raise PlaygroundError(400, '`pair` must be a list of two parameter names, such as ["a", "b"].')
     return list(pair)
 
 
