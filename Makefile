@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_batch.py
 	$(BIN)/python bench/bench_playground.py
+	$(BIN)/python bench/bench_playground_attack.py
 	$(BIN)/python bench/bench_stream.py
 	$(BIN)/python bench/bench_dask.py
 
