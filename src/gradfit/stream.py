@@ -43,7 +43,7 @@ from .models import Model, Polynomial
 from .params import Constrained, at_bounds, check_bounds, check_fixed, widths_positive
 from .solvers import Problem, get_method
 from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
-from .solvers.gradient import Frame, descent_steps, _torch_optimizer
+from .solvers.gradient import Frame, _torch_optimizer, descent_steps, rate_guard
 from .solvers.lm import lm_steps
 from .solvers.problem import Outcome, run_steps
 from .uncertainty import covariance as covariance_of
@@ -836,7 +836,8 @@ def _fit_streamed(
     else:
         rate_used = _learning_rate(learning_rate, get_method(run_method), scale, asked=chosen.name)
         frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
-        steps = descent_steps(frame, problem, start, run_method, rate_used, max_steps, tolerances, [])
+        guard = rate_guard(run_method, rate_used, default_rate=learning_rate is None)  # as gradfit.fit
+        steps = descent_steps(frame, problem, start, run_method, rate_used, max_steps, tolerances, [], guard)
         ran = run_method
     problem.history = History(problem.user_names, problem.describe(start))  # what Ctrl-C leaves
 
@@ -892,7 +893,7 @@ def _result(
     widths_positive(params, covariance, model.even_params, bounds, fixed)
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
     on_bound = at_bounds(params, bounds)
-    notes = [f"{n:,} rows {how}"]
+    notes = [f"{n:,} rows {how}", *outcome.notes]
     if asked == "auto":
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
     for name, side in on_bound.items():

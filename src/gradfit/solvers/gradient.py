@@ -231,10 +231,18 @@ def first_order(
     if learning_rate == "auto" and method not in ("gd",):
         learning_rate = _probe(frame, method, problem, p0)
         notes.append(f"learning rate {learning_rate:g} chosen by a {PROBE_STEPS}-step probe")
-    guard = None if method not in FIXED_RATE or learning_rate == "auto" else "halve" if default_rate else "stop"
+    guard = rate_guard(method, learning_rate, default_rate)
     return run_steps(
         descent_steps(frame, problem, p0, method, learning_rate, max_steps, tolerances, notes, guard), callback
     )
+
+
+def rate_guard(method: str, learning_rate, default_rate: bool) -> str | None:
+    """What descent_steps does about a rate too large (see first_order): "halve" the method's own default
+    rate, "stop" on a rate the user gave, None where the method adapts its rate itself."""
+    if method not in FIXED_RATE or learning_rate == "auto":
+        return None
+    return "halve" if default_rate else "stop"
 
 
 def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> float:
