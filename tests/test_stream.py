@@ -581,4 +581,3 @@ def test_a_streamed_fit_draws_its_figures_and_report_from_the_sample(tmp_path, q
     fig = plots.plot_fit(result)
     assert f"data (a random sample of 10,000 of {ROWS:,} points)" in fig.axes[0].get_legend_handles_labels()[1]
     assert "random sample" in plots.plot_landscape(result).axes[0].get_title()
-
