@@ -9,10 +9,12 @@ least-squares optimum is one linear solve.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .errors import ModelError
@@ -106,25 +108,30 @@ class Polynomial(Model):
         thousand), and the map back keeps 13 digits where numpy.polyfit keeps 7 (tests/test_least_squares.py).
         x (N,) gives M (P, P); x (B, N), curves each at their own x, one M per curve (B, P, P), each from its
         own range (so that a curve's answer does not depend on the others fitted with it)."""
-        finite = torch.isfinite(x)
-        low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(dim=-1, keepdim=True)
-        high = torch.where(finite, x, torch.full_like(x, -math.inf)).amax(dim=-1, keepdim=True)
+        low, high = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)  # (x is finite: checked data)
         ok = high > low
         m = torch.where(ok, (high + low) / 2, torch.zeros_like(low))
         s = torch.where(ok, (high - low) / 2, torch.ones_like(low))
-        d = self.degree
-        # column k of M: the coefficients (highest power first) of ((x - m)/s)**(d - k), by the binomial theorem
-        M = torch.zeros(x.shape[:-1] + (d + 1, d + 1), dtype=x.dtype, device=x.device)
-        for k in range(d + 1):
-            power = d - k
-            for j in range(power + 1):  # ((x - m)/s)**power = sum_j C(power, j) x**j (-m)**(power - j) / s**power
-                M[..., d - j, k] = (math.comb(power, j) * (-m) ** (power - j) / s**power)[..., 0]
-        return self.design_matrix((x - m) / s), M
+        # column k of M: the coefficients (highest power first) of ((x - m)/s)**(d - k), by the binomial theorem:
+        # ((x - m)/s)**power = sum_j C(power, j) x**j (-m)**(power - j) / s**power
+        binomial, power, j = _binomials(self.degree)
+        mn, sn = m.cpu().numpy()[..., None], s.cpu().numpy()[..., None]  # (..., 1, 1)
+        with np.errstate(over="ignore", invalid="ignore"):  # x beyond float64's powers: inf, refused by the solve
+            M = binomial * (-mn) ** np.maximum(power - j, 0) / sn**power
+        return self.design_matrix((x - m) / s), torch.as_tensor(M, dtype=x.dtype, device=x.device)
 
     def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Any start will do for a model linear in its parameters: the loss is a bowl.
         # Zero keeps gradient descent's path easy to read.
         return torch.zeros(self.n_params, dtype=y.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _binomials(d: int):
+    """For Polynomial.centred: C(power, j) where j <= power (else 0), the powers of t by column and of x by row."""
+    power = np.arange(d, -1, -1)
+    binomial = np.array([[math.comb(p, q) if q <= p else 0 for p in power] for q in power], dtype=np.float64)
+    return binomial, power, power[:, None]
 
 
 class FunctionModel(Model):

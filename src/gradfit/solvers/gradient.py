@@ -242,7 +242,9 @@ def rate_guard(method: str, learning_rate, default_rate: bool) -> str | None:
     rate, "stop" on a rate the user gave, None where the method adapts its rate itself."""
     if method not in FIXED_RATE or learning_rate == "auto":
         return None
-    return "halve" if default_rate else "stop"
+    if default_rate:  # momentum's loss rises and falls by design: only plain gd's rate is halved on a rise
+        return "halve" if method == "gd" else None
+    return "stop"
 
 
 def _probe(frame: Frame, method: str, problem: Problem, p0: torch.Tensor) -> float:
