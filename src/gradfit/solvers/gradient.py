@@ -217,7 +217,7 @@ def first_order(
 
     A rate too large for the problem makes gd, momentum and nesterov swing across the valley:
     the rate the user gave is kept, and the fit stops after SWING steps without a lower loss while
-    the gradient does not shrink, saying the rate is too large; the method's own default rate
+    the gradient does not shrink, saying the rate is too large; plain gd's own default rate
     (``default_rate``) is halved instead whenever a step raises the loss, which is safe for any model.
 
     ``learning_rate="auto"``: for gd, a backtracking line search at every step
