@@ -29,7 +29,7 @@ from ._checks import check_device, positive_finite, positive_int
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
-from .models import ExpressionModel, Model, _columns
+from .models import ExpressionModel, Model, Polynomial, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
@@ -231,6 +231,8 @@ def fit_many(
                 columns[key] = np.empty((B,) + value.shape[1:], dtype=value.dtype)
             columns[key][sl] = value
 
+    # LM on a polynomial walks the coefficients of its centred variable (see models.Centred), mapped back
+    centre = run == "lm" and type(model) is Polynomial and model.degree > 0
     chunks = range(0, B, chunk_size)
     if progress:
         from tqdm.auto import tqdm
@@ -254,6 +256,12 @@ def fit_many(
             if p0n.ndim == 2
             else np.broadcast_to(p0n, (sl.stop - sl.start, model.n_params))
         )
+        if centre:
+            fitted = _centred_lm(
+                model, program, as_t, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol, absolute_sigma
+            )
+            keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma))
+            continue
         if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
             if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
                 starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
@@ -351,6 +359,30 @@ def _fit_compiled(
     )
     t = {key: torch.from_numpy(value) for key, value in fitted.items()}
     return _host(model, t["params"], t["stderr"], t["rmse"], t["chi2"], t["n_points"], t["n_steps"], t["status"])
+
+
+def _centred_lm(
+    model: Polynomial, program, as_t, x, shared: bool, y, w, starts, max_steps: int, tol: float, absolute_sigma: bool
+):
+    """LM (compiled or torch) on a polynomial in t = (x - m)/s, its coefficients mapped back (p = M q), the
+    statistics and standard errors from x's chunk as any polynomial's (_Chunk.finish)."""
+    xt = as_t(x)
+    m, s, M = model.centring(xt)
+    t = (xt - m) / s
+    if starts is None:  # a polynomial's guess: zeros, in either variable
+        q0 = torch.zeros(len(y), model.n_params, dtype=xt.dtype, device=xt.device)
+    else:
+        q0 = torch.linalg.solve(M, as_t(starts).unsqueeze(-1)).squeeze(-1)
+    if program is not None:
+        fitted = _fit_compiled(
+            model, program, t.cpu().numpy(), shared, y, w, q0.cpu().numpy(), max_steps, tol, absolute_sigma=False
+        )
+        q, steps, status = (torch.from_numpy(fitted[key]) for key in ("params", "n_steps", "status"))
+        q, steps, status = q.to(xt), steps.to(xt.device), status.long().to(xt.device)
+    else:
+        q, steps, status = _Chunk(model, t, shared, as_t(y), as_t(w)).levenberg_marquardt(q0, max_steps, tol)
+    p = (M @ q.unsqueeze(-1)).squeeze(-1)
+    return _Chunk(model, xt, shared, as_t(y), as_t(w)).finish(p, steps, status, absolute_sigma)
 
 
 class _Chunk:

@@ -22,7 +22,7 @@ from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import History, StepRecord
 from .library import get_model
-from .models import Model
+from .models import Centred, Model, Polynomial
 from .numeric import NumericFunction, derivatives_for
 from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
@@ -114,7 +114,7 @@ def fit(
     device = check_device(device)
 
     data, problem, start, model = _problem(
-        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives
+        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, centre=run_method == "lm"
     )
 
     if run_method == "linear":
@@ -197,9 +197,10 @@ def fit_steps(
     return problem, descent_steps(frame, problem, start, chosen.name, learning_rate, max_steps, tolerances, [])
 
 
-def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto"):
+def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto", centre=False):
     """Checked data, the Problem the solver works on, its start (inside any bounds), and the model fitted: a
-    Python function that autograd cannot differentiate is fitted with estimated derivatives (gradfit.numeric)."""
+    Python function that autograd cannot differentiate is fitted with estimated derivatives (gradfit.numeric);
+    with ``centre`` (LM), a polynomial without bounds walks the coefficients of its centred variable (Centred)."""
     data = prepare(x, y, sigma, nan_policy=nan_policy)
     _check_variables(model, data.x)
     if len(data.y) < model.n_params:
@@ -215,6 +216,9 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     fitted = model
     if bounds or fixed:
         model = Constrained(model, bounds, fixed)
+        start = model.to_free(start)
+    elif centre and type(model) is Polynomial and model.degree > 0:
+        model = Centred(model, xt)
         start = model.to_free(start)
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
@@ -524,7 +528,7 @@ def _result(
     n, k = problem.n_points, problem.model.n_params  # k: the parameters actually fitted
     with torch.no_grad():  # the statistics in numpy float64: small arrays, no autograd
         weighted = problem.residuals(p).double().cpu().numpy()
-        user = problem.model.to_user(p) if isinstance(problem.model, Constrained) else p
+        user = problem.model.to_user(p) if isinstance(problem.model, (Constrained, Centred)) else p
     weights = None if problem.weights is None else problem.weights.double().cpu().numpy()
     raw = weighted if weights is None else weighted / weights
     y = data.y
@@ -545,6 +549,10 @@ def _result(
     free = [i for i, name in enumerate(names) if name not in fixed]
     if problem.model is model:  # no bounds, nothing fixed: the solver's parameters are the user's
         cov, rank, undetermined = _covariance(problem, user, chi2, dof, absolute_sigma)
+    elif isinstance(problem.model, Centred):  # from J in the centred variable, mapped: M Cov(q) Mᵀ
+        cov, rank, undetermined = _covariance(problem, p, chi2, dof, absolute_sigma)
+        to_user = problem.model.M.double().cpu().numpy()
+        cov = to_user @ cov @ to_user.T
     else:
         view = Constrained(model, {}, fixed) if fixed else model
         view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
