@@ -69,6 +69,7 @@ def serve(
         )
         allowed = ["*"]  # the user asked for other machines: accept whatever name they use for this one
     torch.set_num_threads(1)  # many small fits side by side: one thread each beats all threads for each
+    warm_up()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     announce(f"gradfit playground on {url}  (Ctrl-C stops it)")
     if open_browser:
@@ -82,6 +83,19 @@ def serve(
         log_level="warning",
         **SERVER_LIMITS,
     )
+
+
+def warm_up() -> None:
+    """One small nonlinear session, made and dropped before the server listens: the first fit by autograd's
+    Jacobians imports torch.func's machinery (torch._dynamo and more: ~90 MB, once per process). Loaded at
+    start, the server's memory at start is its memory at rest, and what sessions take comes back when they
+    go (tests/test_web_hardening.py); the first visitor does not wait for the imports either."""
+    import numpy as np
+
+    from .sessions import Session, Setup
+
+    x = np.linspace(-3.0, 3.0, 15)
+    Session(Setup(model="gaussian", method="lm"), x, np.exp(-(x**2)), Limits()).step(3)
 
 
 # uvicorn's own limits: connections and requests at once (past it, 503 at once), an idle kept-alive
