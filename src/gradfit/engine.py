@@ -17,7 +17,7 @@ from typing import Callable, Generator
 import numpy as np
 import torch
 
-from ._checks import check_device, positive_finite, positive_int
+from ._checks import all_finite, check_device, positive_finite, positive_int
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import History, StepRecord
@@ -351,7 +351,7 @@ def _auto(
     for scaling in scalings:
         trial_start = start * scaling
         with torch.no_grad():
-            if not bool(torch.isfinite(problem.residuals(trial_start)).all()):
+            if not all_finite(problem.residuals(trial_start)):
                 continue
         trial = run(trial_start)
         loss = float(problem.loss(trial.params))
@@ -378,7 +378,7 @@ def _small(jac: np.ndarray) -> np.ndarray:
 
     For many points this makes the SVD cheap; R keeps J's conditioning (unlike JᵀJ, which squares it).
     """
-    return np.linalg.qr(jac, mode="r") if jac.shape[0] > 4 * jac.shape[1] else jac
+    return np.linalg.qr(jac, mode="r") if jac.shape[0] > max(4 * jac.shape[1], 64) else jac
 
 
 def _learning_rate(value, method, scale: bool, asked: str):
@@ -419,7 +419,7 @@ def _start(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> to
     bounds, fixed = bounds or {}, fixed or {}
     if p0 is None:
         guess = model.guess(x, y)
-        if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and bool(torch.isfinite(guess).all()):
+        if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and all_finite(guess):
             start = guess.to(dtype=dtype, device=device)
         else:
             start = _start(model, [1.0] * len(names) if guess is None else guess, x, y, dtype, device)
@@ -495,15 +495,15 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
             "operations, one value per point."
         ) from None
-    bad = ~torch.isfinite(residuals)
     values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
-    if bool(bad.any()):
+    if not all_finite(residuals):
+        bad = ~torch.isfinite(residuals)
         raise FitError(
             f"The model gives NaN or inf at the starting point p0 ({values}) for "
             f"{int(bad.sum())} of {len(bad)} points. Choose another p0."
         )
     # the solvers' LAPACK calls (SVD, QR) loop without end on inf or NaN, holding the GIL: refuse first
-    if not problem.streaming and not bool(torch.isfinite(problem.jacobian(start)).all()):
+    if not problem.streaming and not all_finite(problem.jacobian(start)):
         raise FitError(
             f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
             "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0."
@@ -535,7 +535,8 @@ def _result(
     with np.errstate(over="ignore", invalid="ignore"):  # squares beyond 1e308 are inf: said below, not warned
         chi2 = float(weighted @ weighted)
         rmse = math.sqrt(float(raw @ raw) / n)
-        ss_tot = float(np.var(y)) * len(y)  # (one temporary, not two: y can be large)
+        centred_y = y - y.mean()  # (np.var's own overhead is most of its time on the points of one small fit)
+        ss_tot = float(centred_y @ centred_y)
         r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
     overflow = not (math.isfinite(chi2) and math.isfinite(rmse))
     dof = n - k

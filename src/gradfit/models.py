@@ -109,20 +109,31 @@ class Polynomial(Model):
         x (N,) gives M (P, P); x (B, N), curves each at their own x, one M per curve (B, P, P), each from its
         own range (so that a curve's answer does not depend on the others fitted with it)."""
         m, s, M = self.centring(x)
+        if x.device.type == "cpu" and not x.requires_grad:  # numpy: one power op, less overhead per call
+            t = (x.numpy() - np.asarray(m)) / np.asarray(s)
+            return torch.from_numpy(t[..., None] ** np.arange(self.degree, -1, -1)).to(x.dtype), M
         return self.design_matrix((x - m) / s), M
 
-    def centring(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(m, s, M) of ``centred``: t = (x - m)/s, and p = M q."""
-        low, high = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)  # (x is finite: checked data)
-        ok = high > low
-        m = torch.where(ok, (high + low) / 2, torch.zeros_like(low))
-        s = torch.where(ok, (high - low) / 2, torch.ones_like(low))
+    def centring(self, x: torch.Tensor) -> tuple:
+        """(m, s, M) of ``centred``: t = (x - m)/s, and p = M q; m and s numbers for x (N,) on the CPU, else
+        tensors (B, 1)."""
+        # (x is finite: checked data; the few numbers from here on in numpy, which has less overhead per call)
+        binomial, power, exponent = _binomials(self.degree)
+        if x.dim() == 1 and x.device.type == "cpu":  # one fit: m and s are numbers
+            xn = x.numpy()
+            low, high = float(xn.min()), float(xn.max())
+            m, s = ((high + low) / 2, (high - low) / 2) if high > low else (0.0, 1.0)
+            mn, sn = np.float64(m), np.float64(s)
+        else:
+            low, high = x.amin(dim=-1, keepdim=True).cpu().numpy(), x.amax(dim=-1, keepdim=True).cpu().numpy()
+            ok = high > low
+            mn, sn = np.where(ok, (high + low) / 2, 0.0), np.where(ok, (high - low) / 2, 1.0)
+            m, s = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in (mn, sn))
+            mn, sn = mn[..., None], sn[..., None]  # (..., 1, 1)
         # column k of M: the coefficients (highest power first) of ((x - m)/s)**(d - k), by the binomial theorem:
         # ((x - m)/s)**power = sum_j C(power, j) x**j (-m)**(power - j) / s**power
-        binomial, power, j = _binomials(self.degree)
-        mn, sn = m.cpu().numpy()[..., None], s.cpu().numpy()[..., None]  # (..., 1, 1)
         with np.errstate(over="ignore", invalid="ignore"):  # x beyond float64's powers: inf, refused by the solve
-            M = binomial * (-mn) ** np.maximum(power - j, 0) / sn**power
+            M = binomial * (-mn) ** exponent / sn**power
         return m, s, torch.as_tensor(M, dtype=x.dtype, device=x.device)
 
     def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,10 +171,11 @@ class Centred(Model):
 
 @functools.lru_cache(maxsize=32)
 def _binomials(d: int):
-    """For Polynomial.centred: C(power, j) where j <= power (else 0), the powers of t by column and of x by row."""
+    """For Polynomial.centred: C(power, j) where j <= power (else 0), the powers of t by column, and the power
+    of -m in each entry (power - j, or 0)."""
     power = np.arange(d, -1, -1)
     binomial = np.array([[math.comb(p, q) if q <= p else 0 for p in power] for q in power], dtype=np.float64)
-    return binomial, power, power[:, None]
+    return binomial, power, np.maximum(power - power[:, None], 0)
 
 
 class FunctionModel(Model):

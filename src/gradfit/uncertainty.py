@@ -46,7 +46,7 @@ def covariance(small: np.ndarray, shape, factor: float = 1.0) -> tuple[np.ndarra
     # as it is, so that its singular value counts as zero
     scale = column_scale(small)
     small = small / scale
-    _, s, vh = np.linalg.svd(small, full_matrices=True)
+    _, s, vh = np.linalg.svd(small, full_matrices=small.shape[0] < k)  # (vh (P, P) also with fewer rows)
     keep = np.zeros(k, dtype=bool)
     keep[: len(s)] = s > rank_threshold(s, shape) if len(s) and s[0] > 0 else False
     rank = int(keep.sum())

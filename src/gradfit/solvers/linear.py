@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._checks import all_finite
 from ..errors import DataError, ModelError
 from ..history import History, StepRecord
 from ..models import Model
@@ -21,27 +22,29 @@ def lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     On the CPU numpy's call of the same routine is used: for the small systems of a fit it has
     a fraction of torch's overhead per call.
     """
-    check_finite(a, b)
     # columns scaled to unit length first, as numpy.polyfit does: the powers of x differ by many orders of
     # magnitude, and the rank cut-off must see the columns' directions, not their sizes
-    scale = column_scale(a)
-    a = a / scale
     if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
-        solution = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
-        return torch.from_numpy(solution).to(a.dtype) / scale
-    return torch.linalg.lstsq(a, b.unsqueeze(-1)).solution.squeeze(-1) / scale
+        an, bn = a.numpy(), b.numpy()
+        check_finite(an, bn)
+        scale = column_scale(an)
+        solution = np.linalg.lstsq(an / scale, bn, rcond=None)[0] / scale
+        return torch.from_numpy(solution).to(a.dtype)
+    check_finite(a, b)
+    scale = column_scale(a)
+    return torch.linalg.lstsq(a / scale, b.unsqueeze(-1)).solution.squeeze(-1) / scale
 
 
-def check_finite(a: torch.Tensor, b: torch.Tensor | None = None) -> None:
+def check_finite(a, b=None) -> None:
     """Refuse a design matrix (or right-hand side) with inf or NaN before LAPACK sees it: on such input
-    its SVD loops without end (and holds the GIL, freezing every thread of the process)."""
-    if not bool(torch.isfinite(a).all()):
+    its SVD loops without end (and holds the GIL, freezing every thread of the process). Torch or numpy."""
+    if not all_finite(a):
         raise DataError(
             "The model's columns overflow on these data (inf or NaN in the design matrix: x too "
             "large for its powers, or exp(x) beyond 1e308). Rescale x, e.g. to units where it is "
             "below 1e6."
         )
-    if b is not None and not bool(torch.isfinite(b).all()):
+    if b is not None and not all_finite(b):
         raise DataError("y (divided by sigma) overflows to inf: rescale y or sigma.")
 
 
@@ -77,7 +80,7 @@ def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
     if to_params is None:
         return solution
     params = to_params @ solution
-    if not bool(torch.isfinite(params).all()):  # x's powers, or y, beyond float64: the answer overflows
+    if not all_finite(params):  # x's powers, or y, beyond float64: the answer overflows
         raise DataError(
             "The least-squares answer overflows float64 (x or y too large for the model's "
             "powers). Rescale x and y, e.g. to units where they are below 1e6."
