@@ -190,7 +190,9 @@ def fit_steps(
         raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = chosen.tolerances.replace(_tolerance(tol))
-    _, problem, start, _ = _problem(model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu")
+    _, problem, start, _ = _problem(
+        model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu", centre=chosen.name == "lm"
+    )
     if chosen.name == "lm":
         return problem, lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
     frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)

@@ -101,6 +101,11 @@ class Problem:
             return mse(self.model(self.x, params), self.y)  # the article's loss, as it writes it
         return (self.residuals(params) ** 2).mean()
 
+    def user_loss(self, values: torch.Tensor) -> torch.Tensor:
+        """The loss at parameters in the user's terms (the solver may walk transformed ones: Constrained, Centred)."""
+        to_free = getattr(self.model, "to_free", None)
+        return self.loss(values if to_free is None else to_free(values))
+
     def jacobian(self, params: torch.Tensor) -> torch.Tensor:
         """d residuals / d params, (N, P), exact by forward-mode autograd."""
         if self.model.is_linear:

@@ -189,7 +189,7 @@ class Session:
         self.setup = setup
         self.history = History(self.model.param_names, p0.tolist())
         self.status, self.message = "ready", ""
-        self.start_loss = float(self.problem.loss(p0))
+        self.start_loss = float(self.problem.user_loss(p0))
 
     def step(self, count: int, learning_rate: float | None = None) -> list[StepRecord]:
         """Take up to ``count`` steps (fewer when the run stops); a new ``learning_rate`` applies from now on."""
@@ -263,7 +263,7 @@ class Session:
 
         # the loss at each point of the path: a record holds it at the parameters its step started from
         with torch.no_grad():
-            now = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
+            now = float(self.problem.user_loss(torch.tensor(self.params, dtype=torch.float64)))
         losses = np.array([r.loss for r in self.history] + [now])
         cover = np.isfinite(losses) & (losses <= LANDSCAPE_REACH * max(self.start_loss, 1e-300))
         cover[0] = True
@@ -332,7 +332,7 @@ class Session:
     def progress(self) -> dict:
         """What changes with every step: where the run is and what the curve looks like now."""
         with torch.no_grad():
-            loss = float(self.problem.loss(torch.tensor(self.params, dtype=torch.float64)))
+            loss = float(self.problem.user_loss(torch.tensor(self.params, dtype=torch.float64)))
         return {
             "status": self.status,
             "message": self.message,
