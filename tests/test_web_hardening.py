@@ -254,6 +254,17 @@ def test_a_real_server_survives_the_freezing_upload_and_concurrent_nonlinear_fit
     assert status == 201 and time.monotonic() - t0 < 30
 
 
+def test_a_real_server_answers_a_heavy_create_within_its_budget(server):
+    """The five-peak sum's best fit took 30-90 s of CPU per create: a real server (default budget 3 s for the
+    optimum) answers the create well within 20 s, with the run, and without the optimum if it ran out."""
+    base, proc = server
+    t0 = time.monotonic()
+    status, body = _post(base + "/api/sessions", {"setup": {"model": HEAVY_MODEL, "method": "lm", "seed": 7}})
+    elapsed = time.monotonic() - t0
+    assert status == 201 and elapsed < 20, (status, elapsed)
+    assert body["step"] == 0 and "optimum" in body
+
+
 def test_a_real_server_gives_its_memory_back_when_sessions_go():
     """Rounds of heavy sessions (five peaks by LM, two at once) and long runs of the seed session (2,000 steps),
     each deleted: the server's RSS after every round stays near its RSS at start (it grew 226 -> 372 MB in one
