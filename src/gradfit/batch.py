@@ -33,6 +33,7 @@ from .models import ExpressionModel, Model, Polynomial, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
+from .trace import traced_model
 from .uncertainty import column_scale, covariance
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
@@ -206,12 +207,18 @@ def fit_many(
     p0n = _start(model, p0, B)
     if run == "linear":  # LAPACK's SVD fails (or loops) on inf or NaN columns: refuse them first
         check_finite(model.design_matrix(torch.as_tensor(xc if shared else xc.reshape((-1,) + xc.shape[2:]))))
+    user_model, notes = model, []
     if B:  # a Python function autograd cannot differentiate: estimated derivatives (looked at on the first curve)
         first = torch.as_tensor(
             p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params) if p0n is None else p0n,
             dtype=torch.float64,
         )
-        model = derivatives_for(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
+        first_x = torch.as_tensor(_contiguous(xc if shared else xc[0]))
+        note = None
+        if derivatives in ("auto", "exact"):  # a Python function read as the formula it computes (gradfit.trace)
+            model, note = traced_model(model, first_x, first)
+        model = derivatives_for(model, first_x, first, derivatives)
+        notes += [note] if note and not isinstance(model, NumericFunction) else []
     program = _compiled_program(model, run, backend, B, N, dtype, device)
 
     if chunk_size is None:
@@ -308,8 +315,8 @@ def fit_many(
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
         i = model.param_names.index(name)
         columns["params"][:, i] = np.abs(columns["params"][:, i])
-    notes = [model.note] if isinstance(model, NumericFunction) else []
-    return BatchResult(model=model, method=run, param_names=model.param_names, notes=notes, **columns)
+    notes += [model.note] if isinstance(model, NumericFunction) else []
+    return BatchResult(model=user_model, method=run, param_names=model.param_names, notes=notes, **columns)
 
 
 def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device):

@@ -249,6 +249,14 @@ class ExpressionModel(Model):
         self.name = name or (text if len(text) <= NAME_LENGTH else text[: NAME_LENGTH - 3] + "...")
         self._guess = guess
 
+    @classmethod
+    def of(cls, expression, name: str) -> "ExpressionModel":
+        """A model of an expression already made (gradfit.trace reads a Python function as one)."""
+        self = cls.__new__(cls)
+        self.expression, self.variables, self.param_names = expression, expression.variables, expression.param_names
+        self.formula, self.name, self._guess = expression.text, name, None
+        return self
+
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         columns = _columns(x, len(self.variables), self.name)
         values = params.unbind(-1)
