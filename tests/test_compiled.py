@@ -309,7 +309,10 @@ def test_one_row_of_weights_for_every_curve_equals_a_row_each():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"model": lambda x, a, b: a * torch.exp(b * x)}, "Python function"),
+        (
+            {"model": lambda x, a, b: torch.where(x > 0, a, b)},
+            r"Python function not read as a formula \(its trace stopped at a comparison",
+        ),
         ({"method": "adam"}, "only method 'lm'"),
         ({"dtype": torch.float32}, "float64 only"),
         ({"device": "cuda"}, "CPU only"),
@@ -329,7 +332,7 @@ def test_auto_runs_compiled_where_it_can_and_torch_elsewhere(monkeypatch):
     calls = []
     monkeypatch.setattr(batch, "_fit_compiled", lambda *a: calls.append(a) or pytest.fail("compiled"))
     x, Y = np.arange(6.0), np.ones((batch.COMPILED_FROM, 6))
-    batch.fit_many(lambda x, a: a + 0 * x, x, Y, p0=[1.0])  # a Python function: torch
+    batch.fit_many(lambda x, a: torch.where(x > 9, a, a + 0 * x), x, Y, p0=[1.0])  # not read as a formula: torch
     batch.fit_many("exponential", x, Y, p0=[1.0, 0.0], dtype=torch.float32)  # float32: torch
     batch.fit_many("exponential", x, Y, p0=[1.0, 0.0], backend="torch")
     batch.fit_many("exponential", x, Y[:-1], p0=[1.0, 0.0])  # fewer curves than COMPILED_FROM: torch

@@ -218,10 +218,11 @@ def test_what_cannot_be_traced_says_why(function, why):
         trace(function, "x", ("a", "b"))
 
 
-@pytest.mark.parametrize("function", [_where, _closure_over_array, _numpy])
+@pytest.mark.parametrize("function", [_where, _closure_over_array, _numpy, _branch, _item])
 def test_functions_that_do_not_trace_still_fit_many_curves_right(function):
-    """Not read as a formula: fitted as Python over the batch, with the note saying why (or, for numpy, with
-    estimated derivatives), and the answers curve_fit gives."""
+    """Not read as a formula: fitted as Python over the batch (torch.func), or one curve at a time where
+    torch.func cannot batch it (an if on a parameter), or with estimated derivatives (numpy, .item()), each
+    with a note that says so, and the answers curve_fit gives."""
     rng = np.random.default_rng(4)
     x = np.linspace(0.0, 3.0, 30)
     truth = np.column_stack([rng.uniform(1, 2, 6), rng.uniform(0.3, 1.0, 6)])
@@ -233,6 +234,7 @@ def test_functions_that_do_not_trace_still_fit_many_curves_right(function):
     assert list(result.status) == ["converged"] * 6
     note = " ".join(result.notes)
     assert ("trace stopped at" in note) or ("finite differences" in note), note
+    assert (function is _branch) == ("one curve at a time" in note), note
 
     def numpy_f(x, a, b):
         return np.asarray(function(torch.as_tensor(x), torch.tensor(a), torch.tensor(b)))
@@ -303,3 +305,17 @@ def test_many_curves_of_a_traced_function_equal_single_fits():
     for i in range(0, B, 10):  # every 10th curve, one fit each (1,000 fits)
         one = gradfit.fit(decay, x, Y[i], p0=truth[i] * 1.1, method="lm")
         np.testing.assert_allclose(many.params[i], list(one.params.values()), rtol=SAME)
+
+
+def test_a_trace_that_does_not_give_the_functions_values_is_not_used():
+    """What the stand-ins cannot see (here a global read at each call, which changes between the trace and the
+    check) leaves the function to run as itself."""
+    calls = [0]
+
+    def drifting(x, a):
+        calls[0] += 1
+        return a * x + calls[0]
+
+    x = torch.linspace(0, 1, 5, dtype=torch.float64)
+    model, note = traced_model(FunctionModel(drifting), x, torch.tensor([1.0], dtype=torch.float64))
+    assert isinstance(model, FunctionModel) and "did not give the function's values" in note

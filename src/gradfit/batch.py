@@ -29,7 +29,7 @@ from ._checks import check_device, positive_finite, positive_int
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
-from .models import ExpressionModel, Model, Polynomial, _columns
+from .models import ExpressionModel, FunctionModel, Model, Polynomial, _columns
 from .numeric import NumericFunction, check_derivatives, derivatives_for
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
@@ -219,7 +219,7 @@ def fit_many(
             model, note = traced_model(model, first_x, first)
         model = derivatives_for(model, first_x, first, derivatives)
         notes += [note] if note and not isinstance(model, NumericFunction) else []
-    program = _compiled_program(model, run, backend, B, N, dtype, device)
+    program = _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
 
     if chunk_size is None:
         per_curve = 8 * N * (model.n_params + 6) * 4  # residuals, Jacobian and work arrays, in bytes
@@ -241,6 +241,7 @@ def fit_many(
     # LM on a polynomial walks the coefficients of its centred variable (see models.Centred), mapped back
     centre = run == "lm" and type(model) is Polynomial and model.degree > 0
     chunks = range(0, B, chunk_size)
+    per_curve = False  # a Python function torch.func cannot batch: its curves one at a time (see _Chunk)
     if progress:
         from tqdm.auto import tqdm
 
@@ -277,29 +278,34 @@ def fit_many(
             )
             keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma))
             continue
-        part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]))
         p = None if starts is None else as_t(starts)
-        try:
-            if run == "linear":
-                result = part.solve_linear()  # needs no start
-            elif run == "lbfgs":
-                result = part.lbfgs(part.guess() if p is None else p, max_steps, tol, learning_rate)
-            elif gradient:
-                result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
-            else:
-                result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
-        except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (say, one calling .item())
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(
-                f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
-                "Write it with torch operations only, one value per point."
-            ) from None
-        keep(
-            sl,
-            _undetermined(
-                part.finish(*result, absolute_sigma), model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma
-            ),
-        )
+        while True:
+            part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve)
+            try:
+                if run == "linear":
+                    result = part.solve_linear()  # needs no start
+                elif run == "lbfgs":
+                    result = part.lbfgs(part.guess() if p is None else p, max_steps, tol, learning_rate)
+                elif gradient:
+                    result = part.descend(part.guess() if p is None else p, run, learning_rate, max_steps, tol)
+                else:
+                    result = part.levenberg_marquardt(part.guess() if p is None else p, max_steps, tol)
+                fitted = part.finish(*result, absolute_sigma)
+                break
+            except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (an if on a parameter)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if not per_curve and isinstance(model, FunctionModel):  # then one curve at a time, more slowly
+                    per_curve = True
+                    notes.append(
+                        f"{model.name} fitted one curve at a time: torch.func cannot run it over the batch at once "
+                        f"({first[:100]})"
+                    )
+                    continue
+                raise ModelError(
+                    f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
+                    "Write it with torch operations only, one value per point."
+                ) from None
+        keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
         columns = {
@@ -319,15 +325,17 @@ def fit_many(
     return BatchResult(model=user_model, method=run, param_names=model.param_names, notes=notes, **columns)
 
 
-def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device):
+def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device, traced=""):
     """The model's Program when LM runs compiled, else None (torch). backend="compiled" where it cannot
-    run compiled is an error that says why."""
+    run compiled is an error that says why (``traced``: why a Python function was not read as a formula)."""
     if backend == "torch" or (backend == "auto" and n_curves < COMPILED_FROM):
         return None  # (and numba is not even imported)
     program = model.program() if run == "lm" else None
     why = (
         "it runs only method 'lm'"
         if run != "lm"
+        else f"model {model.name} is a Python function not read as a formula ({traced.split(': ', 1)[-1]})"
+        if traced
         else f"model {model.name} is a Python function (write it as a formula to compile it)"
         if program is None
         else "it computes in float64 only"
@@ -368,6 +376,15 @@ def _fit_compiled(
     return _host(model, t["params"], t["stderr"], t["rmse"], t["chi2"], t["n_points"], t["n_steps"], t["status"])
 
 
+def _one_by_one(function, shared: bool):
+    """function(p, x, y, w) of one curve, over a batch by a Python loop: vmap's stand-in for what it cannot run."""
+
+    def run(p, x, y, w):
+        return torch.stack([function(p[b], x if shared else x[b], y[b], w[b]) for b in range(len(p))])
+
+    return run
+
+
 def _centred_lm(
     model: Polynomial, program, as_t, x, shared: bool, y, w, starts, max_steps: int, tol: float, absolute_sigma: bool
 ):
@@ -395,8 +412,11 @@ def _centred_lm(
 class _Chunk:
     """One chunk of curves on the device: residuals, Jacobians and the solvers, all batched."""
 
-    def __init__(self, model: Model, x, shared: bool, y, w):
+    def __init__(self, model: Model, x, shared: bool, y, w, per_curve: bool = False):
+        """``per_curve``: residuals and Jacobians curve by curve, for a Python function that torch.func's vmap
+        cannot run (Python control flow on a parameter's value); slower, but it fits."""
         self.model, self.x, self.shared, self.y, self.w = model, x, shared, y, w
+        self.per_curve = per_curve
         self.used = (w > 0).to(y.dtype)
         self.unit = bool((w == 1).all())  # every point used, no sigma: the weights need no multiplying
         self.n_points = self.used.sum(dim=1)
@@ -408,6 +428,11 @@ class _Chunk:
         x_dim = None if shared else 0
         self._residuals = torch.func.vmap(residual, in_dims=(0, x_dim, 0, 0))
         self._jacobian = torch.func.vmap(torch.func.jacfwd(residual), in_dims=(0, x_dim, 0, 0))
+        if per_curve:
+            self._residuals, self._jacobian = (
+                _one_by_one(residual, shared),
+                _one_by_one(torch.func.jacfwd(residual), shared),
+            )
         # An expression differentiates itself on the tree, over the whole batch at once: no vmap,
         # no dual numbers (several times faster than jacfwd for many curves).
         self._expression = model.expression if isinstance(model, ExpressionModel) else None
@@ -847,7 +872,9 @@ class _Chunk:
         return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
 
 
-def _undetermined(fitted: dict, model: Model, as_t, x, shared: bool, y, w, absolute_sigma: bool) -> dict:
+def _undetermined(
+    fitted: dict, model: Model, as_t, x, shared: bool, y, w, absolute_sigma: bool, per_curve: bool = False
+) -> dict:
     """The standard errors of the curves whose data do not determine every parameter (status 'singular'), by
     gradfit.uncertainty's rule, as gradfit.fit gives them: inf for each parameter a null direction of the
     curve's Jacobian moves, the pseudo-inverse's for the others."""
@@ -855,7 +882,7 @@ def _undetermined(fitted: dict, model: Model, as_t, x, shared: bool, y, w, absol
     if not len(rows):
         return fitted
     k = model.n_params
-    part = _Chunk(model, as_t(x if shared else x[rows]), shared, as_t(y[rows]), as_t(w[rows]))
+    part = _Chunk(model, as_t(x if shared else x[rows]), shared, as_t(y[rows]), as_t(w[rows]), per_curve)
     with torch.no_grad():
         jac = part.jacobian(torch.as_tensor(fitted["params"][rows], dtype=part.y.dtype, device=part.y.device))
     for row, j in zip(rows, jac.double().cpu().numpy()):

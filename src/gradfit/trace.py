@@ -272,10 +272,10 @@ def traced_model(model: Model, x: torch.Tensor, start: torch.Tensor) -> tuple[Mo
     try:
         expression = trace(model.function, variable, model.param_names, x.shape[-1] if x.ndim == 2 else None)
     except Untraceable as why:
-        return model, f"{model.name} runs as Python over the batch (torch.func): its trace stopped at {why}"
+        return model, f"{model.name} runs as Python, not as a formula: its trace stopped at {why}"
     by_column = x.ndim == 1 or len(expression.variables) > 1  # (x of several columns read whole: not a formula)
     if x.ndim > 2 or not by_column or not same_values(model.function, expression, x, start):
-        return model, f"{model.name} runs as Python over the batch (torch.func): its trace did not give its own values"
+        return model, f"{model.name} runs as Python, not as a formula: its trace did not give the function's values"
     return ExpressionModel.of(expression, model.name), f"{model.name} read as the formula {_short(expression.text)}"
 
 
