@@ -335,7 +335,7 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
         "it runs only method 'lm'"
         if run != "lm"
         else f"model {model.name} is a Python function not read as a formula ({traced.split(': ', 1)[-1]})"
-        if traced
+        if program is None and traced
         else f"model {model.name} is a Python function (write it as a formula to compile it)"
         if program is None
         else "it computes in float64 only"
