@@ -87,3 +87,21 @@ def test_non_linear_model_has_no_design_matrix():
 def test_formula_reads_like_the_math():
     assert gradfit.quadratic().formula == "a*x**2 + b*x + c"
     assert gradfit.linear().formula == "slope*x + intercept"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gaussian", "damped_sine", "pseudo_voigt", "gaussian + linear", "gaussian + poly2", "a*exp(-b*x) + 3", "c + 0*x"],
+)
+def test_an_expressions_own_jacobian_is_autograds(name):
+    """One fit of an expression (or a sum of them with linear parts) takes its Jacobian from forward mode on
+    the expression's tree, not torch.func.jacfwd (5x faster per fit): the same numbers to 1e-12."""
+    model = gradfit.get_model(name)
+    x = torch.linspace(0.1, 3.0, 17, dtype=torch.float64)
+    p = torch.linspace(0.4, 1.3, model.n_params, dtype=torch.float64)
+    value, jac = model.value_and_jacobian(x, p)
+    want_value = model(x, p)
+    want_jac = torch.func.jacfwd(lambda q: model(x, q))(p)
+    assert value.shape == (17,) and jac.shape == (17, model.n_params)
+    torch.testing.assert_close(value, want_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jac, want_jac, rtol=1e-12, atol=1e-12)

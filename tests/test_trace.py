@@ -336,3 +336,22 @@ def test_backend_auto_runs_a_traced_function_compiled(monkeypatch):
     result = gradfit.fit_many(lambda x, a, k: a * torch.exp(-k * x), x, Y, p0=[1.0, 1.0])
     assert calls and list(result.status) == ["converged"] * 2
     np.testing.assert_allclose(result.params, [[2.0, 0.5], [3.0, 1.5]], rtol=1e-10)
+
+
+def test_one_fit_of_a_traced_function_is_the_expressions_fit():
+    """gradfit.fit reads the function as its formula too (and so takes the expression's Jacobian from its tree):
+    the same answers as the expression to rounding, and the message says what it was read as."""
+    rng = np.random.default_rng(2)
+    x = np.linspace(-5, 5, 50)
+    y = 2 * np.exp(-((x - 0.3) ** 2) / (2 * 1.1**2)) + 0.1 + 0.01 * rng.normal(size=50)
+
+    def peak(x, amp, cen, wid, off):
+        return amp * torch.exp(-((x - cen) ** 2) / (2 * wid**2)) + off
+
+    p0 = [1.8, 0.2, 1.0, 0.0]
+    traced = gradfit.fit(peak, x, y, p0=p0)
+    spelled = gradfit.fit("amp*exp(-(x - cen)**2/(2*wid**2)) + off", x, y, p0=p0)
+    assert traced.converged and "peak read as the formula amp * exp(" in traced.message
+    assert traced.model.name == "peak" and traced.n_steps == spelled.n_steps
+    np.testing.assert_allclose(list(traced.params.values()), list(spelled.params.values()), rtol=SAME)
+    np.testing.assert_allclose(list(traced.stderr.values()), list(spelled.stderr.values()), rtol=1e-6)

@@ -22,7 +22,7 @@ from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import History, StepRecord
 from .library import get_model
-from .models import Centred, Model, Polynomial
+from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction, derivatives_for
 from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
@@ -30,6 +30,7 @@ from .solvers import Outcome, Problem, first_order, get_method, least_squares, l
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from .stream import is_source
+from .trace import traced_model
 from .uncertainty import covariance, rank_threshold, undetermined_note, undetermined_warning
 
 
@@ -135,7 +136,7 @@ def fit(
             callback=callback,
             default_rate=asked_rate is None,
         )
-    if isinstance(model, NumericFunction):
+    if isinstance(model, NumericFunction) or getattr(model, "note", None):
         outcome.notes.append(model.note)
     result = _result(
         model,
@@ -214,7 +215,12 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
     start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    traced = None
+    if derivatives in ("auto", "exact") and xt.ndim <= 2:  # a Python function read as its formula (gradfit.trace)
+        model, traced = traced_model(model, xt, start)
     model = derivatives_for(model, xt, start, derivatives)
+    if isinstance(model, ExpressionModel) and traced:
+        model.note = traced  # (said in the result's message, as fit_many's notes say it)
     fitted = model
     if bounds or fixed:
         model = Constrained(model, bounds, fixed)
