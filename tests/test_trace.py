@@ -355,3 +355,36 @@ def test_one_fit_of_a_traced_function_is_the_expressions_fit():
     assert traced.model.name == "peak" and traced.n_steps == spelled.n_steps
     np.testing.assert_allclose(list(traced.params.values()), list(spelled.params.values()), rtol=SAME)
     np.testing.assert_allclose(list(traced.stderr.values()), list(spelled.stderr.values()), rtol=1e-6)
+
+
+def test_tracing_from_several_threads_at_once():
+    """fit and fit_many of a traced function and of one that does not trace (torch.func), in four threads at
+    once, repeated: the same answers as alone, no error."""
+    import threading
+
+    x = np.linspace(0, 3, 40)
+    y = 2 * np.exp(-0.7 * x) + 0.3
+
+    def traced(x, a, k, c):
+        return a * torch.exp(-k * x) + c
+
+    def untraced(x, a, k, c):
+        return torch.where(x > 100, 0.0, a * torch.exp(-k * x)) + c
+
+    answers, errors = [], []
+
+    def run(model):
+        try:
+            for _ in range(10):
+                answers.append(list(gradfit.fit(model, x, y, p0=[1.0, 1.0, 0.0]).params.values()))
+            answers.extend(gradfit.fit_many(model, x, np.stack([y] * 20), p0=[1.0, 1.0, 0.0]).params.tolist())
+        except Exception as e:  # any failure in a thread is the test's failure
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in (traced, untraced, traced, untraced)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(answers) == 4 * 30, errors
+    np.testing.assert_allclose(answers, [[2.0, 0.7, 0.3]] * len(answers), rtol=1e-8)
