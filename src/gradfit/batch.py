@@ -30,10 +30,10 @@ from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, _columns
-from .numeric import NumericFunction, check_derivatives, derivatives_for
+from .numeric import NumericFunction, check_derivatives
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
-from .trace import traced_model
+from .trace import model_to_fit
 from .uncertainty import column_scale, covariance
 
 STATUSES = ("converged", "max_steps", "diverged", "singular", "too_few_points")
@@ -213,12 +213,9 @@ def fit_many(
             p0n[0] if p0n is not None and p0n.ndim == 2 else np.ones(model.n_params) if p0n is None else p0n,
             dtype=torch.float64,
         )
-        first_x = torch.as_tensor(_contiguous(xc if shared else xc[0]))
-        note = None
-        if derivatives in ("auto", "exact"):  # a Python function read as the formula it computes (gradfit.trace)
-            model, note = traced_model(model, first_x, first)
-        model = derivatives_for(model, first_x, first, derivatives)
-        notes += [note] if note and not isinstance(model, NumericFunction) else []
+        # (and a Python function read as the formula it computes: gradfit.trace)
+        model, note = model_to_fit(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
+        notes += [note] if note else []
     program = _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
 
     if chunk_size is None:
@@ -425,14 +422,12 @@ class _Chunk:
         def residual(p, x, y, w):  # one curve
             return (model(x, p) - y) * w
 
-        x_dim = None if shared else 0
-        self._residuals = torch.func.vmap(residual, in_dims=(0, x_dim, 0, 0))
-        self._jacobian = torch.func.vmap(torch.func.jacfwd(residual), in_dims=(0, x_dim, 0, 0))
         if per_curve:
-            self._residuals, self._jacobian = (
-                _one_by_one(residual, shared),
-                _one_by_one(torch.func.jacfwd(residual), shared),
-            )
+            batched = lambda f: _one_by_one(f, shared)  # noqa: E731
+        else:
+            batched = lambda f: torch.func.vmap(f, in_dims=(0, None if shared else 0, 0, 0))  # noqa: E731
+        self._residuals = batched(residual)
+        self._jacobian = batched(torch.func.jacfwd(residual))
         # An expression differentiates itself on the tree, over the whole batch at once: no vmap,
         # no dual numbers (several times faster than jacfwd for many curves).
         self._expression = model.expression if isinstance(model, ExpressionModel) else None

@@ -23,14 +23,14 @@ from .errors import ConvergenceWarning, DataError, FitError, GradfitError, Model
 from .history import History, StepRecord
 from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
-from .numeric import NumericFunction, derivatives_for
+from .numeric import NumericFunction
 from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
 from .result import FitResult
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from .stream import is_source
-from .trace import traced_model
+from .trace import model_to_fit
 from .uncertainty import covariance, rank_threshold, undetermined_note, undetermined_warning
 
 
@@ -114,7 +114,7 @@ def fit(
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
     device = check_device(device)
 
-    data, problem, start, model = _problem(
+    data, problem, start, model, note = _problem(
         model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, centre=run_method == "lm"
     )
 
@@ -136,8 +136,8 @@ def fit(
             callback=callback,
             default_rate=asked_rate is None,
         )
-    if isinstance(model, NumericFunction) or getattr(model, "note", None):
-        outcome.notes.append(model.note)
+    if note:
+        outcome.notes.append(note)
     result = _result(
         model,
         problem,
@@ -191,7 +191,7 @@ def fit_steps(
         raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = chosen.tolerances.replace(_tolerance(tol))
-    _, problem, start, _ = _problem(
+    _, problem, start, _, _ = _problem(
         model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu", centre=chosen.name == "lm"
     )
     if chosen.name == "lm":
@@ -201,9 +201,10 @@ def fit_steps(
 
 
 def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto", centre=False):
-    """Checked data, the Problem the solver works on, its start (inside any bounds), and the model fitted: a
-    Python function that autograd cannot differentiate is fitted with estimated derivatives (gradfit.numeric);
-    with ``centre`` (LM), a polynomial without bounds walks the coefficients of its centred variable (Centred)."""
+    """Checked data, the Problem the solver works on, its start (inside any bounds), the model fitted and a note for
+    the message: a Python function is read as its formula where it can be (gradfit.trace), and fitted with
+    estimated derivatives where autograd cannot differentiate it (gradfit.numeric); with ``centre`` (LM), a
+    polynomial without bounds walks the coefficients of its centred variable (Centred)."""
     data = prepare(x, y, sigma, nan_policy=nan_policy)
     _check_variables(model, data.x)
     if len(data.y) < model.n_params:
@@ -215,13 +216,10 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
     start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
-    traced = None
-    if derivatives in ("auto", "exact") and xt.ndim <= 2:  # a Python function read as its formula (gradfit.trace)
-        model, traced = traced_model(model, xt, start)
-    model = derivatives_for(model, xt, start, derivatives)
-    if isinstance(model, ExpressionModel) and traced:
-        model.note = traced  # (said in the result's message, as fit_many's notes say it)
+    model, traced = model_to_fit(model, xt, start, derivatives)  # (a Python function as its formula: gradfit.trace)
     fitted = model
+    # what the result's message says of how the function was fitted: read as its formula, or estimated derivatives
+    note = model.note if isinstance(model, NumericFunction) else traced if isinstance(model, ExpressionModel) else None
     if bounds or fixed:
         model = Constrained(model, bounds, fixed)
         start = model.to_free(start)
@@ -230,7 +228,7 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
         start = model.to_free(start)
     problem = Problem(model, xt, yt, st)
     _check_start(problem, start)
-    return data, problem, start, fitted
+    return data, problem, start, fitted, note
 
 
 NEAR_BOUND = 1e-3  # relative: a parameter this close to a bound that the loss pushes it against is tried on it

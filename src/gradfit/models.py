@@ -223,6 +223,11 @@ class FunctionModel(Model):
 NAME_LENGTH = 80  # characters of an expression shown as a model's name
 
 
+def short_name(text: str) -> str:
+    """An expression as a name in messages and titles: cut at NAME_LENGTH characters (a formula keeps it whole)."""
+    return text if len(text) <= NAME_LENGTH else text[: NAME_LENGTH - 3] + "..."
+
+
 class ExpressionModel(Model):
     """A model typed as text, ``"a*exp(-b*x) + c"``, compiled by the safe expression language.
 
@@ -246,7 +251,7 @@ class ExpressionModel(Model):
         self.formula = self.expression.text
         # the name goes into messages and titles: a long expression is cut there (the formula keeps it whole)
         text = self.expression.text
-        self.name = name or (text if len(text) <= NAME_LENGTH else text[: NAME_LENGTH - 3] + "...")
+        self.name = name or short_name(text)
         self._guess = guess
 
     @classmethod

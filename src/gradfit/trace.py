@@ -26,7 +26,8 @@ import torch
 
 from .errors import ExpressionError
 from .expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expression, _check_depth, _compile
-from .models import ExpressionModel, FunctionModel, Model
+from .models import ExpressionModel, FunctionModel, Model, short_name
+from .numeric import NumericFunction, derivatives_for
 
 
 class Untraceable(Exception):
@@ -36,15 +37,14 @@ class Untraceable(Exception):
 def _operators() -> dict:
     """torch's own callables (functions and Tensor methods) -> the tree node that each makes."""
     out = {}
-    for name, (function, n_args) in FUNCTIONS.items():
+    for name, (function, _) in FUNCTIONS.items():
         out[function] = ("call", name)
         method = getattr(torch.Tensor, function.__name__, None)
         if method is not None:
             out[method] = ("call", name)
-    for alias, name in (("erf", "erf"), ("erfc", "erfc"), ("arcsin", "arcsin"), ("arccos", "arccos")):
-        out[getattr(torch, alias)] = ("call", name)
-    out.update({torch.arctan: ("call", "arctan"), torch.arctan2: ("call", "arctan2")})
-    out.update({torch.special.expit: ("call", "sigmoid"), torch.Tensor.arctan2: ("call", "arctan2")})
+    aliases = {torch.erf: "erf", torch.erfc: "erfc", torch.arcsin: "arcsin", torch.arccos: "arccos"}
+    aliases.update({torch.arctan: "arctan", torch.arctan2: "arctan2", torch.Tensor.arctan2: "arctan2"})
+    out.update({function: ("call", name) for function, name in {**aliases, torch.special.expit: "sigmoid"}.items()})
     binary = {"add": ast.Add, "sub": ast.Sub, "subtract": ast.Sub, "mul": ast.Mult, "multiply": ast.Mult}
     binary.update({"div": ast.Div, "divide": ast.Div, "true_divide": ast.Div, "pow": ast.Pow})
     for name, op in binary.items():
@@ -276,8 +276,16 @@ def traced_model(model: Model, x: torch.Tensor, start: torch.Tensor) -> tuple[Mo
     by_column = x.ndim == 1 or len(expression.variables) > 1  # (x of several columns read whole: not a formula)
     if x.ndim > 2 or not by_column or not same_values(model.function, expression, x, start):
         return model, f"{model.name} runs as Python, not as a formula: its trace did not give the function's values"
-    return ExpressionModel.of(expression, model.name), f"{model.name} read as the formula {_short(expression.text)}"
+    return ExpressionModel.of(expression, model.name), f"{model.name} read as the formula {short_name(expression.text)}"
 
 
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def model_to_fit(model: Model, x: torch.Tensor, start: torch.Tensor, derivatives: str) -> tuple[Model, str | None]:
+    """The model a fit runs for ``model``, looked at once at (x, start): a Python function read as its formula
+    where it can be (``derivatives`` "auto" or "exact"), else as itself, with estimated derivatives where autograd
+    cannot give them (gradfit.numeric); and the trace's note (None when there is no trace to speak of, or when the
+    derivatives are estimated: the model's own note says so)."""
+    note = None
+    if derivatives in ("auto", "exact"):
+        model, note = traced_model(model, x, start)
+    model = derivatives_for(model, x, start, derivatives)
+    return model, None if isinstance(model, NumericFunction) else note
