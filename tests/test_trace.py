@@ -220,8 +220,8 @@ def test_what_cannot_be_traced_says_why(function, why):
 
 @pytest.mark.parametrize("function", [_where, _closure_over_array, _numpy, _branch, _item])
 def test_functions_that_do_not_trace_still_fit_many_curves_right(function):
-    """Not read as a formula: fitted as Python over the batch (torch.func), or one curve at a time where
-    torch.func cannot batch it (an if on a parameter), or with estimated derivatives (numpy, .item()), each
+    """Not read as a formula: fitted as Python on the whole batch at once (gradfit.dual), or one curve at a time
+    where nothing can batch it (an if on a parameter), or with estimated derivatives (numpy, .item()), each
     with a note that says so, and the answers curve_fit gives."""
     rng = np.random.default_rng(4)
     x = np.linspace(0.0, 3.0, 30)
@@ -235,6 +235,7 @@ def test_functions_that_do_not_trace_still_fit_many_curves_right(function):
     note = " ".join(result.notes)
     assert ("trace stopped at" in note) or ("finite differences" in note), note
     assert (function is _branch) == ("one curve at a time" in note), note
+    assert (function in (_where, _closure_over_array)) == ("it runs on the whole batch at once" in note), note
 
     def numpy_f(x, a, b):
         return np.asarray(function(torch.as_tensor(x), torch.tensor(a), torch.tensor(b)))

@@ -30,6 +30,7 @@ from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, _columns
+from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
@@ -429,8 +430,15 @@ class _Chunk:
         self._residuals = batched(residual)
         self._jacobian = batched(torch.func.jacfwd(residual))
         # An expression differentiates itself on the tree, over the whole batch at once: no vmap,
-        # no dual numbers (several times faster than jacfwd for many curves).
-        self._expression = model.expression if isinstance(model, ExpressionModel) else None
+        # no dual numbers (several times faster than jacfwd for many curves); a Python function that runs on the
+        # whole batch (gradfit.dual) answers the same question the same way.
+        self._expression = (
+            model.expression
+            if isinstance(model, ExpressionModel)
+            else model
+            if isinstance(model, BroadcastFunction)
+            else None
+        )
         # A function with estimated derivatives (gradfit.numeric) takes the whole batch at once too.
         self._estimated = model if isinstance(model, NumericFunction) else None
 

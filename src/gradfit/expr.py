@@ -459,7 +459,7 @@ def _derivative_rules():
     return rules
 
 
-_D = _derivative_rules()
+DERIVATIVE_RULES = _derivative_rules()
 
 
 def _compile_dual(node: ast.AST, params: tuple[str, ...]):
@@ -499,7 +499,7 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
             a, da = first(env)
             for op, right in steps:
                 b, db = right(env)
-                a, da = _dual_binary(op, a, da, b, db)
+                a, da = dual_binary(op, a, da, b, db)
             return a, da
 
         return chain
@@ -518,7 +518,7 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
                 )
 
             return atan2
-        rule = _D[name]
+        rule = DERIVATIVE_RULES[name]
 
         def call(env):
             a, da = args[0](env)
@@ -527,13 +527,18 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
             if not da:
                 return v, {}
             slope = rule(a, v)
-            return v, {k: g * slope for k, g in da.items()}
+            return v, {k: scaled(g, slope) for k, g in da.items()}
 
         return call
     raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
 
 
-def _dual_binary(op, a, da: dict, b, db: dict):
+def scaled(g, t):
+    """g * t, where g is often the number 1 (a parameter's derivative of itself): then t, one operation fewer."""
+    return t if isinstance(g, float) and g == 1.0 else g * t
+
+
+def dual_binary(op, a, da: dict, b, db: dict):
     """a op b, and its derivatives from a's (da) and b's (db)."""
     v = _apply(_BINARY[op], a, b)
     if op is ast.Add:
@@ -541,14 +546,17 @@ def _dual_binary(op, a, da: dict, b, db: dict):
     if op is ast.Sub:
         return v, _merge(da, db, -1.0)
     if op is ast.Mult:
-        return v, _combine({k: g * b for k, g in da.items()}, {k: a * g for k, g in db.items()})
+        return v, _combine({k: scaled(g, b) for k, g in da.items()}, {k: scaled(g, a) for k, g in db.items()})
     if op is ast.Div:  # (da - v db) / b
-        return v, {k: g / b for k, g in _merge(da, {k: v * g for k, g in db.items()}, -1.0).items()}
+        return v, {k: g / b for k, g in _merge(da, {k: scaled(g, v) for k, g in db.items()}, -1.0).items()}
     # a ** b
     out = {}
     if da:
-        factor = b * a ** (b - 1) if not isinstance(b, float) or b != 0 else 0.0
-        out = {k: g * factor for k, g in da.items()}
+        if isinstance(b, float):  # a number: a square's derivative without a power (the commonest)
+            factor = 0.0 if b == 0 else 2.0 * a if b == 2 else b * a ** (b - 1)
+        else:
+            factor = b * a ** (b - 1)
+        out = {k: scaled(g, factor) for k, g in da.items()}
     if db:
         log_a = torch.log(a) if isinstance(a, torch.Tensor) else math.log(a) if a > 0 else math.nan
         out = _combine(out, {k: g * v * log_a for k, g in db.items()})

@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 import torch
 
+from .dual import LANGUAGE, broadcast_model
 from .errors import ExpressionError
 from .expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expression, _check_depth, _compile
 from .models import ExpressionModel, FunctionModel, Model, short_name
@@ -32,35 +33,6 @@ from .numeric import NumericFunction, derivatives_for
 
 class Untraceable(Exception):
     """The function did something an expression cannot hold; str() says what, in a few words."""
-
-
-def _operators() -> dict:
-    """torch's own callables (functions and Tensor methods) -> the tree node that each makes."""
-    out = {}
-    for name, (function, _) in FUNCTIONS.items():
-        out[function] = ("call", name)
-        method = getattr(torch.Tensor, function.__name__, None)
-        if method is not None:
-            out[method] = ("call", name)
-    aliases = {torch.erf: "erf", torch.erfc: "erfc", torch.arcsin: "arcsin", torch.arccos: "arccos"}
-    aliases.update({torch.arctan: "arctan", torch.arctan2: "arctan2", torch.Tensor.arctan2: "arctan2"})
-    out.update({function: ("call", name) for function, name in {**aliases, torch.special.expit: "sigmoid"}.items()})
-    binary = {"add": ast.Add, "sub": ast.Sub, "subtract": ast.Sub, "mul": ast.Mult, "multiply": ast.Mult}
-    binary.update({"div": ast.Div, "divide": ast.Div, "true_divide": ast.Div, "pow": ast.Pow})
-    for name, op in binary.items():
-        for owner in (torch, torch.Tensor):
-            if hasattr(owner, name):
-                out[getattr(owner, name)] = ("binary", op)
-    for name, op in {"add": ast.Add, "sub": ast.Sub, "mul": ast.Mult, "truediv": ast.Div, "pow": ast.Pow}.items():
-        out[getattr(torch.Tensor, f"__{name}__")] = ("binary", op)
-        out[getattr(torch.Tensor, f"__r{name}__")] = ("rbinary", op)
-    for function in (torch.neg, torch.negative, torch.Tensor.neg, torch.Tensor.__neg__):
-        out[function] = ("neg", None)
-    out[torch.square] = out[torch.Tensor.square] = ("square", None)
-    return out
-
-
-_OPERATORS = _operators()
 
 
 def _node(value) -> ast.expr:
@@ -152,7 +124,7 @@ class _Traced:
         if name.startswith("__"):
             raise AttributeError(name)
         method = getattr(torch.Tensor, name, None)
-        if method is not None and method in _OPERATORS:  # x.exp(), a.square(), x.pow(2)
+        if method is not None and method in LANGUAGE:  # x.exp(), a.square(), x.pow(2)
             return lambda *args, **kwargs: _apply(method, (self, *args), kwargs)
         raise Untraceable(f".{name}")
 
@@ -184,7 +156,7 @@ class _TracedX(_Traced):
 
 def _apply(func, args, kwargs) -> _Traced:
     """One torch call on stand-ins, as a node; a call the language does not have stops the trace."""
-    kind = _OPERATORS.get(func)
+    kind = LANGUAGE.get(func)
     if kind is None or kwargs:
         name = getattr(func, "__name__", repr(func))
         owner = "torch.Tensor." if getattr(func, "__objclass__", None) is torch._C.TensorBase else "torch."
@@ -281,11 +253,15 @@ def traced_model(model: Model, x: torch.Tensor, start: torch.Tensor) -> tuple[Mo
 
 def model_to_fit(model: Model, x: torch.Tensor, start: torch.Tensor, derivatives: str) -> tuple[Model, str | None]:
     """The model a fit runs for ``model``, looked at once at (x, start): a Python function read as its formula
-    where it can be (``derivatives`` "auto" or "exact"), else as itself, with estimated derivatives where autograd
-    cannot give them (gradfit.numeric); and the trace's note (None when there is no trace to speak of, or when the
-    derivatives are estimated: the model's own note says so)."""
+    where it can be (``derivatives`` "auto" or "exact"), else as itself: run on a whole batch at once with exact
+    derivatives where gradfit.dual can (else by torch.func, curve by curve), or with estimated derivatives where
+    autograd cannot give them (gradfit.numeric); and the trace's note (None when there is no trace to speak of, or
+    when the derivatives are estimated: the model's own note says so)."""
     note = None
     if derivatives in ("auto", "exact"):
         model, note = traced_model(model, x, start)
     model = derivatives_for(model, x, start, derivatives)
+    if type(model) is FunctionModel and note is not None:
+        model, how = broadcast_model(model, x, start)
+        note = f"{note}; it runs {how}"
     return model, None if isinstance(model, NumericFunction) else note
