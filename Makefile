@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test serve browser bench fuzz clean
+.PHONY: demo test lint fmt serve browser bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ demo: $(STAMP)
 serve: $(STAMP)  # the playground on http://127.0.0.1:8000/ (Ctrl-C stops it)
 	$(BIN)/gradfit serve
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest
+
+# ruff (configured in pyproject.toml): a lint or format error fails `make test`, and so CI; `make fmt` fixes
+# what it can
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The report's and the playground's end-to-end tests drive Debian's Chromium (Playwright's own
 # browser download does not work offline). Installed once, as root; elsewhere those tests skip.
