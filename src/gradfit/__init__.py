@@ -46,7 +46,7 @@ _WHERE = {
     "gradient_descent": "solvers",
     "least_squares": "solvers",
     "mse_curvatures": "solvers",
-    "fit_file": "stream",
+    "fit_file": "engine",
 }
 
 __all__ = [

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import check_device, positive_finite, positive_int
+from .options import check_device, positive_finite, positive_int
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
-from .models import ExpressionModel, FunctionModel, Model, Polynomial, _columns
+from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
 from .solvers.linear import check_finite
@@ -480,7 +480,7 @@ class _Chunk:
             return (value - y) * w, jac * w.unsqueeze(-1)
         if self._expression is None or self.model.is_linear:
             return self._residuals_of(p, x, y, w), self._jacobian_of(p, x, y, w)
-        columns = _columns(x, len(self.model.variables), self.model.name)
+        columns = variable_columns(x, len(self.model.variables), self.model.name)
         value, grads = self._expression.value_and_gradient(columns, [v.unsqueeze(-1) for v in p.unbind(-1)])
         as_y = lambda v: torch.as_tensor(v, dtype=y.dtype, device=y.device).expand_as(y)  # noqa: E731
         r = as_y(value) - y

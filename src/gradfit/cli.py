@@ -13,7 +13,8 @@ import os
 import sys
 
 from . import __version__
-from .errors import ExitStatus, GradfitError
+from .errors import ExitStatus, GradfitError, OptionError
+from .options import nonnegative_finite, positive_finite, positive_int
 from .solvers.methods import BACKENDS as BATCH_BACKENDS
 from .solvers.methods import BATCH_METHODS
 
@@ -40,18 +41,24 @@ def _whole_number(low: int, high: int | None = None, expected: str = ""):
     return parse
 
 
-_positive_int = _whole_number(1, expected="a whole number >= 1")
+def _checked(convert, rule, expected: str):
+    """An argparse type: the text made a number by ``convert``, then checked by the library's own ``rule``
+    (gradfit.options), so that the command line and Python refuse the same values; the message in the command
+    line's words."""
+
+    def parse(text: str):
+        try:
+            return rule(convert(text), "value")
+        except (ValueError, OptionError):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got '{text}'") from None
+
+    return parse
+
+
+_positive_int = _checked(int, positive_int, "a whole number >= 1")
+_learning_rate = _checked(float, positive_finite, "a positive finite number such as 1e-4")
+_tolerance = _checked(float, nonnegative_finite, "a finite number >= 0 such as 1e-10")
 _seed = _whole_number(0, 2**63, expected="a whole number from 0 to 2**63-1")
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number such as 1e-4, got '{text}'")
-    return value
 
 
 _UNITS = {
@@ -85,16 +92,6 @@ def _size(text: str) -> int:
 
 def _learning_rate_or_auto(text: str):
     return "auto" if text == "auto" else _learning_rate(text)
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 such as 1e-10, got '{text}'")
-    return value
 
 
 def _p0(text: str):
@@ -503,7 +500,7 @@ def _run_fit(args) -> int:
 
     from .data import load, prepare
     from .engine import fit
-    from .stream import fit_file
+    from .engine import fit_file
 
     model = _get_model(args, params=args.params)
     parquet = _parquet_data(args.data)
@@ -739,12 +736,12 @@ def _fit_on_dask(args, model, options):
     from pathlib import Path
 
     from .dask import cluster, fit
-    from .io import _column_name
+    from .io import column_name
 
     frame = dd.read_parquet(args.data)
     names = list(frame.columns)
     columns = {
-        role: _column_name(default if given is None else given, names, role, Path(args.data))
+        role: column_name(default if given is None else given, names, role, Path(args.data))
         for role, given, default in (("x", args.x, 0), ("y", args.y, 1), ("sigma", args.sigma, None))
         if given is not None or default is not None
     }

@@ -295,7 +295,7 @@ def fit(
     as for ``gradfit.fit``.
     """
     from .params import check_bounds, check_fixed
-    from .stream import _fit_streamed, Plan
+    from .stream import fit_streamed, Plan
 
     model = get_model(model)
     if nan_policy not in ("raise", "omit"):
@@ -308,7 +308,7 @@ def fit(
         raise DataError(f"Unknown column {missing[0]!r}. Columns are: {', '.join(map(repr, frame.columns))}.")
     problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma, nan_policy)
     where = Plan(True, 0, f"in {problem.n_partitions} partitions, summed by the cluster's workers")
-    return _fit_streamed(
+    return fit_streamed(
         model,
         problem,
         p0=p0,
@@ -328,7 +328,7 @@ def fit(
     )
 
 
-def _columns(part, x, y, sigma, nan_policy="raise"):
+def variable_columns(part, x, y, sigma, nan_policy="raise"):
     arrays = [part[c].to_numpy(np.float64) for c in (x, y)]
     s = None if sigma is None else part[sigma].to_numpy(np.float64)
     keep = np.isfinite(arrays[0]) & np.isfinite(arrays[1])
@@ -352,13 +352,13 @@ def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True):
     # a partition's arrays may be read-only (Arrow's buffers): torch gets a writable copy of those only
     xs, ys, ss = (
         None if a is None else torch.from_numpy(np.require(a, requirements="W"))
-        for a in _columns(part, x, y, sigma, nan_policy)
+        for a in variable_columns(part, x, y, sigma, nan_policy)
     )
     return Problem(model, xs, ys, None if not weighted else ss)
 
 
 def _moments(part, x, y, sigma, nan_policy):
-    _, ys, ss = _columns(part, x, y, sigma, nan_policy)
+    _, ys, ss = variable_columns(part, x, y, sigma, nan_policy)
     w = ys if ss is None else ys / ss
     return np.array([len(ys), ys.sum(), ys @ ys, w.sum(), w @ w, len(part)])
 
@@ -366,7 +366,7 @@ def _moments(part, x, y, sigma, nan_policy):
 def _sample(part, x, y, sigma, nan_policy, k, seed):
     """This partition's k rows of smallest random keys (all its rows if fewer): merged across partitions by key,
     the k smallest are a uniform random sample of all the rows."""
-    xs, ys, ss = _columns(part, x, y, sigma, nan_policy)
+    xs, ys, ss = variable_columns(part, x, y, sigma, nan_policy)
     keys = np.random.default_rng(seed).random(len(ys))
     keep = np.sort(np.argpartition(keys, k - 1)[:k]) if len(ys) > k else np.arange(len(ys))
     return keys[keep], xs[keep], ys[keep], None if ss is None else ss[keep]
@@ -463,7 +463,7 @@ class ClusterProblem:
         import torch
 
         head = self.frame.head(100_000, npartitions=-1)
-        xs, ys, _ = _columns(head, *self.columns)
+        xs, ys, _ = variable_columns(head, *self.columns)
         return torch.tensor(xs), torch.tensor(ys)
 
     def _pass(self, params):

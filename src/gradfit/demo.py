@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ._checks import positive_finite, positive_int
+from .options import positive_finite, positive_int
 from ._files import check_out_dir, staged
 from .data import SEED, seed_data, seed_generator
 from .history import History, StepRecord

@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
+import os
 import warnings
+from pathlib import Path
 from typing import Callable, Generator
 
 import numpy as np
 import torch
 
-from ._checks import all_finite, check_device, positive_finite, positive_int
+from . import options
+from .options import all_finite, check_device, positive_int
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import History, StepRecord
 from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction
-from .params import Constrained, at_bounds, check_bounds, check_fixed, inside, widths_positive
+from .params import Constrained, at_bounds, check_bounds, check_fixed, start_values, widths_positive
 from .result import FitResult
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
+from . import stream
 from .stream import is_source
 from .trace import model_to_fit
 from .uncertainty import covariance, rank_threshold, undetermined_note, undetermined_warning
@@ -74,8 +77,6 @@ def fit(
     "cs" (complex step); see ``gradfit.numeric``.
     """
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
-        from .stream import fit_file
-
         return fit_file(
             model,
             x,
@@ -107,9 +108,9 @@ def fit(
         # overshoot there, so it takes Armijo's backtracking unless a rate is given
         learning_rate = "auto"
     asked_rate = learning_rate
-    learning_rate = _learning_rate(learning_rate, defaults, scale, asked=chosen.name)
+    learning_rate = options.learning_rate(learning_rate, defaults, scale, asked=chosen.name)
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
-    tolerances = defaults.tolerances.replace(_tolerance(tol))
+    tolerances = defaults.tolerances.replace(options.tolerances(tol))
     if dtype not in (torch.float64, torch.float32):
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
     device = check_device(device)
@@ -162,6 +163,105 @@ def fit(
     return result
 
 
+def fit_file(
+    model,
+    source,
+    *,
+    x=None,
+    y=None,
+    sigma=None,
+    p0=None,
+    method: str = "auto",
+    learning_rate=None,
+    max_steps: int | None = None,
+    tol=None,
+    absolute_sigma: bool = False,
+    nan_policy: str = "raise",
+    scale: bool = True,
+    memory_budget: int = stream.DEFAULT_BUDGET,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    sample_rows: int = stream.SAMPLE_ROWS,
+    callback: Callable[[StepRecord], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    **fit_options,
+):
+    """Fit ``model`` to columns ``x`` and ``y`` (names or indexes) of Parquet data: in memory when they fit under
+    ``memory_budget`` bytes (the whole process), else streamed in batches; ``batch_size`` asks for mini-batches.
+
+    ``source``: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV
+    path is read whole, as ``gradfit.load`` reads it). ``on_batch(rows)`` is called after
+    every batch of a streamed fit (a progress bar). A streamed result's ``x``, ``y``, ``sigma`` hold a
+    uniform random sample of ``sample_rows`` rows (drawn in the first pass, from ``seed``; 0 keeps none) and
+    ``sample_of`` the number of rows fitted, so that every figure and the report can be drawn. The other
+    options are ``fit``'s.
+    """
+    from .io import read_table, select_columns
+
+    memory_budget = positive_int(memory_budget, "memory_budget")
+    if sample_rows != 0:
+        sample_rows = positive_int(sample_rows, "sample_rows")
+    if nan_policy not in ("raise", "omit"):
+        raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
+    if batch_size is None and epochs is not None:
+        raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
+
+    def in_memory(columns):  # data that fit: gradfit.fit, with every option as given
+        return fit(
+            model,
+            columns["x"],
+            columns["y"],
+            sigma=columns.get("sigma"),
+            p0=p0,
+            method=method,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            tol=tol,
+            absolute_sigma=absolute_sigma,
+            nan_policy=nan_policy,
+            scale=scale,
+            callback=callback,
+            **fit_options,
+        )
+
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not stream.is_parquet_data(source):
+        if batch_size is not None:
+            raise OptionError("Mini-batches stream Parquet data; convert the CSV file to Parquet first.")
+        table, first_row = read_table(source)  # a CSV file: read whole, as `gradfit fit` always has
+        columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
+        return in_memory(columns)
+    data = stream.Source(stream.open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
+    model = get_model(model)
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
+    stream.warm_up(model)
+    how = stream.plan(data.n_rows, len(data.columns), model.n_params, memory_budget, batch_size)
+    if not how.streamed:
+        columns = data.read_all()
+        return in_memory(columns)
+    return stream.fit_source(
+        model,
+        data,
+        how,
+        p0=p0,
+        method=method,
+        learning_rate=learning_rate,
+        max_steps=max_steps,
+        tol=tol,
+        absolute_sigma=absolute_sigma,
+        scale=scale,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        sample_rows=sample_rows,
+        callback=callback,
+        on_batch=on_batch,
+        fit_options=fit_options,
+    )
+
+
 def fit_steps(
     model,
     x,
@@ -186,11 +286,11 @@ def fit_steps(
     chosen = get_method(method)
     if chosen.name in ("auto", "linear"):
         raise OptionError(f"Method {chosen.name!r} is one solve, not steps; choose lm or a gradient method.")
-    learning_rate = _learning_rate(learning_rate, chosen, scale, asked=chosen.name)
+    learning_rate = options.learning_rate(learning_rate, chosen, scale, asked=chosen.name)
     if learning_rate == "auto" and chosen.name != "gd":
         raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
-    tolerances = chosen.tolerances.replace(_tolerance(tol))
+    tolerances = chosen.tolerances.replace(options.tolerances(tol))
     _, problem, start, _, _ = _problem(
         model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu", centre=chosen.name == "lm"
     )
@@ -215,7 +315,7 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     # float64 unless asked: the sums of squares must keep the digits the solver needs.
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
-    start = _start(model, p0, xt, yt, dtype, device, bounds, fixed)
+    start = start_values(model, p0, xt, yt, dtype, device, bounds, fixed)
     model, traced = model_to_fit(model, xt, start, derivatives)  # (a Python function as its formula: gradfit.trace)
     fitted = model
     # what the result's message says of how the function was fitted: read as its formula, or estimated derivatives
@@ -385,87 +485,6 @@ def _small(jac: np.ndarray) -> np.ndarray:
     For many points this makes the SVD cheap; R keeps J's conditioning (unlike JᵀJ, which squares it).
     """
     return np.linalg.qr(jac, mode="r") if jac.shape[0] > max(4 * jac.shape[1], 64) else jac
-
-
-def _learning_rate(value, method, scale: bool, asked: str):
-    if method.learning_rate is None:
-        if value is not None:
-            raise OptionError(
-                f"Method '{asked}' takes no learning rate; leave learning_rate out "
-                "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs)."
-            )
-        return None
-    if value is None:
-        return method.learning_rate if scale else "auto"  # no one rate suits raw parameters
-    if value == "auto":
-        return value
-    return positive_finite(value, "learning_rate", hint=" Or use learning_rate='auto'.")
-
-
-def _tolerance(tol):
-    if tol is None:
-        return None
-    if isinstance(tol, dict):
-        unknown = set(tol) - {"ftol", "xtol", "gtol"}
-        if unknown:
-            raise OptionError(f"Unknown tolerance {sorted(unknown)[0]!r}. Use ftol, xtol or gtol.")
-        return {k: _nonnegative_finite(v, f"tol['{k}']") for k, v in tol.items()}
-    return _nonnegative_finite(tol, "tol")
-
-
-def _nonnegative_finite(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise OptionError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-    return float(value)
-
-
-def _start(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> torch.Tensor:
-    """Starting values of every parameter: p0 (inside any bounds), else the model's guess, else ones."""
-    names = model.param_names
-    bounds, fixed = bounds or {}, fixed or {}
-    if p0 is None:
-        guess = model.guess(x, y)
-        if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and all_finite(guess):
-            start = guess.to(dtype=dtype, device=device)
-        else:
-            start = _start(model, [1.0] * len(names) if guess is None else guess, x, y, dtype, device)
-        for i, name in enumerate(names):
-            if name in fixed:
-                start[i] = fixed[name]
-        return inside(start, names, bounds)  # a guess may fall outside the user's bounds: move it in
-    if isinstance(p0, dict) and fixed:
-        p0 = {**{n: v for n, v in fixed.items()}, **p0}  # a fixed parameter needs no p0
-    if isinstance(p0, dict):
-        unknown = [k for k in p0 if k not in names]
-        if unknown:
-            raise ModelError(f"p0 names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(names)}.")
-        missing = [n for n in names if n not in p0]
-        if missing:
-            raise ModelError(f"p0 gives no value for {', '.join(missing)}. Give all of: {', '.join(names)}.")
-        values = [p0[n] for n in names]
-    else:
-        try:
-            values = list(p0.tolist() if hasattr(p0, "tolist") else p0)
-        except TypeError:
-            raise ModelError(f"p0 must be a dict or a sequence of numbers, got {p0!r}.") from None
-        if len(values) != len(names):
-            raise ModelError(
-                f"p0 has {len(values)} values but the model has {len(names)} parameters ({', '.join(names)})."
-            )
-    try:
-        start = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device).clone()
-    except (TypeError, ValueError):
-        raise ModelError(f"p0 must hold numbers, got {values!r}.") from None
-    bad = [n for n, v in zip(names, start.tolist()) if not math.isfinite(v)]
-    if bad:
-        raise ModelError(f"p0 must be finite, but {bad[0]} is {start[names.index(bad[0])].item()}.")
-    for i, name in enumerate(names):
-        if name in fixed:
-            start[i] = fixed[name]
-        lower, upper = bounds.get(name, (-math.inf, math.inf))
-        if not lower <= float(start[i]) <= upper:
-            raise ModelError(f"p0 {name}={float(start[i]):g} is outside its bounds ({lower:g}, {upper:g}).")
-    return inside(start, names, bounds)
 
 
 def _check_variables(model: Model, x: np.ndarray) -> None:

@@ -171,7 +171,7 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
     except (ValueError, RecursionError, MemoryError, OverflowError):
         raise ExpressionError("The expression cannot be parsed (too deeply nested or with a null character).") from None
     source = text.strip()
-    _check_depth(tree)
+    check_depth(tree)
     try:
         found = _check_nodes(tree, source, set(variables))
     except _Refused as refused:
@@ -195,7 +195,7 @@ def parse(text: str, variables: Sequence[str] = ("x",), params: Sequence[str] | 
     clash = set(param_names) & set(variables)
     if clash:
         raise ExpressionError(f"{sorted(clash)[0]!r} cannot be both a variable and a parameter.")
-    return Expression(source, variables, param_names, _compile(tree.body), tree)
+    return Expression(source, variables, param_names, compile_tree(tree.body), tree)
 
 
 def _as_float(value) -> float:
@@ -232,7 +232,7 @@ def _check_parentheses(text: str) -> None:
             depth -= 1
 
 
-def _check_depth(tree: ast.AST) -> None:
+def check_depth(tree: ast.AST) -> None:
     """Refuse nesting deeper than MAX_DEPTH; a chain like a + b + c + ... counts as one level."""
     stack = [(tree, 0)]
     while stack:  # iteratively: a recursive walk could itself overflow on a hostile tree
@@ -361,7 +361,7 @@ def _refuse(node: ast.AST, source: str, what: str, hint: str = "") -> None:
     raise _Refused(what, piece, getattr(node, "col_offset", None), hint)
 
 
-def _compile(node: ast.AST) -> Callable[[dict], torch.Tensor]:
+def compile_tree(node: ast.AST) -> Callable[[dict], torch.Tensor]:
     """Turn a checked tree into nested closures over torch operations (recursion depth <= MAX_DEPTH)."""
     if isinstance(node, ast.Constant):
         value = float(node.value)
@@ -373,7 +373,7 @@ def _compile(node: ast.AST) -> Callable[[dict], torch.Tensor]:
         name = node.id
         return lambda env: env[name]
     if isinstance(node, ast.UnaryOp):
-        operand = _compile(node.operand)
+        operand = compile_tree(node.operand)
         if isinstance(node.op, ast.USub):
             return lambda env: -operand(env)
         return operand
@@ -381,11 +381,11 @@ def _compile(node: ast.AST) -> Callable[[dict], torch.Tensor]:
         # a chain a + b - c + ... is evaluated in a loop, left to right, not by recursion
         steps = []
         while _continues_chain(node, node.left):
-            steps.append((_BINARY[type(node.op)], _compile(node.right)))
+            steps.append((_BINARY[type(node.op)], compile_tree(node.right)))
             node = node.left
-        steps.append((_BINARY[type(node.op)], _compile(node.right)))
+        steps.append((_BINARY[type(node.op)], compile_tree(node.right)))
         steps.reverse()
-        first = _compile(node.left)
+        first = compile_tree(node.left)
 
         def chain(env):
             value = first(env)
@@ -396,7 +396,7 @@ def _compile(node: ast.AST) -> Callable[[dict], torch.Tensor]:
         return chain
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
-        args = [_compile(a) for a in node.args]
+        args = [compile_tree(a) for a in node.args]
         return lambda env: function(*(_tensor(a(env), env) for a in args))
     raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
 
@@ -463,7 +463,7 @@ DERIVATIVE_RULES = _derivative_rules()
 
 
 def _compile_dual(node: ast.AST, params: tuple[str, ...]):
-    """Like _compile, but each closure returns (value, {parameter: derivative}) — derivatives only where nonzero."""
+    """Like compile_tree, but each closure returns (value, {parameter: derivative}) — derivatives only where nonzero."""
     if isinstance(node, ast.Constant):
         value = float(node.value)
         return lambda env: (value, {})
@@ -486,7 +486,7 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
             return negate
         return operand
     if isinstance(node, ast.BinOp):
-        # a chain a + b - c + ... in a loop, left to right, as _compile does: a long sum nests no closures
+        # a chain a + b - c + ... in a loop, left to right, as compile_tree does: a long sum nests no closures
         steps = []
         while _continues_chain(node, node.left):
             steps.append((type(node.op), _compile_dual(node.right, params)))

@@ -12,7 +12,7 @@ from .errors import DataError
 
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t| "
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"
 
 
 def read_table(path):
@@ -40,7 +40,7 @@ def read_table(path):
                 head = f.read(_SNIFF_BYTES)
     except OSError as e:
         raise DataError(f"Cannot read '{path}': {e.strerror}.") from None
-    if head.startswith(_PARQUET_MAGIC):
+    if head.startswith(PARQUET_MAGIC):
         return _unique_columns(_read_parquet(path), path), 0
     table, first_line = _read_csv(path, head, path)
     first_line += blank_lines
@@ -80,10 +80,10 @@ def select_columns(table, first_row: int, path: Path, *, x=None, y=None, sigma=N
     out = {}
     for role, column in wanted.items():
         if role == "x" and isinstance(column, (list, tuple)):  # several variables: one column each
-            columns = [_column_name(c, names, role, path) for c in column]
+            columns = [column_name(c, names, role, path) for c in column]
             out[role] = np.stack([_numeric(table.column(c), c, path, first_row) for c in columns], axis=1)
             continue
-        name = _column_name(column, names, role, path)
+        name = column_name(column, names, role, path)
         out[role] = _numeric(table.column(name), name, path, first_row)
     out["first_row"] = first_row
     return out
@@ -136,7 +136,7 @@ def _read_csv(source, head: bytes, path):
     return table, first_line
 
 
-def _column_name(column, names: list[str], role: str, path: Path) -> str:
+def column_name(column, names: list[str], role: str, path: Path) -> str:
     if isinstance(column, str) and column in names:
         return column
     index = column if isinstance(column, int) else int(column) if str(column).isdigit() else None

@@ -266,7 +266,7 @@ class ExpressionModel(Model):
         """The values (N,) and the Jacobian (N, P) at one parameter vector, by forward mode on the expression's
         tree (as fit_many differentiates a batch): for one curve several times faster than torch.func.jacfwd,
         which sends every operation through its transforms."""
-        columns = _columns(x, len(self.variables), self.name)
+        columns = variable_columns(x, len(self.variables), self.name)
         value, grads = self.expression.value_and_gradient(columns, list(params.unbind(-1)))
         shape = columns[0].shape
 
@@ -279,7 +279,7 @@ class ExpressionModel(Model):
         return full(value), torch.stack([zero if g is None else full(g) for g in grads], dim=-1)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        columns = _columns(x, len(self.variables), self.name)
+        columns = variable_columns(x, len(self.variables), self.name)
         values = params.unbind(-1)
         if params.ndim > 1:  # a batch of parameter vectors: line each up against the points
             values = [v.unsqueeze(-1) for v in values]
@@ -290,7 +290,7 @@ class ExpressionModel(Model):
         return out if out.shape == shape else out.expand(shape)
 
     def guess(self, x, y):
-        _columns(x, len(self.variables), self.name)  # the right number of variables first
+        variable_columns(x, len(self.variables), self.name)  # the right number of variables first
         return None if self._guess is None else self._guess(x, y)
 
     def program(self):
@@ -308,7 +308,7 @@ def _lstsq_guess(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return torch.linalg.lstsq(a.cpu().double(), y.cpu().double().unsqueeze(-1)).solution.squeeze(-1)
 
 
-def _columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
+def variable_columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
     """x as a list of k variables: (N,) for one, (N, k) split into columns for several."""
     if k == 1:
         return [x]

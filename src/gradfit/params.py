@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import torch
 
 from ._threads import TRANSFORMS
 from .errors import ModelError
 from .models import Model
+from .options import all_finite
 
 Bounds = dict[str, tuple[float | None, float | None]]
 
@@ -218,3 +220,52 @@ def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> d
         elif math.isfinite(upper) and upper - v <= rtol * scale:
             out[name] = "upper"
     return out
+
+
+def start_values(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> torch.Tensor:
+    """Starting values of every parameter: p0 (inside any bounds), else the model's guess, else ones."""
+    names = model.param_names
+    bounds, fixed = bounds or {}, fixed or {}
+    if p0 is None:
+        guess = model.guess(x, y)
+        if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and all_finite(guess):
+            start = guess.to(dtype=dtype, device=device)
+        else:
+            start = start_values(model, [1.0] * len(names) if guess is None else guess, x, y, dtype, device)
+        for i, name in enumerate(names):
+            if name in fixed:
+                start[i] = fixed[name]
+        return inside(start, names, bounds)  # a guess may fall outside the user's bounds: move it in
+    if isinstance(p0, dict) and fixed:
+        p0 = {**{n: v for n, v in fixed.items()}, **p0}  # a fixed parameter needs no p0
+    if isinstance(p0, dict):
+        unknown = [k for k in p0 if k not in names]
+        if unknown:
+            raise ModelError(f"p0 names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(names)}.")
+        missing = [n for n in names if n not in p0]
+        if missing:
+            raise ModelError(f"p0 gives no value for {', '.join(missing)}. Give all of: {', '.join(names)}.")
+        values = [p0[n] for n in names]
+    else:
+        try:
+            values = list(p0.tolist() if hasattr(p0, "tolist") else p0)
+        except TypeError:
+            raise ModelError(f"p0 must be a dict or a sequence of numbers, got {p0!r}.") from None
+        if len(values) != len(names):
+            raise ModelError(
+                f"p0 has {len(values)} values but the model has {len(names)} parameters ({', '.join(names)})."
+            )
+    try:
+        start = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device).clone()
+    except (TypeError, ValueError):
+        raise ModelError(f"p0 must hold numbers, got {values!r}.") from None
+    bad = [n for n, v in zip(names, start.tolist()) if not math.isfinite(v)]
+    if bad:
+        raise ModelError(f"p0 must be finite, but {bad[0]} is {start[names.index(bad[0])].item()}.")
+    for i, name in enumerate(names):
+        if name in fixed:
+            start[i] = fixed[name]
+        lower, upper = bounds.get(name, (-math.inf, math.inf))
+        if not lower <= float(start[i]) <= upper:
+            raise ModelError(f"p0 {name}={float(start[i]):g} is outside its bounds ({lower:g}, {upper:g}).")
+    return inside(start, names, bounds)

@@ -35,15 +35,15 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ._checks import positive_int
+from . import options
+from .options import positive_int
 from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
-from .library import get_model
 from .models import Model, Polynomial
-from .params import Constrained, at_bounds, check_bounds, check_fixed, widths_positive
+from .params import Constrained, at_bounds, check_bounds, check_fixed, start_values, widths_positive
 from .solvers import Problem, get_method
 from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
-from .solvers.gradient import Frame, _torch_optimizer, descent_steps, rate_guard
+from .solvers.gradient import Frame, torch_optimizer, descent_steps, rate_guard
 from .solvers.lm import lm_steps
 from .solvers.problem import Outcome, run_steps
 from .uncertainty import covariance as covariance_of
@@ -182,14 +182,14 @@ class Source:
     """Columns of a dataset, read in record batches as float64 arrays, every value checked."""
 
     def __init__(self, dataset, *, x=None, y=None, sigma=None, nan_policy: str = "raise", label: str = "the data"):
-        from .io import _column_name
+        from .io import column_name
 
         self.dataset, self.nan_policy = dataset, nan_policy
         self.label = f"'{label}'"  # quoted in messages, as gradfit.load quotes a path
         names = dataset.schema.names
-        self.x = _column_name(0 if x is None else x, names, "x", label)
-        self.y = _column_name(1 if y is None else y, names, "y", label)
-        self.sigma = None if sigma is None else _column_name(sigma, names, "sigma", label)
+        self.x = column_name(0 if x is None else x, names, "x", label)
+        self.y = column_name(1 if y is None else y, names, "y", label)
+        self.sigma = None if sigma is None else column_name(sigma, names, "sigma", label)
         self.columns = [c for c in (self.x, self.y, self.sigma) if c is not None]
         self.n_rows = dataset.count_rows()
         self.known_clean = False  # set once a pass has found no NaN, inf or sigma <= 0 in any row
@@ -596,7 +596,7 @@ def minibatch_steps(
     update = MINIBATCH[method]
     frame = Frame.standardized(problem, p0) if scale else Frame.identity(problem, p0)
     q = frame.start().requires_grad_()
-    optimizer = torch.optim.SGD([q], lr=learning_rate) if update == "gd" else _torch_optimizer(update)(q, learning_rate)
+    optimizer = torch.optim.SGD([q], lr=learning_rate) if update == "gd" else torch_optimizer(update)(q, learning_rate)
     history = History(problem.user_names, problem.describe(p0))
     shuffle = np.random.default_rng(seed)
     step = 0
@@ -641,88 +641,31 @@ def minibatch_steps(
     )
 
 
-# --- fitting a file ---------------------------------------------------------------------------
+# --- fitting a file too large for memory ------------------------------------------------------
 
 
-def fit_file(
-    model,
-    source,
+def fit_source(
+    model: Model,
+    data: "Source",
+    how: Plan,
     *,
-    x=None,
-    y=None,
-    sigma=None,
-    p0=None,
-    method: str = "auto",
-    learning_rate=None,
-    max_steps: int | None = None,
-    tol=None,
-    absolute_sigma: bool = False,
-    nan_policy: str = "raise",
-    scale: bool = True,
-    memory_budget: int = DEFAULT_BUDGET,
-    batch_size: int | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
-    sample_rows: int = SAMPLE_ROWS,
-    callback: Callable[[StepRecord], None] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    **fit_options,
+    p0,
+    method: str,
+    learning_rate,
+    max_steps,
+    tol,
+    absolute_sigma: bool,
+    scale: bool,
+    batch_size,
+    epochs,
+    seed: int,
+    sample_rows: int,
+    callback,
+    on_batch,
+    fit_options: dict,
 ):
-    """Fit ``model`` to columns ``x`` and ``y`` (names or indexes) of Parquet data: in memory when they fit under
-    ``memory_budget`` bytes (the whole process), else streamed in batches; ``batch_size`` asks for mini-batches.
-
-    ``source``: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV
-    path is read whole, as ``gradfit.load`` reads it). ``on_batch(rows)`` is called after
-    every batch of a streamed fit (a progress bar). A streamed result's ``x``, ``y``, ``sigma`` hold a
-    uniform random sample of ``sample_rows`` rows (drawn in the first pass, from ``seed``; 0 keeps none) and
-    ``sample_of`` the number of rows fitted, so that every figure and the report can be drawn. The other
-    options are ``fit``'s.
-    """
-    from .engine import fit
-    from .io import read_table, select_columns
-
-    memory_budget = positive_int(memory_budget, "memory_budget")
-    if sample_rows != 0:
-        sample_rows = positive_int(sample_rows, "sample_rows")
-    if nan_policy not in ("raise", "omit"):
-        raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
-    if batch_size is None and epochs is not None:
-        raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
-
-    def in_memory(columns):  # data that fit: gradfit.fit, with every option as given
-        return fit(
-            model,
-            columns["x"],
-            columns["y"],
-            sigma=columns.get("sigma"),
-            p0=p0,
-            method=method,
-            learning_rate=learning_rate,
-            max_steps=max_steps,
-            tol=tol,
-            absolute_sigma=absolute_sigma,
-            nan_policy=nan_policy,
-            scale=scale,
-            callback=callback,
-            **fit_options,
-        )
-
-    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not is_parquet_data(source):
-        if batch_size is not None:
-            raise OptionError("Mini-batches stream Parquet data; convert the CSV file to Parquet first.")
-        table, first_row = read_table(source)  # a CSV file: read whole, as `gradfit fit` always has
-        columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
-        return in_memory(columns)
-    data = Source(open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
-    model = get_model(model)
-    if batch_size is not None:
-        batch_size = positive_int(batch_size, "batch_size")
-    warm_up(model)
-    how = plan(data.n_rows, len(data.columns), model.n_params, memory_budget, batch_size)
-    if not how.streamed:
-        columns = data.read_all()
-        return in_memory(columns)
+    """The streamed fit of ``data`` as ``how`` plans it (gradfit.engine.fit_file decides to stream): Ctrl-C
+    finishes the current batch and stops with the history so far."""
     unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device"})
     if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
         raise OptionError(f"Unknown option {unknown[0]!r}.")
@@ -738,7 +681,7 @@ def fit_file(
             problem = StreamProblem(
                 model, data, how.batch_rows, on_batch=on_batch, stop=stop, sample_rows=sample_rows, seed=seed
             )
-            return _fit_streamed(
+            return fit_streamed(
                 model,
                 problem,
                 p0=p0,
@@ -763,7 +706,7 @@ def fit_file(
 
 def is_parquet_data(path) -> bool:
     """A Parquet file (by its magic bytes), a folder, or a glob: data that ``fit_file`` may stream."""
-    from .io import _PARQUET_MAGIC
+    from .io import PARQUET_MAGIC
 
     text = os.fspath(path)
     if any(c in text for c in "*?[") or os.path.isdir(text):
@@ -772,12 +715,12 @@ def is_parquet_data(path) -> bool:
         return False
     try:
         with open(text, "rb") as f:
-            return f.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+            return f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
     except OSError:
         return False  # the reader says what is wrong with it
 
 
-def _fit_streamed(
+def fit_streamed(
     model,
     problem: StreamProblem,
     *,
@@ -796,8 +739,6 @@ def _fit_streamed(
     bounds=None,
     fixed=None,
 ):
-    from .engine import _learning_rate, _start, _tolerance
-
     if batch_size is not None:
         if method not in MINIBATCH:
             raise OptionError(
@@ -805,7 +746,7 @@ def _fit_streamed(
             )
         epochs = 1 if epochs is None else positive_int(epochs, "epochs")
         rate = MINIBATCH_RATES[MINIBATCH[method]] if learning_rate is None else learning_rate
-        rate = _learning_rate(rate, get_method(MINIBATCH[method]), True, asked=method)
+        rate = options.learning_rate(rate, get_method(MINIBATCH[method]), True, asked=method)
         if rate == "auto":
             raise OptionError("Mini-batch methods take a number as learning_rate, not 'auto'.")
     chosen = get_method("gd" if method == "sgd" else method)
@@ -815,14 +756,14 @@ def _fit_streamed(
     if (bounds or fixed) and method == "linear":
         raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
     xs, ys = problem.sample()  # the start: p0, or the model's guess from the first rows
-    start = _start(model, p0, xs, ys, torch.float64, "cpu", bounds, fixed)
+    start = start_values(model, p0, xs, ys, torch.float64, "cpu", bounds, fixed)
     if bounds or fixed:  # the solver walks free, unbounded parameters (gradfit.params), as in memory
         constrained = Constrained(model, bounds, fixed)
         problem.use_model(constrained)
         start = constrained.to_free(start)
         if learning_rate is None and run_method == "gd":
             learning_rate = "auto"  # a bound bends the landscape: Armijo's backtracking, as gradfit.fit does
-    tolerances = get_method(run_method).tolerances.replace(_tolerance(tol))
+    tolerances = get_method(run_method).tolerances.replace(options.tolerances(tol))
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
 
     if batch_size is not None:
@@ -834,7 +775,7 @@ def _fit_streamed(
         steps = lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
         ran, rate_used = "lm", None
     else:
-        rate_used = _learning_rate(learning_rate, get_method(run_method), scale, asked=chosen.name)
+        rate_used = options.learning_rate(learning_rate, get_method(run_method), scale, asked=chosen.name)
         frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
         guard = rate_guard(run_method, rate_used, default_rate=learning_rate is None)  # as gradfit.fit
         steps = descent_steps(frame, problem, start, run_method, rate_used, max_steps, tolerances, [], guard)
@@ -960,7 +901,7 @@ __all__ = [
     "SAMPLE_ROWS",
     "Source",
     "StreamProblem",
-    "fit_file",
+    "fit_source",
     "is_parquet_data",
     "is_source",
     "open_dataset",

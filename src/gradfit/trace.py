@@ -26,7 +26,7 @@ import torch
 
 from .dual import LANGUAGE, broadcast_model
 from .errors import ExpressionError
-from .expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expression, _check_depth, _compile
+from .expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expression, check_depth, compile_tree
 from .models import ExpressionModel, FunctionModel, Model, short_name
 from .numeric import NumericFunction, derivatives_for
 
@@ -205,7 +205,7 @@ def trace(function, variable: str, param_names, n_columns: int | None = None) ->
         raise Untraceable(f"a result of type {type(out).__name__} that does not depend on x or a parameter")
     tree = ast.fix_missing_locations(ast.Expression(out.node))
     try:
-        _check_depth(tree)
+        check_depth(tree)
     except ExpressionError:
         raise Untraceable(f"a formula nested deeper than {MAX_DEPTH}") from None
     variables = (variable,)
@@ -215,7 +215,7 @@ def trace(function, variable: str, param_names, n_columns: int | None = None) ->
         if n_columns is None or max(x.columns) >= n_columns:
             raise Untraceable(f"column {max(x.columns)} of an x that has {n_columns or 1}")
         variables = tuple(columns)
-    return Expression(ast.unparse(tree), variables, tuple(param_names), _compile(tree.body), tree)
+    return Expression(ast.unparse(tree), variables, tuple(param_names), compile_tree(tree.body), tree)
 
 
 def same_values(function, expression: Expression, x: torch.Tensor, params: torch.Tensor) -> bool:

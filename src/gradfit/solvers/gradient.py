@@ -12,7 +12,7 @@ from typing import Callable, Generator
 
 import torch
 
-from .._checks import positive_finite, positive_int
+from ..options import positive_finite, positive_int
 from ..errors import FitError
 from ..history import History, StepRecord
 from ..losses import mse
@@ -175,7 +175,7 @@ class Frame:
         return torch.tensor(value / self.loss_unit, dtype=q.dtype)
 
 
-def _torch_optimizer(name: str):
+def torch_optimizer(name: str):
     """The update of each torch.optim method, as (q, learning_rate) -> optimizer."""
     optim = torch.optim
     return {
@@ -286,7 +286,7 @@ def descent_steps(
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
     lr = 1.0 if backtrack else learning_rate
-    optimizer = None if method == "gd" else _torch_optimizer(method)(q, lr)
+    optimizer = None if method == "gd" else torch_optimizer(method)(q, lr)
     # RMSprop takes steps of about the learning rate however small the gradient, so near the
     # optimum it circles it; halving the rate when the loss stops improving lets it land.
     plateau = (

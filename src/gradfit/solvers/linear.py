@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._checks import all_finite
+from ..options import all_finite
 from ..errors import DataError, ModelError
 from ..history import History, StepRecord
 from ..models import Model

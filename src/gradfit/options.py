@@ -69,3 +69,39 @@ def all_finite(a) -> bool:
             return bool(a.isfinite().all())
         a = a.numpy()
     return bool(np.isfinite(a).all())
+
+
+def learning_rate(value, method, scale: bool, asked: str):
+    """A gradient method's learning rate: ``value`` checked, or the method's default (``method``: its entry in
+    gradfit.solvers' registry); "auto" kept; None for a method that takes none (an error where one is given)."""
+    if method.learning_rate is None:
+        if value is not None:
+            raise OptionError(
+                f"Method '{asked}' takes no learning rate; leave learning_rate out "
+                "or choose a gradient method (gd, momentum, nesterov, adam, rmsprop, lbfgs)."
+            )
+        return None
+    if value is None:
+        return method.learning_rate if scale else "auto"  # no one rate suits raw parameters
+    if value == "auto":
+        return value
+    return positive_finite(value, "learning_rate", hint=" Or use learning_rate='auto'.")
+
+
+def tolerances(tol):
+    """``tol``: None, a number for every stopping rule, or a dict of ftol, xtol, gtol; each finite and >= 0."""
+    if tol is None:
+        return None
+    if isinstance(tol, dict):
+        unknown = set(tol) - {"ftol", "xtol", "gtol"}
+        if unknown:
+            raise OptionError(f"Unknown tolerance {sorted(unknown)[0]!r}. Use ftol, xtol or gtol.")
+        return {k: nonnegative_finite(v, f"tol['{k}']") for k, v in tol.items()}
+    return nonnegative_finite(tol, "tol")
+
+
+def nonnegative_finite(value, name: str) -> float:
+    """A number >= 0 that is not inf or nan (a tolerance)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise OptionError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+    return float(value)
