@@ -1,0 +1,303 @@
+"""The many-curve solvers in torch: Levenberg–Marquardt, L-BFGS and the gradient methods over B curves at once.
+
+Each works on a *batch problem* and never asks where the data are (batch._Chunk is the one in memory): it
+answers ``residuals(p, idx=None)`` (B, N) and ``jacobian(p)`` (B, N, P) with the weights applied,
+``residuals_and_jacobian_at(p, x, y, w)`` for rows it holds (``rows(idx)`` gives them), and holds ``y``, ``w``,
+``used`` (1 where a point counts), ``n_points`` and ``shared`` (one x for every curve). Every curve has its own
+damping, history, step and stopping; a solver returns (parameters (B, P), steps (B,), status (B,): 0 converged,
+1 max_steps, 2 diverged). The compiled LM (solvers.compiled) is this LM's twin for formula models, held to it
+by tests/test_compiled.py's TWINS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .gradient import PLATEAU_PATIENCE  # (as gradfit.fit's RMSprop: a curve's rate halves after so many steps)
+
+LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
+LINE_SEARCH_HALVINGS = 50  # of the step, before a curve's line search gives up (the optimum to rounding)
+INITIAL_DAMPING = 1e-3
+MAX_DAMPING = 1e32
+POLISH_STEPS = 2
+
+
+def standardized(problem, p0):
+    """Each curve's standardized coordinates (p = p0 + T q, as solvers.gradient.Frame), the unit of its loss
+    (the standard deviation of y) and its number of points."""
+    n = problem.n_points.clamp_min(1)
+    with torch.no_grad():
+        _, s, vh = torch.linalg.svd(problem.jacobian(p0), full_matrices=False)
+        s = torch.maximum(s, s[:, :1] * 1e-8).clamp_min(1e-300)
+        yw = problem.y * problem.w
+        mean = yw.sum(dim=1) / n
+        var = (((yw - mean[:, None]) * problem.used) ** 2).sum(dim=1) / (n - 1).clamp_min(1)
+        scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
+        transform = (scale * torch.sqrt(n / 2))[:, None, None] * vh.transpose(1, 2) / s[:, None, :]
+    return transform, scale, n
+
+
+def lbfgs(problem, p0, max_steps: int, gtol: float, learning_rate: float = 1.0):
+    """L-BFGS over the batch, each curve in its standardized coordinates with its own history of the
+    last LBFGS_MEMORY steps and its own backtracking (Armijo) line search, which starts from a step of
+    ``learning_rate`` times the L-BFGS direction (1 by default, as torch.optim.LBFGS). A curve stops when its
+    gradient falls below gtol times max(its first gradient, 1), or when no step along its direction
+    lowers the loss any more (the optimum to rounding)."""
+    B, k = p0.shape
+    transform, scale, n = standardized(problem, p0)
+    to_params = lambda q: p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+
+    def loss(q):
+        r = problem.residuals(to_params(q))
+        return (r * r).sum(dim=1) / n / scale**2
+
+    def loss_and_grad(q):
+        q = q.detach().requires_grad_()
+        with torch.enable_grad():
+            f = loss(q)
+            (g,) = torch.autograd.grad(f.sum(), q)  # the curves are independent: each gets its own
+        return f.detach(), g
+
+    m = LBFGS_MEMORY
+    q = torch.zeros_like(p0)
+    f, g = loss_and_grad(q)
+    first = g.norm(dim=1).clamp_min(1.0)
+    pairs_s, pairs_y = q.new_zeros((B, m, k)), q.new_zeros((B, m, k))
+    rho = q.new_zeros((B, m))  # 0 marks an empty slot: it changes nothing below
+    gamma = q.new_ones(B)
+    bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
+    done = torch.zeros_like(bad)
+    steps = torch.zeros(B, dtype=torch.long, device=q.device)
+    with torch.no_grad():
+        for _ in range(max_steps):
+            done |= (g.norm(dim=1) <= gtol * first) & ~bad
+            moving = ~(done | bad)
+            if not bool(moving.any()):
+                break
+            # the two-loop recursion: d = -H g from the stored pairs, newest last
+            v, alphas = g.clone(), []
+            for j in reversed(range(m)):
+                a = rho[:, j] * (pairs_s[:, j] * v).sum(dim=1)
+                v -= a[:, None] * pairs_y[:, j]
+                alphas.append(a)
+            v *= gamma[:, None]
+            for j in range(m):
+                b = rho[:, j] * (pairs_y[:, j] * v).sum(dim=1)
+                v += pairs_s[:, j] * (alphas[m - 1 - j] - b)[:, None]
+            d = -v
+            slope = (g * d).sum(dim=1)
+            uphill = ~(slope < 0)  # rounding spoilt the history: start again from steepest descent
+            d = torch.where(uphill[:, None], -g, d)
+            slope = torch.where(uphill, -(g * g).sum(dim=1), slope)
+            rho = torch.where(uphill[:, None], torch.zeros_like(rho), rho)
+            # backtracking from t = 1, each curve for itself
+            t = q.new_full((B,), float(learning_rate))
+            pending, found = moving.clone(), torch.zeros_like(moving)
+            for _ in range(LINE_SEARCH_HALVINGS):
+                f_try = loss(q + t[:, None] * d)
+                # a strict decrease: at rounding level no step passes, and the curve has arrived
+                ok = pending & torch.isfinite(f_try) & (f_try < f + 1e-4 * t * slope) & (f_try < f)
+                found |= ok
+                pending &= ~ok
+                if not bool(pending.any()):
+                    break
+                t = torch.where(pending, t / 2, t)
+            done |= moving & ~found  # no step lowers the loss: at the optimum to rounding
+            q_new = torch.where(found[:, None], q + t[:, None] * d, q)
+            f_new, g_new = loss_and_grad(q_new)
+            s_step, y_step = q_new - q, g_new - g
+            sy = (s_step * y_step).sum(dim=1)
+            keep = found & (sy > 1e-12 * (s_step.norm(dim=1) * y_step.norm(dim=1)).clamp_min(1e-300))
+            shifted_s = torch.cat([pairs_s[:, 1:], s_step[:, None]], dim=1)
+            shifted_y = torch.cat([pairs_y[:, 1:], y_step[:, None]], dim=1)
+            shifted_rho = torch.cat([rho[:, 1:], (1 / torch.where(keep, sy, torch.ones_like(sy)))[:, None]], dim=1)
+            pairs_s = torch.where(keep[:, None, None], shifted_s, pairs_s)
+            pairs_y = torch.where(keep[:, None, None], shifted_y, pairs_y)
+            rho = torch.where(keep[:, None], shifted_rho, rho)
+            gamma = torch.where(keep, sy / (y_step * y_step).sum(dim=1).clamp_min(1e-300), gamma)
+            q = q_new
+            f = torch.where(found, f_new, f)
+            g = torch.where(found[:, None], g_new, g)
+            bad |= found & (~torch.isfinite(f_new) | ~torch.isfinite(g_new).all(dim=1))
+            steps += found.long()
+        p = to_params(q)
+    status = torch.where(done, 0, 1)
+    status[bad | ~torch.isfinite(p).all(dim=1)] = 2
+    return p, steps, status
+
+
+def descend(problem, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
+    """Gradient methods over the batch, each curve in its own standardized coordinates.
+
+    As gradfit.fit does for one curve (solvers.gradient.Frame): p = p0 + T q with T from the
+    SVD of the curve's Jacobian at p0, the loss divided by the variance of y. The updates are
+    elementwise (gd, momentum, nesterov, adam), so curves do not mix; a curve stops when its
+    gradient falls below gtol times max(its first gradient, 1), and is then frozen.
+    """
+    B, k = p0.shape
+    transform, scale, n = standardized(problem, p0)
+    q = torch.zeros_like(p0, requires_grad=True)
+    optimizer = {
+        "gd": None,
+        "momentum": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9),
+        "nesterov": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9, nesterov=True),
+        "adam": lambda: torch.optim.Adam([q], lr=learning_rate),
+        "rmsprop": None,  # below, elementwise: each curve keeps its own rate
+    }[method]
+    optimizer = optimizer() if optimizer else None
+    if method == "rmsprop":  # torch.optim.RMSprop's update, with ReduceLROnPlateau's halving per curve
+        square = torch.zeros_like(p0)
+        rate = torch.full((B, 1), learning_rate, dtype=p0.dtype, device=p0.device)
+        best = torch.full((B,), math.inf, dtype=p0.dtype, device=p0.device)
+        calm = torch.zeros(B, dtype=torch.long, device=p0.device)
+    first = None
+    done = torch.zeros(B, dtype=torch.bool, device=p0.device)
+    bad = torch.zeros_like(done)
+    steps = torch.zeros(B, dtype=torch.long, device=p0.device)
+    for _ in range(max_steps):
+        p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # forward
+        r = problem.residuals(p)
+        loss = (r * r).sum(dim=1) / n / scale**2
+        loss.sum().backward()  # the curves are independent: each gets its own gradient
+        grad = q.grad.norm(dim=1)
+        first = grad.clamp_min(1.0) if first is None else first
+        bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad)
+        done |= (grad <= gtol * first) & ~bad
+        frozen = done | bad
+        if bool(frozen.all()):
+            break
+        keep = q.detach().clone()
+        with torch.no_grad():  # update
+            if method == "rmsprop":
+                g = torch.nan_to_num(q.grad)
+                square.mul_(0.99).addcmul_(g, g, value=0.01)
+                q -= rate * g / (square.sqrt() + 1e-8)
+                better = loss < best  # the loss before this step, as gradfit.fit's plateau sees it
+                best = torch.where(better, loss, best)
+                calm = torch.where(better, 0, calm + 1)
+                halve = (calm > PLATEAU_PATIENCE) & (rate[:, 0] / 2 > 1e-8)
+                rate = torch.where(halve[:, None], rate / 2, rate)
+                calm = torch.where(calm > PLATEAU_PATIENCE, 0, calm)
+            elif optimizer is None:
+                q -= learning_rate * torch.nan_to_num(q.grad)  # the article's update
+        if optimizer is not None:
+            optimizer.step()
+        q.grad = None  # zero the gradient
+        with torch.no_grad():
+            q[frozen] = keep[frozen]
+        steps += (~frozen).long()
+    with torch.no_grad():
+        p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)
+    status = torch.where(done, 0, 1)
+    status[bad | ~torch.isfinite(p).all(dim=1)] = 2
+    return p.detach(), steps, status
+
+
+def levenberg_marquardt(problem, p, max_steps: int, tol: float):
+    """Batched LM: per-curve damping, per-curve stopping.
+
+    The curves still iterating are held packed together — their parameters, residuals,
+    Jacobians, damping and data — and a curve that stops is written out and dropped from
+    the pack, so every step works on whole tensors, without gathers or scatters.
+    Damped steps stop short in flat directions: a curve that has converged takes up to
+    POLISH_STEPS undamped Gauss–Newton steps more, each kept only where it does not raise
+    the loss beyond rounding (as gradfit.fit's LM polishes), before it leaves the pack.
+    """
+    B, k = p.shape
+    p = p.clone()
+    status = torch.full((B,), 1, dtype=torch.long, device=p.device)  # 1: max_steps until decided
+    steps = torch.zeros(B, dtype=torch.long, device=p.device)
+    pack = _Pack(problem, torch.arange(B, device=p.device), p)
+    diverged = ~torch.isfinite(pack.cost)  # at the start: such a curve never iterates
+    status[pack.idx[diverged]] = 2
+    pack.drop(diverged, p)
+    eye = torch.eye(k, dtype=p.dtype, device=p.device)
+    while pack.size:
+        J, rr, c, lam, polish = pack.jac, pack.r, pack.cost, pack.damping, pack.polished > 0
+        jtj = J.transpose(1, 2) @ J  # the small matrices carry all that follows; J is read twice
+        jtr = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
+        norms = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(0).sqrt()
+        pack.d = torch.maximum(pack.d, norms)  # Marquardt's scaling never shrinks (Moré)
+        # Marquardt's scaling (columns of unit size), applied to the small matrices, not to J;
+        # a polishing curve scales by its current column norms and takes no damping
+        dd = torch.where(polish[:, None], norms.clamp_min(1e-300), pack.d)
+        lam = torch.where(polish, torch.zeros_like(lam), lam)
+        g = jtr / dd
+        normal = jtj / (dd.unsqueeze(2) * dd.unsqueeze(1)) + lam[:, None, None] * eye
+        chol, info = torch.linalg.cholesky_ex(normal)
+        delta = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1) / dd
+        # the reduction the linear model promises, |r|² - |J δ + r|², from the small matrices
+        predicted = -(2 * (delta * jtr).sum(dim=1) + (delta.unsqueeze(1) @ jtj @ delta.unsqueeze(-1)).flatten())
+        p_new = pack.p + delta
+        r_new, j_new = pack.residuals_and_jacobian(p_new)  # J there too: most steps are taken
+        c_new = (r_new * r_new).sum(dim=1)
+        rho = torch.where(predicted > 0, (c - c_new) / predicted, torch.full_like(c, -1.0))
+        finite = torch.isfinite(c_new) & (info == 0)
+        ok = torch.where(polish, finite & (c_new <= c * (1 + 1e-13)), finite & (rho > 0))
+        # MINPACK-style tests, per curve
+        tiny_change = ((c - c_new).abs() <= tol * c) & (predicted <= tol * c)
+        tiny_step = (dd * delta).norm(dim=1) <= tol * ((dd * pack.p).norm(dim=1) + tol)
+        done = (tiny_change & (c_new <= c * (1 + 1e-13))) | (tiny_step & ok) | (c == 0)
+        steps[pack.idx[~polish | ok]] += 1  # a polishing step counts only when kept
+        pack.steps += 1
+        pack.accept(ok, p_new, r_new, c_new, j_new)
+        # the damping shrinks after a good step (Nielsen) and grows after a bad one
+        pack.damping = torch.where(ok, lam * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3), lam * pack.nu)
+        pack.nu = torch.where(ok, torch.full_like(pack.nu, 2.0), pack.nu * 2)
+        converged = ~polish & (done | (pack.damping > MAX_DAMPING))
+        status[pack.idx[converged]] = 0
+        pack.polished = torch.where(converged | (polish & ok), pack.polished + 1, pack.polished)
+        leaving = (polish & ~ok) | (pack.polished > POLISH_STEPS) | (~polish & ~converged & (pack.steps >= max_steps))
+        if POLISH_STEPS == 0:
+            leaving |= converged
+        pack.drop(leaving, p)
+    finite = torch.isfinite(p).all(dim=1)
+    status[~finite] = 2
+    return p, steps, status
+
+
+class _Pack:
+    """The curves of a chunk still iterating, packed: their state and their data, row for row."""
+
+    def __init__(self, chunk, idx, p):
+        self.chunk, self.idx = chunk, idx
+        self.x, self.y, self.w = chunk.rows(idx)
+        self.p = p[idx]
+        self.r, self.jac = self.residuals_and_jacobian(self.p)
+        self.cost = (self.r * self.r).sum(dim=1)
+        self.d = self.jac.norm(dim=1).clamp_min(1e-300)
+        self.damping = torch.full_like(self.cost, INITIAL_DAMPING)
+        self.nu = torch.full_like(self.cost, 2.0)
+        self.steps = torch.zeros_like(idx)  # damped steps taken
+        self.polished = torch.zeros_like(idx)  # 0 while damped; then 1 + Gauss–Newton steps kept
+
+    @property
+    def size(self) -> int:
+        return len(self.idx)
+
+    def residuals_and_jacobian(self, p):
+        return self.chunk.residuals_and_jacobian_at(p, self.x, self.y, self.w)
+
+    def accept(self, ok, p, r, cost, jac) -> None:
+        """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian there."""
+        if bool(ok.all()):
+            self.p, self.r, self.cost, self.jac = p, r, cost, jac
+        elif bool(ok.any()):
+            self.p = torch.where(ok[:, None], p, self.p)
+            self.r = torch.where(ok[:, None], r, self.r)
+            self.cost = torch.where(ok, cost, self.cost)
+            self.jac = torch.where(ok[:, None, None], jac, self.jac)
+
+    def drop(self, which, p) -> None:
+        """Write the curves ``which`` back into ``p`` and leave them out from now on."""
+        if not bool(which.any()):
+            return
+        p[self.idx[which]] = self.p[which]
+        keep = ~which
+        self.idx = self.idx[keep]
+        for name in ("p", "r", "cost", "jac", "d", "damping", "nu", "steps", "polished", "y", "w"):
+            setattr(self, name, getattr(self, name)[keep])
+        if not self.chunk.shared:
+            self.x = self.x[keep]
