@@ -281,3 +281,78 @@ def test_one_rule_for_a_parameter_the_data_do_not_determine(backend):
     assert np.isinf(stderr[[0, 2]]).all() and np.isfinite(stderr[1])
     np.testing.assert_array_equal(np.isinf(many.stderr[0]), np.isinf(stderr))
     np.testing.assert_allclose(many.stderr[0, 1], stderr[1], rtol=1e-6)
+
+
+# --- bounds and fixed parameters: the change of variables of gradfit.fit, over the batch ----------------------
+
+ON_A_BOUND = 1e-12  # relative: a parameter the loss pushes against its bound ends on it
+NEAR_SINGLE = 1e-4  # of a standard error: batched and single fits end in the same flat valley to rounding
+
+
+def _decays(b=24, n=40):
+    x = np.linspace(0, 4, n)
+    true = np.column_stack([RNG.uniform(1, 3, b), RNG.uniform(0.5, 1.5, b), RNG.uniform(-0.2, 0.2, b)])
+    return x, true[:, :1] * np.exp(-true[:, 1:2] * x) + true[:, 2:] + 0.02 * RNG.normal(size=(b, n))
+
+
+@pytest.mark.parametrize("method", ["lm", "lbfgs"])
+def test_a_fixed_parameter_over_many_curves_equals_the_model_with_its_value_written_in(method):
+    """Against an independent oracle: the same model with the fixed value substituted by hand; a fixed parameter
+    has standard error 0 and does not count as fitted (its degrees of freedom are the reduced model's)."""
+    x, Y = _decays()
+    held = gradfit.fit_many("exp_decay", x, Y, p0=[2.0, 1.0, 0.0], fixed={"offset": 0.1}, method=method)
+    by_hand = gradfit.fit_many("amplitude*exp(-rate*x) + 0.1", x, Y, p0=[2.0, 1.0], method=method)
+    assert list(held.status) == list(by_hand.status) == ["converged"] * len(Y)
+    np.testing.assert_allclose(held.params[:, :2], by_hand.params, rtol=1e-8 if method == "lm" else 1e-6)
+    np.testing.assert_array_equal(held.params[:, 2], 0.1)
+    np.testing.assert_allclose(held.stderr[:, :2], by_hand.stderr, rtol=1e-6)
+    np.testing.assert_array_equal(held.stderr[:, 2], 0.0)
+    np.testing.assert_allclose(held.chi2, by_hand.chi2, rtol=1e-10)
+
+
+def test_bounds_over_many_curves_equal_single_fits_with_the_same_bounds():
+    x, Y = _decays()
+    bounds = {"rate": (0.8, 1.2)}
+    many = gradfit.fit_many("exp_decay", x, Y, p0=[2.0, 1.0, 0.0], bounds=bounds)
+    single = [_single("exp_decay", x, y, p0=[2.0, 1.0, 0.0], bounds=bounds) for y in Y]
+    assert list(many.status) == ["converged"] * len(Y)
+    rate = many.params[:, 1]
+    assert ((rate >= 0.8) & (rate <= 1.2)).all()
+    on = [i for i, s in enumerate(single) if s.params["rate"] in (0.8, 1.2)]
+    assert 3 <= len(on) < len(Y)  # some curves pushed onto a bound, some inside
+    np.testing.assert_allclose(rate[on], [single[i].params["rate"] for i in on], rtol=ON_A_BOUND)
+    want = np.array([list(s.params.values()) for s in single])
+    errors = np.array([list(s.stderr.values()) for s in single])
+    assert (np.abs(many.params - want) <= NEAR_SINGLE * errors).all()
+    np.testing.assert_allclose(many.stderr, errors, rtol=1e-5)
+
+
+def test_a_bounded_width_keeps_its_sign_and_a_free_one_is_reported_positive():
+    x, y, p0 = _peaks(b=6)
+    y, p0 = y - p0[:, 3:], p0[:, :3] * [1, 1, -1]  # no offset (the built-in gaussian has none); negative widths
+    free = gradfit.fit_many("gaussian", x, y, p0=p0)
+    bounded = gradfit.fit_many("gaussian", x, y, p0=p0, bounds={"sigma": (-5, 0)})
+    assert (free.params[:, 2] > 0).all() and (bounded.params[:, 2] < 0).all()
+    np.testing.assert_allclose(-bounded.params[:, 2], free.params[:, 2], rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"fixed": {"c": 1.0}}, ModelError, "`fixed` names unknown parameter 'c'"),
+        ({"bounds": {"rate": (2, 1)}}, ModelError, "lower bound 2 must be below the upper bound 1"),
+        ({"bounds": {"rate": (0, 0.5)}}, ModelError, r"p0 rate=1 is outside its bounds \(0, 0.5\)\.$"),
+        (
+            {"bounds": {"rate": (0, 0.5)}, "p0": "rows"},
+            ModelError,
+            r"outside its bounds \(0, 0.5\) for 24 of 24 curves",
+        ),
+        ({"fixed": {"offset": 0.0}, "method": "linear"}, OptionError, "'linear' cannot honour bounds"),
+        ({"fixed": {"offset": 0.0}, "backend": "compiled"}, OptionError, "bounds and fixed parameters run on torch"),
+    ],
+)
+def test_bad_bounds_and_fixed_values_are_refused_in_one_line(kwargs, error, match):
+    x, Y = _decays()
+    p0 = np.tile([2.0, 1.0, 0.0], (len(Y), 1)) if kwargs.pop("p0", None) == "rows" else [2.0, 1.0, 0.0]
+    with pytest.raises(error, match=match):
+        gradfit.fit_many("exp_decay", x, Y, p0=p0, **kwargs)

@@ -96,3 +96,30 @@ def test_fit_many_by_lm_on_either_backend(capsys, tmp_path, long_parquet, backen
         np.testing.assert_allclose(
             result.loc[cell, ["a", "b", "c"]].to_numpy(float), np.polyfit(rows.t, rows.v, 2), rtol=1e-8
         )
+
+
+def test_fit_many_holds_bounds_and_fixed_parameters_as_the_library_does(capsys, tmp_path, long_parquet):
+    from gradfit.batch import fit_long
+
+    path, table = long_parquet
+    out = tmp_path / "res.parquet"
+    common = ["fit-many", str(path), "--group", "cell", "--x", "t", "--y", "v", "--model", "a*t**2 + b*t + c"]
+    code = main([*common, "--fix", "c=10", "--bound=-5.5<b<-4.5", "--out", str(out)])
+    assert code == 0 and "30 converged" in capsys.readouterr().out
+    result = pq.read_table(out).to_pandas().set_index("cell")
+    frame = table.to_pandas()
+    names, want = fit_long(
+        "a*t**2 + b*t + c",
+        frame.cell.to_numpy(),
+        frame.t.to_numpy(),
+        frame.v.to_numpy(),
+        variables="t",
+        fixed={"c": 10.0},
+        bounds={"b": (-5.5, -4.5)},
+    )
+    np.testing.assert_allclose(result.loc[list(names), ["a", "b", "c"]].to_numpy(float), want.params, rtol=1e-12)
+    assert (result["c"] == 10).all() and (result["c_stderr"] == 0).all() and result["b"].between(-5.5, -4.5).all()
+    code = main([*common, "--fix", "d=1", "--out", str(tmp_path / "bad.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "`fixed` names unknown parameter 'd'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.parquet").exists()

@@ -504,3 +504,21 @@ def test_a_dashboard_is_served_only_when_asked(tmp_path, capsys):
         assert not (tmp_path / "o.parquet").exists()
     else:
         assert code == 0 and "Dask dashboard: http://127.0.0.1:" in err
+
+
+def test_bounds_and_fixed_parameters_on_the_cluster_equal_fit_many_in_one_process(cluster):
+    import dask.array as da
+
+    from gradfit.batch import fit_many as fit_rows
+
+    rng = np.random.default_rng(6)
+    x = np.linspace(0, 4, 30)
+    Y = rng.uniform(1, 3, (300, 1)) * np.exp(-rng.uniform(0.5, 1.5, (300, 1)) * x) + rng.normal(0, 0.02, (300, 30))
+    options = dict(p0=[2.0, 1.0, 0.0], bounds={"rate": (0.8, 1.2)}, fixed={"offset": 0.0})
+    result = gradfit.dask.fit_many(da.from_array(Y, chunks=(100, 30)), "exp_decay", x=x, **options).compute()
+    expected = fit_rows("exp_decay", x, Y, **options).to_pandas()
+    for column in ["amplitude", "rate", "offset", "rate_stderr", "offset_stderr", "chi2"]:
+        np.testing.assert_allclose(result[column], expected[column], rtol=1e-10, err_msg=column)
+    assert result["rate"].between(0.8, 1.2).all() and (result["offset"] == 0).all()
+    with pytest.raises(gradfit.ModelError, match="`fixed` names unknown parameter 'c'"):  # before any block runs
+        gradfit.dask.fit_many(da.from_array(Y), "exp_decay", x=x, fixed={"c": 0.0})

@@ -32,6 +32,7 @@ from .library import get_model
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
+from .params import Constrained, check_bounds, check_fixed, inside
 from .solvers import batched
 from .solvers.batched import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
 from .solvers.linear import check_finite
@@ -137,16 +138,24 @@ def fit_many(
     backend: str = "auto",
     derivatives: str = "auto",
     progress: bool = False,
+    bounds=None,
+    fixed=None,
 ) -> BatchResult:
     """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md. ``derivatives``: for a
-    Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives)."""
+    Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives). ``bounds``
+    (``{"b": (0, None)}``) and ``fixed`` (``{"c": 1.0}``) hold for every curve, as in gradfit.fit."""
     model = get_model(model, variables=_names(variables))
+    bounds = check_bounds(bounds, model.param_names)
+    fixed = check_fixed(fixed, model.param_names, bounds)
+    if (bounds or fixed) and method == "linear":
+        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
     check_derivatives(derivatives)
     if method not in METHODS:
         raise OptionError(f"Unknown method {method!r} for fit_many. Choose one of: {', '.join(METHODS)}.")
     if backend not in BACKENDS:
         raise OptionError(f"Unknown backend {backend!r} for fit_many. Choose one of: {', '.join(BACKENDS)}.")
-    run = "linear" if method == "auto" and model.is_linear else "lm" if method == "auto" else method
+    linear = model.is_linear and not (bounds or fixed)
+    run = "linear" if method == "auto" and linear else "lm" if method == "auto" else method
     if run == "linear" and not model.is_linear:
         raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not.")
     gradient = run not in ("linear", "lm")
@@ -213,7 +222,15 @@ def fit_many(
         # (and a Python function read as the formula it computes: gradfit.trace)
         model, note = model_to_fit(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
         notes += [note] if note else []
-    program = _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
+    limits = _Limits(model, bounds, fixed) if bounds or fixed else None
+    if limits is not None:
+        limits.check_start(p0n)
+        if backend == "compiled":
+            raise OptionError(
+                "backend='compiled' cannot run this fit: bounds and fixed parameters run on torch. "
+                "Use backend='auto' or 'torch'."
+            )
+    program = None if limits else _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
 
     if chunk_size is None:
         per_curve = 8 * N * (model.n_params + 6) * 4  # residuals, Jacobian and work arrays, in bytes
@@ -233,7 +250,7 @@ def fit_many(
             columns[key][sl] = value
 
     # LM on a polynomial walks the coefficients of its centred variable (see models.Centred), mapped back
-    centre = run == "lm" and type(model) is Polynomial and model.degree > 0
+    centre = run == "lm" and type(model) is Polynomial and model.degree > 0 and limits is None
     chunks = range(0, B, chunk_size)
     per_curve = False  # a Python function torch.func cannot batch: its curves one at a time (see _Chunk)
     if progress:
@@ -273,18 +290,28 @@ def fit_many(
             keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma))
             continue
         p = None if starts is None else as_t(starts)
+        solved = model if limits is None else limits.solved  # (the solver walks the free parameters)
         while True:
-            part = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve)
+            part = _Chunk(solved, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve)
             try:
                 if run == "linear":
                     result = part.solve_linear()  # needs no start
-                elif run == "lbfgs":
-                    result = batched.lbfgs(part, part.guess() if p is None else p, max_steps, tol, learning_rate)
-                elif gradient:
-                    result = batched.descend(part, part.guess() if p is None else p, run, learning_rate, max_steps, tol)
                 else:
-                    result = batched.levenberg_marquardt(part, part.guess() if p is None else p, max_steps, tol)
-                fitted = part.finish(*result, absolute_sigma)
+                    if p is None:
+                        p = part.guess() if limits is None else _Chunk(model, part.x, shared, part.y, part.w).guess()
+                    start = p if limits is None else limits.to_free(p)
+                    if run == "lbfgs":
+                        result = batched.lbfgs(part, start, max_steps, tol, learning_rate)
+                    elif gradient:
+                        result = batched.descend(part, start, run, learning_rate, max_steps, tol)
+                    else:
+                        result = batched.levenberg_marquardt(part, start, max_steps, tol)
+                if limits is None:
+                    fitted = part.finish(*result, absolute_sigma)
+                else:
+                    user = limits.solved.to_user(result[0])
+                    view = _Chunk(limits.view, part.x, shared, part.y, part.w, per_curve)
+                    fitted = view.finish(user[:, limits.free], *result[1:], absolute_sigma)
                 break
             except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (an if on a parameter)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -299,7 +326,9 @@ def fit_many(
                     f"Model {model.name} cannot be fitted over a batch ({type(e).__name__}: {first}). "
                     "Write it with torch operations only, one value per point."
                 ) from None
-        keep(sl, _undetermined(fitted, model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve))
+        view_model = model if limits is None else limits.view
+        fitted = _undetermined(fitted, view_model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve)
+        keep(sl, fitted if limits is None else limits.full(fitted, user))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
         columns = {
@@ -313,10 +342,57 @@ def fit_many(
         }
     columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
+        if name in bounds or name in fixed:  # (one bounded or fixed keeps the sign it was given)
+            continue
         i = model.param_names.index(name)
         columns["params"][:, i] = np.abs(columns["params"][:, i])
     notes += [model.note] if isinstance(model, NumericFunction) else []
     return BatchResult(model=user_model, method=run, param_names=model.param_names, notes=notes, **columns)
+
+
+class _Limits:
+    """Bounds and fixed parameters over a batch, as gradfit.fit has them: the solver walks each curve's free,
+    unbounded parameters (params.Constrained, a change of variables of the problem), and the statistics and
+    standard errors come from the user's parameters with the fixed ones left out."""
+
+    def __init__(self, model: Model, bounds, fixed):
+        self.names, self.bounds, self.fixed = model.param_names, bounds, fixed
+        self.solved = Constrained(model, bounds, fixed)
+        self.view = Constrained(model, {}, fixed) if fixed else model  # the fixed ones left out
+        self.free = self.solved.free_index
+
+    def check_start(self, p0) -> None:
+        """p0 (P,) or (B, P) inside the bounds of every parameter not fixed."""
+        if p0 is None:
+            return
+        rows = np.atleast_2d(p0)
+        for name, (lower, upper) in self.bounds.items():
+            if name in self.fixed:
+                continue
+            v = rows[:, self.names.index(name)]
+            out = int(((v < lower) | (v > upper)).sum())
+            if out and np.ndim(p0) == 1:  # one start for every curve: as gradfit.fit says it
+                raise ModelError(f"p0 {name}={v[0]:g} is outside its bounds ({lower:g}, {upper:g}).")
+            if out:
+                raise ModelError(
+                    f"p0 {name} is outside its bounds ({lower:g}, {upper:g}) for {out} of {len(rows)} curves."
+                )
+
+    def to_free(self, p: torch.Tensor) -> torch.Tensor:
+        """Starts (B, P) in the user's terms: fixed values put in, moved inside the bounds, as free values."""
+        p = p.clone()
+        for name, value in self.fixed.items():
+            p[:, self.names.index(name)] = value
+        return self.solved.to_free(inside(p, self.names, self.bounds))
+
+    def full(self, fitted: dict, user: torch.Tensor) -> dict:
+        """The statistics of the free parameters as every parameter's: values from ``user``, a fixed one's
+        standard error 0."""
+        params = user.detach().double().cpu().numpy().copy()
+        params[fitted["status"] == STATUSES.index("too_few_points")] = np.nan
+        stderr = np.zeros_like(params)
+        stderr[:, self.free] = fitted["stderr"]
+        return {**fitted, "params": params, "stderr": stderr}
 
 
 def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_points: int, dtype, device, traced=""):
@@ -437,6 +513,9 @@ class _Chunk:
         )
         # A function with estimated derivatives (gradfit.numeric) takes the whole batch at once too.
         self._estimated = model if isinstance(model, NumericFunction) else None
+        # bounds and fixed parameters (params.Constrained): the base model's residuals and Jacobian at the user's
+        # parameters, the Jacobian by the chain rule (the transform's is diagonal)
+        self._base = _Chunk(model.base, x, shared, y, w, per_curve) if isinstance(model, Constrained) else None
 
     def rows(self, idx=None):
         """x, y and w of the curves ``idx`` (all by default): gathered once, for as long as they iterate."""
@@ -451,6 +530,8 @@ class _Chunk:
         return self._jacobian_of(p, *self.rows(idx))
 
     def _residuals_of(self, p, x, y, w):
+        if self._base is not None:
+            return self._base._residuals_of(self.model.to_user(p), x, y, w)
         if self._estimated is not None:
             return (self._estimated.forward(x, p, per_curve=not self.shared) - y) * w
         if self._expression is not None and not p.requires_grad:
@@ -463,7 +544,7 @@ class _Chunk:
         if self.model.is_linear:
             a = self.model.design_matrix(x)
             return (a.unsqueeze(0) if self.shared else a) * w.unsqueeze(-1)
-        if self._expression is not None or self._estimated is not None:
+        if self._expression is not None or self._estimated is not None or self._base is not None:
             return self.residuals_and_jacobian_at(p, x, y, w)[1]
         with TRANSFORMS:
             return self._jacobian(p, x, y, w)
@@ -471,6 +552,9 @@ class _Chunk:
     def residuals_and_jacobian_at(self, p, x, y, w):
         """Residuals and Jacobian at p. An expression gives its value with its derivatives: one
         evaluation on the tree instead of two."""
+        if self._base is not None:
+            r, jac = self._base.residuals_and_jacobian_at(self.model.to_user(p), x, y, w)
+            return r, self.model.chain(jac, p)
         if self._estimated is not None:
             value, jac = self._estimated.value_and_jacobian(x, p, per_curve=not self.shared)
             return (value - y) * w, jac * w.unsqueeze(-1)

@@ -359,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
     many.add_argument(
+        "--bound",
+        action="append",
+        type=_bound,
+        metavar="BOUND",
+        default=[],
+        help="a bound on a parameter of every curve: 'b>0', 'c<10', '0<c<10' (repeat for more)",
+    )
+    many.add_argument(
+        "--fix",
+        action="append",
+        type=_fixed,
+        metavar="NAME=VALUE",
+        default=[],
+        help="hold a parameter of every curve at a value: c=1 (repeat or comma-separate for more)",
+    )
+    many.add_argument(
         "--method",
         default="auto",
         metavar="M",
@@ -517,11 +533,7 @@ def _run_fit(args) -> int:
             first_row=first,
             row_label="line" if first else "row",
         )
-    bounds: dict = {}
-    for name, lower, upper in args.bound:  # b>0 and b<10 given apart make one bound
-        old = bounds.get(name, (None, None))
-        bounds[name] = (lower if lower is not None else old[0], upper if upper is not None else old[1])
-    fixed = {k: v for item in args.fix for k, v in item.items()}
+    bounds, fixed = _bounds_and_fixed(args)
     progress = None if args.quiet else _progress_bar(args)
     batches = None if args.quiet or not parquet else _progress_bar(args, unit="batch")
     options = dict(
@@ -682,6 +694,15 @@ def _run_models(args) -> int:
 PROGRESS_DELAY = 0.5  # seconds a fit runs before its progress bar appears: short fits show none
 
 
+def _bounds_and_fixed(args) -> tuple[dict, dict]:
+    """--bound and --fix as fit's bounds and fixed: b>0 and b<10 given apart make one bound."""
+    bounds: dict = {}
+    for name, lower, upper in args.bound:
+        old = bounds.get(name, (None, None))
+        bounds[name] = (lower if lower is not None else old[0], upper if upper is not None else old[1])
+    return bounds, {k: v for item in args.fix for k, v in item.items()}
+
+
 def _run_fit_many(args) -> int:
     from ._files import check_out_file, save_atomic
     from .batch import fit_long
@@ -691,6 +712,7 @@ def _run_fit_many(args) -> int:
     if args.workers or args.scheduler:
         return _fit_many_on_dask(args, model, out)
     groups, x, y, sigma = _long_table(args)
+    bounds, fixed = _bounds_and_fixed(args)
     names, result = fit_long(
         model,
         groups.to_numpy(),
@@ -702,6 +724,8 @@ def _run_fit_many(args) -> int:
         max_steps=args.max_steps,
         backend=args.backend,
         progress=not args.quiet and sys.stderr.isatty(),
+        bounds=bounds,
+        fixed=fixed,
     )
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -785,6 +809,7 @@ def _fit_many_on_dask(args, model, out) -> int:
         raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")
     x = args.x if args.x is not None else (others[0] if others else None)
     y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
+    bounds, fixed = _bounds_and_fixed(args)
     with cluster(args.workers, args.scheduler, dashboard=args.dashboard):
         table = fit_many(
             frame,
@@ -797,6 +822,8 @@ def _fit_many_on_dask(args, model, out) -> int:
             method=args.method,
             max_steps=args.max_steps,
             backend=args.backend,
+            bounds=bounds,
+            fixed=fixed,
         ).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
     save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))

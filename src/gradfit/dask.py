@@ -21,6 +21,7 @@ import numpy as np
 from .batch import fit_long
 from .errors import DataError, OptionError
 from .library import get_model
+from .params import check_bounds, check_fixed
 from .stream import SAMPLE_ROWS
 
 CONNECT_TIMEOUT = "10s"
@@ -39,6 +40,8 @@ def fit_many(
     max_steps: int | None = None,
     dim: str | None = None,
     backend: str = "auto",
+    bounds=None,
+    fixed=None,
 ):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
@@ -53,17 +56,27 @@ def fit_many(
     dimension) for every index of the others, at x = the ``dim`` coordinate (or ``x=``); the result
     is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
     data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
-    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block).
+    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block); ``bounds`` and
+    ``fixed`` too (checked here, before any block is fitted).
     """
     import pandas as pd
 
     model = get_model(model)
+    bounds = check_bounds(bounds, model.param_names)
+    options = dict(
+        p0=p0,
+        method=method,
+        max_steps=max_steps,
+        backend=backend,
+        bounds=bounds,
+        fixed=check_fixed(fixed, model.param_names, bounds),
+    )
     if _is_xarray(frame):
-        return _fit_xarray(frame, model, x, dim, p0=p0, method=method, max_steps=max_steps, backend=backend)
+        return _fit_xarray(frame, model, x, dim, options)
     if dim is not None:
         raise OptionError("dim= names the dimension of an xarray DataArray along which each curve runs.")
     if hasattr(frame, "chunks") and hasattr(frame, "to_delayed"):  # a Dask array: one curve per row
-        return _fit_array(frame, model, x, p0=p0, method=method, max_steps=max_steps, backend=backend)
+        return _fit_array(frame, model, x, options)
     if group is None or x is None or y is None:
         raise OptionError("A Dask DataFrame needs group=, x= and y= column names.")
     wanted = [c for c in (group, x, y, sigma) if c is not None]
@@ -94,15 +107,12 @@ def fit_many(
         x=x,
         y=y,
         sigma=sigma,
-        p0=p0,
-        method=method,
-        max_steps=max_steps,
-        backend=backend,
+        options=options,
         meta=meta,
     )
 
 
-def _fit_array(array, model, x, *, p0, method, max_steps, backend):
+def _fit_array(array, model, x, options: dict):
     """Rows of a 2-D Dask array, one curve each at the shared x: one batched fit per chunk of rows."""
     import dask
     import dask.dataframe as dd
@@ -116,21 +126,16 @@ def _fit_array(array, model, x, *, p0, method, max_steps, backend):
     rows = array.rechunk({1: -1})  # whole curves in every block
     starts = np.concatenate([[0], np.cumsum(rows.chunks[0])[:-1]])
     blocks = rows.to_delayed()[:, 0]
-    parts = [
-        dask.delayed(_fit_block)(block, int(start), model, x, p0, method, max_steps, backend)
-        for block, start in zip(blocks, starts)
-    ]
-    meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, p0, method, max_steps, backend).iloc[:0]
+    parts = [dask.delayed(_fit_block)(block, int(start), model, x, options) for block, start in zip(blocks, starts)]
+    meta = _fit_block(np.full((1, array.shape[1]), np.nan), 0, model, x, options).iloc[:0]
     meta = meta.astype({"curve": "int64"})
     return dd.from_delayed(parts, meta=pd.DataFrame(meta), verify_meta=False)
 
 
-def _fit_block(block, start, model, x, p0, method, max_steps, backend):
+def _fit_block(block, start, model, x, options: dict):
     from .batch import fit_many as fit_rows
 
-    out = fit_rows(
-        model, x, np.asarray(block, dtype=np.float64), p0=p0, method=method, max_steps=max_steps, backend=backend
-    ).to_pandas()
+    out = fit_rows(model, x, np.asarray(block, dtype=np.float64), **options).to_pandas()
     out.insert(0, "curve", np.arange(start, start + len(out), dtype=np.int64))
     return out
 
@@ -140,7 +145,7 @@ def _is_xarray(value) -> bool:
     return module.split(".")[0] == "xarray"
 
 
-def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
+def _fit_xarray(data, model, x, dim, options: dict):
     """Every curve of a DataArray along ``dim``: a Dataset of results over its other dimensions."""
     import xarray as xr
 
@@ -190,7 +195,7 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
         *inputs,
         input_core_dims=[[dim]] * len(inputs),
         output_core_dims=[["parameter"], ["parameter"], [], [], [], [], []],
-        kwargs=dict(model=model, x=x, p0=p0, method=method, max_steps=max_steps, backend=backend),
+        kwargs=dict(model=model, x=x, options=options),
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.float64, np.int64, np.int64, STATUS_DTYPE],
         dask_gufunc_kwargs={"output_sizes": {"parameter": len(names)}},
@@ -203,14 +208,14 @@ def _fit_xarray(data, model, x, dim, *, p0, method, max_steps, backend):
         out[f"{name}_stderr"] = stderr.isel(parameter=i, drop=True)
     out["rmse"], out["chi2"], out["n_points"], out["n_steps"] = rmse, chi2, n_points_used, n_steps
     out["converged"], out["status"] = status == "converged", status
-    out.attrs.update(model=model.name, formula=model.formula, method=method, dim=str(dim))
+    out.attrs.update(model=model.name, formula=model.formula, method=options["method"], dim=str(dim))
     return out
 
 
 STATUS_DTYPE = "<U16"  # the longest status, too_few_points, has 14 characters
 
 
-def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps, backend):
+def _fit_curves(values, each_x=None, *, model, x, options: dict):
     """A block of curves (..., points) in one batched fit (at the shared ``x``, or at ``each_x``, shaped like the
     block): arrays shaped like the block's leading dimensions."""
     from .batch import fit_many as fit_rows
@@ -230,7 +235,7 @@ def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps, backend
             empty.astype(np.int64),
             empty.astype(STATUS_DTYPE),
         )
-    r = fit_rows(model, x, rows, p0=p0, method=method, max_steps=max_steps, backend=backend)
+    r = fit_rows(model, x, rows, **options)
     return (
         r.params.reshape(*lead, k),
         r.stderr.reshape(*lead, k),
@@ -242,7 +247,7 @@ def _fit_curves(values, each_x=None, *, model, x, p0, method, max_steps, backend
     )
 
 
-def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, backend):
+def _fit_partition(part, *, model, group, x, y, sigma, options: dict):
     """One partition's curves, fitted in one batched call: one row per curve."""
     import pandas as pd
 
@@ -254,10 +259,7 @@ def _fit_partition(part, *, model, group, x, y, sigma, p0, method, max_steps, ba
         part[x].to_numpy(np.float64),
         part[y].to_numpy(np.float64),
         None if sigma is None else part[sigma].to_numpy(np.float64),
-        p0=p0,
-        method=method,
-        max_steps=max_steps,
-        backend=backend,
+        **options,
     )
     out = result.to_pandas()
     out.insert(0, group, pd.Series(names, dtype=part[group].dtype))
@@ -294,7 +296,6 @@ def fit(
     ``nan_policy='omit'`` leaves out rows with NaN, inf or a sigma <= 0; ``bounds`` and ``fixed``
     as for ``gradfit.fit``.
     """
-    from .params import check_bounds, check_fixed
     from .stream import fit_streamed, Plan
 
     model = get_model(model)

@@ -19,7 +19,6 @@ import re
 import numpy as np
 import torch
 
-from ._threads import TRANSFORMS
 from .errors import ModelError
 from .models import Model
 from .options import all_finite
@@ -135,8 +134,32 @@ class Constrained(Model):
     def _value_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
         """The base model's value and Jacobian, by the chain rule through to_user."""
         value, jac = self.base.value_and_jacobian(x, self.to_user(u))
-        with TRANSFORMS:
-            return value, jac @ torch.func.jacfwd(self.to_user)(u)
+        return value, self.chain(jac, u)
+
+    @property
+    def free_index(self) -> list[int]:
+        """Where each free parameter sits among the user's."""
+        return [self.user_names.index(name) for name in self.param_names]
+
+    def slopes(self, u: torch.Tensor) -> torch.Tensor:
+        """d p / d u of each free parameter at u (..., free): the transform's Jacobian, which is diagonal (each
+        user parameter depends on its own u only)."""
+        out = []
+        for name, v in zip(self.param_names, u.unbind(-1)):
+            lower, upper = self.bounds.get(name, (-math.inf, math.inf))
+            if math.isfinite(lower) and math.isfinite(upper):
+                out.append(torch.cos(v) * ((upper - lower) / 2))
+            elif math.isfinite(lower):
+                out.append(v / torch.sqrt(v * v + 1))
+            elif math.isfinite(upper):
+                out.append(-v / torch.sqrt(v * v + 1))
+            else:
+                out.append(torch.ones_like(v))
+        return torch.stack(out, dim=-1)
+
+    def chain(self, jac: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """A Jacobian by the user's parameters (..., N, P) as one by u (..., N, free): the chain rule."""
+        return jac[..., self.free_index] * self.slopes(u).unsqueeze(-2)
 
     def to_user(self, u: torch.Tensor) -> torch.Tensor:
         """Free unbounded values u -> every parameter in the user's terms, inside its bounds."""
@@ -178,7 +201,8 @@ class Constrained(Model):
 
 
 def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
-    """Move starting values that sit on (or, for guesses, beyond) a bound just inside it.
+    """Move starting values that sit on (or, for guesses, beyond) a bound just inside it: p (..., P), one
+    vector or a batch.
 
     On a bound the transforms above are flat (their derivative is 0), so a solver
     starting there would never move.
@@ -190,10 +214,10 @@ def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
         if name not in bounds:
             continue
         lower, upper = bounds[name]
-        v = float(values[i])
-        room = 1e-6 * (upper - lower) if math.isfinite(upper - lower) else 1e-6 * max(1.0, abs(v))
-        v = min(max(v, lower + room), upper - room)
-        values[i] = v
+        v = values[..., i]
+        room = 1e-6 * (upper - lower) if math.isfinite(upper - lower) else 1e-6 * v.abs().clamp_min(1.0)
+        low, high = (torch.as_tensor(b, dtype=v.dtype, device=v.device) for b in (lower + room, upper - room))
+        values[..., i] = torch.minimum(torch.maximum(v, low), high)
     return values
 
 
