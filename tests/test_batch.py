@@ -348,7 +348,11 @@ def test_a_bounded_width_keeps_its_sign_and_a_free_one_is_reported_positive():
             r"outside its bounds \(0, 0.5\) for 24 of 24 curves",
         ),
         ({"fixed": {"offset": 0.0}, "method": "linear"}, OptionError, "'linear' cannot honour bounds"),
-        ({"fixed": {"offset": 0.0}, "backend": "compiled"}, OptionError, "bounds and fixed parameters run on torch"),
+        (
+            {"fixed": {"offset": 0.0}, "backend": "compiled"},
+            OptionError,
+            "bounds, fixed and tied parameters run on torch",
+        ),
     ],
 )
 def test_bad_bounds_and_fixed_values_are_refused_in_one_line(kwargs, error, match):
@@ -356,3 +360,20 @@ def test_bad_bounds_and_fixed_values_are_refused_in_one_line(kwargs, error, matc
     p0 = np.tile([2.0, 1.0, 0.0], (len(Y), 1)) if kwargs.pop("p0", None) == "rows" else [2.0, 1.0, 0.0]
     with pytest.raises(error, match=match):
         gradfit.fit_many("exp_decay", x, Y, p0=p0, **kwargs)
+
+
+def test_tied_parameters_over_many_curves_equal_single_fits_with_the_same_ties():
+    """Each curve's values and standard errors (a tied one's propagated from the covariance) equal gradfit.fit's."""
+    x = np.linspace(-5, 5, 121)
+    truth = np.column_stack([RNG.uniform(2, 4, 12), RNG.uniform(-1, -0.5, 12), RNG.uniform(0.4, 0.8, 12)])
+    model = gradfit.get_model("gaussian + gaussian")
+    full = np.column_stack([truth, truth[:, :1] * 0.6, truth[:, 1:2] + 1.5, truth[:, 2:]])
+    Y = model(torch.tensor(x), torch.tensor(full)).numpy() + 0.03 * RNG.normal(size=(12, 121))
+    ties = {"g2_sigma": "g1_sigma", "g2_center": "g1_center + 1.5"}
+    p0 = full * RNG.uniform(0.9, 1.1, full.shape)
+    many = gradfit.fit_many(model, x, Y, p0=p0, tie=ties)
+    assert list(many.status) == ["converged"] * 12
+    for row, y, start in zip(range(12), Y, p0):
+        one = _single(model, x, y, p0=start, tie=ties)
+        np.testing.assert_allclose(many.params[row], list(one.params.values()), rtol=SAME_AS_SINGLE)
+        np.testing.assert_allclose(many.stderr[row], list(one.stderr.values()), rtol=1e-6)

@@ -119,6 +119,12 @@ def test_fit_many_holds_bounds_and_fixed_parameters_as_the_library_does(capsys, 
     )
     np.testing.assert_allclose(result.loc[list(names), ["a", "b", "c"]].to_numpy(float), want.params, rtol=1e-12)
     assert (result["c"] == 10).all() and (result["c_stderr"] == 0).all() and result["b"].between(-5.5, -4.5).all()
+    tied_out = tmp_path / "tied.parquet"
+    code = main([*common, "--tie", "c=-2*b", "--out", str(tied_out)])
+    assert code == 0, capsys.readouterr().err
+    tied = pq.read_table(tied_out).to_pandas().set_index("cell")
+    np.testing.assert_allclose(tied["c"], -2 * tied["b"], rtol=1e-14)
+    assert (tied["c_stderr"] > 0).all()
     code = main([*common, "--fix", "d=1", "--out", str(tmp_path / "bad.parquet")])
     err = capsys.readouterr().err
     assert code == 2 and "`fixed` names unknown parameter 'd'" in err and len(err.strip().splitlines()) == 1

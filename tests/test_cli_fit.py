@@ -419,3 +419,41 @@ def test_an_expression_in_a_column_not_named_as_x_names_the_option(capsys, tmp_p
     _one_line_error(code, out, err, "never uses the variable x", "A, t, tau, c", "give --x t")
     code, out, err = run(capsys, "fit", str(data), "--model", "A*exp(-t/tau)+c", "--x", "t", "--p0", "A=8,tau=1,c=2")
     assert code == 0 and "tau" in out
+
+
+def test_tied_parameters_on_the_command_line(capsys, tmp_path):
+    x = np.linspace(-5, 5, 201)
+    y = 3 * np.exp(-((x + 0.8) ** 2) / 0.72) + 2 * np.exp(-((x - 0.7) ** 2) / 0.72)
+    y = y + 0.05 * np.random.default_rng(1).normal(size=x.size)
+    path = tmp_path / "peaks.csv"
+    path.write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in zip(x, y)))
+    common = ["fit", path, "--model", "gaussian + gaussian", "--p0", "3,-1,0.5,2,0.5,0.5"]
+    code, out, err = run(
+        capsys,
+        *common,
+        "--tie",
+        "g2_sigma=g1_sigma",
+        "--tie",
+        "g2_center = g1_center + 1.5",
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    want = gradfit.fit(
+        "gaussian + gaussian",
+        x,
+        y,
+        p0=[3, -1, 0.5, 2, 0.5, 0.5],
+        tie={"g2_sigma": "g1_sigma", "g2_center": "g1_center + 1.5"},
+    )
+    assert result["params"] == pytest.approx(want.params, rel=1e-12)
+    assert result["tied"] == {"g2_sigma": "g1_sigma", "g2_center": "g1_center + 1.5"}
+    assert "== 'g1_center + 1.5'" in out
+    for bad, match in [
+        ("g2_sigma", "write NAME=EXPRESSION"),
+        ("g2_sigma=g9_sigma", "refers to 'g9_sigma', which is not a parameter"),
+        ("g2_sigma=__import__('os').system('x')", "The tie of g2_sigma:"),
+    ]:
+        code, _, err = run(capsys, *common, "--tie", bad)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err

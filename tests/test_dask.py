@@ -522,3 +522,10 @@ def test_bounds_and_fixed_parameters_on_the_cluster_equal_fit_many_in_one_proces
     assert result["rate"].between(0.8, 1.2).all() and (result["offset"] == 0).all()
     with pytest.raises(gradfit.ModelError, match="`fixed` names unknown parameter 'c'"):  # before any block runs
         gradfit.dask.fit_many(da.from_array(Y), "exp_decay", x=x, fixed={"c": 0.0})
+    tied = dict(p0=[2.0, 1.0, 0.0], tie={"offset": "0.01*rate"})
+    on_cluster = gradfit.dask.fit_many(da.from_array(Y, chunks=(100, 30)), "exp_decay", x=x, **tied).compute()
+    in_process = fit_rows("exp_decay", x, Y, **tied).to_pandas()
+    for column in ["amplitude", "rate", "offset", "offset_stderr"]:
+        np.testing.assert_allclose(on_cluster[column], in_process[column], rtol=1e-10, err_msg=column)
+    with pytest.raises(gradfit.ModelError, match="refers to 'k'"):
+        gradfit.dask.fit_many(da.from_array(Y), "exp_decay", x=x, tie={"offset": "k"})

@@ -1,6 +1,7 @@
 """Bounds and fixed parameters, for every method, against curve_fit as the oracle."""
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_bad_bounds_and_fixed(kwargs, match):
 
 
 def test_linear_method_refuses_constraints():
-    with pytest.raises(gradfit.OptionError, match="cannot honour bounds or fixed"):
+    with pytest.raises(gradfit.OptionError, match="cannot honour bounds, fixed or tied"):
         gradfit.fit("quadratic", X, Y, method="linear", fixed={"c": 1.0})
 
 
@@ -186,3 +187,111 @@ def test_an_optimum_on_a_bound_is_reached_in_a_few_dozen_steps(bound, side):
     assert result.at_bound == {"center": side}
     np.testing.assert_allclose(list(result.params.values()), trf.x, rtol=1e-7)
     assert "center held on its bound" in result.message
+
+
+# --- tied parameters: an expression of the others, as lmfit's `expr` -------------------------------------
+
+TIES = {"g2_sigma": "g1_sigma", "g2_center": "g1_center + 1.5"}
+AS_LMFIT = 1e-6  # relative: lmfit's answers from its own least squares (MINPACK) and its propagation of errors
+
+
+def _two_peaks(seed=1):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-5, 5, 201)
+
+    def peak(a, c, s):
+        return a * np.exp(-((x - c) ** 2) / (2 * s**2))
+
+    return x, peak(3, -0.8, 0.6) + peak(2, 0.7, 0.6) + 0.05 * rng.normal(size=x.size)
+
+
+START = dict(g1_amplitude=3, g1_center=-1, g1_sigma=0.5, g2_amplitude=2)
+
+
+@pytest.mark.parametrize("method", ["auto", "lm", "lbfgs"])
+def test_tied_parameters_equal_the_model_with_the_ties_written_in(method):
+    x, y = _two_peaks()
+    tied = gradfit.fit("gaussian + gaussian", x, y, p0=START, tie=TIES, method=method)
+    by_hand = gradfit.fit(
+        "a1*exp(-(x - c1)**2/(2*s**2)) + a2*exp(-(x - (c1 + 1.5))**2/(2*s**2))",
+        x,
+        y,
+        p0=dict(a1=3, c1=-1, s=0.5, a2=2),
+        method=method,
+    )
+    rtol = 1e-8 if method != "lbfgs" else 1e-6
+    for mine, theirs in [("g1_amplitude", "a1"), ("g1_center", "c1"), ("g1_sigma", "s"), ("g2_amplitude", "a2")]:
+        assert tied.params[mine] == pytest.approx(by_hand.params[theirs], rel=rtol)
+        assert tied.stderr[mine] == pytest.approx(by_hand.stderr[theirs], rel=1e-6)
+    assert tied.params["g2_sigma"] == tied.params["g1_sigma"]
+    assert tied.params["g2_center"] == pytest.approx(tied.params["g1_center"] + 1.5, rel=1e-15)
+    # derived, not free: the degrees of freedom and the information criteria count four parameters
+    assert tied.reduced_chi2 == pytest.approx(by_hand.reduced_chi2, rel=1e-8)
+    assert tied.aic == pytest.approx(by_hand.aic, rel=1e-8) and tied.bic == pytest.approx(by_hand.bic, rel=1e-8)
+    assert "g2_center tied: g2_center = g1_center + 1.5" in tied.message
+    report = " ".join(tied.report().split())
+    assert "== 'g1_center + 1.5'" in report and "# variables = 4" in report
+    if method == "auto":  # and the HTML report's table of parameters
+        from gradfit.report import report_html
+
+        assert "tied: = g1_center + 1.5" in report_html(tied)
+
+
+def test_tied_parameters_and_their_errors_equal_lmfits():
+    """lmfit's own way: a composite of two Models with prefixes, the ties as `expr`; a tied parameter's standard
+    error propagated from the covariance (lmfit through the uncertainties package)."""
+    import lmfit  # a test dependency (pyproject.toml, [test])
+
+    def peak(x, amplitude, center, sigma):  # gradfit's gaussian (lmfit's own is normalized to its area)
+        return amplitude * np.exp(-((x - center) ** 2) / (2 * sigma**2))
+
+    x, y = _two_peaks(seed=3)
+    model = lmfit.Model(peak, prefix="g1_") + lmfit.Model(peak, prefix="g2_")
+    params = model.make_params(**{k: v for k, v in START.items()}, g2_center=0.5, g2_sigma=0.5)
+    for name, expression in TIES.items():
+        params[name].set(expr=expression)
+    # (scipy's least_squares under lmfit: its default leastsq's errors come from a finite-difference Jacobian, 3e-6
+    # from these)
+    theirs = model.fit(y, params, x=x, method="least_squares")
+    mine = gradfit.fit("gaussian + gaussian", x, y, p0=START, tie=TIES)
+    for name in mine.params:
+        assert mine.params[name] == pytest.approx(theirs.params[name].value, rel=AS_LMFIT), name
+        assert mine.stderr[name] == pytest.approx(theirs.params[name].stderr, rel=AS_LMFIT), name
+    assert mine.chi2 == pytest.approx(theirs.chisqr, rel=AS_LMFIT) and mine.aic == pytest.approx(theirs.aic, rel=1e-6)
+
+
+def test_a_tie_of_a_tie_with_bounds_on_the_free_ones():
+    """A tie may use another tied parameter (taken in order) and a bounded one; the bound holds, the ties hold."""
+    x, y = _two_peaks(seed=2)
+    ties = {"g2_sigma": "g1_sigma", "g2_amplitude": "0.7*g1_amplitude*g2_sigma/g1_sigma"}
+    result = gradfit.fit(
+        "gaussian + gaussian",
+        x,
+        y,
+        p0=dict(g1_amplitude=3, g1_center=-1, g1_sigma=0.5, g2_center=0.5),
+        tie=ties,
+        bounds={"g1_sigma": (0.1, 0.55)},
+    )
+    assert result.params["g1_sigma"] == pytest.approx(0.55, rel=1e-12)  # pushed onto its upper bound
+    assert result.params["g2_sigma"] == result.params["g1_sigma"]
+    assert result.params["g2_amplitude"] == pytest.approx(0.7 * result.params["g1_amplitude"], rel=1e-14)
+    assert result.stderr["g2_amplitude"] == pytest.approx(0.7 * result.stderr["g1_amplitude"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "tie, match",
+    [
+        ({"g3_sigma": "g1_sigma"}, "`tie` names unknown parameter 'g3_sigma'"),
+        ({"g2_sigma": "g1_sigmaa"}, "refers to 'g1_sigmaa', which is not a parameter"),
+        ({"g2_sigma": "2*g2_sigma"}, "refers to g2_sigma itself"),
+        ({"g2_sigma": "g1_sigma", "g1_sigma": "g2_sigma"}, "cycle: g2_sigma -> g1_sigma -> g2_sigma"),
+        ({"g2_sigma": "__import__('os')"}, "The tie of g2_sigma:"),
+        ({"g2_sigma": "0.5"}, "names no parameter"),
+        ({"g1_center": "g2_center"}, "g1_center is tied, so it cannot also be bounded"),
+        ("g2_sigma=g1_sigma", "`tie` must be a dict"),
+    ],
+)
+def test_bad_ties_are_refused_naming_the_names(tie, match):
+    x, y = _two_peaks()
+    with pytest.raises(ModelError, match=re.escape(match) if "->" in match else match):
+        gradfit.fit("gaussian + gaussian", x, y, tie=tie, bounds={"g1_center": (-2, 2)})

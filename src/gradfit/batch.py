@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .options import check_device, positive_finite, positive_int
+from .options import check_device, nonnegative_finite, positive_finite, positive_int
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
-from .params import Constrained, check_bounds, check_fixed, inside
+from .params import Constrained, check_bounds, check_fixed, check_ties, inside
 from .solvers import batched
 from .solvers.batched import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
 from .solvers.linear import check_finite
@@ -140,21 +140,24 @@ def fit_many(
     progress: bool = False,
     bounds=None,
     fixed=None,
+    tie=None,
 ) -> BatchResult:
     """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md. ``derivatives``: for a
     Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives). ``bounds``
-    (``{"b": (0, None)}``) and ``fixed`` (``{"c": 1.0}``) hold for every curve, as in gradfit.fit."""
+    (``{"b": (0, None)}``), ``fixed`` (``{"c": 1.0}``) and ``tie`` (``{"g2_sigma": "g1_sigma"}``) hold for every
+    curve, as in gradfit.fit."""
     model = get_model(model, variables=_names(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
-    if (bounds or fixed) and method == "linear":
-        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
+    ties = check_ties(tie, model.param_names, bounds, fixed)
+    if (bounds or fixed or ties) and method == "linear":
+        raise OptionError("Method 'linear' cannot honour bounds, fixed or tied parameters; use method='lm' or 'auto'.")
     check_derivatives(derivatives)
     if method not in METHODS:
         raise OptionError(f"Unknown method {method!r} for fit_many. Choose one of: {', '.join(METHODS)}.")
     if backend not in BACKENDS:
         raise OptionError(f"Unknown backend {backend!r} for fit_many. Choose one of: {', '.join(BACKENDS)}.")
-    linear = model.is_linear and not (bounds or fixed)
+    linear = model.is_linear and not (bounds or fixed or ties)
     run = "linear" if method == "auto" and linear else "lm" if method == "auto" else method
     if run == "linear" and not model.is_linear:
         raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not.")
@@ -172,9 +175,7 @@ def fit_many(
     else:
         default_steps, default_tol = 200, 1e-12
     max_steps = default_steps if max_steps is None else positive_int(max_steps, "max_steps")
-    tol = default_tol if tol is None else tol
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
-        raise OptionError(f"`tol` must be a finite number >= 0, got {tol!r}.")
+    tol = default_tol if tol is None else nonnegative_finite(tol, "tol")  # (one number: fit_many has one test)
 
     # float64 unless asked: see engine.fit
     device = check_device(device)
@@ -222,12 +223,12 @@ def fit_many(
         # (and a Python function read as the formula it computes: gradfit.trace)
         model, note = model_to_fit(model, torch.as_tensor(_contiguous(xc if shared else xc[0])), first, derivatives)
         notes += [note] if note else []
-    limits = _Limits(model, bounds, fixed) if bounds or fixed else None
+    limits = _Limits(model, bounds, fixed, ties) if bounds or fixed or ties else None
     if limits is not None:
         limits.check_start(p0n)
         if backend == "compiled":
             raise OptionError(
-                "backend='compiled' cannot run this fit: bounds and fixed parameters run on torch. "
+                "backend='compiled' cannot run this fit: bounds, fixed and tied parameters run on torch. "
                 "Use backend='auto' or 'torch'."
             )
     program = None if limits else _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
@@ -328,7 +329,7 @@ def fit_many(
                 ) from None
         view_model = model if limits is None else limits.view
         fitted = _undetermined(fitted, view_model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve)
-        keep(sl, fitted if limits is None else limits.full(fitted, user))
+        keep(sl, fitted if limits is None else limits.full(fitted, user, view, absolute_sigma))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
         k = model.n_params
         columns = {
@@ -342,7 +343,7 @@ def fit_many(
         }
     columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
     for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
-        if name in bounds or name in fixed:  # (one bounded or fixed keeps the sign it was given)
+        if name in bounds or name in fixed or name in ties:  # (a bounded, fixed or tied one keeps its sign)
             continue
         i = model.param_names.index(name)
         columns["params"][:, i] = np.abs(columns["params"][:, i])
@@ -351,14 +352,15 @@ def fit_many(
 
 
 class _Limits:
-    """Bounds and fixed parameters over a batch, as gradfit.fit has them: the solver walks each curve's free,
+    """Bounds, fixed and tied parameters over a batch, as gradfit.fit has them: the solver walks each curve's free,
     unbounded parameters (params.Constrained, a change of variables of the problem), and the statistics and
-    standard errors come from the user's parameters with the fixed ones left out."""
+    standard errors come from the user's parameters with the fixed and tied ones left out (a tied one's
+    propagated from the others')."""
 
-    def __init__(self, model: Model, bounds, fixed):
-        self.names, self.bounds, self.fixed = model.param_names, bounds, fixed
-        self.solved = Constrained(model, bounds, fixed)
-        self.view = Constrained(model, {}, fixed) if fixed else model  # the fixed ones left out
+    def __init__(self, model: Model, bounds, fixed, ties):
+        self.names, self.bounds, self.fixed, self.ties = model.param_names, bounds, fixed, ties
+        self.solved = Constrained(model, bounds, fixed, ties)
+        self.view = Constrained(model, {}, fixed, ties) if fixed or ties else model  # the free ones only
         self.free = self.solved.free_index
 
     def check_start(self, p0) -> None:
@@ -385,13 +387,25 @@ class _Limits:
             p[:, self.names.index(name)] = value
         return self.solved.to_free(inside(p, self.names, self.bounds))
 
-    def full(self, fitted: dict, user: torch.Tensor) -> dict:
+    def full(self, fitted: dict, user: torch.Tensor, view, absolute_sigma: bool) -> dict:
         """The statistics of the free parameters as every parameter's: values from ``user``, a fixed one's
-        standard error 0."""
+        standard error 0, a tied one's G Cov Gᵀ from the free ones' covariance (``view``: the chunk of the
+        free parameters, whose Jacobian gives it) and the ties' gradient G."""
         params = user.detach().double().cpu().numpy().copy()
         params[fitted["status"] == STATUSES.index("too_few_points")] = np.nan
         stderr = np.zeros_like(params)
         stderr[:, self.free] = fitted["stderr"]
+        if self.ties:
+            with torch.no_grad():
+                free = user[:, self.free]
+                jac = view.jacobian(free)
+                n, k = view.n_points, len(self.free)
+                factor = torch.ones_like(n) if absolute_sigma else torch.from_numpy(fitted["chi2"]).to(jac) / (n - k)
+                cov = torch.linalg.pinv(jac.transpose(1, 2) @ jac) * factor[:, None, None]
+                g = self.view.gradient(free)
+                spread = torch.diagonal(g @ cov @ g.transpose(1, 2), dim1=1, dim2=2).clamp_min(0).sqrt()
+            tied = [self.names.index(name) for name in self.ties]
+            stderr[:, tied] = spread[:, tied].double().cpu().numpy()
         return {**fitted, "params": params, "stderr": stderr}
 
 

@@ -153,6 +153,14 @@ def _fixed(text: str) -> dict[str, float]:
     return out
 
 
+def _tie(text: str) -> tuple[str, str]:
+    """NAME=EXPRESSION: the expression is checked by the library (gradfit.expr), never evaluated here."""
+    name, equals, expression = text.partition("=")
+    if not equals or not name.strip().isidentifier() or not expression.strip():
+        raise argparse.ArgumentTypeError(f"write NAME=EXPRESSION, as g2_sigma=g1_sigma; got '{text}'")
+    return name.strip(), expression.strip()
+
+
 def _rates(text: str) -> list[float]:
     rates = []
     for item in text.split(","):
@@ -271,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="hold a parameter at a value: c=1 (repeat or comma-separate for more)",
     )
+    fit.add_argument(
+        "--tie",
+        action="append",
+        type=_tie,
+        metavar="NAME=EXPR",
+        default=[],
+        help="tie a parameter to an expression of others: 'g2_sigma=g1_sigma', 'g2_center=g1_center + 1.5' "
+        "(repeat for more)",
+    )
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
     fit.add_argument(
@@ -373,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         default=[],
         help="hold a parameter of every curve at a value: c=1 (repeat or comma-separate for more)",
+    )
+    many.add_argument(
+        "--tie",
+        action="append",
+        type=_tie,
+        metavar="NAME=EXPR",
+        default=[],
+        help="tie a parameter of every curve to an expression of others: 'g2_sigma=g1_sigma' (repeat for more)",
     )
     many.add_argument(
         "--method",
@@ -548,6 +573,10 @@ def _run_fit(args) -> int:
         fixed=fixed or None,
         callback=None if progress is None else lambda record: progress.update(1),
     )
+    if args.tie:
+        if args.workers or args.scheduler:
+            raise OptionError("--tie needs the data in one process; leave out --workers/--scheduler.")
+        options["tie"] = dict(args.tie)
     json_out, history_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -726,6 +755,7 @@ def _run_fit_many(args) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         bounds=bounds,
         fixed=fixed,
+        tie=dict(args.tie) or None,
     )
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -824,6 +854,7 @@ def _fit_many_on_dask(args, model, out) -> int:
             backend=args.backend,
             bounds=bounds,
             fixed=fixed,
+            tie=dict(args.tie) or None,
         ).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
     save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))
@@ -886,6 +917,8 @@ def _report_settings(args) -> dict:
         )
     if args.fix:
         settings["fixed"] = ", ".join(f"{k}={v:g}" for item in args.fix for k, v in item.items())
+    if getattr(args, "tie", None):
+        settings["tied"] = ", ".join(f"{k} = {v}" for k, v in args.tie)
     return settings
 
 

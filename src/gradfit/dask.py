@@ -21,7 +21,7 @@ import numpy as np
 from .batch import fit_long
 from .errors import DataError, OptionError
 from .library import get_model
-from .params import check_bounds, check_fixed
+from .params import check_bounds, check_fixed, check_ties
 from .stream import SAMPLE_ROWS
 
 CONNECT_TIMEOUT = "10s"
@@ -42,6 +42,7 @@ def fit_many(
     backend: str = "auto",
     bounds=None,
     fixed=None,
+    tie=None,
 ):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
@@ -56,21 +57,16 @@ def fit_many(
     dimension) for every index of the others, at x = the ``dim`` coordinate (or ``x=``); the result
     is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
     data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
-    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block); ``bounds`` and
-    ``fixed`` too (checked here, before any block is fitted).
+    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block); ``bounds``,
+    ``fixed`` and ``tie`` too (checked here, before any block is fitted; the ties sent as their text).
     """
     import pandas as pd
 
     model = get_model(model)
     bounds = check_bounds(bounds, model.param_names)
-    options = dict(
-        p0=p0,
-        method=method,
-        max_steps=max_steps,
-        backend=backend,
-        bounds=bounds,
-        fixed=check_fixed(fixed, model.param_names, bounds),
-    )
+    fixed = check_fixed(fixed, model.param_names, bounds)
+    check_ties(tie, model.param_names, bounds, fixed)
+    options = dict(p0=p0, method=method, max_steps=max_steps, backend=backend, bounds=bounds, fixed=fixed, tie=tie)
     if _is_xarray(frame):
         return _fit_xarray(frame, model, x, dim, options)
     if dim is not None:

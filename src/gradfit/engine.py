@@ -26,7 +26,7 @@ from .history import History, StepRecord
 from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction
-from .params import Constrained, at_bounds, check_bounds, check_fixed, start_values, widths_positive
+from .params import Constrained, at_bounds, check_bounds, check_fixed, check_ties, start_values, widths_positive
 from .result import FitResult
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
 from .solvers.gradient import Frame, descent_steps
@@ -53,6 +53,7 @@ def fit(
     scale: bool = True,
     bounds: dict | None = None,
     fixed: dict | None = None,
+    tie: dict | None = None,
     variables=None,
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
@@ -97,11 +98,12 @@ def fit(
     model = get_model(model, variables=_variables(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
-    constrained = bool(bounds or fixed)
+    ties = check_ties(tie, model.param_names, bounds, fixed)
+    constrained = bool(bounds or fixed or ties)
     chosen = get_method(method)
     run_method = chosen.name if chosen.name != "auto" else "linear" if model.is_linear and not constrained else "lm"
     if run_method == "linear" and constrained:
-        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
+        raise OptionError("Method 'linear' cannot honour bounds, fixed or tied parameters; use method='lm' or 'auto'.")
     defaults = get_method(run_method)
     if learning_rate is None and (bounds or fixed) and run_method == "gd":
         # a bound is a change of variables that bends the landscape: plain gd's fixed default step can
@@ -116,7 +118,7 @@ def fit(
     device = check_device(device)
 
     data, problem, start, model, note = _problem(
-        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, centre=run_method == "lm"
+        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, run_method == "lm", ties
     )
 
     if run_method == "linear":
@@ -300,7 +302,9 @@ def fit_steps(
     return problem, descent_steps(frame, problem, start, chosen.name, learning_rate, max_steps, tolerances, [])
 
 
-def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto", centre=False):
+def _problem(
+    model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto", centre=False, ties=None
+):
     """Checked data, the Problem the solver works on, its start (inside any bounds), the model fitted and a note for
     the message: a Python function is read as its formula where it can be (gradfit.trace), and fitted with
     estimated derivatives where autograd cannot differentiate it (gradfit.numeric); with ``centre`` (LM), a
@@ -315,13 +319,13 @@ def _problem(model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, de
     # float64 unless asked: the sums of squares must keep the digits the solver needs.
     as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
-    start = start_values(model, p0, xt, yt, dtype, device, bounds, fixed)
+    start = start_values(model, p0, xt, yt, dtype, device, bounds, fixed, tuple(ties or ()))
     model, traced = model_to_fit(model, xt, start, derivatives)  # (a Python function as its formula: gradfit.trace)
     fitted = model
     # what the result's message says of how the function was fitted: read as its formula, or estimated derivatives
     note = model.note if isinstance(model, NumericFunction) else traced if isinstance(model, ExpressionModel) else None
-    if bounds or fixed:
-        model = Constrained(model, bounds, fixed)
+    if bounds or fixed or ties:
+        model = Constrained(model, bounds, fixed, ties)
         start = model.to_free(start)
     elif centre and type(model) is Polynomial and model.degree > 0:
         model = Centred(model, xt)
@@ -341,7 +345,7 @@ def _finish_on_bounds(
     toward it (the transform is flat there), so a parameter near its bound that the loss pushes against
     it is held on the bound and the others are fitted again (a few steps); kept when the loss is no
     higher and, on the bound, the loss still pushes outward (the optimality condition of a bound)."""
-    base = problem.model.base
+    base, ties = problem.model.base, problem.model.ties
     with torch.no_grad():
         user = problem.model.to_user(outcome.params.detach())
     names = base.param_names
@@ -358,14 +362,18 @@ def _finish_on_bounds(
     held = user.clone()
     for i, value, _ in onto.values():
         held[i] = value
+    # the loss by the parameters not fixed or tied (the ties put back from the held values)
+    view = Constrained(base, {}, fixed, ties)
+    held = view.to_user(held[view.free_index]).detach()
     plain = Problem(base, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
-    q = held.clone().requires_grad_()
-    plain.loss(q).backward()
-    onto = {n: v for n, v in onto.items() if v[2] * float(q.grad[v[0]]) > 0}  # pushed against the bound
+    q = held[view.free_index].clone().requires_grad_()
+    Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights).loss(q).backward()
+    slope = dict(zip(view.param_names, q.grad.tolist()))
+    onto = {n: v for n, v in onto.items() if v[2] * slope[n] > 0}  # pushed against the bound
     if not onto:
         return outcome
     rest = {n: b for n, b in bounds.items() if n not in onto}
-    on_bound = Constrained(base, rest, {**fixed, **{n: v[1] for n, v in onto.items()}})
+    on_bound = Constrained(base, rest, {**fixed, **{n: v[1] for n, v in onto.items()}}, ties)
     sub = Problem(on_bound, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
     finish = levenberg_marquardt(sub, on_bound.to_free(held), max_steps=max_steps, tolerances=tolerances)
     with torch.no_grad():
@@ -572,7 +580,8 @@ def _result(
     # Uncertainties of the free parameters in the user's terms (not the solver's transformed ones),
     # from the Jacobian there, as curve_fit computes them; a fixed parameter has none.
     names = model.param_names
-    free = [i for i, name in enumerate(names) if name not in fixed]
+    ties = getattr(problem.model, "ties", {})
+    free = [i for i, name in enumerate(names) if name not in fixed and name not in ties]
     if problem.model is model:  # no bounds, nothing fixed: the solver's parameters are the user's
         cov, rank, undetermined = _covariance(problem, user, chi2, dof, absolute_sigma)
     elif isinstance(problem.model, Centred):  # from J in the centred variable, mapped: M Cov(q) Mᵀ
@@ -580,17 +589,22 @@ def _result(
         to_user = problem.model.M.double().cpu().numpy()
         cov = to_user @ cov @ to_user.T
     else:
-        view = Constrained(model, {}, fixed) if fixed else model
+        view = Constrained(model, {}, fixed, ties) if fixed or ties else model
         view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
         cov_free, rank, free_undetermined = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
         cov = np.zeros((len(names), len(names)))
         cov[np.ix_(free, free)] = cov_free
         undetermined = np.zeros(len(names), dtype=bool)
         undetermined[free] = free_undetermined
+        if ties:  # a tied parameter's from the free ones' by the ties' gradient, G Cov Gᵀ (as lmfit propagates it)
+            g = view.gradient(user[free]).double().cpu().numpy()
+            cov = g @ np.where(np.isfinite(cov_free), cov_free, 0.0) @ g.T
+            undetermined = (g[:, free_undetermined] != 0).any(axis=1)
+            cov[undetermined, undetermined] = np.inf
     undetermined = tuple(name for name, u in zip(names, undetermined) if u)
     stderr = np.sqrt(np.diag(cov))
     params = dict(zip(names, user.double().cpu().tolist()))
-    widths_positive(params, cov, model.even_params, bounds, fixed)
+    widths_positive(params, cov, model.even_params, bounds, {**fixed, **ties})
     on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)
@@ -603,6 +617,8 @@ def _result(
         notes.insert(0, f"method auto chose {ran}: {why}")
     if undetermined:
         notes.append(undetermined_note(undetermined, rank, k))
+    for name, expression in ties.items():
+        notes.append(f"{name} tied: {name} = {expression.text}")
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
@@ -660,6 +676,7 @@ def _result(
         rank=rank,
         bounds=bounds,
         fixed=fixed,
+        tied={name: expression.text for name, expression in ties.items()},
         at_bound=on_bound,
         x=data.x,
         y=data.y,

@@ -1,4 +1,4 @@
-"""Bounds and fixed parameters, for every method, by reparametrisation.
+"""Bounds, fixed and tied parameters, for every method, by reparametrisation.
 
 A bounded parameter p is written as a smooth function of an unbounded one u, so that
 any solver can walk u freely while p stays inside its bounds (MINUIT's transforms,
@@ -8,7 +8,11 @@ as lmfit uses them):
     upper only:  p = upper + 1 - sqrt(u**2 + 1)
     both:        p = lower + (sin(u) + 1) * (upper - lower) / 2
 
-A fixed parameter is left out of what the solver sees and put back with its value.
+A fixed parameter is left out of what the solver sees and put back with its value; a tied one
+(``{"g2_sigma": "g1_sigma", "g2_center": "g1_center + 1.5"}``, an expression of the others in gradfit's
+expression language) is left out too and put back as its expression's value. The change of variables has a
+Jacobian (``Constrained.gradient``): the solvers' Jacobians come from the model's by the chain rule, and the
+covariance of the parameters the solver does not see, from the others' (as lmfit propagates it).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import re
 import numpy as np
 import torch
 
-from .errors import ModelError
+from .errors import ExpressionError, ModelError
+from .expr import Expression, parse
 from .models import Model
 from .options import all_finite
 
@@ -73,6 +78,53 @@ def check_fixed(fixed, names: tuple[str, ...], bounds: Bounds) -> dict[str, floa
     return out
 
 
+def check_ties(ties, names: tuple[str, ...], bounds: Bounds, fixed: dict[str, float]) -> dict[str, Expression]:
+    """Validate ``{"g2_sigma": "g1_sigma"}``: each tied parameter a known one, neither bounded nor fixed, its
+    expression (parsed by gradfit.expr, never eval) of known parameters other than itself, and no cycle. Returns
+    the expressions in an order where each comes after the tied parameters it uses."""
+    if ties is None:
+        return {}
+    if not isinstance(ties, dict):
+        raise ModelError(f"`tie` must be a dict such as {{'g2_sigma': 'g1_sigma'}}, got {type(ties).__name__}.")
+    parsed = {}
+    for name, text in ties.items():
+        _known(name, names, "tie")
+        if name in bounds or name in fixed:
+            raise ModelError(f"{name} is tied, so it cannot also be {'bounded' if name in bounds else 'fixed'}.")
+        try:
+            expression = parse(text, variables=())
+        except ExpressionError as e:
+            raise ModelError(f"The tie of {name}: {e}") from None
+        unknown = [n for n in expression.param_names if n not in names]
+        if unknown:
+            raise ModelError(
+                f"The tie {name} = {text!r} refers to {unknown[0]!r}, which is not a parameter. "
+                f"The parameters are: {', '.join(names)}."
+            )
+        if name in expression.param_names:
+            raise ModelError(f"The tie {name} = {text!r} refers to {name} itself.")
+        if not expression.param_names:
+            raise ModelError(f"The tie {name} = {text!r} names no parameter: hold it with fixed={{{name!r}: ...}}.")
+        parsed[name] = expression
+    if len(parsed) + len(fixed) >= len(names):
+        raise ModelError("Every parameter is tied or fixed: leave at least one free to fit.")
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name) :] + (name,))
+            raise ModelError(f"The ties go round in a cycle: {cycle}. Tie each to free parameters.")
+        if name in order or name not in parsed:
+            return
+        for used in parsed[name].param_names:
+            visit(used, path + (name,))
+        order.append(name)
+
+    for name in parsed:
+        visit(name, ())
+    return {name: parsed[name] for name in order}
+
+
 def _known(name, names, what: str) -> None:
     if name not in names:
         raise ModelError(f"`{what}` names unknown parameter {name!r}. The parameters are: {', '.join(names)}.")
@@ -115,12 +167,13 @@ def parse_bound(text: str) -> tuple[str, float | None, float | None]:
 
 
 class Constrained(Model):
-    """A model seen through bounds and fixed values; its own parameters are the free, unbounded u."""
+    """A model seen through bounds, fixed values and ties (check_ties); its own parameters are the free,
+    unbounded u."""
 
-    def __init__(self, base: Model, bounds: Bounds, fixed: dict[str, float]):
-        self.base, self.bounds, self.fixed = base, bounds, fixed
+    def __init__(self, base: Model, bounds: Bounds, fixed: dict[str, float], ties: dict[str, Expression] | None = None):
+        self.base, self.bounds, self.fixed, self.ties = base, bounds, fixed, ties or {}
         self.user_names = base.param_names
-        self.param_names = tuple(n for n in base.param_names if n not in fixed)
+        self.param_names = tuple(n for n in base.param_names if n not in fixed and n not in self.ties)
         self.name, self.formula = base.name, base.formula
         self.variables = getattr(base, "variables", ("x",))
 
@@ -159,15 +212,41 @@ class Constrained(Model):
 
     def chain(self, jac: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """A Jacobian by the user's parameters (..., N, P) as one by u (..., N, free): the chain rule."""
+        if self.ties:
+            return jac @ self.gradient(u)
         return jac[..., self.free_index] * self.slopes(u).unsqueeze(-2)
 
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        """d p / d u (..., P, free): a free parameter's slope, a fixed one's zeros, a tied one's by the chain
+        rule through its expression (forward mode on its tree, gradfit.expr)."""
+        slopes = self.slopes(u)
+        zero = torch.zeros_like(slopes)
+        rows = {name: zero for name in self.fixed}
+        for j, name in enumerate(self.param_names):
+            rows[name] = zero.clone()
+            rows[name][..., j] = slopes[..., j]
+        values = dict(zip(self.user_names, self.to_user(u).unbind(-1)))
+        for name, expression in self.ties.items():
+            _, grads = expression.value_and_gradient([], [values[n] for n in expression.param_names])
+            rows[name] = (
+                sum(
+                    (torch.as_tensor(g, dtype=u.dtype, device=u.device).unsqueeze(-1) * rows[n])
+                    for n, g in zip(expression.param_names, grads)
+                    if g is not None
+                )
+                + zero
+            )
+        return torch.stack([rows[name] for name in self.user_names], dim=-2)
+
     def to_user(self, u: torch.Tensor) -> torch.Tensor:
-        """Free unbounded values u -> every parameter in the user's terms, inside its bounds."""
+        """Free unbounded values u -> every parameter in the user's terms, inside its bounds, ties holding."""
         free = dict(zip(self.param_names, u.unbind(-1)))
-        values = []
+        values = {}
         for name in self.user_names:
             if name in self.fixed:
-                values.append(torch.full(u.shape[:-1], self.fixed[name], dtype=u.dtype, device=u.device))
+                values[name] = torch.full(u.shape[:-1], self.fixed[name], dtype=u.dtype, device=u.device)
+                continue
+            if name in self.ties:
                 continue
             v = free[name]
             lower, upper = self.bounds.get(name, (-math.inf, math.inf))
@@ -177,14 +256,17 @@ class Constrained(Model):
                 v = lower - 1 + torch.sqrt(v * v + 1)
             elif math.isfinite(upper):
                 v = upper + 1 - torch.sqrt(v * v + 1)
-            values.append(v)
-        return torch.stack(values, dim=-1)
+            values[name] = v
+        for name, expression in self.ties.items():  # in order: a tie after the ties it uses
+            value = expression([], [values[n] for n in expression.param_names])
+            values[name] = torch.as_tensor(value, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
+        return torch.stack([values[name] for name in self.user_names], dim=-1)
 
     def to_free(self, p: torch.Tensor) -> torch.Tensor:
         """Every parameter in the user's terms -> the free unbounded values (the inverse of to_user)."""
         values = []
         for name, v in zip(self.user_names, p.unbind(-1)):
-            if name in self.fixed:
+            if name in self.fixed or name in self.ties:
                 continue
             lower, upper = self.bounds.get(name, (-math.inf, math.inf))
             if math.isfinite(lower) and math.isfinite(upper):
@@ -246,10 +328,13 @@ def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> d
     return out
 
 
-def start_values(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None) -> torch.Tensor:
-    """Starting values of every parameter: p0 (inside any bounds), else the model's guess, else ones."""
+def start_values(model: Model, p0, x, y, dtype, device, bounds=None, fixed=None, tied=()) -> torch.Tensor:
+    """Starting values of every parameter: p0 (inside any bounds), else the model's guess, else ones. A fixed or
+    tied parameter needs no p0 (a tied one's is its tie's, made by Constrained)."""
     names = model.param_names
     bounds, fixed = bounds or {}, fixed or {}
+    if isinstance(p0, dict) and tied:
+        p0 = {**{n: 0.0 for n in tied}, **p0}
     if p0 is None:
         guess = model.guess(x, y)
         if isinstance(guess, torch.Tensor) and guess.shape == (len(names),) and all_finite(guess):

@@ -225,7 +225,13 @@ def _params_table(result) -> str:
     for name, value in result.params.items():
         err = result.stderr[name]
         note = (
-            "fixed" if name in result.fixed else f"at {result.at_bound[name]} bound" if name in result.at_bound else ""
+            "fixed"
+            if name in result.fixed
+            else f"tied: = {html.escape(result.tied[name])}"
+            if name in result.tied
+            else f"at {result.at_bound[name]} bound"
+            if name in result.at_bound
+            else ""
         )
         err_text = "" if name in result.fixed else f"{err:.4g}"
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{value:.10g}</td><td>{err_text}</td><td>{note}</td></tr>")

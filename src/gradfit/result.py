@@ -51,6 +51,7 @@ class FitResult:
     undetermined: tuple[str, ...] = ()  # parameters the data do not determine (stderr inf); then not converged
     bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
     fixed: dict = field(default_factory=dict)  # name -> value, held fixed
+    tied: dict = field(default_factory=dict)  # name -> the expression of the others it is tied to
     at_bound: dict = field(default_factory=dict)  # name -> 'lower' or 'upper': ended on that bound
     x: np.ndarray | None = field(default=None, repr=False)  # the data fitted (after nan_policy), float64
     y: np.ndarray | None = field(default=None, repr=False)
@@ -103,6 +104,7 @@ class FitResult:
             "method": self.method,
             "gap_to_optimum": _num(self.gap_to_optimum),
             "fixed": dict(self.fixed),
+            "tied": dict(self.tied),
             "at_bound": dict(self.at_bound),
         }
 
@@ -117,7 +119,7 @@ class FitResult:
             f"    # steps            = {self.n_steps}",
             f"    # data points      = {self.n_points}"
             + (f" ({self.n_dropped} dropped: NaN or inf)" if self.n_dropped else ""),
-            f"    # variables        = {self.n_params}",
+            f"    # variables        = {self.n_params - len(self.fixed) - len(self.tied)}",  # those fitted, as lmfit
             f"    converged          = {'yes' if self.converged else 'NO'}",
             f"    RMSE               = {self.rmse:.10g}",
             f"    R-squared          = {self.r2:.10g}",
@@ -140,7 +142,9 @@ class FitResult:
             rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
             bound = self.bounds.get(name)
             where = (
-                f" (at {self.at_bound[name]} bound)"
+                f" == '{self.tied[name]}'"  # as lmfit writes a constrained parameter
+                if name in self.tied
+                else f" (at {self.at_bound[name]} bound)"
                 if name in self.at_bound
                 else f" (bounds {bound[0]:g}, {bound[1]:g})"
                 if bound
@@ -152,6 +156,8 @@ class FitResult:
         names = self.param_names
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
+                if names[i] in self.tied or names[j] in self.tied:  # (a tie's correlations are its expression's)
+                    continue
                 if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= min_correlation:
                     pairs.append((abs(corr[i, j]), f"C({names[i]}, {names[j]})", corr[i, j]))
         if pairs:

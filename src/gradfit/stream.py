@@ -666,7 +666,9 @@ def fit_source(
 ):
     """The streamed fit of ``data`` as ``how`` plans it (gradfit.engine.fit_file decides to stream): Ctrl-C
     finishes the current batch and stops with the history so far."""
-    unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device"})
+    if fit_options.get("tie"):
+        raise OptionError("Tied parameters need the data in memory: a streamed fit does not take them yet.")
+    unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device", "tie"})
     if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
         raise OptionError(f"Unknown option {unknown[0]!r}.")
     bounds = check_bounds(fit_options.get("bounds"), model.param_names)
