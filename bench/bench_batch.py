@@ -296,8 +296,9 @@ print(t, (peak_kib() - base) / 1024, *p)
 def bench_large(n: int):
     out = {}
     for who in ("numpy", "gradfit"):
-        if who == "gradfit":  # import before measuring, as numpy is imported before measuring
-            code = _LARGE.replace("del rng", "del rng\nimport gradfit")
+        if who == "gradfit":  # import before measuring, as numpy is imported before measuring: gradfit imports
+            # torch lazily, on the first fit, which would count torch's import (~3 s, ~170 MB) as the fit's
+            code = _LARGE.replace("del rng", "del rng\nimport gradfit, gradfit.engine")
         else:
             code = _LARGE
         done = subprocess.run([sys.executable, "-c", code, who, str(n)], capture_output=True, text=True, check=True)
