@@ -457,3 +457,24 @@ def test_tied_parameters_on_the_command_line(capsys, tmp_path):
     ]:
         code, _, err = run(capsys, *common, "--tie", bad)
         assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_robust_loss_on_the_command_line(capsys, tmp_path):
+    x = np.linspace(0, 4, 60)
+    y = 2.5 * np.exp(-1.3 * x) + 0.3 + 0.02 * np.random.default_rng(0).normal(size=60)
+    y[[5, 17, 40]] += [1.5, -1.0, 2.0]
+    path = tmp_path / "decay.csv"
+    path.write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in zip(x, y)))
+    common = ["fit", path, "--model", "exp_decay", "--p0", "2,1,0"]
+    code, out, err = run(capsys, *common, "--loss", "soft_l1", "--f-scale", "0.1", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    want = gradfit.fit("exp_decay", x, y, p0=[2, 1, 0], loss="soft_l1", f_scale=0.1)
+    assert result["params"] == pytest.approx(want.params, rel=1e-12) and result["loss"] == "soft_l1"
+    assert "loss               = soft_l1 (f_scale 0.1)" in out
+    for extra, match in [
+        (["--loss", "l2"], "Unknown loss 'l2'"),
+        (["--loss", "huber", "--f-scale", "-1"], "argument --f-scale: must be a positive finite number"),
+    ]:
+        code, _, err = run(capsys, *common, *extra)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err

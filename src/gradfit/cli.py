@@ -57,6 +57,7 @@ def _checked(convert, rule, expected: str):
 
 _positive_int = _checked(int, positive_int, "a whole number >= 1")
 _learning_rate = _checked(float, positive_finite, "a positive finite number such as 1e-4")
+_f_scale = _checked(float, positive_finite, "a positive finite number such as 0.1")
 _tolerance = _checked(float, nonnegative_finite, "a finite number >= 0 such as 1e-10")
 _seed = _whole_number(0, 2**63, expected="a whole number from 0 to 2**63-1")
 
@@ -287,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="tie a parameter to an expression of others: 'g2_sigma=g1_sigma', 'g2_center=g1_center + 1.5' "
         "(repeat for more)",
+    )
+    fit.add_argument(
+        "--loss",
+        default="linear",
+        metavar="LOSS",
+        help="least squares (linear, the default) or a robust loss that outliers pull less: soft_l1, huber, "
+        "cauchy, arctan (as scipy's least_squares)",
+    )
+    fit.add_argument(
+        "--f-scale",
+        type=_f_scale,
+        default=1.0,
+        metavar="S",
+        help="the residual at which a robust loss starts to bend (default: %(default)s)",
     )
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
@@ -577,6 +592,10 @@ def _run_fit(args) -> int:
         if args.workers or args.scheduler:
             raise OptionError("--tie needs the data in one process; leave out --workers/--scheduler.")
         options["tie"] = dict(args.tie)
+    if args.loss != "linear" or args.f_scale != 1.0:
+        if args.workers or args.scheduler:
+            raise OptionError("--loss needs the data in one process; leave out --workers/--scheduler.")
+        options.update(loss=args.loss, f_scale=args.f_scale)
     json_out, history_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

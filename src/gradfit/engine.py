@@ -26,6 +26,7 @@ from .history import History, StepRecord
 from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction
+from .losses import check_loss
 from .params import Constrained, at_bounds, check_bounds, check_fixed, check_ties, start_values, widths_positive
 from .result import FitResult
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
@@ -54,6 +55,8 @@ def fit(
     bounds: dict | None = None,
     fixed: dict | None = None,
     tie: dict | None = None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
     variables=None,
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
@@ -100,8 +103,12 @@ def fit(
     fixed = check_fixed(fixed, model.param_names, bounds)
     ties = check_ties(tie, model.param_names, bounds, fixed)
     constrained = bool(bounds or fixed or ties)
+    robust = check_loss(loss, f_scale)
     chosen = get_method(method)
-    run_method = chosen.name if chosen.name != "auto" else "linear" if model.is_linear and not constrained else "lm"
+    exact = model.is_linear and not constrained and robust[0] == "linear"
+    run_method = chosen.name if chosen.name != "auto" else "linear" if exact else "lm"
+    if run_method == "linear" and robust[0] != "linear":
+        raise OptionError(f"Method 'linear' cannot minimise the robust loss {loss!r}; use method='lm' or 'auto'.")
     if run_method == "linear" and constrained:
         raise OptionError("Method 'linear' cannot honour bounds, fixed or tied parameters; use method='lm' or 'auto'.")
     defaults = get_method(run_method)
@@ -118,7 +125,7 @@ def fit(
     device = check_device(device)
 
     data, problem, start, model, note = _problem(
-        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, run_method == "lm", ties
+        model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, run_method == "lm", ties, robust
     )
 
     if run_method == "linear":
@@ -303,7 +310,20 @@ def fit_steps(
 
 
 def _problem(
-    model: Model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives="auto", centre=False, ties=None
+    model: Model,
+    x,
+    y,
+    sigma,
+    p0,
+    nan_policy,
+    bounds,
+    fixed,
+    dtype,
+    device,
+    derivatives="auto",
+    centre=False,
+    ties=None,
+    loss=("linear", 1.0),
 ):
     """Checked data, the Problem the solver works on, its start (inside any bounds), the model fitted and a note for
     the message: a Python function is read as its formula where it can be (gradfit.trace), and fitted with
@@ -330,7 +350,7 @@ def _problem(
     elif centre and type(model) is Polynomial and model.degree > 0:
         model = Centred(model, xt)
         start = model.to_free(start)
-    problem = Problem(model, xt, yt, st)
+    problem = Problem(model, xt, yt, st, *loss)
     _check_start(problem, start)
     return data, problem, start, fitted, note
 
@@ -365,16 +385,16 @@ def _finish_on_bounds(
     # the loss by the parameters not fixed or tied (the ties put back from the held values)
     view = Constrained(base, {}, fixed, ties)
     held = view.to_user(held[view.free_index]).detach()
-    plain = Problem(base, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+    plain = problem.like(base)
     q = held[view.free_index].clone().requires_grad_()
-    Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights).loss(q).backward()
+    problem.like(view).loss(q).backward()
     slope = dict(zip(view.param_names, q.grad.tolist()))
     onto = {n: v for n, v in onto.items() if v[2] * slope[n] > 0}  # pushed against the bound
     if not onto:
         return outcome
     rest = {n: b for n, b in bounds.items() if n not in onto}
     on_bound = Constrained(base, rest, {**fixed, **{n: v[1] for n, v in onto.items()}}, ties)
-    sub = Problem(on_bound, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+    sub = problem.like(on_bound)
     finish = levenberg_marquardt(sub, on_bound.to_free(held), max_steps=max_steps, tolerances=tolerances)
     with torch.no_grad():
         user_after = on_bound.to_user(finish.params.detach())
@@ -590,7 +610,7 @@ def _result(
         cov = to_user @ cov @ to_user.T
     else:
         view = Constrained(model, {}, fixed, ties) if fixed or ties else model
-        view_problem = Problem(view, problem.x, problem.y, None if problem.weights is None else 1 / problem.weights)
+        view_problem = problem.like(view)
         cov_free, rank, free_undetermined = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
         cov = np.zeros((len(names), len(names)))
         cov[np.ix_(free, free)] = cov_free
@@ -619,6 +639,8 @@ def _result(
         notes.append(undetermined_note(undetermined, rank, k))
     for name, expression in ties.items():
         notes.append(f"{name} tied: {name} = {expression.text}")
+    if problem.robust is not None:
+        notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
@@ -628,7 +650,7 @@ def _result(
     gap = optimum_rmse = None
     if ran == "linear":
         optimum_rmse, gap = math.sqrt(chi2 / n), 0.0  # this fit is the exact optimum
-    elif model.is_linear and not (bounds or fixed):
+    elif model.is_linear and not (bounds or fixed or ties) and problem.robust is None:
         _, optimum_rmse = least_squares(model, data.x, data.y, data.sigma)
         fit_rmse = math.sqrt(chi2 / n)
         gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
@@ -677,6 +699,8 @@ def _result(
         bounds=bounds,
         fixed=fixed,
         tied={name: expression.text for name, expression in ties.items()},
+        loss=(problem.robust or ("linear",))[0],
+        f_scale=(problem.robust or (None, 1.0))[1],
         at_bound=on_bound,
         x=data.x,
         y=data.y,
@@ -685,14 +709,16 @@ def _result(
 
 
 def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool):
-    """Covariance (curve_fit's rule: times chi2/dof unless absolute_sigma), rank, and the undetermined mask."""
+    """Covariance (curve_fit's rule: times chi2/dof unless absolute_sigma), rank, and the undetermined mask. With a
+    robust loss, curve_fit's with least_squares: from the rescaled Jacobian, times the loss's cost / dof."""
     k = len(p)
     if problem.streaming:  # R of J = QR, made by chunks, has J's singular values and vectors
         small, shape = problem.r_factor()[0], (problem.n_points, k)
     else:
-        jac = problem.jacobian(p).double().cpu().numpy()
+        jac = problem.scaled_jacobian(p).double().cpu().numpy()
         small, shape = _small(jac), jac.shape
-    factor = 1.0 if absolute_sigma else chi2 / dof if dof > 0 else np.inf
+    spread = chi2 if problem.robust is None else problem.spread(p)
+    factor = 1.0 if absolute_sigma else spread / dof if dof > 0 else np.inf
     return covariance(small, shape, factor)
 
 

@@ -52,6 +52,8 @@ class FitResult:
     bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
     fixed: dict = field(default_factory=dict)  # name -> value, held fixed
     tied: dict = field(default_factory=dict)  # name -> the expression of the others it is tied to
+    loss: str = "linear"  # least squares, or a robust loss (gradfit.losses.ROBUST)
+    f_scale: float = 1.0  # where a robust loss starts to bend
     at_bound: dict = field(default_factory=dict)  # name -> 'lower' or 'upper': ended on that bound
     x: np.ndarray | None = field(default=None, repr=False)  # the data fitted (after nan_policy), float64
     y: np.ndarray | None = field(default=None, repr=False)
@@ -105,6 +107,8 @@ class FitResult:
             "gap_to_optimum": _num(self.gap_to_optimum),
             "fixed": dict(self.fixed),
             "tied": dict(self.tied),
+            "loss": self.loss,
+            "f_scale": self.f_scale,
             "at_bound": dict(self.at_bound),
         }
 
@@ -120,6 +124,7 @@ class FitResult:
             f"    # data points      = {self.n_points}"
             + (f" ({self.n_dropped} dropped: NaN or inf)" if self.n_dropped else ""),
             f"    # variables        = {self.n_params - len(self.fixed) - len(self.tied)}",  # those fitted, as lmfit
+            *([f"    loss               = {self.loss} (f_scale {self.f_scale:g})"] if self.loss != "linear" else []),
             f"    converged          = {'yes' if self.converged else 'NO'}",
             f"    RMSE               = {self.rmse:.10g}",
             f"    R-squared          = {self.r2:.10g}",

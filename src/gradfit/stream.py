@@ -668,7 +668,9 @@ def fit_source(
     finishes the current batch and stops with the history so far."""
     if fit_options.get("tie"):
         raise OptionError("Tied parameters need the data in memory: a streamed fit does not take them yet.")
-    unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device", "tie"})
+    if fit_options.get("loss", "linear") != "linear":
+        raise OptionError("A robust loss needs the data in memory: a streamed fit does not take one yet.")
+    unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device", "tie", "loss", "f_scale"})
     if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
         raise OptionError(f"Unknown option {unknown[0]!r}.")
     bounds = check_bounds(fit_options.get("bounds"), model.param_names)

@@ -79,7 +79,10 @@ def lm_steps(
         stacked = torch.cat([jac, math.sqrt(lam) * torch.diag(d)])
         rhs = torch.cat([-r, torch.zeros_like(d)])
         delta = lstsq(stacked, rhs)
-        predicted = float(r @ r) - float(((jac @ delta + r) ** 2).sum())
+        # the reduction the linear model promises, |r|² - |J δ + r|², as -2 δ·Jᵀr - |J δ|²: no cancellation of two
+        # large squares (a robust loss's rescaled residuals on outliers are large where their rows are small)
+        along = jac @ delta
+        predicted = -2 * float(delta @ grad) - float(along @ along)
         p_new = p + delta
         cost_new = problem.cost(p_new)
         rho = (cost - cost_new) / predicted if predicted > 0 else -1.0

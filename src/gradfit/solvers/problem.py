@@ -11,7 +11,7 @@ import torch
 
 from .._threads import TRANSFORMS
 from ..history import History, StepRecord
-from ..losses import mse
+from ..losses import mse, robust_cost, robust_scaling
 from ..models import Model
 from .methods import Tolerances  # noqa: F401  (the solvers import it from here too)
 
@@ -21,11 +21,23 @@ STREAM_ABOVE = 1 << 22  # points x parameters above which a linear model's desig
 
 
 class Problem:
-    """Minimise mean(((f(x; p) - y) / sigma)**2) over p."""
+    """Minimise mean(((f(x; p) - y) / sigma)**2) over p; with a robust ``loss`` (gradfit.losses: least_squares'
+    soft_l1, huber, cauchy, arctan), mean(f_scale² ρ((r / f_scale)²)) of those residuals r. A robust loss is a
+    transform of the problem: its cost, its loss for the gradient methods, and its linearization (residuals and
+    Jacobian rows rescaled as least_squares does), so the solvers do not know of it."""
 
-    def __init__(self, model: Model, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        sigma: torch.Tensor | None = None,
+        loss: str = "linear",
+        f_scale: float = 1.0,
+    ):
         self.model, self.x, self.y = model, x, y
         self.weights = None if sigma is None else 1 / sigma
+        self.robust = None if loss == "linear" else (loss, f_scale)
         self.n_points = len(y)
         self._design = None  # a linear model's Jacobian does not depend on the parameters: made once
         # The history speaks in the user's parameters, also when the solver walks transformed ones.
@@ -33,8 +45,19 @@ class Problem:
         self._to_user = getattr(model, "to_user", None)
         # A large linear problem never holds its (N, P) design matrix: it is made a chunk of rows at a
         # time and reduced to R of A = QR (P x P), which has all that the solve and the covariance need.
-        self.streaming = model.is_linear and self.n_points * model.n_params > STREAM_ABOVE and x.device.type == "cpu"
+        self.streaming = (
+            model.is_linear
+            and self.robust is None
+            and self.n_points * model.n_params > STREAM_ABOVE
+            and x.device.type == "cpu"
+        )
         self._r_factor = None
+
+    def like(self, model: Model) -> "Problem":
+        """The same data, weights and loss, for another model (a view of this one's parameters)."""
+        sigma = None if self.weights is None else 1 / self.weights
+        loss, f_scale = self.robust or ("linear", 1.0)
+        return Problem(model, self.x, self.y, sigma, loss, f_scale)
 
     def describe(self, params: torch.Tensor) -> tuple[float, ...]:
         """The solver's parameters as the user's values, for the history."""
@@ -84,7 +107,7 @@ class Problem:
         with torch.no_grad():
             r = self.residuals(params)
         self._last = (params, r)
-        return float(r @ r)
+        return float(r @ r) if self.robust is None else float(robust_cost(*self.robust, r))
 
     def linearize(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(J, r): the Jacobian and the residuals at ``params`` (a streamed problem gives R and Qᵀr)."""
@@ -94,9 +117,29 @@ class Problem:
         else:
             with torch.no_grad():
                 r = self.residuals(params)
+        if self.robust is not None:
+            for_r, for_rows = robust_scaling(*self.robust, r)
+            return self.jacobian(params) * for_rows[:, None], r * for_r
         return self.jacobian(params), r
 
+    def scaled_jacobian(self, params: torch.Tensor) -> torch.Tensor:
+        """The Jacobian whose JᵀJ is the Gauss–Newton Hessian of the cost: a robust loss's rows rescaled (as
+        least_squares returns it, and curve_fit takes its covariance from it)."""
+        if self.robust is None:
+            return self.jacobian(params)
+        with torch.no_grad():
+            _, for_rows = robust_scaling(*self.robust, self.residuals(params), curvature=True)
+        return self.jacobian(params) * for_rows[:, None]
+
+    def spread(self, params: torch.Tensor) -> float:
+        """The sum the standard errors scale by: χ², or with a robust loss its cost Σ f_scale² ρ (curve_fit's)."""
+        with torch.no_grad():
+            r = self.residuals(params)
+        return float(r @ r) if self.robust is None else float(robust_cost(*self.robust, r))
+
     def loss(self, params: torch.Tensor) -> torch.Tensor:
+        if self.robust is not None:
+            return robust_cost(*self.robust, self.residuals(params)) / self.n_points
         if self.weights is None:
             return mse(self.model(self.x, params), self.y)  # the article's loss, as it writes it
         return (self.residuals(params) ** 2).mean()
