@@ -109,9 +109,14 @@ class Polynomial(Model):
         x (N,) gives M (P, P); x (B, N), curves each at their own x, one M per curve (B, P, P), each from its
         own range (so that a curve's answer does not depend on the others fitted with it)."""
         m, s, M = self.centring(x)
-        if x.device.type == "cpu" and not x.requires_grad:  # numpy: one power op, less overhead per call
+        if x.device.type == "cpu" and not x.requires_grad:  # numpy, less overhead per call
             t = (x.numpy() - np.asarray(m)) / np.asarray(s)
-            return torch.from_numpy(t[..., None] ** np.arange(self.degree, -1, -1)).to(x.dtype), M
+            # the powers by products, highest first: numpy's power with an array of exponents calls pow() for
+            # every element (100,000 curves of 15 points: 0.25 s of a 0.6 s fit_many)
+            columns = [np.ones_like(t)]
+            for _ in range(self.degree):
+                columns.append(columns[-1] * t)
+            return torch.from_numpy(np.stack(columns[::-1], axis=-1)).to(x.dtype), M
         return self.design_matrix((x - m) / s), M
 
     def centring(self, x: torch.Tensor) -> tuple:
