@@ -162,6 +162,35 @@ def _tie(text: str) -> tuple[str, str]:
     return name.strip(), expression.strip()
 
 
+def _add_parameter_options(parser, whose: str) -> None:
+    """--bound, --fix and --tie, for fit and fit-many alike (``whose``: whose parameters, in the help)."""
+    parser.add_argument(
+        "--bound",
+        action="append",
+        type=_bound,
+        metavar="BOUND",
+        default=[],
+        help=f"a bound on a parameter{whose}: 'b>0', 'c<10', '0<c<10' (repeat for more)",
+    )
+    parser.add_argument(
+        "--fix",
+        action="append",
+        type=_fixed,
+        metavar="NAME=VALUE",
+        default=[],
+        help=f"hold a parameter{whose} at a value: c=1 (repeat or comma-separate for more)",
+    )
+    parser.add_argument(
+        "--tie",
+        action="append",
+        type=_tie,
+        metavar="NAME=EXPR",
+        default=[],
+        help=f"tie a parameter{whose} to an expression of others: 'g2_sigma=g1_sigma', "
+        "'g2_center=g1_center + 1.5' (repeat for more)",
+    )
+
+
 def _rates(text: str) -> list[float]:
     rates = []
     for item in text.split(","):
@@ -264,31 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B,...",
         help="the order of an expression's parameters (default: first appearance)",
     )
-    fit.add_argument(
-        "--bound",
-        action="append",
-        type=_bound,
-        metavar="BOUND",
-        default=[],
-        help="a bound on a parameter: 'b>0', 'c<10', '0<c<10' (repeat for more)",
-    )
-    fit.add_argument(
-        "--fix",
-        action="append",
-        type=_fixed,
-        metavar="NAME=VALUE",
-        default=[],
-        help="hold a parameter at a value: c=1 (repeat or comma-separate for more)",
-    )
-    fit.add_argument(
-        "--tie",
-        action="append",
-        type=_tie,
-        metavar="NAME=EXPR",
-        default=[],
-        help="tie a parameter to an expression of others: 'g2_sigma=g1_sigma', 'g2_center=g1_center + 1.5' "
-        "(repeat for more)",
-    )
+    _add_parameter_options(fit, "")
     fit.add_argument(
         "--loss",
         default="linear",
@@ -390,30 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y")
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
-    many.add_argument(
-        "--bound",
-        action="append",
-        type=_bound,
-        metavar="BOUND",
-        default=[],
-        help="a bound on a parameter of every curve: 'b>0', 'c<10', '0<c<10' (repeat for more)",
-    )
-    many.add_argument(
-        "--fix",
-        action="append",
-        type=_fixed,
-        metavar="NAME=VALUE",
-        default=[],
-        help="hold a parameter of every curve at a value: c=1 (repeat or comma-separate for more)",
-    )
-    many.add_argument(
-        "--tie",
-        action="append",
-        type=_tie,
-        metavar="NAME=EXPR",
-        default=[],
-        help="tie a parameter of every curve to an expression of others: 'g2_sigma=g1_sigma' (repeat for more)",
-    )
+    _add_parameter_options(many, " of every curve")
     many.add_argument(
         "--method",
         default="auto",
