@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import ExitStatus, GradfitError, OptionError
+from .errors import DataError, ExitStatus, GradfitError, OptionError
 from .options import nonnegative_finite, positive_finite, positive_int
 from .solvers.methods import BACKENDS as BATCH_BACKENDS
 from .solvers.methods import BATCH_METHODS
@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--y", metavar="COL", help="y column, by name or 0-based index (default: the second)")
     fit.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y (weights 1/sigma**2)")
     fit.add_argument(
+        "--covariance",
+        metavar="FILE",
+        help="the errors' covariance matrix, N x N for N data rows (.npy, or text rows of numbers): correlated "
+        "errors, as curve_fit's 2-D sigma",
+    )
+    fit.add_argument(
         "--model",
         default="quadratic",
         help="a built-in model (see 'gradfit models'), a sum of them ('gaussian + linear'), or an "
@@ -544,8 +550,22 @@ def _run_fit(args) -> int:
     parquet = _parquet_data(args.data)
     if not parquet and (args.batch_size or args.epochs):
         raise OptionError("--batch-size and --epochs stream Parquet data; convert the CSV file to Parquet first.")
+    if args.covariance and (args.sigma or parquet or args.workers or args.scheduler):
+        raise OptionError(
+            "--covariance is the errors' whole covariance: leave out --sigma, and give the data as a CSV file in "
+            "one process (not Parquet, --workers or --scheduler)."
+        )
     if not parquet:
         columns = load(args.data, x=args.x, y=args.y, sigma=args.sigma)
+        if args.covariance:
+            from .io import load_matrix
+
+            columns["sigma"] = load_matrix(args.covariance, "--covariance")
+            if len(columns["sigma"]) != len(columns["y"]):
+                raise DataError(
+                    f"--covariance is {len(columns['sigma'])} x {len(columns['sigma'])}, but the data have "
+                    f"{len(columns['y'])} rows: give one row and column per data row."
+                )
         first = columns["first_row"]
         data = prepare(
             columns["x"],
@@ -772,7 +792,7 @@ def _run_fit_many(args) -> int:
 
 def _fit_on_dask(args, model, options):
     """One fit of all the rows of Parquet data on a Dask cluster (gradfit.dask.fit): the columns stay on the workers."""
-    from .errors import DataError, OptionError
+    from .errors import OptionError
 
     if args.workers and args.scheduler:
         raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
@@ -824,7 +844,6 @@ def _fit_many_on_dask(args, model, out) -> int:
 
     from ._files import save_atomic
     from .dask import cluster, fit_many
-    from .errors import DataError
 
     if args.workers and args.scheduler:
         raise OptionError("Give --workers N or --scheduler ADDRESS, not both.")
@@ -876,7 +895,6 @@ def _long_table(args):
     import pyarrow as pa
 
     from . import io
-    from .errors import DataError
 
     if _parquet_data(args.data) and not Path(args.data).is_file():  # a folder or a glob of Parquet files
         from .stream import open_dataset
@@ -909,6 +927,8 @@ def _report_settings(args) -> dict:
     }
     if args.sigma:
         settings["sigma column"] = args.sigma
+    if getattr(args, "covariance", None):
+        settings["errors' covariance"] = args.covariance
     for name, value in (("max steps", args.max_steps), ("tolerance", args.tol), ("p0", args.p0)):
         if value is not None:
             settings[name] = value

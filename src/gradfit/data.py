@@ -132,18 +132,15 @@ def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, 
     arrays = {"x": x, "y": y}
     if sigma is not None:
         sigma = as_array(sigma, "sigma")
+        if sigma.ndim == 2 and sigma.shape == (len(y), len(y)):
+            return _correlated(x, y, covariance(sigma), nan_policy, first_row, row_label)
         if sigma.shape != y.shape:
-            raise DataError(f"`sigma` must have one value per point ({len(y)}), got shape {sigma.shape}.")
-        arrays["sigma"] = sigma
-    bad = np.zeros(len(y), dtype=bool)
-    for name, a in arrays.items():
-        a_bad = ~np.isfinite(a) if a.ndim == 1 else ~np.isfinite(a).all(axis=1)
-        if a_bad.any() and nan_policy == "raise":
             raise DataError(
-                f"`{name}` has NaN or inf at {_rows(a_bad, first_row, row_label)}. "
-                "Remove those rows or use nan_policy='omit'."
+                f"`sigma` must have one value per point ({len(y)}), or be the errors' covariance matrix "
+                f"({len(y)} x {len(y)}), got shape {sigma.shape}."
             )
-        bad |= a_bad
+        arrays["sigma"] = sigma
+    bad = _not_finite(arrays, nan_policy, first_row, row_label)
     keep = ~bad
     if sigma is not None and (sigma[keep] <= 0).any():
         where = _rows(keep & (sigma <= 0), first_row, row_label)
@@ -158,6 +155,50 @@ def prepare(x, y, sigma=None, *, nan_policy: str = "raise", first_row: int = 0, 
     if not bad.any():  # nothing to drop: no copies of what may be large arrays
         return Dataset(x, y, sigma, 0)
     return Dataset(x[keep], y[keep], None if sigma is None else sigma[keep], int(bad.sum()))
+
+
+def _not_finite(arrays: dict, nan_policy: str, first_row: int, row_label: str) -> np.ndarray:
+    """The rows with NaN or inf in any of ``arrays``; refused, naming the first, unless nan_policy is 'omit'."""
+    bad = np.zeros(len(arrays["y"]), dtype=bool)
+    for name, a in arrays.items():
+        a_bad = ~np.isfinite(a) if a.ndim == 1 else ~np.isfinite(a).all(axis=1)
+        if a_bad.any() and nan_policy == "raise":
+            raise DataError(
+                f"`{name}` has NaN or inf at {_rows(a_bad, first_row, row_label)}. "
+                "Remove those rows or use nan_policy='omit'."
+            )
+        bad |= a_bad
+    return bad
+
+
+def covariance(matrix: np.ndarray) -> np.ndarray:
+    """Check an errors' covariance matrix (curve_fit's 2-D sigma): finite, symmetric, positive definite."""
+    if not np.isfinite(matrix).all():
+        raise DataError("`sigma` (a covariance matrix) has NaN or inf: every entry must be a finite number.")
+    asymmetry = np.abs(matrix - matrix.T).max()
+    if asymmetry > 1e-10 * np.abs(matrix).max():
+        raise DataError(
+            "`sigma` (a covariance matrix) must be symmetric, but differs from its transpose by up to "
+            f"{asymmetry:.3g}: give (C + C.T) / 2 if it is one up to rounding."
+        )
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        raise DataError(
+            "`sigma` (a covariance matrix) must be positive definite, and it is not (some combination of the errors "
+            "would have zero or negative variance): check it, or add a small variance to its diagonal."
+        ) from None
+    return matrix
+
+
+def _correlated(x, y, sigma, nan_policy, first_row, row_label) -> Dataset:
+    """x and y checked as ``prepare`` does, with an (N, N) covariance of their errors: a dropped row drops its
+    row and column of the covariance (what remains is the covariance of the points kept)."""
+    bad = _not_finite({"x": x, "y": y}, nan_policy, first_row, row_label)
+    if not bad.any():
+        return Dataset(x, y, sigma, 0)
+    keep = ~bad
+    return Dataset(x[keep], y[keep], sigma[np.ix_(keep, keep)], int(bad.sum()))
 
 
 def load(path, *, x=None, y=None, sigma=None) -> dict:

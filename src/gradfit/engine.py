@@ -582,8 +582,7 @@ def _result(
     with torch.no_grad():  # the statistics in numpy float64: small arrays, no autograd
         weighted = problem.residuals(p).double().cpu().numpy()
         user = problem.model.to_user(p) if isinstance(problem.model, (Constrained, Centred)) else p
-    weights = None if problem.weights is None else problem.weights.double().cpu().numpy()
-    raw = weighted if weights is None else weighted / weights
+    raw = weighted if problem.whiten is None else problem.whiten.undo(weighted)
     y = data.y
     with np.errstate(over="ignore", invalid="ignore"):  # squares beyond 1e308 are inf: said below, not warned
         chi2 = float(weighted @ weighted)
@@ -639,6 +638,8 @@ def _result(
         notes.append(undetermined_note(undetermined, rank, k))
     for name, expression in ties.items():
         notes.append(f"{name} tied: {name} = {expression.text}")
+    if problem.whiten is not None and problem.whiten.matrix:
+        notes.append(f"correlated errors: residuals whitened by the Cholesky factor of sigma's {n} x {n} covariance")
     if problem.robust is not None:
         notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
     for name, side in on_bound.items():

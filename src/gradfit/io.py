@@ -197,3 +197,23 @@ def _is_number(text: str) -> bool:
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def load_matrix(path, what: str) -> np.ndarray:
+    """A matrix of numbers from a .npy file (no pickles) or a text file of rows (comma, semicolon, tab or space
+    separated, no header); ``what`` names it in errors ("--covariance")."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file '{path}' does not exist or is not a file. Check the path.")
+    try:
+        if path.read_bytes()[:6] == b"\x93NUMPY":
+            matrix = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text()
+            delimiter = next((d for d in ",;\t" if d in text), None)
+            matrix = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{what} file '{path}' is not a matrix of numbers ({str(e).splitlines()[0]}).") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not np.issubdtype(matrix.dtype, np.number):
+        raise DataError(f"{what} must be a square matrix of numbers, and '{path}' holds shape {matrix.shape}.")
+    return matrix.astype(np.float64)

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from ._threads import TRANSFORMS
 from .history import History
 from .models import Model
+from .solvers.problem import Whiten
 
 DATA_COLOR = "C0"  # matplotlib's default blue, as in the article's scatter
 PRED_COLOR = "red"  # the article's predictions
@@ -128,7 +129,8 @@ def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
     params = np.array(list(result.params.values()))
     curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
     if sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
-        top.errorbar(x, y, yerr=sigma, fmt="none", ecolor=DATA_COLOR, alpha=0.5)
+        yerr = np.sqrt(np.diag(sigma)) if sigma.ndim == 2 else sigma  # (a covariance matrix: each point's own)
+        top.errorbar(x, y, yerr=yerr, fmt="none", ecolor=DATA_COLOR, alpha=0.5)
     top.scatter(x, y, color=DATA_COLOR, label=data_label(result), zorder=3, **_dots(len(x)))
     top.plot(grid, curve, color=PRED_COLOR, label="fit")
     if band is not None:
@@ -407,7 +409,8 @@ def _data(run, what: str):
     x, y, sigma = run.x, run.y, getattr(run, "sigma", None)
     if len(y) > FIGURE_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(y), FIGURE_POINTS, replace=False))
-        x, y, sigma = x[keep], y[keep], None if sigma is None else sigma[keep]
+        sigma = None if sigma is None else sigma[np.ix_(keep, keep)] if sigma.ndim == 2 else sigma[keep]
+        x, y = x[keep], y[keep]
     return x, y, sigma
 
 
@@ -471,7 +474,7 @@ def _losses(result, points: np.ndarray) -> np.ndarray:
     model = result.model
     xs, ys, sigma = _data(result, "The loss landscape")
     x, y = torch.as_tensor(_np(xs)), torch.as_tensor(_np(ys))
-    w = None if sigma is None else 1 / torch.as_tensor(_np(sigma))
+    whiten = None if sigma is None else Whiten(torch.as_tensor(_np(sigma)))
     p = torch.as_tensor(points)
     # the answers go into one array made first: small tensors made between the blocks' would pin the
     # heap above them, and the process would grow by a block's size with every block
@@ -486,8 +489,8 @@ def _losses(result, points: np.ndarray) -> np.ndarray:
             except Exception:  # a model torch.vmap cannot batch: one point at a time
                 preds = torch.stack([model(x, q) for q in block])
             r = preds - y
-            if w is not None:
-                r = r * w
+            if whiten is not None:  # (B, N) rows: whitened as the Jacobian's columns are
+                r = whiten(r.T).T
             out[start : start + rows] = (r**2).mean(dim=-1)
     return out.numpy()
 

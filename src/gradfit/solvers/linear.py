@@ -13,7 +13,7 @@ from ..errors import DataError, ModelError
 from ..history import History, StepRecord
 from ..models import Model
 from ..uncertainty import column_scale
-from .problem import Outcome, Problem
+from .problem import Outcome, Problem, Whiten
 
 
 def lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -59,23 +59,24 @@ def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
     # float64: the optimum is the reference other runs are compared to.
     x = torch.as_tensor(x, dtype=torch.float64, device="cpu")
     y = torch.as_tensor(y, dtype=torch.float64, device="cpu")
-    w = None if sigma is None else 1 / torch.as_tensor(sigma, dtype=torch.float64, device="cpu")
+    whiten = None if sigma is None else Whiten(torch.as_tensor(sigma, dtype=torch.float64, device="cpu"))
     a = model.design_matrix(x)
     check_finite(a)  # (a polynomial is solved in its centred variable, but its RMSE needs its own columns)
-    params = solve_design(model, x, y, w)
-    if w is not None:
-        a, y = a * w[:, None], y * w
+    params = solve_design(model, x, y, whiten)
+    if whiten is not None:
+        a, y = whiten(a), whiten(y)
     rmse = float(((a @ params - y) ** 2).mean().sqrt())
     return params, rmse
 
 
-def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-    """The least-squares parameters of a linear model (weights w multiply rows): a polynomial solved in its
-    centred and scaled variable and mapped back (Polynomial.centred), any other model in its own columns."""
+def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, whiten: Whiten | None = None) -> torch.Tensor:
+    """The least-squares parameters of a linear model (``whiten`` applied to the rows: sigma or a covariance): a
+    polynomial solved in its centred and scaled variable and mapped back (Polynomial.centred), any other model in
+    its own columns."""
     centred = getattr(model, "centred", None)
     a, to_params = centred(x) if centred is not None else (model.design_matrix(x), None)
-    if w is not None:
-        a, y = a * w[:, None], y * w
+    if whiten is not None:
+        a, y = whiten(a), whiten(y)
     solution = lstsq(a, y)
     if to_params is None:
         return solution
@@ -122,7 +123,7 @@ def solve_linear(
         gradient = r.T @ (r @ p0.double().numpy() - z)
     else:
         a = problem.jacobian(p0)  # the (weighted) design matrix
-        params = solve_design(model, problem.x, problem.y, problem.weights)
+        params = solve_design(model, problem.x, problem.y, problem.whiten)
         gradient = (a.T @ r0).numpy()
     history = History(problem.user_names, problem.describe(p0))
     loss = float(r0 @ r0) / problem.n_points

@@ -20,9 +20,37 @@ CHUNK_ROWS = 1 << 16  # rows of the design matrix made at a time when it is neve
 STREAM_ABOVE = 1 << 22  # points x parameters above which a linear model's design matrix is streamed
 
 
+class Whiten:
+    """Residuals made independent and of unit variance: divided by sigma (one per point), or with a covariance
+    matrix C = L Lᵀ of correlated errors, L⁻¹ r (curve_fit's rule: then rᵀ C⁻¹ r is their sum of squares). Acts
+    on a vector of N residuals or on the rows of an (N, P) Jacobian alike."""
+
+    def __init__(self, sigma: torch.Tensor):
+        self.sigma = sigma
+        self.matrix = sigma.ndim == 2
+        if self.matrix:
+            self.factor = torch.linalg.cholesky(sigma)  # lower: C = L Lᵀ (checked positive definite by prepare)
+        else:
+            self.weights = 1 / sigma
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if not self.matrix:
+            return a * (self.weights if a.ndim == 1 else self.weights[:, None])
+        column = a.ndim == 1
+        out = torch.linalg.solve_triangular(self.factor, a[:, None] if column else a, upper=False)
+        return out[:, 0] if column else out
+
+    def undo(self, r: np.ndarray) -> np.ndarray:
+        """The raw residuals behind whitened ones (float64 numpy)."""
+        if not self.matrix:
+            return r / self.weights.double().cpu().numpy()
+        return self.factor.double().cpu().numpy() @ r
+
+
 class Problem:
-    """Minimise mean(((f(x; p) - y) / sigma)**2) over p; with a robust ``loss`` (gradfit.losses: least_squares'
-    soft_l1, huber, cauchy, arctan), mean(f_scale² ρ((r / f_scale)²)) of those residuals r. A robust loss is a
+    """Minimise mean(((f(x; p) - y) / sigma)**2) over p (with a covariance matrix sigma, of L⁻¹(f - y): Whiten);
+    with a robust ``loss`` (gradfit.losses: least_squares' soft_l1, huber, cauchy, arctan), mean(f_scale² ρ((r /
+    f_scale)²)) of those residuals r. A robust loss is a
     transform of the problem: its cost, its loss for the gradient methods, and its linearization (residuals and
     Jacobian rows rescaled as least_squares does), so the solvers do not know of it."""
 
@@ -36,7 +64,8 @@ class Problem:
         f_scale: float = 1.0,
     ):
         self.model, self.x, self.y = model, x, y
-        self.weights = None if sigma is None else 1 / sigma
+        self.whiten = None if sigma is None else Whiten(sigma)
+        self.weights = None if sigma is None or self.whiten.matrix else self.whiten.weights  # 1/sigma, or None
         self.robust = None if loss == "linear" else (loss, f_scale)
         self.n_points = len(y)
         self._design = None  # a linear model's Jacobian does not depend on the parameters: made once
@@ -50,12 +79,13 @@ class Problem:
             and self.robust is None
             and self.n_points * model.n_params > STREAM_ABOVE
             and x.device.type == "cpu"
+            and not (self.whiten is not None and self.whiten.matrix)  # (an N x N covariance: N is small)
         )
         self._r_factor = None
 
     def like(self, model: Model) -> "Problem":
         """The same data, weights and loss, for another model (a view of this one's parameters)."""
-        sigma = None if self.weights is None else 1 / self.weights
+        sigma = None if self.whiten is None else self.whiten.sigma
         loss, f_scale = self.robust or ("linear", 1.0)
         return Problem(model, self.x, self.y, sigma, loss, f_scale)
 
@@ -92,14 +122,14 @@ class Problem:
                 out[i * CHUNK_ROWS : i * CHUNK_ROWS + len(t)] = a @ params - t
             return out
         if self.model.is_linear and not params.requires_grad:  # one matrix product, no autograd needed
-            target = self.y if self.weights is None else self.y * self.weights
+            target = self.y if self.whiten is None else self.whiten(self.y)
             return self.jacobian(params) @ params - target
         r = self.model(self.x, params) - self.y
-        return r if self.weights is None else r * self.weights
+        return r if self.whiten is None else self.whiten(r)
 
     def y_std(self) -> float:
         """The standard deviation of the (weighted) y: the unit of the standardized loss."""
-        y = self.y if self.weights is None else self.y * self.weights
+        y = self.y if self.whiten is None else self.whiten(self.y)
         return float(y.std()) if len(y) > 1 else 0.0
 
     def cost(self, params: torch.Tensor) -> float:
@@ -140,7 +170,7 @@ class Problem:
     def loss(self, params: torch.Tensor) -> torch.Tensor:
         if self.robust is not None:
             return robust_cost(*self.robust, self.residuals(params)) / self.n_points
-        if self.weights is None:
+        if self.whiten is None:
             return mse(self.model(self.x, params), self.y)  # the article's loss, as it writes it
         return (self.residuals(params) ** 2).mean()
 
@@ -154,11 +184,11 @@ class Problem:
         if self.model.is_linear:
             if self._design is None:
                 a = self.model.design_matrix(self.x)
-                self._design = a if self.weights is None else a * self.weights[:, None]
+                self._design = a if self.whiten is None else self.whiten(a)
             return self._design
         if hasattr(self.model, "value_and_jacobian"):  # a model that estimates its own (gradfit.numeric)
             jac = self.model.value_and_jacobian(self.x, params)[1]
-            return jac if self.weights is None else jac * self.weights[:, None]
+            return jac if self.whiten is None else self.whiten(jac)
         try:
             with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
                 return torch.func.jacfwd(self.residuals)(params)
