@@ -376,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --workers: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)",
     )
     fit.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
+    fit.add_argument(
+        "--save",
+        metavar="OUT.json",
+        help="save the whole result (model, parameters, covariance, history, data) for gradfit.load_result",
+    )
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument(
         "--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and landscape.png into DIR"
@@ -537,7 +542,10 @@ def _run_fit(args) -> int:
             raise OptionError("Method 'sgd' is gradient descent on mini-batches: give --batch-size (Parquet data).")
     else:
         get_method(args.method)  # an unknown method is refused before the data are read
-    outputs = [check_out_file(path, flag) for path, flag in ((args.json, "--json"), (args.history, "--history"))]
+    outputs = [
+        check_out_file(path, flag)
+        for path, flag in ((args.json, "--json"), (args.history, "--history"), (args.save, "--save"))
+    ]
     plot_dir = check_out_dir(args.plot, "--plot") if args.plot else None
     animation = check_animation(args.animate, "--animate")
     report_out = check_out_file(args.report, "--report")
@@ -598,7 +606,7 @@ def _run_fit(args) -> int:
         if args.workers or args.scheduler:
             raise OptionError("--loss needs the data in one process; leave out --workers/--scheduler.")
         options.update(loss=args.loss, f_scale=args.f_scale)
-    json_out, history_out = outputs
+    json_out, history_out, save_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
@@ -622,6 +630,7 @@ def _run_fit(args) -> int:
             else:
                 result = fit(model, data.x, data.y, sigma=data.sigma, **options)
                 result.n_dropped = data.n_dropped
+                result.columns = columns["names"]
         except Interrupted as stopped:
             return _interrupted(stopped, history_out)
         finally:
@@ -648,6 +657,8 @@ def _run_fit(args) -> int:
             write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
         if history_out is not None:
             write_atomic(history_out, result.history.to_csv())
+        if save_out is not None:
+            result.save(save_out)
         if report_text is not None:
             write_atomic(report_out, report_text)
     if not args.quiet:

@@ -161,6 +161,7 @@ def fit(
         bounds,
         fixed,
     )
+    result.columns = {role: v.name for role, v in (("x", x), ("y", y)) if isinstance(getattr(v, "name", None), str)}
     if result.undetermined:
         warnings.warn(
             undetermined_warning(result.undetermined, result.rank, problem.model.n_params),
@@ -217,7 +218,7 @@ def fit_file(
         raise OptionError("`epochs` counts passes of a mini-batch method: give batch_size too.")
 
     def in_memory(columns):  # data that fit: gradfit.fit, with every option as given
-        return fit(
+        result = fit(
             model,
             columns["x"],
             columns["y"],
@@ -233,6 +234,8 @@ def fit_file(
             callback=callback,
             **fit_options,
         )
+        result.columns = columns.get("names", {})
+        return result
 
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and not stream.is_parquet_data(source):
@@ -247,10 +250,10 @@ def fit_file(
         batch_size = positive_int(batch_size, "batch_size")
     stream.warm_up(model)
     how = stream.plan(data.n_rows, len(data.columns), model.n_params, memory_budget, batch_size)
+    names = {role: getattr(data, role) for role in ("x", "y", "sigma") if getattr(data, role) is not None}
     if not how.streamed:
-        columns = data.read_all()
-        return in_memory(columns)
-    return stream.fit_source(
+        return in_memory({**data.read_all(), "names": names})
+    result = stream.fit_source(
         model,
         data,
         how,
@@ -269,6 +272,8 @@ def fit_file(
         on_batch=on_batch,
         fit_options=fit_options,
     )
+    result.columns = names
+    return result
 
 
 def fit_steps(

@@ -77,15 +77,18 @@ def select_columns(table, first_row: int, path: Path, *, x=None, y=None, sigma=N
     wanted = {"x": 0 if x is None else x, "y": 1 if y is None else y}
     if sigma is not None:
         wanted["sigma"] = sigma
-    out = {}
+    out, chosen = {}, {}
     for role, column in wanted.items():
         if role == "x" and isinstance(column, (list, tuple)):  # several variables: one column each
             columns = [column_name(c, names, role, path) for c in column]
             out[role] = np.stack([_numeric(table.column(c), c, path, first_row) for c in columns], axis=1)
+            chosen[role] = columns
             continue
         name = column_name(column, names, role, path)
         out[role] = _numeric(table.column(name), name, path, first_row)
+        chosen[role] = name
     out["first_row"] = first_row
+    out["names"] = chosen  # role -> the column's name (a list for several x): results and figures use them
     return out
 
 

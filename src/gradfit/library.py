@@ -609,3 +609,52 @@ def _uses_a_variable(model: ExpressionModel) -> ExpressionModel:
     )
     error.found = model.param_names  # the command line looks for them among the data's columns
     raise error
+
+
+# --- A model as data (a saved result names its model; gradfit.result.load_result makes it again) -------------
+
+
+def model_spec(model: Model) -> dict:
+    """What makes ``model`` again, as JSON-ready data: a built-in by name, an expression by its text, variables
+    and parameter order, a sum by its parts; a Python function (or a Model of one's own) by its name only, to be
+    given again when the spec is read (``model_from_spec(spec, model=f)``)."""
+    if isinstance(model, Composite):
+        parts = [model_spec(part) for part in model.parts]
+        return {"sum": parts, "own_names": [i for i, p in enumerate(model.prefixes) if not p]}
+    made = builtin(model.name)
+    if made is not None and made.formula == model.formula and made.param_names == model.param_names:
+        return {"builtin": model.name}
+    if type(model) is ExpressionModel:
+        spec = {"expression": model.formula, "variables": list(model.variables), "params": list(model.param_names)}
+        return spec if model.name == model.formula else {**spec, "name": model.name}
+    return {"function": model.name, "params": list(model.param_names)}
+
+
+def model_from_spec(spec: dict, model=None) -> Model:
+    """The model ``model_spec`` describes; ``model``: the function (or Model) a spec of kind 'function' names."""
+    if "sum" in spec:
+        parts = [model_from_spec(part, model) for part in spec["sum"]]
+        return Composite(parts, own_names=tuple(spec.get("own_names", ())))
+    if "builtin" in spec:
+        made = builtin(spec["builtin"])
+        if made is None:
+            raise ModelError(f"The saved model {spec['builtin']!r} is not a built-in of this gradfit.")
+        return made
+    if "expression" in spec:
+        return ExpressionModel(
+            spec["expression"], variables=tuple(spec["variables"]), params=spec["params"], name=spec.get("name")
+        )
+    if "function" not in spec:
+        raise ModelError("The saved model is none of: builtin, expression, sum, function.")
+    if model is None:
+        raise ModelError(
+            f"The result was fitted with the Python function {spec['function']!r}, which a file cannot hold: "
+            "give it again, load_result(path, model=f)."
+        )
+    made = get_model(model)
+    if list(made.param_names) != list(spec["params"]):
+        raise ModelError(
+            f"The model given has parameters ({', '.join(made.param_names)}), the saved one "
+            f"({', '.join(spec['params'])}): give the function the result was fitted with."
+        )
+    return made

@@ -404,7 +404,7 @@ def _data(run, what: str):
     if run.x is None or run.y is None:
         raise ValueError(
             f"{what} draws the data, and this result holds none (a fit on a Dask cluster keeps its "
-            "rows on the workers); fit a sample in memory to draw it."
+            "rows on the workers, a result saved with data=False none); fit a sample in memory to draw it."
         )
     x, y, sigma = run.x, run.y, getattr(run, "sigma", None)
     if len(y) > FIGURE_POINTS:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .history import History
+from .errors import DataError, GradfitError
+from .history import History, StepRecord
 from .models import Model
 
 
@@ -59,6 +61,7 @@ class FitResult:
     y: np.ndarray | None = field(default=None, repr=False)
     sigma: np.ndarray | None = field(default=None, repr=False)
     sample_of: int | None = None  # set when x, y, sigma are a random sample of this many points (a streamed fit)
+    columns: dict = field(default_factory=dict)  # role -> the data's column name: {"x": "two_theta", "y": "counts"}
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -83,6 +86,51 @@ class FitResult:
         p = torch.tensor(list(self.params.values()), dtype=self.dtype, device=self.device)
         with torch.no_grad():
             return self.model(xt, p).double().cpu().numpy()
+
+    def components(self, x) -> dict[str, np.ndarray]:
+        """Each part of a sum at ``x`` (float64), by its prefix as the parameters carry it ('g1', 'g2', 'l'), or
+        by its own name where a part keeps its parameters' names (an expression added to built-ins); the
+        parts add up to ``predict(x)``. A model that is not a sum is one part, by its name (lmfit's
+        ``eval_components``)."""
+        from .data import as_array
+
+        xt = torch.as_tensor(as_array(x, "x"), dtype=self.dtype, device=self.device)
+        p = torch.tensor(list(self.params.values()), dtype=self.dtype, device=self.device)
+        parts = getattr(self.model, "parts", None)
+        if parts is None:
+            return {self.model.name: self.predict(x)}
+        out, start = {}, 0
+        with torch.no_grad():
+            for prefix, part in zip(self.model.prefixes, parts):
+                values = part(xt, p[start : start + part.n_params]).double().cpu().numpy()
+                out[prefix or part.name] = np.broadcast_to(values, (len(xt),)).copy()
+                start += part.n_params
+        return out
+
+    def save(self, path, *, data: bool = True) -> None:
+        """Write the result to a JSON file (no pickle): the model (as its name or expression; a Python function by
+        its name, given again on load), parameters, covariance, statistics, the history, the data's column names
+        and, with ``data`` (default), the points fitted, so that ``gradfit.load_result`` predicts, draws and
+        reports as this result does. Written whole or not at all."""
+        import json
+
+        from ._files import write_atomic
+        from .library import model_spec
+
+        out = {
+            "gradfit_result": SAVE_FORMAT,
+            "model": model_spec(self.model),
+            "param_names": list(self.params),
+            "history": _history_to_json(self.history),
+        }
+        for f in fields(self):
+            if f.name in ("model", "history", "x", "y", "sigma"):
+                continue
+            out[f.name] = _to_json(getattr(self, f.name))
+        out["dtype"] = str(self.dtype).removeprefix("torch.")
+        if data:
+            out["data"] = {k: _to_json(getattr(self, k)) for k in ("x", "y", "sigma")}
+        write_atomic(path, json.dumps(out, allow_nan=False))
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (infinite or undefined numbers become None)."""
@@ -200,3 +248,102 @@ class FitResult:
 
 def _num(v):
     return None if v is None or not math.isfinite(v) else float(v)
+
+
+# --- Saved results: JSON with non-finite numbers as strings, arrays as nested lists ---------------------------
+
+SAVE_FORMAT = 1  # the layout ``FitResult.save`` writes; a newer one is refused by name
+
+
+def _to_json(value):
+    """JSON-ready: arrays and tuples as lists, inf and NaN as the strings 'inf', '-inf', 'nan' (strict JSON)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return _to_json(value.item())
+    return value
+
+
+def _number(value):
+    """A number read back: 'inf', '-inf', 'nan' as floats."""
+    return float(value) if isinstance(value, str) else value
+
+
+def _numbers(value):
+    return [_numbers(v) for v in value] if isinstance(value, list) else _number(value)
+
+
+def _history_to_json(history: History) -> dict:
+    return {
+        "param_names": list(history.param_names),
+        "init_params": _to_json(history.init_params),
+        "columns": ["epoch", "step", "loss", "rmse", "grad_norm", "learning_rate", "params"],
+        "rows": [
+            _to_json([r.epoch, r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, list(r.params)]) for r in history
+        ],
+    }
+
+
+def _history_from_json(saved: dict) -> History:
+    history = History(saved["param_names"], _numbers(saved["init_params"]))
+    for epoch, step, loss, rmse, grad_norm, rate, params in saved["rows"]:
+        history.append(StepRecord(step, *map(_number, (loss, rmse, grad_norm, rate)), tuple(_numbers(params)), epoch))
+    return history
+
+
+def load_result(path, *, model=None) -> FitResult:
+    """A result written by ``FitResult.save``. ``model``: the Python function (or Model) it was fitted with, where
+    it was one (a file cannot hold a function); built-ins and expressions are made again from the file."""
+    import json
+
+    from .library import model_from_spec
+
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"Result file '{path}' does not exist. Check the path.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"'{path}' is not a saved gradfit result (not JSON: {str(e).splitlines()[0]}).") from None
+    if not isinstance(saved, dict) or "gradfit_result" not in saved:
+        raise DataError(f"'{path}' is not a saved gradfit result (written by FitResult.save).")
+    if saved["gradfit_result"] != SAVE_FORMAT:
+        raise DataError(
+            f"'{path}' was saved in result format {saved['gradfit_result']!r}, and this gradfit reads format "
+            f"{SAVE_FORMAT}: load it with the gradfit that wrote it, or upgrade."
+        )
+    try:
+        made = model_from_spec(saved["model"], model)
+        if list(made.param_names) != saved["param_names"]:
+            raise DataError(f"'{path}': its model's parameters differ from the saved ones; was the file edited?")
+        data = saved.get("data") or {}
+        arrays = {k: None if data.get(k) is None else np.array(_numbers(data[k]), dtype=np.float64) for k in "xy"}
+        sigma = data.get("sigma")
+        options = {f.name: saved[f.name] for f in fields(FitResult) if f.name in saved}
+        options.update(
+            model=made,
+            params={k: _number(v) for k, v in saved["params"].items()},
+            stderr={k: _number(v) for k, v in saved["stderr"].items()},
+            covariance=np.array(_numbers(saved["covariance"]), dtype=np.float64).reshape(len(made.param_names), -1),
+            history=_history_from_json(saved["history"]),
+            bounds={k: tuple(_numbers(v)) for k, v in saved.get("bounds", {}).items()},
+            undetermined=tuple(saved.get("undetermined", ())),
+            dtype=getattr(torch, saved.get("dtype", "float64")),
+            device="cpu",  # (where the fit ran may not exist here)
+            x=arrays["x"],
+            y=arrays["y"],
+            sigma=None if sigma is None else np.array(_numbers(sigma), dtype=np.float64),
+        )
+        for name in ("rmse", "r2", "chi2", "reduced_chi2", "aic", "bic", "gap_to_optimum", "optimum_rmse"):
+            options[name] = _number(options.get(name))
+        return FitResult(**options)
+    except GradfitError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"'{path}' is not a complete saved gradfit result ({type(e).__name__}: {e}).") from None
