@@ -315,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the residual at which a robust loss starts to bend (default: %(default)s)",
     )
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
+    fit.add_argument(
+        "--starts",
+        type=_positive_int,
+        metavar="N",
+        help="fit from N starting points at once (p0 or the guess, the others spread around it or between the "
+        "bounds) and keep the best: for models with several minima",
+    )
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
     fit.add_argument(
         "--learning-rate",
@@ -602,6 +609,10 @@ def _run_fit(args) -> int:
         if args.workers or args.scheduler:
             raise OptionError("--tie needs the data in one process; leave out --workers/--scheduler.")
         options["tie"] = dict(args.tie)
+    if args.starts is not None:
+        if args.workers or args.scheduler:
+            raise OptionError("--starts needs the data in one process; leave out --workers/--scheduler.")
+        options["starts"] = args.starts
     if args.loss != "linear" or args.f_scale != 1.0:
         if args.workers or args.scheduler:
             raise OptionError("--loss needs the data in one process; leave out --workers/--scheduler.")

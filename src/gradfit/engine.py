@@ -29,6 +29,7 @@ from .numeric import NumericFunction
 from .losses import check_loss
 from .params import Constrained, at_bounds, check_bounds, check_fixed, check_ties, start_values, widths_positive
 from .result import FitResult
+from .starts import best_start as best_of_starts, check_starts, note as starts_note
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
@@ -61,6 +62,7 @@ def fit(
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
     derivatives: str = "auto",
+    starts: int | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> FitResult:
     """Fit ``model`` to the points (x, y) by least squares; see the README for every option.
@@ -78,7 +80,9 @@ def fit(
     coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
     ``derivatives``: how a Python function's Jacobian is had: "auto" (autograd's where it can, else
     estimated by 2-point finite differences, as curve_fit does), "exact", "2-point", "3-point" or
-    "cs" (complex step); see ``gradfit.numeric``.
+    "cs" (complex step); see ``gradfit.numeric``. ``starts``: fit from this many starting points at once
+    (``p0`` or the guess, and others spread around it or between the bounds) and keep the best; see
+    ``gradfit.starts``.
     """
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
         return fit_file(
@@ -124,9 +128,37 @@ def fit(
         raise OptionError(f"`dtype` must be torch.float64 or torch.float32, got {dtype}.")
     device = check_device(device)
 
+    starts = check_starts(starts)
+    if starts is not None and robust[0] != "linear":
+        raise OptionError("`starts` searches by least squares: it does not take a robust loss yet.")
+    asked_model = model
     data, problem, start, model, note = _problem(
         model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, run_method == "lm", ties, robust
     )
+    found = None
+    if starts is not None and run_method != "linear":
+        if data.sigma is not None and data.sigma.ndim == 2:
+            raise OptionError("`starts` runs its starts as a batch, which takes one sigma per point, not a matrix.")
+        with torch.no_grad():
+            user = problem.model.to_user(start) if isinstance(problem.model, (Constrained, Centred)) else start
+        best, found = best_of_starts(
+            asked_model,
+            data.x,
+            data.y,
+            data.sigma,
+            user.double().cpu().numpy(),
+            starts,
+            bounds,
+            fixed,
+            getattr(problem.model, "ties", {}),
+            dtype,
+            device,
+            derivatives,
+        )
+        data, problem, start, model, note = _problem(
+            asked_model, data.x, data.y, data.sigma, best, "raise", bounds, fixed, dtype, device, derivatives,
+            run_method == "lm", ties, robust,
+        )  # fmt: skip
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
@@ -148,6 +180,10 @@ def fit(
         )
     if note:
         outcome.notes.append(note)
+    if found is not None:
+        outcome.notes.append(starts_note(found))
+    elif starts is not None:
+        outcome.notes.append(f"starts={starts} not needed: a model linear in its parameters has one minimum")
     result = _result(
         model,
         problem,
@@ -161,6 +197,7 @@ def fit(
         bounds,
         fixed,
     )
+    result.starts = found or {}
     result.columns = {role: v.name for role, v in (("x", x), ("y", y)) if isinstance(getattr(v, "name", None), str)}
     if result.undetermined:
         warnings.warn(

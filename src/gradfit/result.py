@@ -61,6 +61,7 @@ class FitResult:
     y: np.ndarray | None = field(default=None, repr=False)
     sigma: np.ndarray | None = field(default=None, repr=False)
     sample_of: int | None = None  # set when x, y, sigma are a random sample of this many points (a streamed fit)
+    starts: dict = field(default_factory=dict)  # fit(starts=N): {"n", "reached", "best_chi2", "failed"}
     columns: dict = field(default_factory=dict)  # role -> the data's column name: {"x": "two_theta", "y": "counts"}
 
     @property
@@ -158,6 +159,7 @@ class FitResult:
             "loss": self.loss,
             "f_scale": self.f_scale,
             "at_bound": dict(self.at_bound),
+            **({"starts": dict(self.starts)} if self.starts else {}),
         }
 
     def report(self, min_correlation: float = 0.1) -> str:
@@ -173,6 +175,11 @@ class FitResult:
             + (f" ({self.n_dropped} dropped: NaN or inf)" if self.n_dropped else ""),
             f"    # variables        = {self.n_params - len(self.fixed) - len(self.tied)}",  # those fitted, as lmfit
             *([f"    loss               = {self.loss} (f_scale {self.f_scale:g})"] if self.loss != "linear" else []),
+            *(
+                [f"    # starts           = {self.starts['n']} ({self.starts['reached']} reached this minimum)"]
+                if self.starts
+                else []
+            ),
             f"    converged          = {'yes' if self.converged else 'NO'}",
             f"    RMSE               = {self.rmse:.10g}",
             f"    R-squared          = {self.r2:.10g}",

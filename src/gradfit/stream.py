@@ -670,6 +670,8 @@ def fit_source(
         raise OptionError("Tied parameters need the data in memory: a streamed fit does not take them yet.")
     if fit_options.get("loss", "linear") != "linear":
         raise OptionError("A robust loss needs the data in memory: a streamed fit does not take one yet.")
+    if fit_options.get("starts") is not None:
+        raise OptionError("`starts` needs the data in memory: a streamed fit does not take it yet.")
     unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device", "tie", "loss", "f_scale"})
     if unknown:  # (a streamed fit runs in float64 on the CPU, in the model's own variables)
         raise OptionError(f"Unknown option {unknown[0]!r}.")
