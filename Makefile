@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_playground_attack.py
 	$(BIN)/python bench/bench_stream.py
 	$(BIN)/python bench/bench_dask.py
+	$(BIN)/python bench/bench_starts.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache
