@@ -179,38 +179,8 @@ def fit_many(
 
     # float64 unless asked: see engine.fit
     device = check_device(device)
-    Yn = _array(Y, "Y")
-    if Yn.ndim != 2:
-        raise DataError(f"`Y` must be (curves, points), got shape {Yn.shape}.")
-    B, N = Yn.shape
-    xn = _array(x, "x")
-    k = len(model.variables) if model.variables else (xn.shape[-1] if xn.ndim in (2, 3) and xn.shape[-1] != N else 1)
-    shared = xn.shape[:1] == (N,) and (xn.ndim == 1 or (xn.ndim == 2 and k > 1 and xn.shape[1] == k))
-    if not shared and xn.shape[:2] != (B, N):
-        raise DataError(f"`x` must be shared, shape ({N},), or one row per curve, shape ({B}, {N}); got {xn.shape}.")
-    if not shared and B > 1 and bool((xn == xn[:1]).all()):
-        # every curve at the same x (as long-format data on one grid give): one shared x, so that the
-        # curves share a design matrix or a batched guess
-        xn, shared = xn[0], True
-    valid = np.isfinite(Yn)
-    valid &= np.isfinite(xn).all(axis=-1) if xn.ndim == (2 if shared else 3) else np.isfinite(xn)
-    if mask is not None:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != (B, N):
-            raise DataError(f"`mask` must be ({B}, {N}) like Y, got {m.shape}.")
-        valid &= m
-    everywhere = bool(valid.all())
-    # every point used with weight one (the common case): one row of ones read by every curve, and Y as
-    # given, rather than two more (curves x points) arrays to write
-    weights = np.broadcast_to(np.ones(N), (B, N)) if everywhere else valid.astype(np.float64)
-    if sigma is not None:
-        s = np.broadcast_to(_array(sigma, "sigma"), (B, N))
-        bad = valid & ~(np.isfinite(s) & (s > 0))
-        if bad.any():
-            raise DataError(f"`sigma` must be finite and > 0 where Y is used; it is not at {int(bad.sum())} points.")
-        weights = np.where(valid, 1 / np.where(valid, s, 1.0), 0.0)
-    Yc = Yn if everywhere else np.where(valid, Yn, 0.0)
-    xc = np.where(np.isfinite(xn), xn, 0.0)
+    xc, Yc, weights, shared = curves(model, x, Y, sigma, mask)
+    B, N = Yc.shape
     p0n = _start(model, p0, B)
     if run == "linear":  # LAPACK's SVD fails (or loops) on inf or NaN columns: refuse them first
         check_finite(model.design_matrix(torch.as_tensor(xc if shared else xc.reshape((-1,) + xc.shape[2:]))))
@@ -821,12 +791,57 @@ def _start(model: Model, p0, batch: int):
     return p
 
 
+def curves(model: Model, x, Y, sigma=None, mask=None):
+    """Curves checked for a batch fit: x (shared (N,) or per curve (B, N)), Y (B, N) with unused points set to 0,
+    the weights (1/sigma where a point is used, 0 where it is NaN or masked out) and whether x is shared."""
+    Yn = _array(Y, "Y")
+    if Yn.ndim != 2:
+        raise DataError(f"`Y` must be (curves, points), got shape {Yn.shape}.")
+    B, N = Yn.shape
+    xn = _array(x, "x")
+    k = len(model.variables) if model.variables else (xn.shape[-1] if xn.ndim in (2, 3) and xn.shape[-1] != N else 1)
+    shared = xn.shape[:1] == (N,) and (xn.ndim == 1 or (xn.ndim == 2 and k > 1 and xn.shape[1] == k))
+    if not shared and xn.shape[:2] != (B, N):
+        raise DataError(f"`x` must be shared, shape ({N},), or one row per curve, shape ({B}, {N}); got {xn.shape}.")
+    if not shared and B > 1 and bool((xn == xn[:1]).all()):
+        # every curve at the same x (as long-format data on one grid give): one shared x, so that the
+        # curves share a design matrix or a batched guess
+        xn, shared = xn[0], True
+    valid = np.isfinite(Yn)
+    valid &= np.isfinite(xn).all(axis=-1) if xn.ndim == (2 if shared else 3) else np.isfinite(xn)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (B, N):
+            raise DataError(f"`mask` must be ({B}, {N}) like Y, got {m.shape}.")
+        valid &= m
+    everywhere = bool(valid.all())
+    # every point used with weight one (the common case): one row of ones read by every curve, and Y as
+    # given, rather than two more (curves x points) arrays to write
+    weights = np.broadcast_to(np.ones(N), (B, N)) if everywhere else valid.astype(np.float64)
+    if sigma is not None:
+        s = np.broadcast_to(_array(sigma, "sigma"), (B, N))
+        bad = valid & ~(np.isfinite(s) & (s > 0))
+        if bad.any():
+            raise DataError(f"`sigma` must be finite and > 0 where Y is used; it is not at {int(bad.sum())} points.")
+        weights = np.where(valid, 1 / np.where(valid, s, 1.0), 0.0)
+    Yc = Yn if everywhere else np.where(valid, Yn, 0.0)
+    xc = np.where(np.isfinite(xn), xn, 0.0)
+    return xc, Yc, weights, shared
+
+
 def fit_long(model, groups, x, y, sigma=None, **options) -> tuple[np.ndarray, BatchResult]:
     """Fit every curve of long-format data (one row per point; ``groups`` names each point's curve).
 
     Returns the curves' names (sorted) and the BatchResult, one row per curve in that order.
     The curves are NaN-padded to the longest, which fit_many leaves out.
     """
+    names, X, Y, S = pack_long(groups, x, y, sigma)
+    return names, fit_many(model, X, Y, sigma=S, **options)
+
+
+def pack_long(groups, x, y, sigma=None):
+    """Long-format data (one row per point, ``groups`` naming each point's curve) as rows: the curves' names
+    (sorted), X and Y (curves, longest) padded with NaN, and sigma likewise (1 where padded), or None."""
     groups, x, y = np.asarray(groups), np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     # each curve's points in order of x (rows may come in any order): curves measured on one grid then
@@ -843,4 +858,4 @@ def fit_long(model, groups, x, y, sigma=None, **options) -> tuple[np.ndarray, Ba
     Y[inverse, position], X[inverse, position] = y, x
     if S is not None:
         S[inverse, position] = np.asarray(sigma, dtype=np.float64)
-    return names, fit_many(model, X, Y, sigma=S, **options)
+    return names, X, Y, S

@@ -413,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--sigma", metavar="COL", help="column of the uncertainty of each y")
     many.add_argument("--model", default="quadratic", help="as for fit (default: %(default)s)")
     many.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values for every curve")
+    many.add_argument(
+        "--share",
+        type=_names,
+        metavar="A,B,...",
+        help="a global fit: these parameters are shared by every curve, fitted to all the data (the others "
+        "each curve's own)",
+    )
     _add_parameter_options(many, " of every curve")
     many.add_argument(
         "--method",
@@ -783,6 +790,10 @@ def _run_fit_many(args) -> int:
     model = _get_model(args)
     if args.workers or args.scheduler:
         return _fit_many_on_dask(args, model, out)
+    if args.share:
+        if args.workers or args.scheduler:
+            raise OptionError("--share fits in one process; leave out --workers/--scheduler.")
+        return _fit_global(args, model, out)
     groups, x, y, sigma = _long_table(args)
     bounds, fixed = _bounds_and_fixed(args)
     names, result = fit_long(
@@ -810,6 +821,50 @@ def _run_fit_many(args) -> int:
         counts_text = ", ".join(f"{v} {k}" for k, v in result.counts().items())
         print(f"Fitted {len(names)} curves of {model.name} by {result.method}: {counts_text}. Wrote {out}.")
     return ExitStatus.OK if result.converged.all() else ExitStatus.NOT_CONVERGED
+
+
+def _fit_global(args, model, out) -> int:
+    """fit-many --share: one global fit (gradfit.fit_global) of the long table, one row per curve written (its
+    parameters, the shared ones repeated, and their errors), the shared parameters reported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._files import save_atomic
+    from .errors import OptionError
+    from .global_fit import fit_global
+
+    other = [flag for flag, given in (("--bound", args.bound), ("--fix", args.fix), ("--tie", args.tie)) if given]
+    other += [
+        flag for flag, given in (("--method", args.method != "auto"), ("--backend", args.backend != "auto")) if given
+    ]
+    if other:
+        raise OptionError(f"--share runs one global Levenberg-Marquardt fit; it does not take {other[0]} yet.")
+    unknown = [name for name in args.share if name not in model.param_names]
+    if unknown:
+        raise OptionError(
+            f"--share names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(model.param_names)}."
+        )
+    p0 = args.p0
+    if p0 is not None and not isinstance(p0, dict):
+        p0 = dict(zip(model.param_names, p0))
+    result = fit_global(
+        model,
+        args.data,
+        group=args.group,
+        x=args.x,
+        y=args.y,
+        sigma=args.sigma,
+        shared=args.share,
+        p0=p0,
+        **({"max_steps": args.max_steps} if args.max_steps else {}),
+    )
+    table = result.to_arrow().drop(["set"])
+    table = table.add_column(0, args.group, pa.array(result.keys.tolist()))
+    save_atomic(out, lambda tmp: pq.write_table(table, tmp))
+    if not args.quiet:
+        print(result.report())
+        print(f"Wrote one row per curve ({len(result)}) to {out}.")
+    return ExitStatus.OK if result.converged else ExitStatus.NOT_CONVERGED
 
 
 def _fit_on_dask(args, model, options):
@@ -912,30 +967,9 @@ def _fit_many_on_dask(args, model, out) -> int:
 
 def _long_table(args):
     """group, x, y (and sigma) columns of a long-format file; x and y default to the first two others."""
-    from pathlib import Path
+    from .stream import read_long
 
-    import pyarrow as pa
-
-    from . import io
-
-    if _parquet_data(args.data) and not Path(args.data).is_file():  # a folder or a glob of Parquet files
-        from .stream import open_dataset
-
-        table, first_row = open_dataset(args.data).to_table(), 0
-    else:
-        table, first_row = io.read_table(args.data)
-    if args.group not in table.column_names:
-        shown = ", ".join(repr(n) for n in table.column_names[:20])
-        raise DataError(f"Unknown group column {args.group!r} in '{args.data}'. Columns are: {shown}.")
-    others = [n for n in table.column_names if n != args.group]
-    x = args.x if args.x is not None else (others[0] if others else None)
-    y = args.y if args.y is not None else (others[1] if len(others) > 1 else None)
-    columns = io.select_columns(table, first_row, Path(args.data), x=x, y=y, sigma=args.sigma)
-    groups = table.column(args.group)
-    if groups.null_count:
-        raise DataError(f"Group column {args.group!r} has {groups.null_count} empty cells; every row needs a curve.")
-    if pa.types.is_dictionary(groups.type):  # (categories: their values)
-        groups = groups.cast(groups.type.value_type)
+    groups, columns = read_long(args.data, args.group, x=args.x, y=args.y, sigma=args.sigma)
     # the user's own keys, of their own type (numbers stay numbers, sorted as numbers): as on a Dask cluster
     return groups, columns["x"], columns["y"], columns.get("sigma")
 

@@ -220,3 +220,24 @@ def load_matrix(path, what: str) -> np.ndarray:
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not np.issubdtype(matrix.dtype, np.number):
         raise DataError(f"{what} must be a square matrix of numbers, and '{path}' holds shape {matrix.shape}.")
     return matrix.astype(np.float64)
+
+
+def long_columns(table, first_row: int, label, group: str, *, x=None, y=None, sigma=None):
+    """group, x, y (and sigma) of a long-format table (one row per point, ``group`` naming each point's curve);
+    x and y default to the first two columns other than the group's. The groups stay the user's own values
+    (numbers stay numbers), categories as their values."""
+    import pyarrow as pa
+
+    if group not in table.column_names:
+        shown = ", ".join(repr(n) for n in table.column_names[:20])
+        raise DataError(f"Unknown group column {group!r} in '{label}'. Columns are: {shown}.")
+    others = [n for n in table.column_names if n != group]
+    x = x if x is not None else (others[0] if others else None)
+    y = y if y is not None else (others[1] if len(others) > 1 else None)
+    columns = select_columns(table, first_row, Path(str(label)), x=x, y=y, sigma=sigma)
+    groups = table.column(group)
+    if groups.null_count:
+        raise DataError(f"Group column {group!r} has {groups.null_count} empty cells; every row needs a curve.")
+    if pa.types.is_dictionary(groups.type):
+        groups = groups.cast(groups.type.value_type)
+    return groups, columns

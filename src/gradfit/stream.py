@@ -710,6 +710,18 @@ def fit_source(
             raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
 
 
+def read_long(path, group: str, *, x=None, y=None, sigma=None):
+    """A long-format file's groups (a pyarrow array) and its x, y (and sigma) columns (``io.long_columns``): a CSV
+    or Parquet file, or a folder or glob of Parquet files."""
+    from .io import long_columns, read_table
+
+    if is_parquet_data(path) and not Path(path).is_file():  # a folder or a glob of Parquet files
+        table, first_row = open_dataset(path).to_table(), 0
+    else:
+        table, first_row = read_table(path)
+    return long_columns(table, first_row, path, group, x=x, y=y, sigma=sigma)
+
+
 def is_parquet_data(path) -> bool:
     """A Parquet file (by its magic bytes), a folder, or a glob: data that ``fit_file`` may stream."""
     from .io import PARQUET_MAGIC

@@ -1,0 +1,409 @@
+"""``fit_global``: one model fitted to many data sets at once, some of its parameters shared by all of them.
+
+Each data set keeps its own copy of the other (local) parameters; the shared ones are fitted to all the data.
+The Jacobian of the stacked problem is block-structured — a set's local parameters touch only its own rows,
+the shared ones touch every row — so Levenberg–Marquardt never forms it whole: with J_b = [A_b | B_b] (shared
+| local columns of set b) the damped normal equations
+
+    [ U    W_1 ... W_B ] [δs ]     [ g_s ]          U = Σ A_bᵀA_b,  W_b = A_bᵀB_b,  V_b = B_bᵀB_b
+    [ W_bᵀ      V_b    ] [δl_b] = -[ g_b ]          g_s = Σ A_bᵀr_b,  g_b = B_bᵀr_b
+
+are solved through the Schur complement of the per-set blocks, (U − Σ W_b V_b⁻¹ W_bᵀ) δs = −(g_s − Σ W_b V_b⁻¹
+g_b), then δl_b = −V_b⁻¹(g_b + W_bᵀ δs): the per-set blocks as one batch of small Cholesky solves (fit_many's
+engine gives every set's residuals and Jacobian at once), the shared block one small dense solve. Memory and
+time grow with the number of sets as fit_many's do, not with its square.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batch import _Chunk, curves, pack_long
+from .errors import DataError, ModelError, OptionError
+from .library import get_model
+from .models import Model
+from .options import check_device, nonnegative_finite, positive_int
+from .trace import model_to_fit
+
+MEMORY = 256 * 2**20  # bytes of residuals and Jacobians held at once: the sets are linearized a chunk at a time
+INITIAL_DAMPING = 1e-3  # λ relative to the diagonal of JᵀJ (Marquardt's scaling)
+
+
+@dataclass
+class GlobalResult:
+    """The outcome of ``fit_global``: the shared parameters with errors from all the data, and per set the
+    local parameters, their errors and χ² (arrays with one row per set, in the order of ``keys``)."""
+
+    model: Model
+    keys: np.ndarray  # each set's name: its group value, or its index in the list given
+    param_names: tuple[str, ...]
+    shared_names: tuple[str, ...]
+    shared: dict[str, float]
+    shared_stderr: dict[str, float]
+    shared_covariance: np.ndarray  # (S, S)
+    params: np.ndarray  # (B, P): each set's parameters, the shared ones repeated
+    stderr: np.ndarray  # (B, P)
+    chi2: np.ndarray  # (B,) each set's (weighted) sum of squared residuals
+    n_points: np.ndarray  # (B,)
+    total_chi2: float
+    reduced_chi2: float
+    dof: int
+    n_steps: int
+    converged: bool
+    message: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def local_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.param_names if n not in self.shared_names)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """One row per set: its key, its parameters (the shared ones repeated), their standard errors, χ², points."""
+        out = {"set": self.keys}
+        for i, name in enumerate(self.param_names):
+            out[name] = self.params[:, i]
+        for i, name in enumerate(self.param_names):
+            out[f"{name}_stderr"] = self.stderr[:, i]
+        out.update(chi2=self.chi2, n_points=self.n_points)
+        return out
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns())
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.table({k: pa.array(v.tolist() if k == "set" else v) for k, v in self.columns().items()})
+
+    def report(self) -> str:
+        width = max(len(n) for n in self.shared_names)
+        lines = [
+            "[[Global fit]]",
+            f"    {self.model.name}: y = {self.model.formula}",
+            f"    # data sets        = {len(self)}",
+            f"    # data points      = {int(self.n_points.sum())}",
+            f"    # variables        = {len(self.shared_names)} shared + {len(self.local_names)} x {len(self)} local",
+            f"    converged          = {'yes' if self.converged else 'NO'}",
+            f"    chi-square         = {self.total_chi2:.10g}",
+            f"    reduced chi-square = {self.reduced_chi2:.10g}",
+            "[[Shared parameters]]",
+        ]
+        for name in self.shared_names:
+            value, err = self.shared[name], self.shared_stderr[name]
+            rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
+            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}")
+        lines += ["[[Message]]", f"    {self.message}"]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={v:.6g}" for k, v in self.shared.items())
+        return f"<GlobalResult {len(self)} sets of {self.model.name}: {values}; converged={self.converged}>"
+
+
+def fit_global(
+    model,
+    datasets,
+    *,
+    shared,
+    group: str | None = None,
+    x=None,
+    y=None,
+    sigma=None,
+    p0=None,
+    max_steps: int = 200,
+    tol: float = 1e-15,
+    absolute_sigma: bool = False,
+    variables=None,
+    dtype: torch.dtype = torch.float64,
+    device: str = "cpu",
+    derivatives: str = "auto",
+) -> GlobalResult:
+    """Fit ``model`` to every data set at once, the parameters named in ``shared`` common to all of them.
+
+    ``datasets``: a list of (x, y) or (x, y, sigma) tuples; or a long table — a pandas DataFrame or a CSV or
+    Parquet file (a folder or glob of Parquet files) with one row per point and a ``group`` column naming each
+    point's set (columns ``x``, ``y``, ``sigma`` by name; x and y default to the first two others).
+    ``p0``: a dict of starting values for every set (default: each set's guess, the shared ones started at
+    the median of the sets' guesses). ``tol``: the relative decrease of χ² (and relative step) that stops
+    Levenberg–Marquardt (χ² is flat at its minimum: 1e-15 keeps the parameters' digits to ~1e-8 and below).
+    """
+    model = get_model(model, variables=(variables,) if isinstance(variables, str) else variables or ("x",))
+    names = model.param_names
+    common = _shared(shared, names)
+    max_steps = positive_int(max_steps, "max_steps")
+    tol = nonnegative_finite(tol, "tol")
+    device = check_device(device)
+    keys, X, Y, S = _sets(datasets, group, x, y, sigma)
+    xc, Yc, weights, shared_x = curves(model, X, Y, S)
+    n_points = (weights > 0).sum(axis=1)
+    local = [i for i, n in enumerate(names) if n not in common]
+    few = np.flatnonzero(n_points < len(local))
+    if len(few):
+        key = keys[few[0]].item() if hasattr(keys[few[0]], "item") else keys[few[0]]
+        raise DataError(
+            f"Data set {key!r} has {n_points[few[0]]} point{'' if n_points[few[0]] == 1 else 's'}, fewer "
+            f"than its {len(local)} own parameters "
+            f"({', '.join(names[i] for i in local)}): give each set enough points, or share more parameters."
+        )
+    as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+    start = _start(model, p0, len(Y))
+    first = torch.as_tensor(start[0] if start is not None else np.ones(len(names)), dtype=torch.float64)
+    model, note = model_to_fit(model, torch.as_tensor(xc if shared_x else xc[0]), first, derivatives)
+    chunks = _chunks(model, as_t, xc, Yc, weights, shared_x)
+    if start is None:  # each set's guess; the shared parameters from the middle of theirs
+        guess = torch.cat([chunk.guess() for chunk, _ in chunks]).double().cpu().numpy()
+        start = guess.copy()
+        start[:, [names.index(n) for n in common]] = np.median(guess[:, [names.index(n) for n in common]], axis=0)
+    p = as_t(start)
+    idx_s = [names.index(n) for n in common]
+    solver = _Schur(chunks, idx_s, local, p[0, idx_s].clone(), p[:, local].clone())
+    steps, converged, reason = solver.run(max_steps, tol)
+    return _result(model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note)
+
+
+def _shared(shared, names) -> tuple[str, ...]:
+    common = (shared,) if isinstance(shared, str) else tuple(shared or ())
+    unknown = [n for n in common if n not in names]
+    if unknown:
+        raise ModelError(f"`shared` names unknown parameter {unknown[0]!r}. The parameters are: {', '.join(names)}.")
+    if not common:
+        raise OptionError("`shared` names no parameter: to fit every set on its own, use gradfit.fit_many.")
+    if set(common) == set(names):
+        raise OptionError(
+            "`shared` names every parameter: that is one fit of all the data (gradfit.fit on the points together)."
+        )
+    return tuple(n for n in names if n in common)  # in the model's order
+
+
+def _sets(datasets, group, x, y, sigma):
+    """The sets' keys and their X, Y, sigma as NaN-padded rows (batch.pack_long)."""
+    if isinstance(datasets, (str, Path)) or hasattr(datasets, "columns"):
+        if group is None:
+            raise OptionError("A long table needs `group`: the column that names each point's data set.")
+        if isinstance(datasets, (str, Path)):
+            from .stream import read_long
+
+            groups, columns = read_long(datasets, group, x=x, y=y, sigma=sigma)
+        else:
+            import pyarrow as pa
+
+            from .io import long_columns
+
+            table = pa.Table.from_pandas(datasets, preserve_index=False)
+            groups, columns = long_columns(table, 0, "the DataFrame", group, x=x, y=y, sigma=sigma)
+        return pack_long(groups.to_numpy(zero_copy_only=False), columns["x"], columns["y"], columns.get("sigma"))
+    if group is not None or x is not None or y is not None or sigma is not None:
+        raise OptionError("`group`, `x`, `y` and `sigma` name columns of a long table; a list of sets holds its own.")
+    try:
+        sets = [tuple(s) for s in datasets]
+    except TypeError:
+        raise DataError("`datasets` must be a list of (x, y) or (x, y, sigma) tuples, a DataFrame or a file.") from None
+    if not sets:
+        raise DataError("`datasets` is empty: give at least one data set.")
+    if any(len(s) not in (2, 3) for s in sets):
+        raise DataError("Each data set must be (x, y) or (x, y, sigma).")
+    with_sigma = {len(s) == 3 for s in sets}
+    if len(with_sigma) > 1:
+        raise DataError("Give sigma for every data set or for none.")
+    arrays = [[np.asarray(a, dtype=np.float64) for a in s] for s in sets]
+    for k, s in enumerate(arrays):
+        if not len(s[0]) == len(s[1]) or (len(s) == 3 and len(s[2]) != len(s[1])):
+            raise DataError(f"Data set {k}: x, y (and sigma) must have the same length, got {[len(a) for a in s]}.")
+    groups = np.repeat(np.arange(len(arrays)), [len(s[1]) for s in arrays])
+    cat = lambda i: np.concatenate([s[i] for s in arrays])  # noqa: E731
+    return pack_long(groups, cat(0), cat(1), cat(2) if True in with_sigma else None)
+
+
+def _start(model: Model, p0, n_sets: int):
+    if p0 is None:
+        return None
+    if not isinstance(p0, dict):
+        raise ModelError("`p0` of a global fit is a dict of starting values by name, the same for every set.")
+    missing = [n for n in model.param_names if n not in p0]
+    unknown = [n for n in p0 if n not in model.param_names]
+    if missing or unknown:
+        raise ModelError(f"`p0` must give every parameter of {', '.join(model.param_names)}, and only those.")
+    row = np.array([p0[n] for n in model.param_names], dtype=np.float64)
+    if not np.isfinite(row).all():
+        raise ModelError("`p0` must be finite.")
+    return np.repeat(row[None, :], n_sets, axis=0)
+
+
+def _chunks(model, as_t, xc, Yc, weights, shared_x) -> list[tuple[_Chunk, slice]]:
+    n_sets, n = Yc.shape
+    size = max(1, min(n_sets, MEMORY // max(1, 8 * n * (model.n_params + 4))))
+    out = []
+    for start in range(0, n_sets, size):
+        sl = slice(start, min(n_sets, start + size))
+        x = as_t(xc if shared_x else xc[sl])
+        out.append((_Chunk(model, x, shared_x, as_t(Yc[sl]), as_t(weights[sl])), sl))
+    return out
+
+
+class _Schur:
+    """Levenberg–Marquardt on shared parameters s (S,) and each set's local ones l (B, L), through the Schur
+    complement of the per-set blocks (see the module docstring)."""
+
+    def __init__(self, chunks, idx_s, idx_l, s, ell):
+        self.chunks, self.idx_s, self.idx_l = chunks, idx_s, idx_l
+        self.s, self.ell = s, ell
+        self.n_params = len(idx_s) + len(idx_l)
+
+    def params(self, s, ell, sl) -> torch.Tensor:
+        p = torch.empty((sl.stop - sl.start, self.n_params), dtype=ell.dtype, device=ell.device)
+        p[:, self.idx_s] = s
+        p[:, self.idx_l] = ell[sl]
+        return p
+
+    def residuals(self, s, ell) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [chunk.residuals(self.params(s, ell, sl)) for chunk, sl in self.chunks]
+
+    def cost(self, s, ell) -> float:
+        total = sum(float((r * r).sum()) for r in self.residuals(s, ell))
+        return total if math.isfinite(total) else math.inf
+
+    def linearize(self, s, ell):
+        """U (S,S), g_s (S,), V (B,L,L), W (B,S,L), g_l (B,L) and the cost at (s, ell)."""
+        S, L, B = len(self.idx_s), len(self.idx_l), len(ell)
+        U = torch.zeros((S, S), dtype=ell.dtype, device=ell.device)
+        gs = torch.zeros(S, dtype=ell.dtype, device=ell.device)
+        V = torch.empty((B, L, L), dtype=ell.dtype, device=ell.device)
+        W = torch.empty((B, S, L), dtype=ell.dtype, device=ell.device)
+        gl = torch.empty((B, L), dtype=ell.dtype, device=ell.device)
+        cost = 0.0
+        with torch.no_grad():
+            for chunk, sl in self.chunks:
+                r, jac = chunk.residuals_and_jacobian_at(self.params(s, ell, sl), *chunk.rows())
+                a, b = jac[..., self.idx_s], jac[..., self.idx_l]
+                U += torch.einsum("bns,bnt->st", a, a)
+                gs += torch.einsum("bns,bn->s", a, r)
+                V[sl] = b.transpose(1, 2) @ b
+                W[sl] = a.transpose(1, 2) @ b
+                gl[sl] = torch.einsum("bnl,bn->bl", b, r)
+                cost += float((r * r).sum())
+        return U, gs, V, W, gl, cost
+
+    @staticmethod
+    def step(U, gs, V, W, gl, damping: float):
+        """The damped step (δs, δl) by the Schur complement, λ·diag(JᵀJ) added (Marquardt's scaling)."""
+        eps = torch.finfo(U.dtype).eps
+        du = torch.diagonal(U).clamp_min(eps * float(torch.diagonal(U).max().clamp_min(1.0)))
+        dv = torch.diagonal(V, dim1=-2, dim2=-1)
+        dv = dv.clamp_min(eps * dv.amax(dim=-1, keepdim=True).clamp_min(1.0))
+        chol, info = torch.linalg.cholesky_ex(V + damping * torch.diag_embed(dv))
+        if bool((info > 0).any()):  # a set whose own block is singular: a little more damping there
+            bad = info > 0
+            chol[bad] = torch.linalg.cholesky(V[bad] + max(damping, 1e-6) * 10 * torch.diag_embed(dv[bad]))
+        vw = torch.cholesky_solve(W.transpose(1, 2), chol)  # V⁻¹Wᵀ (B, L, S)
+        vg = torch.cholesky_solve(gl.unsqueeze(-1), chol).squeeze(-1)  # V⁻¹g_l (B, L)
+        schur = U + damping * torch.diag(du) - torch.einsum("bsl,blt->st", W, vw)
+        rhs = -(gs - torch.einsum("bsl,bl->s", W, vg))
+        ds = torch.linalg.lstsq(schur, rhs.unsqueeze(-1)).solution.squeeze(-1)
+        dl = -(vg + torch.einsum("bls,s->bl", vw, ds))
+        predicted = damping * (float(ds @ (du * ds)) + float((dl * dv * dl).sum())) - float(ds @ gs + (dl * gl).sum())
+        return ds, dl, predicted
+
+    def run(self, max_steps: int, tol: float) -> tuple[int, bool, str]:
+        s, ell = self.s, self.ell
+        U, gs, V, W, gl, cost = self.linearize(s, ell)
+        if not math.isfinite(cost):
+            raise DataError("The model overflows (inf or NaN) at the starting values: give p0.")
+        damping, grow = INITIAL_DAMPING, 2.0
+        for step in range(1, max_steps + 1):
+            ds, dl, predicted = self.step(U, gs, V, W, gl, damping)
+            s_new, ell_new = s + ds, ell + dl
+            new = self.cost(s_new, ell_new)
+            actual = cost - new
+            if math.isfinite(new) and actual > 0 and predicted > 0:
+                ratio = actual / predicted
+                small_step = bool((ds.abs() <= tol * (s.abs() + tol)).all()) and bool(
+                    (dl.abs() <= tol * (ell.abs() + tol)).all()
+                )
+                s, ell = s_new, ell_new
+                damping *= max(1 / 3, 1 - (2 * ratio - 1) ** 3)
+                grow = 2.0
+                done = actual <= tol * cost or small_step
+                U, gs, V, W, gl, cost = self.linearize(s, ell)
+                if done:
+                    self.s, self.ell = s, ell
+                    why = "the chi-square stopped decreasing" if not small_step else "the steps became negligible"
+                    return step, True, f"{why} (tol={tol:g})"
+            else:
+                if predicted <= 0 or (math.isfinite(new) and abs(actual) <= tol * cost):
+                    self.s, self.ell = s, ell  # no step can lower χ² further: at the minimum to rounding
+                    return step, True, f"the chi-square stopped decreasing (tol={tol:g})"
+                damping *= grow
+                grow *= 2
+                if damping > 1e16:
+                    self.s, self.ell = s, ell
+                    return step, False, "no step lowers the chi-square (the damping grew beyond 1e16)"
+        self.s, self.ell = s, ell
+        return max_steps, False, f"max_steps={max_steps} reached"
+
+    def covariance(self):
+        """The shared parameters' covariance (U − Σ W V⁻¹ Wᵀ)⁻¹ and each set's local one V⁻¹ + V⁻¹Wᵀ C_s W V⁻¹,
+        unscaled; per-set χ²."""
+        U, gs, V, W, gl, _ = self.linearize(self.s, self.ell)
+        chol, info = torch.linalg.cholesky_ex(V)
+        singular = info > 0
+        chol[singular] = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+        vw = torch.cholesky_solve(W.transpose(1, 2), chol)
+        schur = U - torch.einsum("bsl,blt->st", W, vw)
+        cs = torch.linalg.pinv(schur, hermitian=True)
+        cl = torch.cholesky_inverse(chol) + vw @ cs @ vw.transpose(1, 2)
+        cl[singular] = math.inf
+        chi2 = torch.cat([(r * r).sum(dim=1) for r in self.residuals(self.s, self.ell)])
+        return cs, cl, chi2
+
+
+def _result(model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note):
+    cs, cl, chi2 = solver.covariance()
+    cs, cl, chi2 = (t.double().cpu().numpy() for t in (cs, cl, chi2))
+    B = len(keys)
+    total = float(chi2.sum())
+    dof = int(n_points.sum()) - len(common) - B * (len(names) - len(common))
+    factor = 1.0 if absolute_sigma else total / dof if dof > 0 else math.inf
+    s_err = np.sqrt(np.clip(np.diag(cs), 0, None) * factor)
+    l_err = np.sqrt(np.clip(np.diagonal(cl, axis1=1, axis2=2), 0, None) * factor)
+    params = np.empty((B, len(names)))
+    stderr = np.empty((B, len(names)))
+    params[:, solver.idx_s] = solver.s.double().cpu().numpy()
+    params[:, solver.idx_l] = solver.ell.double().cpu().numpy()
+    stderr[:, solver.idx_s] = s_err
+    stderr[:, solver.idx_l] = l_err
+    notes = [note] if note else []
+    state = "Converged" if converged else "Did not converge"
+    message = f"{state} after {steps} steps: {reason}."
+    if notes:
+        message += " (" + "; ".join(notes) + ")"
+    return GlobalResult(
+        model=model,
+        keys=keys,
+        param_names=tuple(names),
+        shared_names=common,
+        shared=dict(zip(common, params[0, solver.idx_s].tolist())),
+        shared_stderr=dict(zip(common, s_err.tolist())),
+        shared_covariance=cs * factor,
+        params=params,
+        stderr=stderr,
+        chi2=chi2,
+        n_points=n_points,
+        total_chi2=total,
+        reduced_chi2=total / dof if dof > 0 else math.inf,
+        dof=dof,
+        n_steps=steps,
+        converged=converged,
+        message=message,
+        notes=notes,
+    )

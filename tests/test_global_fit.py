@@ -1,0 +1,203 @@
+"""Global fits: parameters shared across data sets, against one dense least-squares fit of the stacked problem
+(scipy) and lmfit's documented way (one Minimizer over the concatenated residual)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.optimize import least_squares
+
+import gradfit
+from gradfit.cli import main
+from gradfit.errors import DataError, ModelError, OptionError
+
+RNG = np.random.default_rng(5)
+B = 24
+RATE = 0.8
+
+
+def _decays(n_sets=B, ragged=False, sigma=False):
+    """Exponential decays with one common rate, each with its own amplitude and offset (and x, when ragged)."""
+    sets = []
+    for i in range(n_sets):
+        n = int(RNG.integers(12, 30)) if ragged else 25
+        x = np.sort(RNG.uniform(0, 5, n)) if ragged else np.linspace(0, 5, n)
+        s = RNG.uniform(0.01, 0.05, n) if sigma else np.full(n, 0.02)
+        y = RNG.uniform(1, 3) * np.exp(-RATE * x) + RNG.uniform(-0.2, 0.2) + s * RNG.normal(size=n)
+        sets.append((x, y, s) if sigma else (x, y))
+    return sets
+
+
+def _dense(sets, shared_c=False):
+    """The stacked problem fitted by scipy's least_squares with its exact, dense Jacobian (every set's rows by
+    every parameter): k, then the amplitudes, then the offsets (or one offset, when shared); and its covariance."""
+    n = len(sets)
+
+    def parts(p):
+        k, a = p[0], p[1 : 1 + n]
+        c = np.full(n, p[1 + n]) if shared_c else p[1 + n :]
+        r, jac, row = [], np.zeros((sum(len(s[1]) for s in sets), len(p))), 0
+        for i, s in enumerate(sets):
+            x, w = s[0], 1 / (s[2] if len(s) == 3 else np.ones(len(s[0])))
+            e = np.exp(-k * x)
+            r.append((a[i] * e + c[i] - s[1]) * w)
+            rows = slice(row, row + len(x))
+            jac[rows, 0], jac[rows, 1 + i] = -a[i] * x * e * w, e * w
+            jac[rows, 1 + n if shared_c else 1 + n + i] = w
+            row += len(x)
+        return np.concatenate(r), jac
+
+    start = np.concatenate([[1.0], np.ones(n), np.zeros(1 if shared_c else n)])
+    fit = least_squares(
+        lambda p: parts(p)[0], start, jac=lambda p: parts(p)[1], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15
+    )
+    p = fit.x
+    for _ in range(3):  # Gauss-Newton from there: least_squares stops with a gradient ~1e-8, this at ~1e-12
+        r, jac = parts(p)
+        p = p + np.linalg.lstsq(jac, -r, rcond=None)[0]
+    r, jac = parts(p)
+    cov = np.linalg.inv(jac.T @ jac) * (r @ r) / (len(r) - len(p))
+    return p, np.sqrt(np.diag(cov))
+
+
+P0 = {"a": 1.0, "k": 1.0, "c": 0.0}
+
+
+@pytest.mark.parametrize("ragged, sigma", [(False, False), (True, True)])
+def test_shared_parameters_equal_one_dense_fit_of_the_stacked_problem(ragged, sigma):
+    sets = _decays(ragged=ragged, sigma=sigma)
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared=["k"], p0=P0)
+    assert result.converged
+    values, errors = _dense(sets)
+    assert result.shared["k"] == pytest.approx(values[0], rel=1e-8)
+    np.testing.assert_allclose(result.params[:, 0], values[1 : 1 + B], rtol=1e-8)
+    np.testing.assert_allclose(result.params[:, 2], values[1 + B :], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(result.params[:, 1], values[0], rtol=1e-8)  # the shared one, in every row
+    # standard errors: the shared one from all the data, each set's from its own block and the shared one's
+    assert result.shared_stderr["k"] == pytest.approx(errors[0], rel=1e-6)
+    np.testing.assert_allclose(result.stderr[:, 0], errors[1 : 1 + B], rtol=1e-6)
+    np.testing.assert_allclose(result.stderr[:, 2], errors[1 + B :], rtol=1e-6)
+    assert result.dof == sum(len(s[1]) for s in sets) - 1 - 2 * B
+
+
+def test_two_shared_parameters():
+    sets = _decays(n_sets=10)
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared=["c", "k"], p0=P0)
+    values, errors = _dense(sets, shared_c=True)
+    assert result.shared_names == ("k", "c")  # in the model's order
+    assert [result.shared["k"], result.shared["c"]] == pytest.approx([values[0], values[-1]], rel=1e-8)
+    assert [result.shared_stderr["k"], result.shared_stderr["c"]] == pytest.approx([errors[0], errors[-1]], rel=1e-6)
+
+
+def test_equal_to_lmfits_documented_global_fit():
+    """lmfit's way (examples/example_fit_multi_datasets.py): one Parameters with a copy of each set's parameters,
+    the shared one tied by expr, one Minimizer over the concatenated residual."""
+    import lmfit
+
+    sets = _decays(n_sets=8)
+    params = lmfit.Parameters()
+    for i in range(len(sets)):
+        params.add(f"a_{i}", value=1.0)
+        params.add(f"k_{i}", value=1.0)
+        params.add(f"c_{i}", value=0.0)
+        if i:
+            params[f"k_{i}"].expr = "k_0"
+
+    def residual(p):
+        return np.concatenate(
+            [p[f"a_{i}"] * np.exp(-p[f"k_{i}"] * x) + p[f"c_{i}"] - y for i, (x, y) in enumerate(sets)]
+        )
+
+    expected = lmfit.minimize(residual, params, method="least_squares", ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    assert result.shared["k"] == pytest.approx(expected.params["k_0"].value, rel=1e-8)
+    assert result.shared_stderr["k"] == pytest.approx(expected.params["k_0"].stderr, rel=1e-5)
+    amplitudes = [expected.params[f"a_{i}"] for i in range(len(sets))]
+    np.testing.assert_allclose(result.params[:, 0], [p.value for p in amplitudes], rtol=1e-8)
+    np.testing.assert_allclose(result.stderr[:, 0], [p.stderr for p in amplitudes], rtol=1e-5)
+    assert result.total_chi2 == pytest.approx(expected.chisqr, rel=1e-10)
+
+
+def test_a_long_table_a_file_and_a_list_give_one_answer(tmp_path):
+    sets = _decays(n_sets=6, ragged=True)
+    frame = pd.DataFrame(
+        [{"cell": f"c{i}", "t": xi, "v": yi} for i, (x, y) in enumerate(sets) for xi, yi in zip(x, y)]
+    ).sample(frac=1.0, random_state=0)  # rows in any order
+    listed = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    framed = gradfit.fit_global("a*exp(-k*x) + c", frame, group="cell", shared="k", p0=P0)
+    assert list(framed.keys) == [f"c{i}" for i in range(6)] and list(listed.keys) == list(range(6))
+    np.testing.assert_allclose(framed.params, listed.params, rtol=1e-10)
+    for suffix in ("csv", "parquet"):
+        path = tmp_path / f"long.{suffix}"
+        frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
+        filed = gradfit.fit_global("a*exp(-k*x) + c", path, group="cell", shared="k", p0=P0)
+        np.testing.assert_allclose(filed.params, listed.params, rtol=1e-10)
+    table = framed.to_pandas()
+    assert list(table.columns) == ["set", "a", "k", "c", "a_stderr", "k_stderr", "c_stderr", "chi2", "n_points"]
+    np.testing.assert_allclose(table["chi2"].sum(), framed.total_chi2, rtol=1e-12)
+
+
+def test_guesses_and_python_functions_reach_the_same_answer():
+    sets = _decays(n_sets=12)
+    expected = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    guessed = gradfit.fit_global("exp_decay", sets, shared="rate")  # each set's own guess, the rate's median
+    assert guessed.converged
+    np.testing.assert_allclose(guessed.params[:, [0, 1, 2]], expected.params, rtol=1e-7)
+
+    def decay(x, a, k, c):
+        return a * torch.exp(-k * x) + c
+
+    function = gradfit.fit_global(decay, sets, shared="k", p0=P0)
+    np.testing.assert_allclose(function.params, expected.params, rtol=1e-10)
+    assert "Shared parameters" in expected.report() and "k:" in expected.report()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(shared="q"), ModelError, "`shared` names unknown parameter 'q'. The parameters are: a, k, c"),
+        (dict(shared=[]), OptionError, "names no parameter: to fit every set on its own, use gradfit.fit_many"),
+        (dict(shared=["a", "k", "c"]), OptionError, "names every parameter: that is one fit of all the data"),
+        (dict(shared="k", p0=[1, 1, 0]), ModelError, "a dict of starting values by name"),
+        (dict(shared="k", group="cell"), OptionError, "name columns of a long table"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(kwargs, error, match):
+    with pytest.raises(error, match=match) as e:
+        gradfit.fit_global("a*exp(-k*x) + c", _decays(n_sets=3), **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_data_sets_are_refused_in_one_line():
+    x = np.linspace(0, 1, 10)
+    with pytest.raises(DataError, match="Data set 1 has 1 point, fewer than its 2 own parameters"):
+        gradfit.fit_global("a*exp(-k*x) + c", [(x, x), (x[:1], x[:1])], shared="k", p0=P0)
+    with pytest.raises(DataError, match=r"Data set 0: x, y \(and sigma\) must have the same length"):
+        gradfit.fit_global("a*exp(-k*x) + c", [(x, x[:5])], shared="k")
+    with pytest.raises(DataError, match="Give sigma for every data set or for none"):
+        gradfit.fit_global("a*exp(-k*x) + c", [(x, x), (x, x, x + 1)], shared="k")
+    with pytest.raises(OptionError, match="A long table needs `group`"):
+        gradfit.fit_global("a*exp(-k*x) + c", pd.DataFrame({"x": x, "y": x}), shared="k")
+
+
+def test_the_command_line_shares_parameters(tmp_path, capsys):
+    sets = _decays(n_sets=5, ragged=True)
+    pd.DataFrame([{"cell": i, "t": xi, "v": yi} for i, (x, y) in enumerate(sets) for xi, yi in zip(x, y)]).to_parquet(
+        tmp_path / "long.parquet"
+    )
+    out = tmp_path / "out.parquet"
+    args = ["fit-many", str(tmp_path / "long.parquet"), "--group", "cell", "--model", "a*exp(-k*x) + c"]
+    assert main([*args, "--share", "k", "--p0", "a=1,k=1,c=0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    expected = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    assert f"k:  {expected.shared['k']:.10g}" in printed
+    table = pd.read_parquet(out)
+    assert table["cell"].tolist() == list(range(5))  # the group's own values, numbers as numbers
+    np.testing.assert_allclose(table[["a", "k", "c"]].to_numpy(), expected.params, rtol=1e-10)
+    for extra, match in (
+        (["--share", "k", "--fix", "c=0"], "--share runs one global Levenberg-Marquardt fit; it does not take --fix"),
+        (["--share", "rate"], "--share names unknown parameter 'rate'"),
+    ):
+        assert main([*args, *extra, "--out", str(tmp_path / "bad.parquet")]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "bad.parquet").exists()
