@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from .options import check_device, nonnegative_finite, positive_finite, positive
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
+from .losses import check_loss, rho
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
@@ -141,23 +143,33 @@ def fit_many(
     bounds=None,
     fixed=None,
     tie=None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
 ) -> BatchResult:
     """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md. ``derivatives``: for a
     Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives). ``bounds``
     (``{"b": (0, None)}``), ``fixed`` (``{"c": 1.0}``) and ``tie`` (``{"g2_sigma": "g1_sigma"}``) hold for every
-    curve, as in gradfit.fit."""
+    curve, as in gradfit.fit; so do ``loss`` and ``f_scale`` (a robust loss, see _Robust)."""
     model = get_model(model, variables=_names(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
     ties = check_ties(tie, model.param_names, bounds, fixed)
     if (bounds or fixed or ties) and method == "linear":
         raise OptionError("Method 'linear' cannot honour bounds, fixed or tied parameters; use method='lm' or 'auto'.")
+    robust = check_loss(loss, f_scale)
+    robust = None if robust[0] == "linear" else robust
+    if robust and method == "linear":
+        raise OptionError(f"Method 'linear' cannot minimise the robust loss {loss!r}; use method='lm' or 'auto'.")
+    if robust and backend == "compiled":
+        raise OptionError(
+            "backend='compiled' cannot run a robust loss: it runs on torch. Use backend='auto' or 'torch'."
+        )
     check_derivatives(derivatives)
     if method not in METHODS:
         raise OptionError(f"Unknown method {method!r} for fit_many. Choose one of: {', '.join(METHODS)}.")
     if backend not in BACKENDS:
         raise OptionError(f"Unknown backend {backend!r} for fit_many. Choose one of: {', '.join(BACKENDS)}.")
-    linear = model.is_linear and not (bounds or fixed or ties)
+    linear = model.is_linear and not (bounds or fixed or ties or robust)
     run = "linear" if method == "auto" and linear else "lm" if method == "auto" else method
     if run == "linear" and not model.is_linear:
         raise ModelError(f"Method 'linear' needs a model linear in its parameters; '{model.name}' is not.")
@@ -201,7 +213,7 @@ def fit_many(
                 "backend='compiled' cannot run this fit: bounds, fixed and tied parameters run on torch. "
                 "Use backend='auto' or 'torch'."
             )
-    program = None if limits else _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
+    program = None if limits or robust else _compiled_program(model, run, backend, B, N, dtype, device, " ".join(notes))
 
     if chunk_size is None:
         per_curve = 8 * N * (model.n_params + 6) * 4  # residuals, Jacobian and work arrays, in bytes
@@ -221,7 +233,7 @@ def fit_many(
             columns[key][sl] = value
 
     # LM on a polynomial walks the coefficients of its centred variable (see models.Centred), mapped back
-    centre = run == "lm" and type(model) is Polynomial and model.degree > 0 and limits is None
+    centre = run == "lm" and type(model) is Polynomial and model.degree > 0 and limits is None and robust is None
     chunks = range(0, B, chunk_size)
     per_curve = False  # a Python function torch.func cannot batch: its curves one at a time (see _Chunk)
     if progress:
@@ -263,7 +275,9 @@ def fit_many(
         p = None if starts is None else as_t(starts)
         solved = model if limits is None else limits.solved  # (the solver walks the free parameters)
         while True:
-            part = _Chunk(solved, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve)
+            part = (_Chunk if robust is None else partial(_Robust, robust=robust))(
+                solved, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve
+            )
             try:
                 if run == "linear":
                     result = part.solve_linear()  # needs no start
@@ -281,7 +295,9 @@ def fit_many(
                     fitted = part.finish(*result, absolute_sigma)
                 else:
                     user = limits.solved.to_user(result[0])
-                    view = _Chunk(limits.view, part.x, shared, part.y, part.w, per_curve)
+                    view = (_Chunk if robust is None else partial(_Robust, robust=robust))(
+                        limits.view, part.x, shared, part.y, part.w, per_curve
+                    )
                     fitted = view.finish(user[:, limits.free], *result[1:], absolute_sigma)
                 break
             except (RuntimeError, TypeError) as e:  # a model torch.func cannot batch (an if on a parameter)
@@ -298,6 +314,9 @@ def fit_many(
                     "Write it with torch operations only, one value per point."
                 ) from None
         view_model = model if limits is None else limits.view
+        if robust is not None:
+            notes_robust = "robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*robust)
+            notes += [notes_robust] if notes_robust not in notes else []
         fitted = _undetermined(fitted, view_model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve)
         keep(sl, fitted if limits is None else limits.full(fitted, user, view, absolute_sigma))
     if B == 0:  # no curves: an empty result of the right shapes (a Dask partition may hold none)
@@ -533,6 +552,11 @@ class _Chunk:
         with TRANSFORMS:
             return self._jacobian(p, x, y, w)
 
+    def linearize(self, p, x, y, w):
+        """What Levenberg–Marquardt steps on: residuals and Jacobian at p, and the cost it lowers (their |r|²)."""
+        r, jac = self.residuals_and_jacobian_at(p, x, y, w)
+        return r, jac, (r * r).sum(dim=1)
+
     def residuals_and_jacobian_at(self, p, x, y, w):
         """Residuals and Jacobian at p. An expression gives its value with its derivatives: one
         evaluation on the tree instead of two."""
@@ -637,10 +661,12 @@ class _Chunk:
         q = z.squeeze(-1) / scale
         return (q if to_params is None else (to_params @ q.unsqueeze(-1)).squeeze(-1)), steps, status
 
+    exact_design = True  # a linear model's Jacobian is its design matrix (a robust loss rescales its rows)
+
     def finish(self, p, steps, status, absolute_sigma: bool) -> dict:
         """Statistics and standard errors per curve, back on the host as numpy."""
         k = self.model.n_params
-        if self.model.is_linear and self.shared and bool((self.w == 1).all()):
+        if self.exact_design and self.model.is_linear and self.shared and bool((self.w == 1).all()):
             return self._finish_shared(p, steps, status, absolute_sigma)
         with torch.no_grad():
             r = self.residuals(p)
@@ -649,7 +675,7 @@ class _Chunk:
             rmse = torch.sqrt((raw * raw).sum(dim=1) / self.n_points.clamp_min(1))
             # a polynomial's J in its centred variable (Polynomial.centred), mapped back: J = A_t M⁻¹, so
             # (JᵀJ)⁻¹ = M (A_tᵀA_t)⁻¹ Mᵀ, without squaring the monomial columns' condition (1e15 on [-9, -3])
-            centred = getattr(self.model, "centred", None)
+            centred = getattr(self.model, "centred", None) if self.exact_design else None
             to_params = None
             if centred is not None:
                 a, to_params = centred(self.x)
@@ -707,6 +733,69 @@ class _Chunk:
         return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
 
 
+class _Robust(_Chunk):
+    """A robust loss (least_squares' soft_l1, huber, cauchy, arctan with f_scale) as a transform of the batch
+    problem, as solvers.problem.Problem has it for one fit: each residual r becomes r̃ = r·sqrt(ρ(z)/z),
+    z = (r/f_scale)², so that Σr̃² is the robust cost Σ f_scale² ρ(z), which the gradient methods descend by
+    autograd; Levenberg–Marquardt linearizes by iteratively reweighted least squares (residuals and rows times
+    sqrt(ρ'), whose steps go down the cost's exact gradient and do not run off where a bounded loss flattens)
+    and accepts a step by the robust cost. ``finish`` gives the plain residuals' χ² and RMSE, and standard
+    errors as curve_fit gives them with a robust loss (as gradfit.fit does): the Jacobian's rows rescaled with
+    Triggs' term, sqrt(ρ' + 2ρ''z), times the robust cost over the degrees of freedom."""
+
+    exact_design = False
+
+    def __init__(self, model, x, shared, y, w, per_curve=False, *, robust):
+        super().__init__(model, x, shared, y, w, per_curve)
+        self.robust = robust
+        self.plain = False  # True while finish() asks for the plain residuals and Triggs' rows
+
+    def _transform(self, r):
+        loss, f_scale = self.robust
+        z = (r / f_scale) ** 2
+        tiny = z > 1e-300
+        safe = torch.where(tiny, z, torch.ones_like(z))  # (both branches finite: autograd through where)
+        value, slope, curve = rho(loss, safe)
+        ratio = torch.where(tiny, value / safe, torch.ones_like(z))  # ρ(z)/z -> 1 as z -> 0
+        if self.plain:
+            rows = (slope + 2 * curve * safe).clamp_min(torch.finfo(r.dtype).eps).sqrt()
+            return r, torch.where(tiny, rows, torch.ones_like(z))
+        return r * ratio.sqrt(), torch.where(tiny, slope / ratio.sqrt(), torch.ones_like(z))
+
+    def residuals(self, p, idx=None):
+        return self._transform(super().residuals(p, idx))[0]
+
+    def jacobian(self, p, idx=None):
+        return self.residuals_and_jacobian_at(p, *self.rows(idx))[1]
+
+    def residuals_and_jacobian_at(self, p, x, y, w):
+        r, jac = super().residuals_and_jacobian_at(p, x, y, w)
+        r, rows = self._transform(r)
+        return r, jac * rows.unsqueeze(-1)
+
+    def linearize(self, p, x, y, w):
+        r, jac = super().residuals_and_jacobian_at(p, x, y, w)
+        cost = (self._transform(r)[0] ** 2).sum(dim=1)
+        root = rho(self.robust[0], (r / self.robust[1]) ** 2)[1].clamp_min(0).sqrt()
+        return r * root, jac * root.unsqueeze(-1), cost
+
+    def finish(self, p, steps, status, absolute_sigma: bool) -> dict:
+        with torch.no_grad():
+            cost = (self.residuals(p) ** 2).sum(dim=1)
+        self.plain = True
+        try:
+            fitted = super().finish(p, steps, status, absolute_sigma=True)
+        finally:
+            self.plain = False
+        if not absolute_sigma:
+            dof = (self.n_points - self.model.n_params).double().cpu().numpy()
+            cost = cost.double().cpu().numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(dof > 0, cost / np.maximum(dof, 1), np.inf)
+            fitted["stderr"] = fitted["stderr"] * np.sqrt(factor)[:, None]
+        return fitted
+
+
 def _undetermined(
     fitted: dict, model: Model, as_t, x, shared: bool, y, w, absolute_sigma: bool, per_curve: bool = False
 ) -> dict:
@@ -721,6 +810,11 @@ def _undetermined(
     with torch.no_grad():
         jac = part.jacobian(torch.as_tensor(fitted["params"][rows], dtype=part.y.dtype, device=part.y.device))
     for row, j in zip(rows, jac.double().cpu().numpy()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            overflows = not np.isfinite(j * j).all()
+        if overflows:  # a curve that ended where its model overflows: no errors to give
+            fitted["stderr"][row] = np.nan
+            continue
         n, chi2 = int(fitted["n_points"][row]), float(fitted["chi2"][row])
         factor = 1.0 if absolute_sigma else chi2 / (n - k) if n > k else math.inf
         cov, _, _ = covariance(j, (n, k), factor)

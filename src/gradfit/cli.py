@@ -162,6 +162,24 @@ def _tie(text: str) -> tuple[str, str]:
     return name.strip(), expression.strip()
 
 
+def _add_loss_options(parser) -> None:
+    """--loss and --f-scale, for fit and fit-many alike."""
+    parser.add_argument(
+        "--loss",
+        default="linear",
+        metavar="LOSS",
+        help="least squares (linear, the default) or a robust loss that outliers pull less: soft_l1, huber, "
+        "cauchy, arctan (as scipy's least_squares)",
+    )
+    parser.add_argument(
+        "--f-scale",
+        type=_f_scale,
+        default=1.0,
+        metavar="S",
+        help="the residual at which a robust loss starts to bend (default: %(default)s)",
+    )
+
+
 def _add_parameter_options(parser, whose: str) -> None:
     """--bound, --fix and --tie, for fit and fit-many alike (``whose``: whose parameters, in the help)."""
     parser.add_argument(
@@ -300,20 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the order of an expression's parameters (default: first appearance)",
     )
     _add_parameter_options(fit, "")
-    fit.add_argument(
-        "--loss",
-        default="linear",
-        metavar="LOSS",
-        help="least squares (linear, the default) or a robust loss that outliers pull less: soft_l1, huber, "
-        "cauchy, arctan (as scipy's least_squares)",
-    )
-    fit.add_argument(
-        "--f-scale",
-        type=_f_scale,
-        default=1.0,
-        metavar="S",
-        help="the residual at which a robust loss starts to bend (default: %(default)s)",
-    )
+    _add_loss_options(fit)
     fit.add_argument("--p0", type=_p0, metavar="VALUES", help="starting values: a=1,b=2 or 1,2")
     fit.add_argument(
         "--starts",
@@ -421,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each curve's own)",
     )
     _add_parameter_options(many, " of every curve")
+    _add_loss_options(many)
     many.add_argument(
         "--method",
         default="auto",
@@ -810,6 +816,8 @@ def _run_fit_many(args) -> int:
         bounds=bounds,
         fixed=fixed,
         tie=dict(args.tie) or None,
+        loss=args.loss,
+        f_scale=args.f_scale,
     )
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -834,6 +842,7 @@ def _fit_global(args, model, out) -> int:
     from .global_fit import fit_global
 
     other = [flag for flag, given in (("--bound", args.bound), ("--fix", args.fix), ("--tie", args.tie)) if given]
+    other += ["--loss"] if args.loss != "linear" else []
     other += [
         flag for flag, given in (("--method", args.method != "auto"), ("--backend", args.backend != "auto")) if given
     ]
@@ -952,6 +961,8 @@ def _fit_many_on_dask(args, model, out) -> int:
             bounds=bounds,
             fixed=fixed,
             tie=dict(args.tie) or None,
+            loss=args.loss,
+            f_scale=args.f_scale,
         ).compute()
     table = table.sort_values(args.group, kind="stable").reset_index(drop=True)
     save_atomic(out, lambda tmp: table.to_parquet(tmp, index=False))

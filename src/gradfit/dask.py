@@ -21,6 +21,7 @@ import numpy as np
 from .batch import fit_long
 from .errors import DataError, OptionError
 from .library import get_model
+from .losses import check_loss
 from .params import check_bounds, check_fixed, check_ties
 from .stream import SAMPLE_ROWS
 
@@ -43,6 +44,8 @@ def fit_many(
     bounds=None,
     fixed=None,
     tie=None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
 ):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
@@ -58,7 +61,8 @@ def fit_many(
     is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
     data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
     ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block); ``bounds``,
-    ``fixed`` and ``tie`` too (checked here, before any block is fitted; the ties sent as their text).
+    ``fixed`` and ``tie`` too (checked here, before any block is fitted; the ties sent as their text), and a
+    robust ``loss`` with its ``f_scale``.
     """
     import pandas as pd
 
@@ -66,7 +70,9 @@ def fit_many(
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
     check_ties(tie, model.param_names, bounds, fixed)
+    loss, f_scale = check_loss(loss, f_scale)
     options = dict(p0=p0, method=method, max_steps=max_steps, backend=backend, bounds=bounds, fixed=fixed, tie=tie)
+    options.update(loss=loss, f_scale=f_scale)
     if _is_xarray(frame):
         return _fit_xarray(frame, model, x, dim, options)
     if dim is not None:

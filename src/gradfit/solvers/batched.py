@@ -231,8 +231,7 @@ def levenberg_marquardt(problem, p, max_steps: int, tol: float):
         # the reduction the linear model promises, |r|² - |J δ + r|², from the small matrices
         predicted = -(2 * (delta * jtr).sum(dim=1) + (delta.unsqueeze(1) @ jtj @ delta.unsqueeze(-1)).flatten())
         p_new = pack.p + delta
-        r_new, j_new = pack.residuals_and_jacobian(p_new)  # J there too: most steps are taken
-        c_new = (r_new * r_new).sum(dim=1)
+        r_new, j_new, c_new = pack.linearize(p_new)  # J there too: most steps are taken
         rho = torch.where(predicted > 0, (c - c_new) / predicted, torch.full_like(c, -1.0))
         finite = torch.isfinite(c_new) & (info == 0)
         ok = torch.where(polish, finite & (c_new <= c * (1 + 1e-13)), finite & (rho > 0))
@@ -265,8 +264,7 @@ class _Pack:
         self.chunk, self.idx = chunk, idx
         self.x, self.y, self.w = chunk.rows(idx)
         self.p = p[idx]
-        self.r, self.jac = self.residuals_and_jacobian(self.p)
-        self.cost = (self.r * self.r).sum(dim=1)
+        self.r, self.jac, self.cost = self.linearize(self.p)
         self.d = self.jac.norm(dim=1).clamp_min(1e-300)
         self.damping = torch.full_like(self.cost, INITIAL_DAMPING)
         self.nu = torch.full_like(self.cost, 2.0)
@@ -277,8 +275,9 @@ class _Pack:
     def size(self) -> int:
         return len(self.idx)
 
-    def residuals_and_jacobian(self, p):
-        return self.chunk.residuals_and_jacobian_at(p, self.x, self.y, self.w)
+    def linearize(self, p):
+        """Residuals, Jacobian and cost at p (the cost |r|², or a robust loss's: the chunk says)."""
+        return self.chunk.linearize(p, self.x, self.y, self.w)
 
     def accept(self, ok, p, r, cost, jac) -> None:
         """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian there."""
