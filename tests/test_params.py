@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import curve_fit
 
 import gradfit
@@ -295,3 +296,37 @@ def test_bad_ties_are_refused_naming_the_names(tie, match):
     x, y = _two_peaks()
     with pytest.raises(ModelError, match=re.escape(match) if "->" in match else match):
         gradfit.fit("gaussian + gaussian", x, y, tie=tie, bounds={"g1_center": (-2, 2)})
+
+
+def test_widths_are_reported_positive_only_where_the_model_is_unchanged():
+    """A negative width is flipped with the ties that follow it (g2_sigma = g1_sigma), and kept where a tie uses it
+    unevenly (g2_center = g1_center + g1_sigma): either way the reported parameters draw the fitted curve."""
+    from gradfit.library import get_model
+    from gradfit.params import check_ties, widths_positive
+
+    model = get_model("gaussian + gaussian")
+    x = torch.linspace(0, 10, 50, dtype=torch.float64)
+    values = np.array([[3.0, 4.0, -0.5, 2.0, 5.5, -0.5], [3.0, 4.0, -0.5, 2.0, 3.5, 0.7]])
+    even = check_ties({"g2_sigma": "g1_sigma"}, model.param_names, {}, {})
+    uneven = check_ties({"g2_center": "g1_center + g1_sigma"}, model.param_names, {}, {})
+    got, flipped = widths_positive(model, values[:1], {}, {}, even)
+    np.testing.assert_array_equal(got[0], [3.0, 4.0, 0.5, 2.0, 5.5, 0.5])
+    np.testing.assert_array_equal(flipped[0], [False, False, True, False, False, True])
+    got, flipped = widths_positive(model, values[1:], {}, {}, uneven)
+    np.testing.assert_array_equal(got[0], values[1])  # flipping g1_sigma would move g2's centre: kept
+    assert not flipped.any()
+    got, _ = widths_positive(model, values, {}, {})  # no ties: every free width positive
+    assert (got[:, [2, 5]] > 0).all()
+    for before, after in zip(values, got):
+        assert torch.allclose(model(x, torch.as_tensor(before)), model(x, torch.as_tensor(after)), rtol=1e-14)
+
+
+def test_fit_many_keeps_a_tie_on_a_width_when_it_reports_the_width_positive():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 10, 200)
+    Y = 3 * np.exp(-((x - 4) ** 2) / 0.5) + 2 * np.exp(-((x - 5.5) ** 2) / 0.5) + 0.05 * rng.normal(size=(40, 200))
+    # starts with negative widths: the fitted widths come out negative, and are reported positive
+    fitted = gradfit.fit_many("gaussian + gaussian", x, Y, p0=[3, 4, -0.6, 2, 5.5, -0.6], tie={"g2_sigma": "g1_sigma"})
+    names = list(fitted.param_names)
+    assert (fitted.params[:, names.index("g1_sigma")] > 0).all()
+    np.testing.assert_array_equal(fitted.params[:, names.index("g2_sigma")], fitted.params[:, names.index("g1_sigma")])

@@ -34,7 +34,7 @@ from .losses import check_loss, rho
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
-from .params import Constrained, check_bounds, check_fixed, check_ties, inside
+from .params import Constrained, check_bounds, check_fixed, check_ties, inside, widths_positive
 from .solvers import batched
 from .solvers.batched import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
 from .solvers.linear import check_finite
@@ -331,11 +331,8 @@ def fit_many(
             "status": np.zeros(0, dtype=np.int8),
         }
     columns["status"] = np.array(STATUSES)[columns["status"]]  # names from codes, once (not chunk by chunk)
-    for name in model.even_params:  # widths enter squared: report them positive, as gradfit.fit does
-        if name in bounds or name in fixed or name in ties:  # (a bounded, fixed or tied one keeps its sign)
-            continue
-        i = model.param_names.index(name)
-        columns["params"][:, i] = np.abs(columns["params"][:, i])
+    # widths enter squared: reported positive, as gradfit.fit does (a tie on a width follows it)
+    columns["params"], _ = widths_positive(model, columns["params"], bounds, fixed, ties)
     notes += [model.note] if isinstance(model, NumericFunction) else []
     return BatchResult(model=user_model, method=run, param_names=model.param_names, notes=notes, **columns)
 

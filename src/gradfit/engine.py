@@ -664,8 +664,10 @@ def _result(
             cov[undetermined, undetermined] = np.inf
     undetermined = tuple(name for name, u in zip(names, undetermined) if u)
     stderr = np.sqrt(np.diag(cov))
-    params = dict(zip(names, user.double().cpu().tolist()))
-    widths_positive(params, cov, model.even_params, bounds, {**fixed, **ties})
+    values, flipped = widths_positive(model, user.double().cpu().numpy()[None, :], bounds, fixed, ties)
+    params = dict(zip(names, values[0].tolist()))
+    sign = np.where(flipped[0], -1.0, 1.0)
+    cov = cov * np.outer(sign, sign)
     on_bound = at_bounds(params, bounds)
 
     notes = list(outcome.notes)

@@ -303,16 +303,42 @@ def inside(p: torch.Tensor, names, bounds: Bounds) -> torch.Tensor:
     return values
 
 
-def widths_positive(params: dict[str, float], covariance, even, bounds, fixed) -> None:
-    """Report widths (parameters that enter squared: their sign means nothing) positive, in place: the value and
-    its row and column of the covariance change sign. A bounded or fixed width keeps the sign it was given."""
-    names = list(params)
-    for name in even:
-        if params[name] < 0 and name not in bounds and name not in fixed:
-            i = names.index(name)
-            params[name] = -params[name]
-            covariance[i, :] *= -1
-            covariance[:, i] *= -1
+def widths_positive(model: Model, values: np.ndarray, bounds, fixed, ties=None) -> tuple[np.ndarray, np.ndarray]:
+    """Widths (parameters that enter squared: their sign means nothing) reported positive: ``values`` (B, P) in
+    the user's terms, a copy with each negative free width made positive and the ties put back from it. A flip
+    is kept only where it leaves the model unchanged: every tied value it changes is itself a width whose size
+    it keeps (``g2_sigma = g1_sigma`` flips with g1_sigma; ``g2_center = g1_center + g1_sigma`` keeps g1_sigma's
+    sign). A bounded, fixed or tied width keeps its sign. Returns the values and the (B, P) mask of flipped signs
+    (a flipped parameter's row and column of a covariance change sign with it)."""
+    names, even, ties = list(model.param_names), set(model.even_params), ties or {}
+    values = np.array(values, dtype=np.float64, copy=True)
+    flipped = np.zeros(values.shape, dtype=bool)
+    view = Constrained(model, {}, fixed, ties) if ties else None
+    tied = [names.index(n) for n in ties]
+    for name in model.even_params:
+        if name in bounds or name in fixed or name in ties:
+            continue
+        i = names.index(name)
+        rows = values[:, i] < 0
+        if not rows.any():
+            continue
+        trial = values[rows].copy()
+        trial[:, i] *= -1
+        keep = np.ones(len(trial), dtype=bool)
+        if view is not None:
+            with torch.no_grad():
+                free = torch.as_tensor(trial[:, view.free_index])
+                trial = view.to_user(free).double().numpy()
+            before, after = values[rows][:, tied], trial[:, tied]
+            changed = ~np.isclose(after, before, rtol=1e-12, atol=0)
+            harmless = np.array([names[j] in even for j in tied])[None, :] & np.isclose(
+                np.abs(after), np.abs(before), rtol=1e-12, atol=0
+            )
+            keep = ~(changed & ~harmless).any(axis=1)
+        where = np.flatnonzero(rows)[keep]
+        flipped[where] = np.sign(trial[keep]) != np.sign(values[where])
+        values[where] = trial[keep]
+    return values, flipped
 
 
 def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> dict[str, str]:

@@ -848,8 +848,10 @@ def _result(
     covariance = np.zeros((len(names), len(names)))
     covariance[np.ix_(free, free)] = cov_free
     undetermined = tuple(names[i] for i, u in zip(free, free_undetermined) if u)
-    params = dict(zip(names, user.tolist()))
-    widths_positive(params, covariance, model.even_params, bounds, fixed)
+    values, flipped = widths_positive(model, user.double().numpy()[None, :], bounds, fixed)
+    params = dict(zip(names, values[0].tolist()))
+    sign = np.where(flipped[0], -1.0, 1.0)
+    covariance = covariance * np.outer(sign, sign)
     stderr = dict(zip(names, np.sqrt(np.diag(covariance)).tolist()))
     on_bound = at_bounds(params, bounds)
     notes = [f"{n:,} rows {how}", *outcome.notes]
