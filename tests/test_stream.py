@@ -110,6 +110,19 @@ def test_a_nonlinear_model_streams_exactly_too(decay_file, method):
     assert streamed.params["rate"] == pytest.approx(0.7, rel=0.01)
 
 
+def test_tied_parameters_stream_as_in_memory(decay_file):
+    """A tie is part of the same change of variables streamed (gradfit.params.Constrained): values, the tied
+    one's propagated error, the report's tie line."""
+    path, x, y = decay_file
+    p0, tie = {"amplitude": 1.0, "rate": 1.0}, {"offset": "amplitude / 6"}
+    streamed = gradfit.fit_file("exp_decay", path, p0=p0, tie=tie, memory_budget=tight_budget("exp_decay"))
+    in_memory = gradfit.fit("exp_decay", x, y, p0=p0, tie=tie)
+    same(streamed, in_memory)
+    assert streamed.params["offset"] == pytest.approx(streamed.params["amplitude"] / 6, rel=1e-14)
+    assert streamed.stderr["offset"] == pytest.approx(streamed.stderr["amplitude"] / 6, rel=1e-12)
+    assert streamed.tied == {"offset": "amplitude / 6"} and "== 'amplitude / 6'" in streamed.report()
+
+
 def test_ill_conditioned_sorted_data_stream_exactly(tmp_path, monkeypatch):
     """x from 200 to 210 in ascending order: the quadratic's Jacobian is ill-conditioned (~1e9), and the first rows,
     whose R preconditions the first pass, see only x near 200. The fast fold must notice and refine, not mislead."""

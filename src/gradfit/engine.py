@@ -27,7 +27,16 @@ from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction
 from .losses import check_loss
-from .params import Constrained, at_bounds, check_bounds, check_fixed, check_ties, start_values, widths_positive
+from .params import (
+    Constrained,
+    at_bounds,
+    check_bounds,
+    check_fixed,
+    check_ties,
+    every_covariance,
+    start_values,
+    widths_positive,
+)
 from .result import FitResult
 from .starts import best_start as best_of_starts, check_starts, note as starts_note
 from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
@@ -653,15 +662,7 @@ def _result(
         view = Constrained(model, {}, fixed, ties) if fixed or ties else model
         view_problem = problem.like(view)
         cov_free, rank, free_undetermined = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
-        cov = np.zeros((len(names), len(names)))
-        cov[np.ix_(free, free)] = cov_free
-        undetermined = np.zeros(len(names), dtype=bool)
-        undetermined[free] = free_undetermined
-        if ties:  # a tied parameter's from the free ones' by the ties' gradient, G Cov Gᵀ (as lmfit propagates it)
-            g = view.gradient(user[free]).double().cpu().numpy()
-            cov = g @ np.where(np.isfinite(cov_free), cov_free, 0.0) @ g.T
-            undetermined = (g[:, free_undetermined] != 0).any(axis=1)
-            cov[undetermined, undetermined] = np.inf
+        cov, undetermined = every_covariance(view, user, free, cov_free, free_undetermined)
     undetermined = tuple(name for name, u in zip(names, undetermined) if u)
     stderr = np.sqrt(np.diag(cov))
     values, flipped = widths_positive(model, user.double().cpu().numpy()[None, :], bounds, fixed, ties)

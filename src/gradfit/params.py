@@ -341,6 +341,25 @@ def widths_positive(model: Model, values: np.ndarray, bounds, fixed, ties=None) 
     return values, flipped
 
 
+def every_covariance(view: Model, user: torch.Tensor, free: list[int], cov_free, free_undetermined):
+    """The covariance of every parameter from the free ones' (``view``: the model seen through its fixed and tied
+    parameters, Constrained, or the model itself): a fixed parameter's row and column zero, a tied one's from the
+    free ones' by the ties' gradient, G Cov Gᵀ (as lmfit propagates it). Also which parameters are undetermined
+    (a free one the data do not pin, or a tie that depends on one)."""
+    n = len(user)
+    cov = np.zeros((n, n))
+    cov[np.ix_(free, free)] = cov_free
+    undetermined = np.zeros(n, dtype=bool)
+    undetermined[free] = free_undetermined
+    if getattr(view, "ties", None):
+        with torch.no_grad():
+            g = view.gradient(user[free]).double().cpu().numpy()
+        cov = g @ np.where(np.isfinite(cov_free), cov_free, 0.0) @ g.T
+        undetermined = (g[:, free_undetermined] != 0).any(axis=1)
+        cov[undetermined, undetermined] = np.inf
+    return cov, undetermined
+
+
 def at_bounds(params: dict[str, float], bounds: Bounds, rtol: float = 1e-6) -> dict[str, str]:
     """The parameters that ended on a bound: name -> 'lower' or 'upper'."""
     out = {}

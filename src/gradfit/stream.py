@@ -40,7 +40,16 @@ from .options import positive_int
 from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
 from .models import Model, Polynomial
-from .params import Constrained, at_bounds, check_bounds, check_fixed, start_values, widths_positive
+from .params import (
+    Constrained,
+    at_bounds,
+    check_bounds,
+    check_fixed,
+    check_ties,
+    every_covariance,
+    start_values,
+    widths_positive,
+)
 from .solvers import Problem, get_method
 from .solvers.fold import BLOCK_ROWS, GramFold, HouseholderFold, usable
 from .solvers.gradient import Frame, torch_optimizer, descent_steps, rate_guard
@@ -666,8 +675,6 @@ def fit_source(
 ):
     """The streamed fit of ``data`` as ``how`` plans it (gradfit.engine.fit_file decides to stream): Ctrl-C
     finishes the current batch and stops with the history so far."""
-    if fit_options.get("tie"):
-        raise OptionError("Tied parameters need the data in memory: a streamed fit does not take them yet.")
     if fit_options.get("loss", "linear") != "linear":
         raise OptionError("A robust loss needs the data in memory: a streamed fit does not take one yet.")
     if fit_options.get("starts") is not None:
@@ -677,9 +684,10 @@ def fit_source(
         raise OptionError(f"Unknown option {unknown[0]!r}.")
     bounds = check_bounds(fit_options.get("bounds"), model.param_names)
     fixed = check_fixed(fit_options.get("fixed"), model.param_names, bounds)
-    if (bounds or fixed) and batch_size is not None:
+    ties = check_ties(fit_options.get("tie"), model.param_names, bounds, fixed)
+    if (bounds or fixed or ties) and batch_size is not None:
         raise OptionError(
-            "Mini-batches do not take bounds or fixed parameters yet; use a full-batch method (lm, auto, gd, ...)."
+            "Mini-batches do not take bounds, fixed or tied parameters yet; use a full-batch method (lm, auto, gd)."
         )
     with _ctrl_c_finishes_the_batch() as stop:
         problem = None
@@ -704,6 +712,7 @@ def fit_source(
                 how=how,
                 bounds=bounds,
                 fixed=fixed,
+                ties=ties,
             )
         except _Interrupt:
             history = getattr(problem, "history", None)
@@ -756,6 +765,7 @@ def fit_streamed(
     how,
     bounds=None,
     fixed=None,
+    ties=None,
 ):
     if batch_size is not None:
         if method not in MINIBATCH:
@@ -770,13 +780,13 @@ def fit_streamed(
     chosen = get_method("gd" if method == "sgd" else method)
     # streamed, a linear model's one exact solve becomes lm, whose Gauss–Newton steps land on it in a few passes
     run_method = "lm" if chosen.name in ("auto", "linear") else chosen.name
-    bounds, fixed = bounds or {}, fixed or {}
-    if (bounds or fixed) and method == "linear":
-        raise OptionError("Method 'linear' cannot honour bounds or fixed parameters; use method='lm' or 'auto'.")
+    bounds, fixed, ties = bounds or {}, fixed or {}, ties or {}
+    if (bounds or fixed or ties) and method == "linear":
+        raise OptionError("Method 'linear' cannot honour bounds, fixed or tied parameters; use method='lm' or 'auto'.")
     xs, ys = problem.sample()  # the start: p0, or the model's guess from the first rows
-    start = start_values(model, p0, xs, ys, torch.float64, "cpu", bounds, fixed)
-    if bounds or fixed:  # the solver walks free, unbounded parameters (gradfit.params), as in memory
-        constrained = Constrained(model, bounds, fixed)
+    start = start_values(model, p0, xs, ys, torch.float64, "cpu", bounds, fixed, tuple(ties))
+    if bounds or fixed or ties:  # the solver walks free, unbounded parameters (gradfit.params), as in memory
+        constrained = Constrained(model, bounds, fixed, ties)
         problem.use_model(constrained)
         start = constrained.to_free(start)
         if learning_rate is None and run_method == "gd":
@@ -806,7 +816,7 @@ def fit_streamed(
             callback(step)
 
     outcome = run_steps(steps, record)
-    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason, bounds, fixed)
+    return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason, bounds, fixed, ties)
 
 
 def _result(
@@ -820,6 +830,7 @@ def _result(
     how: str,
     bounds=None,
     fixed=None,
+    ties=None,
 ):
     """A FitResult from sums over one last pass: chi², RMSE, R², and the covariance from R of J = QR.
 
@@ -829,26 +840,26 @@ def _result(
     """
     from .result import FitResult
 
-    bounds, fixed = bounds or {}, fixed or {}
+    bounds, fixed, ties = bounds or {}, fixed or {}, ties or {}
     p = outcome.params.detach()
     chi2, r_factor, _ = problem._pass(p)
     raw_ss = problem.raw_ss(p)
     n, k = problem.n_points, len(p)  # k: the parameters actually fitted
     names = model.param_names
-    free = [i for i, name in enumerate(names) if name not in fixed]  # a fixed parameter has no uncertainty
+    free = [i for i, name in enumerate(names) if name not in fixed and name not in ties]  # (the others: none own)
     user = p
-    if bounds or fixed:
+    view = Constrained(model, {}, fixed, ties) if fixed or ties else model
+    if bounds or fixed or ties:
         with torch.no_grad():
             user = problem.model.to_user(p)
-        problem.use_model(Constrained(model, {}, fixed) if fixed else model)
+        problem.use_model(view)
         _, r_factor, _ = problem._pass(user[free])
     dof = n - k
     factor = 1.0 if absolute_sigma else chi2 / dof if dof > 0 else np.inf
     cov_free, rank, free_undetermined = covariance_of(r_factor.numpy(), (n, k), factor)
-    covariance = np.zeros((len(names), len(names)))
-    covariance[np.ix_(free, free)] = cov_free
-    undetermined = tuple(names[i] for i, u in zip(free, free_undetermined) if u)
-    values, flipped = widths_positive(model, user.double().numpy()[None, :], bounds, fixed)
+    covariance, undetermined = every_covariance(view, user, free, cov_free, free_undetermined)
+    undetermined = tuple(name for name, u in zip(names, undetermined) if u)
+    values, flipped = widths_positive(model, user.double().numpy()[None, :], bounds, fixed, ties)
     params = dict(zip(names, values[0].tolist()))
     sign = np.where(flipped[0], -1.0, 1.0)
     covariance = covariance * np.outer(sign, sign)
@@ -857,6 +868,8 @@ def _result(
     notes = [f"{n:,} rows {how}", *outcome.notes]
     if asked == "auto":
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
+    for name, expression in ties.items():
+        notes.append(f"{name} tied: {name} = {expression.text}")
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if undetermined:
@@ -897,6 +910,7 @@ def _result(
         rank=rank,
         bounds=bounds,
         fixed=fixed,
+        tied={name: expression.text for name, expression in ties.items()},
         at_bound=on_bound,
     )
     x, y, sigma = problem.kept  # the figures' data: a random sample of the rows (all of them if few)

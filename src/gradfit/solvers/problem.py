@@ -30,15 +30,17 @@ class Whiten:
         self.matrix = sigma.ndim == 2
         if self.matrix:
             self.factor = torch.linalg.cholesky(sigma)  # lower: C = L Lᵀ (checked positive definite by prepare)
+            # L⁻¹ once (a triangular inverse is as accurate as a solve in practice), then one product per call:
+            # torch's triangular solve costs ~1 ms a call at N = 200, its product ~10 µs
+            eye = torch.eye(len(sigma), dtype=sigma.dtype, device=sigma.device)
+            self.inverse = torch.linalg.solve_triangular(self.factor, eye, upper=False)
         else:
             self.weights = 1 / sigma
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         if not self.matrix:
             return a * (self.weights if a.ndim == 1 else self.weights[:, None])
-        column = a.ndim == 1
-        out = torch.linalg.solve_triangular(self.factor, a[:, None] if column else a, upper=False)
-        return out[:, 0] if column else out
+        return self.inverse @ a
 
     def undo(self, r: np.ndarray) -> np.ndarray:
         """The raw residuals behind whitened ones (float64 numpy)."""
