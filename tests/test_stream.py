@@ -123,6 +123,25 @@ def test_tied_parameters_stream_as_in_memory(decay_file):
     assert streamed.tied == {"offset": "amplitude / 6"} and "== 'amplitude / 6'" in streamed.report()
 
 
+@pytest.mark.parametrize("loss, method", [("soft_l1", "lm"), ("cauchy", "auto"), ("huber", "lbfgs")])
+def test_a_robust_loss_streams_as_in_memory(tmp_path, loss, method):
+    """The robust cost summed over the batches beside the fold, the rows reweighted as Problem reweights them
+    in memory; the covariance from the rows least_squares rescales (curve_fit's convention), the plain χ² and
+    RMSE: all equal to the in-memory fit on data with outliers."""
+    rng = np.random.default_rng(9)
+    x = rng.uniform(0, 5, ROWS)
+    y = 3.0 * np.exp(-0.7 * x) + 0.5 + rng.normal(0, 0.05, ROWS)
+    outliers = rng.choice(ROWS, ROWS // 100, replace=False)
+    y[outliers] += rng.uniform(-3, 3, len(outliers))
+    path = write(tmp_path / "outliers.parquet", x=x, y=y)
+    options = dict(p0=[1.0, 1.0, 0.0], loss=loss, f_scale=0.1, method=method)
+    streamed = gradfit.fit_file("exp_decay", path, memory_budget=tight_budget("exp_decay"), **options)
+    in_memory = gradfit.fit("exp_decay", x, y, **options)
+    same(streamed, in_memory, rtol=1e-8)  # (the same minimum; the sums in another order stop LM a step apart)
+    assert streamed.loss == loss and f"robust loss {loss}" in streamed.message
+    assert streamed.params["rate"] == pytest.approx(0.7, rel=0.01)  # the outliers pull it no further
+
+
 def test_ill_conditioned_sorted_data_stream_exactly(tmp_path, monkeypatch):
     """x from 200 to 210 in ascending order: the quadratic's Jacobian is ill-conditioned (~1e9), and the first rows,
     whose R preconditions the first pass, see only x near 200. The fast fold must notice and refine, not mislead."""

@@ -39,6 +39,7 @@ from . import options
 from .options import positive_int
 from .errors import ConvergenceWarning, DataError, Interrupted, OptionError
 from .history import History, StepRecord
+from .losses import check_loss
 from .models import Model, Polynomial
 from .params import (
     Constrained,
@@ -417,8 +418,12 @@ class StreamProblem:
         stop: _Stop | None = None,
         sample_rows: int = SAMPLE_ROWS,
         seed: int = 0,
+        robust: tuple[str, float] | None = None,
     ):
         self.source, self.batch_rows = source, batch_rows
+        # a robust loss (loss, f_scale): each batch's rows linearized as Problem linearizes them (reweighted), the
+        # robust cost summed beside the fold (whose own sum is of the reweighted residuals)
+        self.robust, self._robust_cost = robust, 0.0
         self.on_batch, self.stop = on_batch, stop or _Stop()
         self.use_model(model)
         # a first pass: the rows kept, the moments of y (the standardized loss's unit, R²), and a random
@@ -466,7 +471,7 @@ class StreamProblem:
 
     def raw_ss(self, params: torch.Tensor) -> float:
         """The unweighted sum of squared residuals (for the RMSE and R²), one pass when sigma weights."""
-        if self.source.sigma is None:
+        if self.source.sigma is None and self.robust is None:
             return self._pass(params)[0]
         total = 0.0
         with torch.no_grad():
@@ -484,7 +489,7 @@ class StreamProblem:
                 raise _Interrupt
 
     def _part(self, x, y, sigma) -> Problem:
-        return Problem(self.model, *_tensors(x, y, sigma))
+        return Problem(self.model, *_tensors(x, y, sigma), *(self.robust or ()))
 
     def _pass(self, params: torch.Tensor):
         """cost, R and Qᵀr at ``params``: one pass, the rows folded block by block (see solvers.fold).
@@ -508,6 +513,8 @@ class StreamProblem:
                 else HouseholderFold(len(params))
             )
         cost, r_factor, z = out
+        if self.robust is not None and math.isfinite(cost):
+            cost = self._robust_cost  # (the fold's sum is of the reweighted residuals)
         if math.isfinite(cost):  # this pass's R preconditions the next one, where J will be much the same
             if usable(r_factor):
                 self._precond = r_factor
@@ -530,6 +537,7 @@ class StreamProblem:
         return GramFold(self._precond)
 
     def _fold_rows(self, fold, params: torch.Tensor) -> None:
+        self._robust_cost = 0.0
         with _one_torch_thread():
             for batch in self._batches():
                 x, y, sigma = _tensors(*batch)
@@ -540,6 +548,18 @@ class StreamProblem:
                     break
 
     def _fold_block(self, fold, x, y, sigma, params) -> None:
+        if self.robust is not None:
+            part = Problem(self.model, x, y, sigma, *self.robust)
+            if self._curvature:  # for the covariance: the rows as least_squares rescales them (Triggs)
+                with torch.no_grad():
+                    r = part.residuals(params)
+                fold.add(part.scaled_jacobian(params), r)
+                self._robust_cost += part.spread(params)
+                return
+            self._robust_cost += part.cost(params)
+            jac, r = part.linearize(params)
+            fold.add(jac, r)
+            return
         if self.model.is_linear:
             fold.add_linear(self._design(x, y), params, None if sigma is None else 1 / sigma)
             return
@@ -547,6 +567,21 @@ class StreamProblem:
         with torch.no_grad():
             r = part.residuals(params)
         fold.add(part.jacobian(params), r)
+
+    _curvature = False  # set while robust_summary folds the rows for the covariance
+
+    def robust_summary(self, params: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        """With a robust loss: the plain (weighted) χ², the robust cost and R of the Jacobian rescaled as
+        least_squares rescales it (Triggs' term), whose RᵀR is the Gauss–Newton Hessian that curve_fit takes
+        the covariance from; one pass (Householder: exact for any J)."""
+        fold = HouseholderFold(len(params))
+        self._curvature = True
+        try:
+            self._fold_rows(fold, params)
+        finally:
+            self._curvature = False
+        chi2, r_factor, _ = fold.result()
+        return chi2, self._robust_cost, r_factor
 
     def _design(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """[A | y], a linear model's design matrix beside y; a polynomial's made in a reused array."""
@@ -574,8 +609,7 @@ class StreamProblem:
         total = 0.0
         with torch.no_grad():
             for x, y, sigma in self._batches():
-                r = self._part(x, y, sigma).residuals(params)
-                total += float(r @ r)
+                total += float(self._part(x, y, sigma).loss(params)) * len(y)
         return torch.tensor(total / self.n_points, dtype=torch.float64)
 
     def loss_and_grad(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -584,8 +618,7 @@ class StreamProblem:
         total, grad = 0.0, torch.zeros_like(p)
         for x, y, sigma in self._batches():
             with torch.enable_grad():
-                r = self._part(x, y, sigma).residuals(p)
-                s = (r * r).sum()
+                s = self._part(x, y, sigma).loss(p) * len(y)  # (the batch's sum of squares, or robust cost)
                 (g,) = torch.autograd.grad(s, p)
             total += float(s)
             grad += g
@@ -675,8 +708,10 @@ def fit_source(
 ):
     """The streamed fit of ``data`` as ``how`` plans it (gradfit.engine.fit_file decides to stream): Ctrl-C
     finishes the current batch and stops with the history so far."""
-    if fit_options.get("loss", "linear") != "linear":
-        raise OptionError("A robust loss needs the data in memory: a streamed fit does not take one yet.")
+    robust = check_loss(fit_options.get("loss", "linear"), fit_options.get("f_scale", 1.0))
+    robust = None if robust[0] == "linear" else robust
+    if robust and batch_size is not None:
+        raise OptionError("Mini-batches do not take a robust loss yet; use a full-batch method (lm, auto, gd).")
     if fit_options.get("starts") is not None:
         raise OptionError("`starts` needs the data in memory: a streamed fit does not take it yet.")
     unknown = sorted(set(fit_options) - {"bounds", "fixed", "variables", "dtype", "device", "tie", "loss", "f_scale"})
@@ -693,7 +728,14 @@ def fit_source(
         problem = None
         try:
             problem = StreamProblem(
-                model, data, how.batch_rows, on_batch=on_batch, stop=stop, sample_rows=sample_rows, seed=seed
+                model,
+                data,
+                how.batch_rows,
+                on_batch=on_batch,
+                stop=stop,
+                sample_rows=sample_rows,
+                seed=seed,
+                robust=robust,
             )
             return fit_streamed(
                 model,
@@ -854,8 +896,11 @@ def _result(
             user = problem.model.to_user(p)
         problem.use_model(view)
         _, r_factor, _ = problem._pass(user[free])
+    spread = chi2
+    if problem.robust is not None:  # the plain χ², and curve_fit's covariance with a robust loss (as in memory)
+        chi2, spread, r_factor = problem.robust_summary(user[free])
     dof = n - k
-    factor = 1.0 if absolute_sigma else chi2 / dof if dof > 0 else np.inf
+    factor = 1.0 if absolute_sigma else spread / dof if dof > 0 else np.inf
     cov_free, rank, free_undetermined = covariance_of(r_factor.numpy(), (n, k), factor)
     covariance, undetermined = every_covariance(view, user, free, cov_free, free_undetermined)
     undetermined = tuple(name for name, u in zip(names, undetermined) if u)
@@ -870,6 +915,8 @@ def _result(
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
     for name, expression in ties.items():
         notes.append(f"{name} tied: {name} = {expression.text}")
+    if problem.robust is not None:
+        notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if undetermined:
@@ -911,6 +958,8 @@ def _result(
         bounds=bounds,
         fixed=fixed,
         tied={name: expression.text for name, expression in ties.items()},
+        loss=(problem.robust or ("linear",))[0],
+        f_scale=(problem.robust or (None, 1.0))[1],
         at_bound=on_bound,
     )
     x, y, sigma = problem.kept  # the figures' data: a random sample of the rows (all of them if few)
