@@ -529,3 +529,28 @@ def test_bounds_and_fixed_parameters_on_the_cluster_equal_fit_many_in_one_proces
         np.testing.assert_allclose(on_cluster[column], in_process[column], rtol=1e-10, err_msg=column)
     with pytest.raises(gradfit.ModelError, match="refers to 'k'"):
         gradfit.dask.fit_many(da.from_array(Y), "exp_decay", x=x, tie={"offset": "k"})
+
+
+@pytest.mark.parametrize("loss", ["linear", "cauchy"])
+def test_ties_and_a_robust_loss_on_the_cluster_equal_one_process(cluster, loss):
+    """A tie and a robust loss in one huge fit on the cluster: each partition's rows reweighted and folded as
+    StreamProblem folds them, the covariance from the rows least_squares rescales; equal to gradfit.fit."""
+    import gradfit
+
+    rng = np.random.default_rng(12)
+    n = 60_000
+    x = rng.uniform(0, 5, n)
+    y = 3.0 * np.exp(-0.7 * x) + 0.5 + rng.normal(0, 0.05, n)
+    outliers = rng.choice(n, n // 100, replace=False)
+    y[outliers] += rng.uniform(-3, 3, len(outliers))
+    frame = dd.from_pandas(pd.DataFrame({"x": x, "y": y}), npartitions=4)
+    options = dict(p0={"amplitude": 1.0, "rate": 1.0}, tie={"offset": "amplitude / 6"}, loss=loss, f_scale=0.1)
+    on_cluster = gradfit.dask.fit(frame, "exp_decay", x="x", y="y", **options)
+    alone = gradfit.fit("exp_decay", x, y, **options)
+    assert "summed by the cluster's workers" in on_cluster.message and on_cluster.converged
+    for name in alone.params:
+        assert on_cluster.params[name] == pytest.approx(alone.params[name], rel=1e-8)
+        assert on_cluster.stderr[name] == pytest.approx(alone.stderr[name], rel=1e-6)
+    assert on_cluster.chi2 == pytest.approx(alone.chi2, rel=1e-8)
+    assert on_cluster.rmse == pytest.approx(alone.rmse, rel=1e-8)
+    assert on_cluster.tied == {"offset": "amplitude / 6"} and on_cluster.loss == loss

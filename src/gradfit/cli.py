@@ -619,16 +619,12 @@ def _run_fit(args) -> int:
         callback=None if progress is None else lambda record: progress.update(1),
     )
     if args.tie:
-        if args.workers or args.scheduler:
-            raise OptionError("--tie needs the data in one process; leave out --workers/--scheduler.")
         options["tie"] = dict(args.tie)
     if args.starts is not None:
         if args.workers or args.scheduler:
             raise OptionError("--starts needs the data in one process; leave out --workers/--scheduler.")
         options["starts"] = args.starts
     if args.loss != "linear" or args.f_scale != 1.0:
-        if args.workers or args.scheduler:
-            raise OptionError("--loss needs the data in one process; leave out --workers/--scheduler.")
         options.update(loss=args.loss, f_scale=args.f_scale)
     json_out, history_out, save_out = outputs
     with warnings.catch_warnings(record=True) as caught:

@@ -288,6 +288,9 @@ def fit(
     nan_policy: str = "raise",
     bounds: dict | None = None,
     fixed: dict | None = None,
+    tie: dict | None = None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
     callback=None,
 ):
     """One fit of all the rows of a Dask DataFrame, as ``gradfit.fit_file`` streams a file, on the cluster.
@@ -295,8 +298,8 @@ def fit(
     The columns are persisted in the workers' memory; every iteration each worker computes its
     partitions' sums (the loss and its gradient, or R and Qᵀr of the Jacobian), and the client
     folds them: the answer is the one-process fit's. Methods: auto, lm, linear, or a gradient method.
-    ``nan_policy='omit'`` leaves out rows with NaN, inf or a sigma <= 0; ``bounds`` and ``fixed``
-    as for ``gradfit.fit``.
+    ``nan_policy='omit'`` leaves out rows with NaN, inf or a sigma <= 0; ``bounds``, ``fixed``, ``tie``, ``loss``
+    and ``f_scale`` as for ``gradfit.fit``.
     """
     from .stream import fit_streamed, Plan
 
@@ -305,11 +308,14 @@ def fit(
         raise OptionError(f"`nan_policy` must be 'raise' or 'omit', got {nan_policy!r}.")
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
+    ties = check_ties(tie, model.param_names, bounds, fixed)
+    robust = check_loss(loss, f_scale)
+    robust = None if robust[0] == "linear" else robust
     wanted = [c for c in (x, y, sigma) if c is not None]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise DataError(f"Unknown column {missing[0]!r}. Columns are: {', '.join(map(repr, frame.columns))}.")
-    problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma, nan_policy)
+    problem = ClusterProblem(model, frame[wanted].persist(), x, y, sigma, nan_policy, robust)
     where = Plan(True, 0, f"in {problem.n_partitions} partitions, summed by the cluster's workers")
     return fit_streamed(
         model,
@@ -328,6 +334,7 @@ def fit(
         how=where,
         bounds=bounds,
         fixed=fixed,
+        ties=ties,
     )
 
 
@@ -347,7 +354,7 @@ def variable_columns(part, x, y, sigma, nan_policy="raise"):
     return arrays[0], arrays[1], s
 
 
-def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True):
+def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True, robust=None):
     import torch
 
     from .solvers import Problem
@@ -357,7 +364,7 @@ def _part_problem(part, model, x, y, sigma, nan_policy, weighted=True):
         None if a is None else torch.from_numpy(np.require(a, requirements="W"))
         for a in variable_columns(part, x, y, sigma, nan_policy)
     )
-    return Problem(model, xs, ys, None if not weighted else ss)
+    return Problem(model, xs, ys, None if not weighted else ss, *(robust or ()))
 
 
 def _moments(part, x, y, sigma, nan_policy):
@@ -375,27 +382,35 @@ def _sample(part, x, y, sigma, nan_policy, k, seed):
     return keys[keep], xs[keep], ys[keep], None if ss is None else ss[keep]
 
 
-def _factor(part, model, x, y, sigma, nan_policy, params):
-    """This partition's (cost, R, Qᵀr) at ``params``."""
+def _factor(part, model, x, y, sigma, nan_policy, params, robust=None, curvature=False):
+    """This partition's (cost, R, Qᵀr) at ``params``: with a robust loss its cost and the rows reweighted as
+    Problem linearizes them; with ``curvature``, (χ², the robust cost, R) of the rows least_squares rescales
+    (what the covariance comes from)."""
     import torch
 
-    problem = _part_problem(part, model, x, y, sigma, nan_policy)
+    problem = _part_problem(part, model, x, y, sigma, nan_policy, robust=robust)
     if problem.n_points == 0:
         k = len(params)
         return 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     with torch.no_grad():
         r = problem.residuals(params)
+    if curvature:
+        return float(r @ r), problem.spread(params), torch.linalg.qr(problem.scaled_jacobian(params))[1]
+    if robust is not None:
+        cost = problem.cost(params)
+        jac, r = problem.linearize(params)
+        q, r_factor = torch.linalg.qr(jac)
+        return cost, r_factor, q.T @ r
     q, r_factor = torch.linalg.qr(problem.jacobian(params))
     return float(r @ r), r_factor, q.T @ r
 
 
-def _loss_grad(part, model, x, y, sigma, nan_policy, params):
+def _loss_grad(part, model, x, y, sigma, nan_policy, params, robust=None):
     import torch
 
-    problem = _part_problem(part, model, x, y, sigma, nan_policy)
+    problem = _part_problem(part, model, x, y, sigma, nan_policy, robust=robust)
     p = params.detach().clone().requires_grad_()
-    r = problem.residuals(p)
-    s = (r * r).sum()
+    s = problem.loss(p) * problem.n_points  # (the sum of squares, or the robust cost)
     (g,) = torch.autograd.grad(s, p)
     return float(s), g
 
@@ -413,10 +428,10 @@ class ClusterProblem:
 
     streamed = True
 
-    def __init__(self, model, frame, x, y, sigma, nan_policy="raise"):
+    def __init__(self, model, frame, x, y, sigma, nan_policy="raise", robust=None):
         import dask
 
-        self.frame, self.columns = frame, (x, y, sigma, nan_policy)
+        self.frame, self.columns, self.robust = frame, (x, y, sigma, nan_policy), robust
         self.parts = frame.to_delayed()
         self.n_partitions = len(self.parts)
         self.weights = None if sigma is None else True
@@ -476,7 +491,7 @@ class ClusterProblem:
             return self._cache[1:]
         k = len(params)
         cost, r_factor, z = 0.0, torch.zeros((0, k), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-        for part_cost, part_r, part_z in self._each(_factor, params):  # fold the partitions' factors
+        for part_cost, part_r, part_z in self._each(_factor, params, self.robust):  # fold the partitions' factors
             cost += part_cost
             q, r_factor = torch.linalg.qr(torch.cat([r_factor, part_r]))
             z = q.T @ torch.cat([z, part_z])
@@ -495,11 +510,23 @@ class ClusterProblem:
         return torch.tensor(self._pass(params)[0] / self.n_points, dtype=torch.float64)
 
     def loss_and_grad(self, params):
-        parts = self._each(_loss_grad, params)
+        parts = self._each(_loss_grad, params, self.robust)
         return sum(v for v, _ in parts) / self.n_points, sum(g for _, g in parts) / self.n_points
 
     def raw_ss(self, params) -> float:
-        return self._pass(params)[0] if self.columns[2] is None else sum(self._each(_raw_ss, params))
+        if self.columns[2] is None and self.robust is None:
+            return self._pass(params)[0]
+        return sum(self._each(_raw_ss, params))
+
+    def robust_summary(self, params):
+        """(χ², robust cost, R) of the rows least_squares rescales, as StreamProblem.robust_summary."""
+        import torch
+
+        chi2, spread, r_factor = 0.0, 0.0, torch.zeros((0, len(params)), dtype=torch.float64)
+        for part_chi2, part_spread, part_r in self._each(_factor, params, self.robust, True):
+            chi2, spread = chi2 + part_chi2, spread + part_spread
+            r_factor = torch.linalg.qr(torch.cat([r_factor, part_r]))[1]
+        return chi2, spread, r_factor
 
 
 @contextmanager
