@@ -50,6 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_stream.py
 	$(BIN)/python bench/bench_dask.py
 	$(BIN)/python bench/bench_starts.py
+	$(BIN)/python bench/bench_global.py
+	$(BIN)/python bench/bench_constraints.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache
