@@ -86,6 +86,13 @@ def test_starts_keep_bounds_fixed_and_tied_parameters():
     assert tied.params["g1_center"] == pytest.approx(2.0, abs=0.02)
 
 
+def test_rows_left_out_are_counted_with_starts():
+    y = SINE_Y.copy()
+    y[[3, 50]] = np.nan
+    many = gradfit.fit("a*sin(w*x + phi)", X, y, p0=[1, 1, 0], starts=20, nan_policy="omit")
+    assert many.n_dropped == 2 and many.n_points == 198
+
+
 def test_a_linear_model_needs_no_starts():
     r = gradfit.fit("quadratic", X, PEAKS_Y, starts=10)
     assert "starts=10 not needed: a model linear in its parameters has one minimum" in r.message

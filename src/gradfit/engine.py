@@ -164,10 +164,12 @@ def fit(
             device,
             derivatives,
         )
+        dropped = data.n_dropped  # (the rows nan_policy left out are gone from data: counted here)
         data, problem, start, model, note = _problem(
             asked_model, data.x, data.y, data.sigma, best, "raise", bounds, fixed, dtype, device, derivatives,
             run_method == "lm", ties, robust,
         )  # fmt: skip
+        data.n_dropped = dropped
 
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
