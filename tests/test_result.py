@@ -216,3 +216,56 @@ def test_save_refuses_a_folder_that_does_not_exist_and_writes_nothing(tmp_path, 
     assert code == 2
     assert "--save" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+# --- derived quantities: the delta method through the covariance ------------------------------------------
+
+
+def test_derived_quantities_equal_the_uncertainties_package():
+    """fwhm and area of a Gaussian, a half-life: values and errors as `uncertainties` propagates them (linear
+    error propagation with the parameters' correlations), to rounding."""
+    from uncertainties import correlated_values, umath
+
+    peak = FITS["builtin"]()
+    got = peak.derive({"fwhm": "2*sqrt(2*log(2))*sigma", "area": "amplitude*abs(sigma)*sqrt(2*pi)"})
+    a, c, s = correlated_values(list(peak.params.values()), peak.covariance)
+    for (value, err), expected in zip(
+        (got["fwhm"], got["area"]), (2 * umath.sqrt(2 * umath.log(2)) * s, a * abs(s) * umath.sqrt(2 * np.pi))
+    ):
+        assert value == pytest.approx(expected.nominal_value, rel=1e-12)
+        assert err == pytest.approx(expected.std_dev, rel=1e-10)
+    decay = FITS["expression"]()
+    value, err = decay.derive({"half_life": "log(2)/k"})["half_life"]
+    _, k, _ = correlated_values(list(decay.params.values()), decay.covariance)
+    assert (value, err) == pytest.approx(((umath.log(2) / k).nominal_value, (umath.log(2) / k).std_dev), rel=1e-10)
+
+
+def test_derived_errors_agree_with_monte_carlo():
+    """Draws of the parameters from their (Gaussian) distribution: the spread of the derived quantity matches
+    the delta method's error where the quantity is nearly linear over that spread."""
+    peak = FITS["builtin"]()
+    value, err = peak.derive({"area": "amplitude*sigma*sqrt(2*pi)"})["area"]
+    draws = np.random.default_rng(0).multivariate_normal(list(peak.params.values()), peak.covariance, 400_000)
+    area = draws[:, 0] * draws[:, 2] * np.sqrt(2 * np.pi)
+    assert area.mean() == pytest.approx(value, rel=1e-3)
+    assert area.std() == pytest.approx(err, rel=0.01)
+
+
+def test_derived_quantities_are_reported_saved_and_refused_in_one_line(tmp_path):
+    peak = FITS["builtin"]()
+    peak.derive({"fwhm": "2.3548*sigma"})
+    assert "[[Derived]]" in peak.report() and "fwhm" in peak.report() and "== '2.3548*sigma'" in peak.report()
+    peak.save(tmp_path / "p.json")
+    loaded = gradfit.load_result(tmp_path / "p.json")
+    assert loaded.derived == peak.derived and loaded.report() == peak.report()
+    assert peak.to_dict()["derived"]["fwhm"]["stderr"] == pytest.approx(2.3548 * peak.stderr["sigma"], rel=1e-12)
+    for bad, error, match in (
+        ({"w": "2*width"}, ModelError, "refers to 'width', which is not a parameter. The parameters are: amplitude"),
+        ({"w": "__import__('os')"}, ExpressionError, "The quantity w:"),
+        ({"w": "sigma +"}, ExpressionError, "The quantity w:"),
+        ("2*sigma", ModelError, "takes a dict of name -> expression"),
+        ({"2w": "sigma"}, ModelError, "needs a name such as 'fwhm'"),
+    ):
+        with pytest.raises(error, match=match) as e:
+            peak.derive(bad)
+        assert "\n" not in str(e.value)

@@ -62,6 +62,7 @@ class FitResult:
     sigma: np.ndarray | None = field(default=None, repr=False)
     sample_of: int | None = None  # set when x, y, sigma are a random sample of this many points (a streamed fit)
     starts: dict = field(default_factory=dict)  # fit(starts=N): {"n", "reached", "best_chi2", "failed"}
+    derived: dict = field(default_factory=dict)  # name -> {"expression", "value", "stderr"}: derive()
     columns: dict = field(default_factory=dict)  # role -> the data's column name: {"x": "two_theta", "y": "counts"}
 
     @property
@@ -106,6 +107,46 @@ class FitResult:
                 values = part(xt, p[start : start + part.n_params]).double().cpu().numpy()
                 out[prefix or part.name] = np.broadcast_to(values, (len(xt),)).copy()
                 start += part.n_params
+        return out
+
+    def derive(self, quantities: dict[str, str]) -> dict[str, tuple[float, float]]:
+        """Quantities computed from the parameters, with standard errors: ``{"fwhm": "2.3548*sigma",
+        "half_life": "log(2)/k"}`` -> ``{"fwhm": (value, stderr), ...}``. Each expression is parsed by gradfit.expr
+        (never eval), its names the parameters; its error propagated through the covariance by the delta method,
+        sqrt(g Cov gᵀ) with g its exact gradient (forward mode on its tree). Kept in ``derived``, shown by
+        ``report()`` and saved with the result."""
+        from .errors import ExpressionError, ModelError
+        from .expr import parse
+
+        if not isinstance(quantities, dict) or not quantities:
+            raise ModelError('`derive` takes a dict of name -> expression, such as {"fwhm": "2.3548*sigma"}.')
+        names = list(self.params)
+        values = [torch.tensor(v, dtype=torch.float64) for v in self.params.values()]
+        out = {}
+        for name, text in quantities.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ModelError(f"A derived quantity needs a name such as 'fwhm', got {name!r}.")
+            try:
+                expression = parse(text, variables=())
+            except ExpressionError as e:
+                raise ExpressionError(f"The quantity {name}: {e}") from None
+            unknown = [n for n in expression.param_names if n not in names]
+            if unknown:
+                raise ModelError(
+                    f"The quantity {name} = {text!r} refers to {unknown[0]!r}, which is not a parameter. "
+                    f"The parameters are: {', '.join(names)}."
+                )
+            used = [names.index(n) for n in expression.param_names]
+            value, grads = expression.value_and_gradient([], [values[i] for i in used])
+            g = np.zeros(len(names))
+            for i, d in zip(used, grads):
+                g[i] = 0.0 if d is None else float(d)
+            touched = g != 0
+            cov = np.asarray(self.covariance)[np.ix_(touched, touched)]
+            variance = float(g[touched] @ cov @ g[touched]) if touched.any() else 0.0
+            value = float(value)
+            out[name] = (value, math.sqrt(variance) if variance >= 0 else math.nan)
+            self.derived[name] = {"expression": expression.text, "value": value, "stderr": out[name][1]}
         return out
 
     def save(self, path, *, data: bool = True) -> None:
@@ -160,6 +201,16 @@ class FitResult:
             "f_scale": self.f_scale,
             "at_bound": dict(self.at_bound),
             **({"starts": dict(self.starts)} if self.starts else {}),
+            **(
+                {
+                    "derived": {
+                        k: {**d, "value": _num(d["value"]), "stderr": _num(d["stderr"])}
+                        for k, d in self.derived.items()
+                    }
+                }
+                if self.derived
+                else {}
+            ),  # fmt: skip
         }
 
     def report(self, min_correlation: float = 0.1) -> str:
@@ -211,6 +262,13 @@ class FitResult:
                 else ""
             )
             lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}{where}")
+        if self.derived:
+            lines.append("[[Derived]]")
+            wide = max(len(n) for n in self.derived)
+            for name, d in self.derived.items():
+                err = d["stderr"]
+                rel = f" ({abs(err / d['value']):.2%})" if d["value"] != 0 and math.isfinite(err) else ""
+                lines.append(f"    {name:<{wide}}: {d['value']: .10g} +/- {err:.4g}{rel} == '{d['expression']}'")
         pairs = []
         corr = self.correlation
         names = self.param_names
@@ -340,6 +398,10 @@ def load_result(path, *, model=None) -> FitResult:
             covariance=np.array(_numbers(saved["covariance"]), dtype=np.float64).reshape(len(made.param_names), -1),
             history=_history_from_json(saved["history"]),
             bounds={k: tuple(_numbers(v)) for k, v in saved.get("bounds", {}).items()},
+            derived={
+                k: {**d, "value": _number(d["value"]), "stderr": _number(d["stderr"])}
+                for k, d in saved.get("derived", {}).items()
+            },
             undetermined=tuple(saved.get("undetermined", ())),
             dtype=getattr(torch, saved.get("dtype", "float64")),
             device="cpu",  # (where the fit ran may not exist here)
