@@ -1,0 +1,117 @@
+"""Special functions torch lacks, differentiable, on any device: the Faddeeva function w(z) and the Voigt profile.
+
+w(z) = exp(−z²) erfc(−iz), for Im z ≥ 0 (all a line shape needs: z = (x + iγ)/(σ√2) with γ ≥ 0):
+
+- |z| ≤ ASYMPTOTIC_FROM: Weideman's rational approximation (J.A.C. Weideman, "Computation of the complex error
+  function", SIAM J. Numer. Anal. 31 (1994) 1497–1518) with N = 40 terms: w(z) ≈ 2 p(Z)/(L − iz)² +
+  1/(√π (L − iz)), Z = (L + iz)/(L − iz), L = √(N/√2), p a polynomial whose coefficients are the FFT of
+  exp(−t²)(L² + t²) at t = L tan(θ/2) (computed once);
+- beyond: the asymptotic series w(z) ≈ i/(√π z) Σ_k (2k−1)!!/(2z²)^k (20 terms), plus exp(−z²) near the real
+  axis (where it is the whole real part: a Voigt profile's Gaussian far out when γ → 0).
+
+Accuracy against scipy.special.wofz (tests/test_special.py), over x in [−1000, 1000], y in [1e−4, 100]: w to
+2e−14 relative, its real part — the Voigt profile — to 1e−10 relative (measured 4e−11); γ = 0 is the Gaussian
+exactly. (For 0 < γ < 1e−4 σ the profile's far Gaussian tail, below ~1e−15 of its peak, loses relative digits.)
+The derivative is exact for w: w'(z) = −2z w(z) + 2i/√π, used by autograd (backward and forward mode).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+N_TERMS = 40
+ASYMPTOTIC_FROM = 12.0  # |z| beyond which the asymptotic series is used
+ASYMPTOTIC_TERMS = 20
+_SQRT_PI = math.sqrt(math.pi)
+
+
+def _weideman_coefficients(n: int) -> tuple[np.ndarray, float]:
+    """The polynomial's coefficients (highest power first) and L, as Weideman computes them."""
+    m = 2 * n
+    k = np.arange(-m + 1, m)
+    scale = math.sqrt(n / math.sqrt(2))
+    t = scale * np.tan(k * np.pi / m / 2)
+    f = np.concatenate([[0.0], np.exp(-(t**2)) * (scale**2 + t**2)])
+    a = np.real(np.fft.fft(np.fft.fftshift(f))) / (2 * m)
+    return a[1 : n + 1][::-1].copy(), scale
+
+
+_COEFFICIENTS, _L = _weideman_coefficients(N_TERMS)
+
+
+def _w(z: torch.Tensor) -> torch.Tensor:
+    """w(z) for Im z ≥ 0, no autograd of its own (see ``wofz``)."""
+    near = z.abs() <= ASYMPTOTIC_FROM
+    # Weideman (only where it is used: elsewhere a harmless stand-in, so no inf or NaN is made)
+    zn = torch.where(near, z, torch.zeros_like(z))
+    denominator = _L - 1j * zn
+    big_z = (_L + 1j * zn) / denominator
+    p = torch.zeros_like(zn)
+    for c in _COEFFICIENTS:  # Horner, highest power first
+        p = p * big_z + float(c)
+    rational = 2 * p / denominator**2 + (1 / _SQRT_PI) / denominator
+    # the asymptotic series far out
+    zf = torch.where(near, torch.full_like(z, ASYMPTOTIC_FROM + 1), z)
+    inverse_2z2 = 1 / (2 * zf * zf)
+    term, total = torch.ones_like(zf), torch.ones_like(zf)
+    for k in range(1, ASYMPTOTIC_TERMS):
+        term = term * (2 * k - 1) * inverse_2z2
+        total = total + term
+    series = 1j / (_SQRT_PI * zf) * total
+    # near the real axis w(z) = exp(−z²) + (2i/√π) F(z), F Dawson's function, whose expansion the series is: the
+    # Gaussian term is all of the real part there (a Voigt profile with γ → 0); elsewhere it is below e^−50
+    gaussian = (zf.real**2 - zf.imag**2) > 50
+    series = series + torch.where(gaussian, torch.exp(-torch.where(gaussian, zf * zf, torch.zeros_like(zf))), 0)
+    return torch.where(near, rational, series)
+
+
+class _Faddeeva(torch.autograd.Function):
+    """w(z) with its exact derivative w'(z) = −2z w(z) + 2i/√π (holomorphic: torch's convention is
+    grad · conj(w') backward, w' · tangent forward). torch.func's vmap and jacfwd run it as they run torch ops."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z):
+        return _w(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (z,) = inputs
+        ctx.save_for_backward(z, output)
+        ctx.save_for_forward(z, output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, w = ctx.saved_tensors
+        return grad * torch.conj(-2 * z * w + 2j / _SQRT_PI)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        z, w = ctx.saved_tensors
+        return (-2 * z * w + 2j / _SQRT_PI) * tangent
+
+
+def wofz(z: torch.Tensor) -> torch.Tensor:
+    """The Faddeeva function w(z) = exp(−z²) erfc(−iz) of a complex tensor with Im z ≥ 0 (scipy's wofz there),
+    differentiable (backward and forward mode), on any device."""
+    z = torch.as_tensor(z)
+    if not z.is_complex():
+        z = z.to(torch.complex128 if z.dtype == torch.float64 else torch.complex64)
+    return _Faddeeva.apply(z)
+
+
+def voigt_profile(x: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """The Voigt profile (a Gaussian of standard deviation ``sigma`` convolved with a Lorentzian of half width
+    ``gamma``, area 1), as scipy.special.voigt_profile: Re w(z) / (|σ|√(2π)), z = (x + i|γ|)/(|σ|√2).
+    Differentiable in x, σ and γ through w's exact derivative."""
+    x, sigma, gamma = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (x, sigma, gamma)))
+    sigma, gamma = sigma.abs(), gamma.abs()  # (widths: their sign means nothing)
+    z = torch.complex(x, gamma) / (sigma * math.sqrt(2))
+    profile = wofz(z).real / (sigma * math.sqrt(2 * math.pi))
+    # γ = 0 is a Gaussian, exactly (the rational approximation's real part is good to ~1e−17 of the peak only)
+    gaussian = torch.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    return torch.where(gamma == 0, gaussian, profile)
