@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gradfit.errors import ExpressionError, FitError
 from gradfit.expr import FUNCTIONS, MAX_DEPTH, MAX_LENGTH, parse
+from gradfit.special import voigt_profile
 
 TWIN_RTOL = 1e-12  # an expression against the same formula written as a Python function
 FUZZ_EXAMPLES = int(os.environ.get("GRADFIT_FUZZ_EXAMPLES", "2500"))  # per fuzz test; `make fuzz` raises it
@@ -57,6 +58,12 @@ TWINS = [
         "erf(a*x) + erfc(b*x) + sigmoid(x - a)",
         lambda x, a, b: torch.special.erf(a * x) + torch.special.erfc(b * x) + torch.sigmoid(x - a),
         [0.7, 0.4],
+    ),
+    (
+        # the twin through torch's autograd of gradfit.special (the values against scipy: tests/test_special.py)
+        "a*voigt(x - b, c, 0.5)",
+        lambda x, a, b, c: a * voigt_profile(x - b, c, 0.5),
+        [2.0, 0.3, 0.8],
     ),
     (
         "-a*x**-2 + +b*pi - e**(x/c) + 1.5e-3*x",

@@ -23,6 +23,7 @@ CASES = {
     "gaussian": (np.linspace(-5, 5, 80), [3.0, 0.7, 0.9]),
     "lorentzian": (np.linspace(-5, 5, 80), [2.0, -0.4, 0.6]),
     "pseudo_voigt": (np.linspace(-5, 5, 100), [2.0, 0.2, 0.8, 0.3]),
+    "voigt": (np.linspace(-6, 6, 120), [3.0, 0.4, 0.7, 0.5]),
     "sine": (np.linspace(0, 10, 120), [1.5, 0.35, 0.6]),
     "damped_sine": (np.linspace(0, 10, 150), [2.0, 0.25, 0.5, 0.3]),
 }
@@ -215,7 +216,7 @@ def test_ragged_curves_and_curves_at_their_own_x_guess_in_groups_like_each_curve
             expected.append(model.guess(torch.tensor(xi), torch.tensor(ys[i][keep])).numpy())
         calls = []
         monkeypatch.setattr(gradfit.models.ExpressionModel, "guess", lambda self, *a: calls.append(1))
-        part = gradfit.batch._Chunk(
+        part = gradfit.batch.Chunk(
             model,
             torch.tensor(xs),
             xs.ndim == 1,

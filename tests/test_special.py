@@ -66,3 +66,70 @@ def test_the_voigt_profile_is_differentiable_in_x_sigma_and_gamma():
     sigma = torch.tensor(0.7, dtype=torch.float64)
     backward = torch.autograd.functional.jacobian(lambda s: voigt_profile(x, s, 0.4), sigma)
     np.testing.assert_allclose(forward.numpy(), backward.numpy(), rtol=1e-12)
+
+
+# --- the voigt built-in and voigt() in the expression language -----------------------------------------------
+
+
+def _voigt_data(n_curves=1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-10, 10, 300)
+    truth = np.column_stack(
+        [rng.uniform(3, 6, n_curves), rng.uniform(-2, 2, n_curves), rng.uniform(0.4, 1, n_curves)]
+        + [rng.uniform(0.3, 1, n_curves)]
+    )
+    Y = np.stack([a * scipy_voigt(x - c, s, g) for a, c, s, g in truth]) + rng.normal(0, 0.01, (n_curves, len(x)))
+    return x, Y, truth
+
+
+def test_the_voigt_model_is_lmfits_line_shape_with_exact_derivatives():
+    import gradfit
+    from lmfit.lineshapes import voigt as lmfit_voigt
+
+    model = gradfit.get_model("voigt")
+    assert model.param_names == ("amplitude", "center", "sigma", "gamma")  # lmfit's names; amplitude = area
+    x = torch.linspace(-200, 200, 4001, dtype=torch.float64)
+    p = torch.tensor([2.5, 0.3, 0.8, 0.4], dtype=torch.float64)
+    np.testing.assert_allclose(model(x, p).numpy(), lmfit_voigt(x.numpy(), 2.5, 0.3, 0.8, 0.4), rtol=1e-10)
+    _, grads = model.expression.value_and_gradient([x], list(p))
+    jac = torch.autograd.functional.jacobian(lambda q: model(x, q), p)
+    np.testing.assert_allclose(torch.stack(grads, 1).numpy(), jac.numpy(), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["auto", "lbfgs"])
+def test_a_voigt_fit_recovers_known_parameters_from_its_own_guess(method):
+    import gradfit
+
+    x, Y, truth = _voigt_data()
+    result = gradfit.fit("voigt", x, Y[0], method=method, max_steps=5000)
+    assert result.converged
+    for value, err, true in zip(result.params.values(), result.stderr.values(), truth[0]):
+        assert abs(value - true) < 5 * err
+
+
+def test_fit_many_of_voigt_peaks_runs_on_torch_and_equals_fit():
+    import gradfit
+    from gradfit.errors import OptionError
+
+    x, Y, truth = _voigt_data(n_curves=40, seed=1)
+    batch = gradfit.fit_many("voigt", x, Y)
+    assert (batch.status == "converged").all()
+    assert np.mean(np.all(np.abs(batch.params - truth) < 5 * batch.stderr, axis=1)) > 0.9
+    for b in range(0, 40, 8):
+        one = gradfit.fit("voigt", x, Y[b])
+        np.testing.assert_allclose(batch.params[b], list(one.params.values()), rtol=1e-7)
+    with pytest.raises(OptionError, match=r"uses voigt\(\), which only torch computes"):
+        gradfit.fit_many("voigt + linear", x, Y, backend="compiled")
+
+
+def test_voigt_is_a_function_of_the_expression_language():
+    import gradfit
+    from gradfit.cli import main
+
+    x, Y, truth = _voigt_data(seed=2)
+    y = Y[0] + 0.05 * x + 0.2
+    result = gradfit.fit("a*voigt(x - c, s, g) + m*x + b", x, y, p0=[4, 0, 0.7, 0.5, 0, 0])
+    assert result.params["a"] == pytest.approx(truth[0][0], rel=0.02)
+    sum_of = gradfit.fit("voigt + linear", x, y)
+    assert sum_of.params["v_amplitude"] == pytest.approx(result.params["a"], rel=1e-6)
+    assert main(["models"]) == 0

@@ -235,7 +235,7 @@ def fit_many(
     # LM on a polynomial walks the coefficients of its centred variable (see models.Centred), mapped back
     centre = run == "lm" and type(model) is Polynomial and model.degree > 0 and limits is None and robust is None
     chunks = range(0, B, chunk_size)
-    per_curve = False  # a Python function torch.func cannot batch: its curves one at a time (see _Chunk)
+    per_curve = False  # a Python function torch.func cannot batch: its curves one at a time (see Chunk)
     if progress:
         from tqdm.auto import tqdm
 
@@ -266,7 +266,7 @@ def fit_many(
             continue
         if program is not None:  # LM compiled, one curve at a time (gradfit.solvers.compiled): numpy in and out
             if starts is None:  # the model's guesses, made on the chunk as the torch backend makes them
-                starts = _Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
+                starts = Chunk(model, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl])).guess().cpu().numpy()
             fitted = _fit_compiled(
                 model, program, xs, shared, Yc[sl], weights[sl], starts, max_steps, tol, absolute_sigma
             )
@@ -275,7 +275,7 @@ def fit_many(
         p = None if starts is None else as_t(starts)
         solved = model if limits is None else limits.solved  # (the solver walks the free parameters)
         while True:
-            part = (_Chunk if robust is None else partial(_Robust, robust=robust))(
+            part = (Chunk if robust is None else partial(_Robust, robust=robust))(
                 solved, as_t(xs), shared, as_t(Yc[sl]), as_t(weights[sl]), per_curve
             )
             try:
@@ -283,7 +283,7 @@ def fit_many(
                     result = part.solve_linear()  # needs no start
                 else:
                     if p is None:
-                        p = part.guess() if limits is None else _Chunk(model, part.x, shared, part.y, part.w).guess()
+                        p = part.guess() if limits is None else Chunk(model, part.x, shared, part.y, part.w).guess()
                     start = p if limits is None else limits.to_free(p)
                     if run == "lbfgs":
                         result = batched.lbfgs(part, start, max_steps, tol, learning_rate)
@@ -295,7 +295,7 @@ def fit_many(
                     fitted = part.finish(*result, absolute_sigma)
                 else:
                     user = limits.solved.to_user(result[0])
-                    view = (_Chunk if robust is None else partial(_Robust, robust=robust))(
+                    view = (Chunk if robust is None else partial(_Robust, robust=robust))(
                         limits.view, part.x, shared, part.y, part.w, per_curve
                     )
                     fitted = view.finish(user[:, limits.free], *result[1:], absolute_sigma)
@@ -401,9 +401,13 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
     if backend == "torch" or (backend == "auto" and n_curves < COMPILED_FROM):
         return None  # (and numba is not even imported)
     program = model.program() if run == "lm" else None
+    expressions = [getattr(part, "expression", None) for part in getattr(model, "parts", [model])]
+    torch_only = next((e.torch_only() for e in expressions if e is not None and e.torch_only()), None)
     why = (
         "it runs only method 'lm'"
         if run != "lm"
+        else f"model {model.name} uses {torch_only}(), which only torch computes"
+        if torch_only
         else f"model {model.name} is a Python function not read as a formula ({traced.split(': ', 1)[-1]})"
         if program is None and traced
         else f"model {model.name} is a Python function (write it as a formula to compile it)"
@@ -437,7 +441,7 @@ def _compiled():
 def _fit_compiled(
     model: Model, program, x, shared: bool, y, w, start, max_steps: int, tol: float, absolute_sigma: bool
 ) -> dict:
-    """One chunk's LM fits in machine code; the same per-curve arrays as _Chunk.finish gives."""
+    """One chunk's LM fits in machine code; the same per-curve arrays as Chunk.finish gives."""
     x = x.reshape(1 if shared else len(y), y.shape[1], -1)  # (1 or B, N, variables)
     fitted = _compiled().fit(
         program, x, y, w, start, max_steps, tol, absolute_sigma, (INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR)
@@ -459,7 +463,7 @@ def _centred_lm(
     model: Polynomial, program, as_t, x, shared: bool, y, w, starts, max_steps: int, tol: float, absolute_sigma: bool
 ):
     """LM (compiled or torch) on a polynomial in t = (x - m)/s, its coefficients mapped back (p = M q), the
-    statistics and standard errors from x's chunk as any polynomial's (_Chunk.finish)."""
+    statistics and standard errors from x's chunk as any polynomial's (Chunk.finish)."""
     xt = as_t(x)
     m, s, M = model.centring(xt)
     t = (xt - m) / s
@@ -474,12 +478,12 @@ def _centred_lm(
         q, steps, status = (torch.from_numpy(fitted[key]) for key in ("params", "n_steps", "status"))
         q, steps, status = q.to(xt), steps.to(xt.device), status.long().to(xt.device)
     else:
-        q, steps, status = batched.levenberg_marquardt(_Chunk(model, t, shared, as_t(y), as_t(w)), q0, max_steps, tol)
+        q, steps, status = batched.levenberg_marquardt(Chunk(model, t, shared, as_t(y), as_t(w)), q0, max_steps, tol)
     p = (M @ q.unsqueeze(-1)).squeeze(-1)
-    return _Chunk(model, xt, shared, as_t(y), as_t(w)).finish(p, steps, status, absolute_sigma)
+    return Chunk(model, xt, shared, as_t(y), as_t(w)).finish(p, steps, status, absolute_sigma)
 
 
-class _Chunk:
+class Chunk:
     """One chunk of curves on the device: residuals, Jacobians and the solvers, all batched."""
 
     def __init__(self, model: Model, x, shared: bool, y, w, per_curve: bool = False):
@@ -515,7 +519,7 @@ class _Chunk:
         self._estimated = model if isinstance(model, NumericFunction) else None
         # bounds and fixed parameters (params.Constrained): the base model's residuals and Jacobian at the user's
         # parameters, the Jacobian by the chain rule (the transform's is diagonal)
-        self._base = _Chunk(model.base, x, shared, y, w, per_curve) if isinstance(model, Constrained) else None
+        self._base = Chunk(model.base, x, shared, y, w, per_curve) if isinstance(model, Constrained) else None
 
     def rows(self, idx=None):
         """x, y and w of the curves ``idx`` (all by default): gathered once, for as long as they iterate."""
@@ -730,7 +734,7 @@ class _Chunk:
         return _host(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
 
 
-class _Robust(_Chunk):
+class _Robust(Chunk):
     """A robust loss (least_squares' soft_l1, huber, cauchy, arctan with f_scale) as a transform of the batch
     problem, as solvers.problem.Problem has it for one fit: each residual r becomes r̃ = r·sqrt(ρ(z)/z),
     z = (r/f_scale)², so that Σr̃² is the robust cost Σ f_scale² ρ(z), which the gradient methods descend by
@@ -803,7 +807,7 @@ def _undetermined(
     if not len(rows):
         return fitted
     k = model.n_params
-    part = _Chunk(model, as_t(x if shared else x[rows]), shared, as_t(y[rows]), as_t(w[rows]), per_curve)
+    part = Chunk(model, as_t(x if shared else x[rows]), shared, as_t(y[rows]), as_t(w[rows]), per_curve)
     with torch.no_grad():
         jac = part.jacobian(torch.as_tensor(fitted["params"][rows], dtype=part.y.dtype, device=part.y.device))
     for row, j in zip(rows, jac.double().cpu().numpy()):

@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .special import voigt_and_partials, voigt_profile
+
 from .errors import ExpressionError
 
 MAX_LENGTH = 2000  # characters
@@ -53,7 +55,9 @@ FUNCTIONS: dict[str, tuple[Callable, int]] = {  # name -> (torch function, numbe
     "erf": (torch.special.erf, 1),
     "erfc": (torch.special.erfc, 1),
     "sigmoid": (torch.sigmoid, 1),
+    "voigt": (voigt_profile, 3),  # voigt(x, sigma, gamma): the Voigt profile of area 1 (gradfit.special)
 }
+TORCH_ONLY = {"voigt"}  # functions the compiled many-curve solver lacks: a model using one runs on torch
 CONSTANTS = {"pi": math.pi, "e": math.e}
 _BINARY = {  # Python's operators: they mix numbers and tensors either way round, as a formula does
     ast.Add: operator.add,
@@ -120,11 +124,22 @@ class Expression:
         value, grads = self._dual(env)
         return value, [grads.get(name) for name in self.param_names]
 
-    def program(self) -> "Program":
-        """The expression as a flat list of instructions, for the compiled many-curve solver."""
+    def program(self) -> "Program | None":
+        """The expression as a flat list of instructions, for the compiled many-curve solver; None when it calls a
+        function that solver lacks (TORCH_ONLY: see ``torch_only``)."""
         builder = _ProgramBuilder(self.variables, self.param_names)
-        builder.build(self._tree.body)
+        try:
+            builder.build(self._tree.body)
+        except _TorchOnly:
+            return None
         return builder.finish()
+
+    def torch_only(self) -> str | None:
+        """The first function the expression calls that only torch computes (see TORCH_ONLY), or None."""
+        for node in ast.walk(self._tree):
+            if isinstance(node, ast.Call) and node.func.id in TORCH_ONLY:
+                return node.func.id
+        return None
 
     _dual: Callable = None
 
@@ -518,6 +533,15 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
                 )
 
             return atan2
+        if name == "voigt":
+
+            def voigt(env):
+                (u, du), (s, ds), (g, dg) = (arg(env) for arg in args)
+                v, dv_u, dv_s, dv_g = voigt_and_partials(_tensor(u, env), _tensor(s, env), _tensor(g, env))
+                d = _combine({k: scaled(t, dv_u) for k, t in du.items()}, {k: scaled(t, dv_s) for k, t in ds.items()})
+                return v, _combine(d, {k: scaled(t, dv_g) for k, t in dg.items()})
+
+            return voigt
         rule = DERIVATIVE_RULES[name]
 
         def call(env):
@@ -606,6 +630,10 @@ UNARY_CODES = {
 }
 UNARY_CODES.update(asin=UNARY_CODES["arcsin"], acos=UNARY_CODES["arccos"], atan=UNARY_CODES["arctan"])
 _BINARY_CODES = {ast.Add: ADD, ast.Sub: SUB, ast.Mult: MUL, ast.Div: DIV, ast.Pow: POW}
+
+
+class _TorchOnly(Exception):
+    """An expression calls a function the compiled solver lacks (TORCH_ONLY)."""
 
 
 @dataclass(frozen=True)
@@ -726,6 +754,8 @@ class _ProgramBuilder:
             return left
         if isinstance(node, ast.Call):
             name = node.func.id
+            if name in TORCH_ONLY:
+                raise _TorchOnly(name)
             args = [self.build(a) for a in node.args]
             if all(self._is_constant(s) for s in args):
                 function = FUNCTIONS[name][0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batch import _Chunk, curves, pack_long
+from .batch import Chunk, curves, pack_long
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model
@@ -239,14 +239,14 @@ def _start(model: Model, p0, n_sets: int):
     return np.repeat(row[None, :], n_sets, axis=0)
 
 
-def _chunks(model, as_t, xc, Yc, weights, shared_x) -> list[tuple[_Chunk, slice]]:
+def _chunks(model, as_t, xc, Yc, weights, shared_x) -> list[tuple[Chunk, slice]]:
     n_sets, n = Yc.shape
     size = max(1, min(n_sets, MEMORY // max(1, 8 * n * (model.n_params + 4))))
     out = []
     for start in range(0, n_sets, size):
         sl = slice(start, min(n_sets, start + size))
         x = as_t(xc if shared_x else xc[sl])
-        out.append((_Chunk(model, x, shared_x, as_t(Yc[sl]), as_t(weights[sl])), sl))
+        out.append((Chunk(model, x, shared_x, as_t(Yc[sl]), as_t(weights[sl])), sl))
     return out
 
 

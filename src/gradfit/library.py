@@ -165,6 +165,17 @@ def _guess_pseudo_voigt(x, y):  # amplitude, center, width, fraction
     return [height, center, hwhm, 0.5]
 
 
+# A Voigt profile with sigma = gamma = s has half width 1.80 s (Olivero's FWHM formula) and peak height
+# Re w(i/√2)/(s√(2π)) = 0.2087/s: the guess starts there, its area (lmfit's amplitude) from the peak's height.
+VOIGT_HWHM, VOIGT_PEAK = 1.8006, 0.20870
+
+
+def _guess_voigt(x, y):  # amplitude (area), center, sigma, gamma
+    height, center, hwhm = _peak(x, y)
+    s = hwhm / VOIGT_HWHM
+    return [height * s / VOIGT_PEAK, center, s, s]
+
+
 def _frequency(x, y):
     """The strongest frequency of y(x), from an FFT of y resampled on an even grid."""
     x, y = _sorted(x, y)
@@ -340,6 +351,12 @@ def _many_pseudo_voigt(x, Y):
     return np.stack([height, center, hwhm, np.full_like(height, 0.5)], axis=1)
 
 
+def _many_voigt(x, Y):
+    height, center, hwhm = _peak_many(x, Y)
+    s = hwhm / VOIGT_HWHM
+    return np.stack([height * s / VOIGT_PEAK, center, s, s], axis=1)
+
+
 def _many_gaussian2d(xy, Z):
     x, y = xy[:, 0], xy[:, 1]
     offset = np.percentile(Z, 10, axis=1)
@@ -473,6 +490,18 @@ LIBRARY: dict[str, Entry] = {
                 params=("amplitude", "center", "gamma"),
                 even=("gamma",),
                 many=_many_lorentzian,
+            ),
+        ),
+        Entry(
+            "voigt",
+            "a Voigt profile (a Gaussian convolved with a Lorentzian; amplitude is its area, as lmfit's)",
+            _expression(
+                "voigt",
+                "amplitude*voigt(x - center, sigma, gamma)",
+                _guess_voigt,
+                params=("amplitude", "center", "sigma", "gamma"),
+                even=("sigma", "gamma"),
+                many=_many_voigt,
             ),
         ),
         Entry(

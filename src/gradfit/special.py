@@ -108,10 +108,37 @@ def voigt_profile(x: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor) -> 
     """The Voigt profile (a Gaussian of standard deviation ``sigma`` convolved with a Lorentzian of half width
     ``gamma``, area 1), as scipy.special.voigt_profile: Re w(z) / (|σ|√(2π)), z = (x + i|γ|)/(|σ|√2).
     Differentiable in x, σ and γ through w's exact derivative."""
-    x, sigma, gamma = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (x, sigma, gamma)))
+    dtype = _real_dtype(x, sigma, gamma)
+    x, sigma, gamma = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=dtype) for v in (x, sigma, gamma)))
     sigma, gamma = sigma.abs(), gamma.abs()  # (widths: their sign means nothing)
     z = torch.complex(x, gamma) / (sigma * math.sqrt(2))
     profile = wofz(z).real / (sigma * math.sqrt(2 * math.pi))
     # γ = 0 is a Gaussian, exactly (the rational approximation's real part is good to ~1e−17 of the peak only)
     gaussian = torch.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
     return torch.where(gamma == 0, gaussian, profile)
+
+
+def voigt_and_partials(x: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor):
+    """The Voigt profile V and its partial derivatives by x, sigma and gamma, from w and w' = −2zw + 2i/√π (what
+    the expression language's forward mode needs): with s = |σ|√2, z = (x + i|γ|)/s,
+    dV/dx = Re w'/(s·σ√(2π)), dV/dγ = −Im w'/(s·σ√(2π)), dV/dσ = −Re(w'z)/(σ·σ√(2π)) − V/σ (signs of σ, γ
+    applied)."""
+    dtype = _real_dtype(x, sigma, gamma)
+    x, sigma, gamma = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=dtype) for v in (x, sigma, gamma)))
+    s_abs, g_abs = sigma.abs(), gamma.abs()
+    norm = s_abs * math.sqrt(2 * math.pi)
+    z = torch.complex(x, g_abs) / (s_abs * math.sqrt(2))
+    with torch.no_grad():
+        w = _w(z)
+    slope = -2 * z * w + 2j / _SQRT_PI
+    value = torch.where(g_abs == 0, torch.exp(-0.5 * (x / s_abs) ** 2) / norm, w.real / norm)
+    d_x = slope.real / (s_abs * math.sqrt(2) * norm)
+    d_gamma = -slope.imag / (s_abs * math.sqrt(2) * norm) * torch.sign(gamma)
+    d_sigma = (-(slope * z).real / (s_abs * norm) - value / s_abs) * torch.sign(sigma)
+    return value, d_x, d_sigma, d_gamma
+
+
+def _real_dtype(*values) -> torch.dtype:
+    """float32 when every tensor given is float32 (numbers follow the tensors), else float64."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    return torch.float32 if tensors and all(t.dtype == torch.float32 for t in tensors) else torch.float64

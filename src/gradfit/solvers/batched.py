@@ -1,6 +1,6 @@
 """The many-curve solvers in torch: Levenberg–Marquardt, L-BFGS and the gradient methods over B curves at once.
 
-Each works on a *batch problem* and never asks where the data are (batch._Chunk is the one in memory): it
+Each works on a *batch problem* and never asks where the data are (batch.Chunk is the one in memory): it
 answers ``residuals(p, idx=None)`` (B, N) and ``jacobian(p)`` (B, N, P) with the weights applied,
 ``residuals_and_jacobian_at(p, x, y, w)`` for rows it holds (``rows(idx)`` gives them), and holds ``y``, ``w``,
 ``used`` (1 where a point counts), ``n_points`` and ``shared`` (one x for every curve). Every curve has its own
