@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_starts.py
 	$(BIN)/python bench/bench_global.py
 	$(BIN)/python bench/bench_constraints.py
+	$(BIN)/python bench/bench_lineshapes.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

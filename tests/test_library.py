@@ -24,6 +24,9 @@ CASES = {
     "lorentzian": (np.linspace(-5, 5, 80), [2.0, -0.4, 0.6]),
     "pseudo_voigt": (np.linspace(-5, 5, 100), [2.0, 0.2, 0.8, 0.3]),
     "voigt": (np.linspace(-6, 6, 120), [3.0, 0.4, 0.7, 0.5]),
+    "moffat": (np.linspace(-5, 5, 100), [2.0, 0.4, 0.8, 1.7]),
+    "skewed_gaussian": (np.linspace(-5, 5, 120), [3.0, 0.3, 0.9, 2.0]),
+    "lognormal": (np.linspace(0.05, 10, 150), [3.0, 1.2, 0.4]),
     "sine": (np.linspace(0, 10, 120), [1.5, 0.35, 0.6]),
     "damped_sine": (np.linspace(0, 10, 150), [2.0, 0.25, 0.5, 0.3]),
 }
@@ -295,3 +298,31 @@ def test_an_expression_that_never_uses_its_variable_is_refused():
         gradfit.get_model("A*exp(-t/tau)+c")
     assert gradfit.get_model("A*exp(-t/tau)+c", variables="t").param_names == ("A", "tau", "c")
     assert gradfit.get_model("gaussian + c").param_names[-1] == "c"  # a constant term beside a built-in is fine
+
+
+LMFIT_SHAPES = {  # gradfit's built-in -> lmfit.lineshapes' function of the same name and parameters, in order
+    "voigt": ("voigt", [2.5, 0.3, 0.8, 0.4]),
+    "moffat": ("moffat", [2.0, 0.4, 0.8, 1.7]),
+    "skewed_gaussian": ("skewed_gaussian", [3.0, 0.3, 0.9, -2.0]),
+    "lognormal": ("lognormal", [3.0, 1.2, 0.4]),
+}
+
+
+@pytest.mark.parametrize("name", list(LMFIT_SHAPES))
+def test_line_shapes_named_as_lmfits_are_lmfits(name):
+    """Values equal lmfit.lineshapes' on a grid that reaches far into the tails (1e-12 of the peak, 1e-10 where
+    the value is not tiny), with lmfit's parameter names in lmfit's order."""
+    import inspect
+
+    from lmfit import lineshapes
+
+    function_name, values = LMFIT_SHAPES[name]
+    function = getattr(lineshapes, function_name)
+    model = gradfit.get_model(name)
+    assert list(model.param_names) == list(inspect.signature(function).parameters)[1 : 1 + len(values)]
+    x = np.linspace(0.01, 60, 3000) if name == "lognormal" else np.linspace(-60, 60, 3001)
+    got = model(torch.tensor(x), torch.tensor(values, dtype=torch.float64)).numpy()
+    expected = function(x.copy(), *values)
+    assert np.max(np.abs(got - expected)) <= 1e-12 * np.abs(expected).max()
+    big = np.abs(expected) > 1e-8 * np.abs(expected).max()
+    np.testing.assert_allclose(got[big], expected[big], rtol=1e-10)

@@ -176,6 +176,49 @@ def _guess_voigt(x, y):  # amplitude (area), center, sigma, gamma
     return [height * s / VOIGT_PEAK, center, s, s]
 
 
+def _guess_moffat(x, y):  # amplitude (height), center, sigma, beta: beta 1 makes sigma the half width
+    height, center, hwhm = _peak(x, y)
+    return [height, center, hwhm, 1.0]
+
+
+def _skew_normal_moments(x, w):
+    """A skew-normal's (area, location, scale, shape) from the area, mean, variance and skewness of weights w (B, N)
+    over x (N,), the moment equations inverted (skewness clipped to what a skew normal can have)."""
+    area = w.sum(axis=1)
+    safe = np.where(area > 0, area, 1.0)
+    mean = (w * x).sum(axis=1) / safe
+    d = x - mean[:, None]
+    var = np.maximum((w * d**2).sum(axis=1) / safe, 1e-300)
+    skew = np.clip((w * d**3).sum(axis=1) / safe / var**1.5, -0.99, 0.99)
+    c = np.cbrt(2 * np.abs(skew) / (4 - math.pi))  # |δ|√(2/π) / sqrt(1 - 2δ²/π) from the skewness
+    delta = np.sign(skew) * np.sqrt(math.pi / 2) * c / np.sqrt(1 + c * c)
+    scale = np.sqrt(var / (1 - 2 * delta**2 / math.pi))
+    shape = delta / np.sqrt(1 - delta**2)
+    return area, mean - scale * delta * math.sqrt(2 / math.pi), scale, shape
+
+
+def _guess_skewed_gaussian(x, y):  # amplitude (area), center, sigma, gamma: a skew normal's moments
+    x, y = _sorted(x, y)
+    w = np.clip(y - _edge_baseline(x, y), 0, None) * np.gradient(x)
+    if w.sum() <= 0:
+        height, center, hwhm = _peak(x, y)
+        sigma = hwhm / math.sqrt(2 * math.log(2))
+        return [height * sigma * math.sqrt(2 * math.pi), center, sigma, 0.0]
+    return [float(v[0]) for v in _skew_normal_moments(x, w[None, :])]
+
+
+def _guess_lognormal(x, y):  # amplitude (area), center, sigma: the moments of log x under the curve
+    x, y = _sorted(x, y)
+    w = np.clip(y - _edge_baseline(x, y), 0, None) * np.gradient(x)
+    keep = (x > 0) & (w > 0)
+    if keep.sum() < 2:
+        return [float(np.trapezoid(y, x)) if len(x) > 1 else 1.0, 0.0, 1.0]
+    logs, w = np.log(x[keep]), w[keep]
+    center = float(np.average(logs, weights=w))
+    sigma = float(np.sqrt(np.average((logs - center) ** 2, weights=w))) or 1.0
+    return [float(w.sum()), center, sigma]
+
+
 def _frequency(x, y):
     """The strongest frequency of y(x), from an FFT of y resampled on an even grid."""
     x, y = _sorted(x, y)
@@ -351,6 +394,27 @@ def _many_pseudo_voigt(x, Y):
     return np.stack([height, center, hwhm, np.full_like(height, 0.5)], axis=1)
 
 
+def _many_moffat(x, Y):
+    height, center, hwhm = _peak_many(x, Y)
+    return np.stack([height, center, hwhm, np.ones_like(height)], axis=1)
+
+
+def _many_skewed_gaussian(x, Y):
+    x, Y = _sorted_many(x, Y)
+    k = max(1, Y.shape[1] // 10)
+    y0, y1 = _edges(Y, k)
+    x0, x1 = x[:k].mean(), x[-k:].mean()
+    slope = (y1 - y0) / (x1 - x0) if x1 != x0 else np.zeros(len(Y))
+    w = np.clip(Y - (y0[:, None] + slope[:, None] * (x - x0)), 0, None) * np.gradient(x)
+    area, center, sigma, gamma = _skew_normal_moments(x, w)
+    flat = ~(area > 0)  # nothing above the baseline: the shape unskewed, where the largest point is
+    if flat.any():
+        height, middle, hwhm = _peak_many(x, Y[flat])
+        sigma[flat] = hwhm / math.sqrt(2 * math.log(2))
+        area[flat], center[flat], gamma[flat] = height * sigma[flat] * math.sqrt(2 * math.pi), middle, 0.0
+    return np.stack([area, center, sigma, gamma], axis=1)
+
+
 def _many_voigt(x, Y):
     height, center, hwhm = _peak_many(x, Y)
     s = hwhm / VOIGT_HWHM
@@ -502,6 +566,41 @@ LIBRARY: dict[str, Entry] = {
                 params=("amplitude", "center", "sigma", "gamma"),
                 even=("sigma", "gamma"),
                 many=_many_voigt,
+            ),
+        ),
+        Entry(
+            "moffat",
+            "a Moffat peak (a Lorentzian whose wings fall as the power 2*beta; lmfit's)",
+            _expression(
+                "moffat",
+                "amplitude/(((x - center)/sigma)**2 + 1)**beta",
+                _guess_moffat,
+                params=("amplitude", "center", "sigma", "beta"),
+                even=("sigma",),
+                many=_many_moffat,
+            ),
+        ),
+        Entry(
+            "skewed_gaussian",
+            "a Gaussian skewed by an error function (amplitude is its area; lmfit's)",
+            _expression(
+                "skewed_gaussian",
+                "amplitude/(sigma*sqrt(2*pi))*exp(-(x - center)**2/(2*sigma**2))"
+                "*(1 + erf(gamma*(x - center)/(sigma*sqrt(2))))",
+                _guess_skewed_gaussian,
+                params=("amplitude", "center", "sigma", "gamma"),
+                many=_many_skewed_gaussian,
+            ),
+        ),
+        Entry(
+            "lognormal",
+            "a log-normal peak over x > 0 (amplitude is its area; lmfit's)",
+            _expression(
+                "lognormal",
+                "amplitude/(x*sigma*sqrt(2*pi))*exp(-(log(x) - center)**2/(2*sigma**2))",
+                _guess_lognormal,
+                params=("amplitude", "center", "sigma"),
+                even=("sigma",),
             ),
         ),
         Entry(
