@@ -171,6 +171,14 @@ def test_bad_options_are_refused_in_one_line(kwargs, error, match):
     assert "\n" not in str(e.value)
 
 
+def test_no_degrees_of_freedom_is_said():
+    x = np.linspace(0, 2, 3)
+    sets = [(x, 2 * np.exp(-0.8 * x) + 0.1), (x[:2], 3 * np.exp(-0.8 * x[:2]) - 0.1)]  # 5 points, 5 parameters
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    assert result.dof == 0 and np.isinf(result.shared_stderr["k"])
+    assert "no degrees of freedom left, standard errors are infinite" in result.message
+
+
 def test_bad_data_sets_are_refused_in_one_line():
     x = np.linspace(0, 1, 10)
     with pytest.raises(DataError, match="Data set 1 has 1 point, fewer than its 2 own parameters"):

@@ -383,6 +383,8 @@ def _result(model, keys, names, common, solver, steps, converged, reason, n_poin
     stderr[:, solver.idx_s] = s_err
     stderr[:, solver.idx_l] = l_err
     notes = [note] if note else []
+    if dof <= 0:  # as gradfit.fit says it
+        notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
     state = "Converged" if converged else "Did not converge"
     message = f"{state} after {steps} steps: {reason}."
     if notes:
