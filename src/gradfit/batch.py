@@ -30,7 +30,7 @@ from .options import check_device, nonnegative_finite, positive_finite, positive
 from ._threads import TRANSFORMS
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
-from .losses import check_loss, rho
+from .losses import check_loss, rho, robust_scaling
 from .models import ExpressionModel, FunctionModel, Model, Polynomial, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction, check_derivatives
@@ -402,7 +402,7 @@ def _compiled_program(model: Model, run: str, backend: str, n_curves: int, n_poi
         return None  # (and numba is not even imported)
     program = model.program() if run == "lm" else None
     expressions = [getattr(part, "expression", None) for part in getattr(model, "parts", [model])]
-    torch_only = next((e.torch_only() for e in expressions if e is not None and e.torch_only()), None)
+    torch_only = next((name for e in expressions if e is not None and (name := e.torch_only())), None)
     why = (
         "it runs only method 'lm'"
         if run != "lm"
@@ -756,12 +756,16 @@ class _Robust(Chunk):
         z = (r / f_scale) ** 2
         tiny = z > 1e-300
         safe = torch.where(tiny, z, torch.ones_like(z))  # (both branches finite: autograd through where)
-        value, slope, curve = rho(loss, safe)
+        if self.plain:  # the rows least_squares rescales (Triggs' term): what the covariance comes from
+            return r, robust_scaling(loss, f_scale, r, curvature=True)[1]
+        value, slope, _ = rho(loss, safe)
         ratio = torch.where(tiny, value / safe, torch.ones_like(z))  # ρ(z)/z -> 1 as z -> 0
-        if self.plain:
-            rows = (slope + 2 * curve * safe).clamp_min(torch.finfo(r.dtype).eps).sqrt()
-            return r, torch.where(tiny, rows, torch.ones_like(z))
         return r * ratio.sqrt(), torch.where(tiny, slope / ratio.sqrt(), torch.ones_like(z))
+
+    def _cost(self, r):
+        """Each curve's robust cost Σ f_scale² ρ((r/f_scale)²) of its plain residuals r."""
+        loss, f_scale = self.robust
+        return (f_scale**2 * rho(loss, (r / f_scale) ** 2)[0]).sum(dim=1)
 
     def residuals(self, p, idx=None):
         return self._transform(super().residuals(p, idx))[0]
@@ -776,13 +780,12 @@ class _Robust(Chunk):
 
     def linearize(self, p, x, y, w):
         r, jac = super().residuals_and_jacobian_at(p, x, y, w)
-        cost = (self._transform(r)[0] ** 2).sum(dim=1)
-        root = rho(self.robust[0], (r / self.robust[1]) ** 2)[1].clamp_min(0).sqrt()
-        return r * root, jac * root.unsqueeze(-1), cost
+        root = robust_scaling(*self.robust, r)[0]  # sqrt(ρ'), as Problem linearizes one fit
+        return r * root, jac * root.unsqueeze(-1), self._cost(r)
 
     def finish(self, p, steps, status, absolute_sigma: bool) -> dict:
         with torch.no_grad():
-            cost = (self.residuals(p) ** 2).sum(dim=1)
+            cost = self._cost(super().residuals(p))
         self.plain = True
         try:
             fitted = super().finish(p, steps, status, absolute_sigma=True)

@@ -45,7 +45,7 @@ from .solvers.lm import lm_steps
 from . import stream
 from .stream import is_source
 from .trace import model_to_fit
-from .uncertainty import covariance, rank_threshold, undetermined_note, undetermined_warning
+from .uncertainty import NO_DOF_NOTE, covariance, rank_threshold, undetermined_note, undetermined_warning
 
 
 def fit(
@@ -692,7 +692,7 @@ def _result(
     for name, side in on_bound.items():
         notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
     if dof == 0:
-        notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
+        notes.append(NO_DOF_NOTE)
     if overflow:
         notes.append("the sum of squared residuals overflows float64 (beyond 1e308): rescale y (and sigma)")
     gap = optimum_rmse = None

@@ -29,6 +29,7 @@ from .library import get_model
 from .models import Model
 from .options import check_device, nonnegative_finite, positive_int
 from .trace import model_to_fit
+from .uncertainty import NO_DOF_NOTE
 
 MEMORY = 256 * 2**20  # bytes of residuals and Jacobians held at once: the sets are linearized a chunk at a time
 INITIAL_DAMPING = 1e-3  # λ relative to the diagonal of JᵀJ (Marquardt's scaling)
@@ -335,6 +336,7 @@ class _Schur:
                 grow = 2.0
                 done = actual <= tol * cost or small_step
                 U, gs, V, W, gl, cost = self.linearize(s, ell)
+                self._last = (s, ell, U, W, V)  # (the covariance at the end needs no pass of its own)
                 if done:
                     self.s, self.ell = s, ell
                     why = "the chi-square stopped decreasing" if not small_step else "the steps became negligible"
@@ -354,7 +356,11 @@ class _Schur:
     def covariance(self):
         """The shared parameters' covariance (U − Σ W V⁻¹ Wᵀ)⁻¹ and each set's local one V⁻¹ + V⁻¹Wᵀ C_s W V⁻¹,
         unscaled; per-set χ²."""
-        U, gs, V, W, gl, _ = self.linearize(self.s, self.ell)
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is self.s and last[1] is self.ell:
+            U, W, V = last[2:]
+        else:  # (it stopped where it started, or without a step taken)
+            U, _, V, W, _, _ = self.linearize(self.s, self.ell)
         chol, info = torch.linalg.cholesky_ex(V)
         singular = info > 0
         chol[singular] = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
@@ -384,7 +390,7 @@ def _result(model, keys, names, common, solver, steps, converged, reason, n_poin
     stderr[:, solver.idx_l] = l_err
     notes = [note] if note else []
     if dof <= 0:  # as gradfit.fit says it
-        notes.append("as many parameters as points: no degrees of freedom left, standard errors are infinite")
+        notes.append(NO_DOF_NOTE)
     state = "Converged" if converged else "Did not converge"
     message = f"{state} after {steps} steps: {reason}."
     if notes:

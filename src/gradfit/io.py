@@ -209,7 +209,9 @@ def load_matrix(path, what: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} file '{path}' does not exist or is not a file. Check the path.")
     try:
-        if path.read_bytes()[:6] == b"\x93NUMPY":
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        if npy:
             matrix = np.load(path, allow_pickle=False)
         else:
             text = path.read_text()

@@ -78,6 +78,23 @@ def check_fixed(fixed, names: tuple[str, ...], bounds: Bounds) -> dict[str, floa
     return out
 
 
+def expression_of_parameters(text, names, what: str, where: str, parse_error=ExpressionError) -> Expression:
+    """``text`` parsed by gradfit.expr (never eval) as an expression of the parameters ``names`` only (no
+    variables): a tie, a derived quantity. A syntax error is ``parse_error`` prefixed by ``where``; an unknown
+    name is refused naming ``what`` ("The tie g2_sigma", "The quantity fwhm") and the parameters."""
+    try:
+        expression = parse(text, variables=())
+    except ExpressionError as e:
+        raise parse_error(f"{where}: {e}") from None
+    unknown = [n for n in expression.param_names if n not in names]
+    if unknown:
+        raise ModelError(
+            f"{what} = {text!r} refers to {unknown[0]!r}, which is not a parameter. "
+            f"The parameters are: {', '.join(names)}."
+        )
+    return expression
+
+
 def check_ties(ties, names: tuple[str, ...], bounds: Bounds, fixed: dict[str, float]) -> dict[str, Expression]:
     """Validate ``{"g2_sigma": "g1_sigma"}``: each tied parameter a known one, neither bounded nor fixed, its
     expression (parsed by gradfit.expr, never eval) of known parameters other than itself, and no cycle. Returns
@@ -91,16 +108,7 @@ def check_ties(ties, names: tuple[str, ...], bounds: Bounds, fixed: dict[str, fl
         _known(name, names, "tie")
         if name in bounds or name in fixed:
             raise ModelError(f"{name} is tied, so it cannot also be {'bounded' if name in bounds else 'fixed'}.")
-        try:
-            expression = parse(text, variables=())
-        except ExpressionError as e:
-            raise ModelError(f"The tie of {name}: {e}") from None
-        unknown = [n for n in expression.param_names if n not in names]
-        if unknown:
-            raise ModelError(
-                f"The tie {name} = {text!r} refers to {unknown[0]!r}, which is not a parameter. "
-                f"The parameters are: {', '.join(names)}."
-            )
+        expression = expression_of_parameters(text, names, f"The tie {name}", f"The tie of {name}", ModelError)
         if name in expression.param_names:
             raise ModelError(f"The tie {name} = {text!r} refers to {name} itself.")
         if not expression.param_names:

@@ -115,8 +115,8 @@ class FitResult:
         (never eval), its names the parameters; its error propagated through the covariance by the delta method,
         sqrt(g Cov gᵀ) with g its exact gradient (forward mode on its tree). Kept in ``derived``, shown by
         ``report()`` and saved with the result."""
-        from .errors import ExpressionError, ModelError
-        from .expr import parse
+        from .errors import ModelError
+        from .params import expression_of_parameters
 
         if not isinstance(quantities, dict) or not quantities:
             raise ModelError('`derive` takes a dict of name -> expression, such as {"fwhm": "2.3548*sigma"}.')
@@ -126,16 +126,7 @@ class FitResult:
         for name, text in quantities.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ModelError(f"A derived quantity needs a name such as 'fwhm', got {name!r}.")
-            try:
-                expression = parse(text, variables=())
-            except ExpressionError as e:
-                raise ExpressionError(f"The quantity {name}: {e}") from None
-            unknown = [n for n in expression.param_names if n not in names]
-            if unknown:
-                raise ModelError(
-                    f"The quantity {name} = {text!r} refers to {unknown[0]!r}, which is not a parameter. "
-                    f"The parameters are: {', '.join(names)}."
-                )
+            expression = expression_of_parameters(text, names, f"The quantity {name}", f"The quantity {name}")
             used = [names.index(n) for n in expression.param_names]
             value, grads = expression.value_and_gradient([], [values[i] for i in used])
             g = np.zeros(len(names))

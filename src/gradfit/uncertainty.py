@@ -79,3 +79,6 @@ def undetermined_warning(names, rank: int, k: int) -> str:
         "among many. "
         f"Consider another p0, fixing {'it' if one else 'them'}, or a model with fewer parameters."
     )
+
+
+NO_DOF_NOTE = "as many parameters as points: no degrees of freedom left, standard errors are infinite"
