@@ -31,6 +31,7 @@ EXPRESSIONS = [
         ("x", "y"),
         [5.0, 0.3, -0.2, 1.1, 0.1, 2.0],
     ),
+    ("a*heaviside(x - b) + exprel(c*(x - 1.5)) + exprel(a*x - a*x) + c*exprel(-x/b)", ("x",), [0.8, 1.7, 1.3]),
     ("-a + -(b*2) + a*b/(1 + a*a)", ("x",), [0.7, 1.9]),  # one number per curve only
     ("a", ("x",), [3.0]),  # a parameter alone
 ]

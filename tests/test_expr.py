@@ -66,6 +66,11 @@ TWINS = [
         [2.0, 0.3, 0.8],
     ),
     (
+        "a*heaviside(x - b) + exprel(x/c) + gammaln(a*x)",
+        lambda x, a, b, c: a * (x >= b) + torch.expm1(x / c) / (x / c) + torch.lgamma(a * x),
+        [1.5, 2.0, 3.0],
+    ),
+    (
         "-a*x**-2 + +b*pi - e**(x/c) + 1.5e-3*x",
         lambda x, a, b, c: -a * x**-2 + +b * math.pi - math.e ** (x / c) + 1.5e-3 * x,
         [1, 2, 3],

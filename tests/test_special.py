@@ -133,3 +133,43 @@ def test_voigt_is_a_function_of_the_expression_language():
     sum_of = gradfit.fit("voigt + linear", x, y)
     assert sum_of.params["v_amplitude"] == pytest.approx(result.params["a"], rel=1e-6)
     assert main(["models"]) == 0
+
+
+def test_exprel_equals_scipys_and_its_slope_autograds():
+    from scipy.special import exprel as scipy_exprel
+
+    from gradfit.special import EXPREL_SERIES_BELOW, exprel, exprel_slope
+
+    u = np.concatenate([np.linspace(-30, 30, 601), np.geomspace(1e-12, 1e-2, 60), -np.geomspace(1e-12, 1e-2, 60), [0]])
+    value = exprel(torch.tensor(u))
+    np.testing.assert_allclose(value.numpy(), scipy_exprel(u), rtol=2e-15)
+    t = torch.tensor(u, requires_grad=True)
+    expected = torch.autograd.grad(exprel(t).sum(), t)[0].numpy()  # the series' or expm1's own derivative
+    got = exprel_slope(torch.tensor(u), value).numpy()
+    far = np.abs(u) > 1e-2  # here autograd of expm1(u)/u is exact; nearer 0, the series is checked below
+    np.testing.assert_allclose(got[far], expected[far], rtol=1e-12)
+    # (e^u − exprel(u))/u = Σ u^k (k+1)/(k+2)!: 1/2 + u/3 + u²/8 + u³/30 ...; near 0 both sides of the switch
+    for v in (
+        -3 * EXPREL_SERIES_BELOW,
+        -EXPREL_SERIES_BELOW / 2,
+        0.0,
+        EXPREL_SERIES_BELOW / 2,
+        3 * EXPREL_SERIES_BELOW,
+    ):
+        series = 1 / 2 + v / 3 + v**2 / 8 + v**3 / 30 + v**4 / 144
+        slope = exprel_slope(torch.tensor([v], dtype=torch.float64), exprel(torch.tensor([v], dtype=torch.float64)))
+        assert float(slope) == pytest.approx(series, rel=1e-9)
+
+
+def test_dho_is_finite_and_smooth_through_zero():
+    """dho's Bose factor at x = 0 is a removable singularity: the model's value there is lmfit's special case,
+    and its neighbours join it."""
+    from lmfit.lineshapes import dho
+
+    import gradfit
+
+    x = np.array([-1e-9, 0.0, 1e-9, 1e-6])
+    p = [2.0, 4.0, 0.5, 1.5]
+    got = gradfit.get_model("dho")(torch.tensor(x), torch.tensor(p, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(got, dho(x, *p), rtol=1e-6)
+    assert got[1] == pytest.approx(dho(0.0, *p), rel=1e-14)

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .special import voigt_and_partials, voigt_profile
+from .special import exprel, exprel_slope, heaviside, voigt_and_partials, voigt_profile
 
 from .errors import ExpressionError
 
@@ -55,9 +55,12 @@ FUNCTIONS: dict[str, tuple[Callable, int]] = {  # name -> (torch function, numbe
     "erf": (torch.special.erf, 1),
     "erfc": (torch.special.erfc, 1),
     "sigmoid": (torch.sigmoid, 1),
+    "heaviside": (heaviside, 1),  # 1 where the argument is >= 0, else 0 (its derivative: 0)
+    "exprel": (exprel, 1),  # (exp(u) - 1)/u, 1 at 0 (gradfit.special)
+    "gammaln": (torch.special.gammaln, 1),  # log |Gamma(u)|
     "voigt": (voigt_profile, 3),  # voigt(x, sigma, gamma): the Voigt profile of area 1 (gradfit.special)
 }
-TORCH_ONLY = {"voigt"}  # functions the compiled many-curve solver lacks: a model using one runs on torch
+TORCH_ONLY = {"voigt", "gammaln"}  # functions the compiled many-curve solver lacks: a model using one runs on torch
 CONSTANTS = {"pi": math.pi, "e": math.e}
 _BINARY = {  # Python's operators: they mix numbers and tensors either way round, as a formula does
     ast.Add: operator.add,
@@ -469,6 +472,9 @@ def _derivative_rules():
         "erf": lambda a, v: two_over_sqrt_pi * torch.exp(-a * a),
         "erfc": lambda a, v: -two_over_sqrt_pi * torch.exp(-a * a),
         "sigmoid": lambda a, v: v * (1 - v),
+        "heaviside": lambda a, v: torch.zeros_like(v),
+        "exprel": exprel_slope,
+        "gammaln": lambda a, v: torch.special.digamma(a),
     }
     rules.update(asin=rules["arcsin"], acos=rules["arccos"], atan=rules["arctan"])
     return rules
@@ -625,6 +631,8 @@ UNARY_CODES = {
             "erf",
             "erfc",
             "sigmoid",
+            "heaviside",
+            "exprel",
         )
     )
 }

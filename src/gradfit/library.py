@@ -181,15 +181,21 @@ def _guess_moffat(x, y):  # amplitude (height), center, sigma, beta: beta 1 make
     return [height, center, hwhm, 1.0]
 
 
-def _skew_normal_moments(x, w):
-    """A skew-normal's (area, location, scale, shape) from the area, mean, variance and skewness of weights w (B, N)
-    over x (N,), the moment equations inverted (skewness clipped to what a skew normal can have)."""
+def _moments(x, w):
+    """The area, mean, variance and skewness of weights w (B, N) over x (N,)."""
     area = w.sum(axis=1)
     safe = np.where(area > 0, area, 1.0)
     mean = (w * x).sum(axis=1) / safe
     d = x - mean[:, None]
     var = np.maximum((w * d**2).sum(axis=1) / safe, 1e-300)
-    skew = np.clip((w * d**3).sum(axis=1) / safe / var**1.5, -0.99, 0.99)
+    return area, mean, var, (w * d**3).sum(axis=1) / safe / var**1.5
+
+
+def _skew_normal_moments(x, w):
+    """A skew-normal's (area, location, scale, shape) from the area, mean, variance and skewness of weights w (B, N)
+    over x (N,), the moment equations inverted (skewness clipped to what a skew normal can have)."""
+    area, mean, var, skew = _moments(x, w)
+    skew = np.clip(skew, -0.99, 0.99)
     c = np.cbrt(2 * np.abs(skew) / (4 - math.pi))  # |δ|√(2/π) / sqrt(1 - 2δ²/π) from the skewness
     delta = np.sign(skew) * np.sqrt(math.pi / 2) * c / np.sqrt(1 + c * c)
     scale = np.sqrt(var / (1 - 2 * delta**2 / math.pi))
@@ -399,13 +405,19 @@ def _many_moffat(x, Y):
     return np.stack([height, center, hwhm, np.ones_like(height)], axis=1)
 
 
-def _many_skewed_gaussian(x, Y):
+def _above_baseline(x, Y):
+    """x sorted, and each row's area element above the line through its edges (clipped at 0): weights for
+    moments."""
     x, Y = _sorted_many(x, Y)
     k = max(1, Y.shape[1] // 10)
     y0, y1 = _edges(Y, k)
     x0, x1 = x[:k].mean(), x[-k:].mean()
     slope = (y1 - y0) / (x1 - x0) if x1 != x0 else np.zeros(len(Y))
-    w = np.clip(Y - (y0[:, None] + slope[:, None] * (x - x0)), 0, None) * np.gradient(x)
+    return x, np.clip(Y - (y0[:, None] + slope[:, None] * (x - x0)), 0, None) * np.gradient(x)
+
+
+def _many_skewed_gaussian(x, Y):
+    x, w = _above_baseline(x, Y)
     area, center, sigma, gamma = _skew_normal_moments(x, w)
     flat = ~(area > 0)  # nothing above the baseline: the shape unskewed, where the largest point is
     if flat.any():
@@ -419,6 +431,124 @@ def _many_voigt(x, Y):
     height, center, hwhm = _peak_many(x, Y)
     s = hwhm / VOIGT_HWHM
     return np.stack([height * s / VOIGT_PEAK, center, s, s], axis=1)
+
+
+# --- batched rules that guess one curve as a batch of one (so the two can never differ) -------------------
+
+
+def _one(rule):
+    """A one-curve guess (x, y) -> list from a batched rule (x, Y) -> (B, P)."""
+
+    def guess(x, y):
+        with np.errstate(all="ignore"):
+            return list(np.asarray(rule(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)[None]))[0])
+
+    return guess
+
+
+def _columns(*values):
+    """Columns, numbers or (B,) arrays, stacked as a (B, P) guess."""
+    return np.stack(np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values)), axis=1)
+
+
+def _from_peak(make):
+    """A batched rule from the largest peak's height, center and half width: make(h, c, w) -> parameters."""
+    return lambda x, Y: _columns(*make(*_peak_many(x, Y)))
+
+
+STUDENT_T_DOF = 5.0  # the guessed degrees of freedom of student_t, and its peak per unit area there
+STUDENT_T_PEAK = math.exp(math.lgamma(3.0) - math.lgamma(2.5)) / math.sqrt(5.0 * math.pi)
+# dho's guess: gamma (the temperature) half the center (from gamma = center, L-BFGS can slide to gamma -> 0,
+# where the Bose factor's classical limit makes the loss flat), and its Bose factor 1 - exp(-x/gamma) there
+BOSE_AT_CENTER = 1 - math.exp(-2)
+
+
+def _many_breit_wigner(x, Y):
+    """A Fano line A(qγ + d)²/(γ² + d²), d = x − center, γ = sigma/2: A is the level far out (the edges), its
+    maximum A(1 + q²) at d = γ/q, its zero at d = −qγ (left of the maximum when q > 0)."""
+    height, top, hwhm = _peak_many(x, Y)
+    xs, Ys = _sorted_many(x, Y)
+    k = max(1, Ys.shape[1] // 10)
+    level = np.mean(_edges(Ys, k), axis=0)
+    bottom = xs[np.argmin(Ys, axis=1)]
+    q = np.where(top >= bottom, 1.0, -1.0) * np.sqrt(np.abs(height / level))
+    return _columns(level, top - hwhm / q, 2 * hwhm, q)
+
+
+def _many_expgaussian(x, Y):
+    """An exponentially modified Gaussian's moments inverted: mean c + τ, variance σ² + τ², skewness 2τ³/var^1.5
+    (τ = 1/gamma; skewness kept inside what the shape can have, 0 to 2)."""
+    x, w = _above_baseline(x, Y)
+    area, mean, var, skew = _moments(x, w)
+    tau = np.sqrt(var) * np.cbrt(np.clip(skew, 0.05, 1.9) / 2)
+    return _columns(area, mean - tau, np.sqrt(np.maximum(var - tau**2, 1e-24)), 1 / tau)
+
+
+STEP_QUARTER = {  # the argument (x - center)/sigma where each form reaches 3/4 of its height
+    "linear": 0.25,
+    "erf": 0.4769362762044699,  # erfinv(1/2)
+    "atan": 1.0,
+    "logistic": math.log(3),
+}
+
+
+def _rises(x, T, level, first=True):
+    """Per row, the first (or last) x where T >= level."""
+    above = T >= level
+    at = np.arange(T.shape[1])
+    i = np.where(above, at, T.shape[1]).min(axis=1) if first else np.where(above, at, -1).max(axis=1)
+    return x[np.clip(i, 0, T.shape[1] - 1)]
+
+
+def _many_step(quarter):
+    """A step from 0 to amplitude: amplitude the change from the left edge to the right, center where it is half
+    done, sigma from where it is a quarter and three quarters done."""
+
+    def rule(x, Y):
+        x, Y = _sorted_many(x, Y)
+        k = max(1, Y.shape[1] // 10)
+        left, right = _edges(Y, k)
+        T = (Y - left[:, None]) / (right - left)[:, None]
+        spacing = np.median(np.diff(x)) if len(x) > 1 else 1.0
+        width = np.abs(_rises(x, T, 0.75) - _rises(x, T, 0.25)) / (2 * quarter)
+        return _columns(right - left, _rises(x, T, 0.5), np.maximum(width, spacing / 2))
+
+    return rule
+
+
+def _many_rectangle(quarter):
+    """A rise then a fall back to the edges' level: amplitude the mean height of the points above half way, each
+    center where that height is half reached, each sigma from the quarter and three-quarter points."""
+
+    def rule(x, Y):
+        x, Y = _sorted_many(x, Y)
+        k = max(1, Y.shape[1] // 10)
+        base = np.mean(_edges(Y, k), axis=0)[:, None]
+        high = Y - base >= (Y.max(axis=1, keepdims=True) - base) / 2
+        top = np.where(high, Y - base, 0.0).sum(axis=1) / np.maximum(high.sum(axis=1), 1)
+        T = (Y - base) / top[:, None]
+        spacing = np.median(np.diff(x)) if len(x) > 1 else 1.0
+        up = np.abs(_rises(x, T, 0.75) - _rises(x, T, 0.25)) / (2 * quarter)
+        down = np.abs(_rises(x, T, 0.25, first=False) - _rises(x, T, 0.75, first=False)) / (2 * quarter)
+        center1, center2 = _rises(x, T, 0.5), _rises(x, T, 0.5, first=False)
+        return _columns(top, center1, np.maximum(up, spacing / 2), center2, np.maximum(down, spacing / 2))
+
+    return rule
+
+
+def _many_thermal(offset):
+    """1/(amplitude*exp((x - center)/kt) + offset) with amplitude 1: log(1/y − offset) is the line
+    (x − center)/kt, fitted where it is defined."""
+
+    def rule(x, Y):
+        with np.errstate(all="ignore"):
+            Z = np.log(1 / Y - offset)
+        ok = np.isfinite(Z)
+        slope, intercept = _line_fits(x, np.where(ok, Z, 0.0), ok)
+        kt = np.where(ok.sum(axis=1) >= 2, 1 / slope, np.nan)
+        return _columns(1.0, -intercept * kt, kt)
+
+    return rule
 
 
 def _many_gaussian2d(xy, Z):
@@ -614,6 +744,259 @@ LIBRARY: dict[str, Entry] = {
                 params=("amplitude", "center", "width", "fraction"),
                 even=("width",),
                 many=_many_pseudo_voigt,
+            ),
+        ),
+        Entry(
+            "split_lorentzian",
+            "a Lorentzian with its own half width on each side (amplitude is its area; lmfit's)",
+            _expression(
+                "split_lorentzian",
+                "2*amplitude/(pi*(sigma + sigma_r))*(sigma**2*(1 - heaviside(x - center))/(sigma**2 + (x - center)**2)"
+                " + sigma_r**2*heaviside(x - center)/(sigma_r**2 + (x - center)**2))",
+                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, w))),
+                params=("amplitude", "center", "sigma", "sigma_r"),
+                even=(),
+                many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, w)),
+            ),
+        ),
+        Entry(
+            "pearson7",
+            "a Pearson VII peak, Lorentzian at expon 1, Gaussian as expon grows (amplitude is its area; lmfit's)",
+            _expression(
+                "pearson7",
+                "amplitude*exp(gammaln(expon) - gammaln(expon - 0.5))/(sqrt(pi)*sigma)"
+                "*(1 + ((x - center)/sigma)**2)**(-expon)",
+                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0))),
+                params=("amplitude", "center", "sigma", "expon"),
+                even=("sigma",),
+                many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0)),
+            ),
+        ),
+        Entry(
+            "student_t",
+            "Student's t distribution, sigma its degrees of freedom (amplitude is its area; lmfit's)",
+            _expression(
+                "student_t",
+                "amplitude*exp(gammaln((sigma + 1)/2) - gammaln(sigma/2))/sqrt(sigma*pi)"
+                "*(1 + (x - center)**2/sigma)**(-(sigma + 1)/2)",
+                _one(_from_peak(lambda h, c, w: (h / STUDENT_T_PEAK, c, STUDENT_T_DOF))),
+                params=("amplitude", "center", "sigma"),
+                even=(),
+                many=_from_peak(lambda h, c, w: (h / STUDENT_T_PEAK, c, STUDENT_T_DOF)),
+            ),
+        ),
+        Entry(
+            "breit_wigner",
+            "a Breit-Wigner-Fano resonance: a peak beside a dip, level amplitude far out (lmfit's)",
+            _expression(
+                "breit_wigner",
+                "amplitude*(q*sigma/2 + x - center)**2/((sigma/2)**2 + (x - center)**2)",
+                _one(_many_breit_wigner),
+                params=("amplitude", "center", "sigma", "q"),
+                even=(),
+                many=_many_breit_wigner,
+            ),
+        ),
+        Entry(
+            "damped_oscillator",
+            "a driven damped oscillator's amplitude: 1 at x = 0, resonance at center (lmfit's)",
+            _expression(
+                "damped_oscillator",
+                "amplitude/sqrt((1 - (x/center)**2)**2 + (2*sigma*x/center)**2)",
+                _one(_from_peak(lambda h, c, w: (2 * h * w / np.abs(c), np.abs(c), w / np.abs(c)))),
+                params=("amplitude", "center", "sigma"),
+                even=("center", "sigma"),
+                many=_from_peak(lambda h, c, w: (2 * h * w / np.abs(c), np.abs(c), w / np.abs(c))),
+            ),
+        ),
+        Entry(
+            "dho",
+            "a damped harmonic oscillator with a Bose factor, gamma the temperature (lmfit's)",
+            _expression(
+                "dho",
+                "4*amplitude*sigma*center*gamma"
+                "/(pi*exprel(-x/gamma)*((x - center)**2 + sigma**2)*((x + center)**2 + sigma**2))",
+                _one(_from_peak(lambda h, c, w: (math.pi * h * w * BOSE_AT_CENTER, np.abs(c), w, np.abs(c) / 2))),
+                params=("amplitude", "center", "sigma", "gamma"),
+                even=(),
+                many=_from_peak(lambda h, c, w: (math.pi * h * w * BOSE_AT_CENTER, np.abs(c), w, np.abs(c) / 2)),
+            ),
+        ),
+        Entry(
+            "expgaussian",
+            "an exponentially modified Gaussian: a Gaussian with an exponential tail to the right (lmfit's)",
+            _expression(
+                "expgaussian",
+                "amplitude*gamma/2*exp(gamma*(center + gamma*sigma**2/2 - x))"
+                "*erfc((center + gamma*sigma**2 - x)/(sqrt(2)*sigma))",
+                _one(_many_expgaussian),
+                params=("amplitude", "center", "sigma", "gamma"),
+                even=(),
+                many=_many_expgaussian,
+            ),
+        ),
+        Entry(
+            "doniach",
+            "the Doniach-Sunjic line of photoemission, gamma its asymmetry (lmfit's)",
+            _expression(
+                "doniach",
+                "amplitude/sigma**(1 - gamma)*cos(pi*gamma/2 + (1 - gamma)*arctan((x - center)/sigma))"
+                "/(1 + ((x - center)/sigma)**2)**((1 - gamma)/2)",
+                _one(_from_peak(lambda h, c, w: (h * w, c, w, 0.0))),
+                params=("amplitude", "center", "sigma", "gamma"),
+                even=(),
+                many=_from_peak(lambda h, c, w: (h * w, c, w, 0.0)),
+            ),
+        ),
+        Entry(
+            "skewed_voigt",
+            "a Voigt profile skewed by an error function (amplitude is its area; lmfit's)",
+            _expression(
+                "skewed_voigt",
+                "amplitude*voigt(x - center, sigma, gamma)*(1 + erf(skew*(x - center)/(sqrt(2)*sigma)))",
+                _one(
+                    _from_peak(
+                        lambda h, c, w: (h * w / VOIGT_HWHM / VOIGT_PEAK, c, w / VOIGT_HWHM, w / VOIGT_HWHM, 0.0)
+                    )
+                ),
+                params=("amplitude", "center", "sigma", "gamma", "skew"),
+                even=(),
+                many=_from_peak(
+                    lambda h, c, w: (h * w / VOIGT_HWHM / VOIGT_PEAK, c, w / VOIGT_HWHM, w / VOIGT_HWHM, 0.0)
+                ),
+            ),
+        ),
+        Entry(
+            "step",
+            "a step from 0 up to amplitude, a straight ramp of width sigma (lmfit's step, form 'linear')",
+            _expression(
+                "step",
+                "amplitude*(abs((x - center)/sigma + 0.5) - abs((x - center)/sigma - 0.5) + 1)/2",
+                _one(_many_step(STEP_QUARTER["linear"])),
+                params=("amplitude", "center", "sigma"),
+                even=(),
+                many=_many_step(STEP_QUARTER["linear"]),
+            ),
+        ),
+        Entry(
+            "step_erf",
+            "a step from 0 up to amplitude, an erf curve of width sigma (lmfit's step, form 'erf')",
+            _expression(
+                "step_erf",
+                "amplitude*(1 + erf((x - center)/sigma))/2",
+                _one(_many_step(STEP_QUARTER["erf"])),
+                params=("amplitude", "center", "sigma"),
+                even=(),
+                many=_many_step(STEP_QUARTER["erf"]),
+            ),
+        ),
+        Entry(
+            "step_atan",
+            "a step from 0 up to amplitude, an atan curve of width sigma (lmfit's step, form 'atan')",
+            _expression(
+                "step_atan",
+                "amplitude*(0.5 + arctan((x - center)/sigma)/pi)",
+                _one(_many_step(STEP_QUARTER["atan"])),
+                params=("amplitude", "center", "sigma"),
+                even=(),
+                many=_many_step(STEP_QUARTER["atan"]),
+            ),
+        ),
+        Entry(
+            "step_logistic",
+            "a step from 0 up to amplitude, a logistic curve of width sigma (lmfit's step, form 'logistic')",
+            _expression(
+                "step_logistic",
+                "amplitude*(1 - 1/(1 + exp((x - center)/sigma)))",
+                _one(_many_step(STEP_QUARTER["logistic"])),
+                params=("amplitude", "center", "sigma"),
+                even=(),
+                many=_many_step(STEP_QUARTER["logistic"]),
+            ),
+        ),
+        Entry(
+            "rectangle",
+            "a rise to amplitude at center1 and a fall back at center2 (lmfit's rectangle, form 'linear')",
+            _expression(
+                "rectangle",
+                "amplitude*(abs((x - center1)/sigma1 + 1) - abs((x - center1)/sigma1 - 1)"
+                " + abs((center2 - x)/sigma2 + 1) - abs((center2 - x)/sigma2 - 1))/4",
+                _one(_many_rectangle(STEP_QUARTER["linear"] * 2)),
+                params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
+                even=(),
+                many=_many_rectangle(STEP_QUARTER["linear"] * 2),
+            ),
+        ),
+        Entry(
+            "rectangle_erf",
+            "a rise to amplitude at center1 and a fall back at center2 (lmfit's rectangle, form 'erf')",
+            _expression(
+                "rectangle_erf",
+                "amplitude*(erf((x - center1)/sigma1) + erf((center2 - x)/sigma2))/2",
+                _one(_many_rectangle(STEP_QUARTER["erf"])),
+                params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
+                even=(),
+                many=_many_rectangle(STEP_QUARTER["erf"]),
+            ),
+        ),
+        Entry(
+            "rectangle_atan",
+            "a rise to amplitude at center1 and a fall back at center2 (lmfit's rectangle, form 'atan')",
+            _expression(
+                "rectangle_atan",
+                "amplitude*(arctan((x - center1)/sigma1) + arctan((center2 - x)/sigma2))/pi",
+                _one(_many_rectangle(STEP_QUARTER["atan"])),
+                params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
+                even=(),
+                many=_many_rectangle(STEP_QUARTER["atan"]),
+            ),
+        ),
+        Entry(
+            "rectangle_logistic",
+            "a rise to amplitude at center1 and a fall back at center2 (lmfit's rectangle, form 'logistic')",
+            _expression(
+                "rectangle_logistic",
+                "amplitude*(1 - 1/(1 + exp((x - center1)/sigma1)) - 1/(1 + exp((center2 - x)/sigma2)))",
+                _one(_many_rectangle(STEP_QUARTER["logistic"])),
+                params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
+                even=(),
+                many=_many_rectangle(STEP_QUARTER["logistic"]),
+            ),
+        ),
+        Entry(
+            "thermal_bose",
+            "the Bose-Einstein distribution over energy x (lmfit's thermal_distribution, form 'bose')",
+            _expression(
+                "thermal_bose",
+                "1/(amplitude*exp((x - center)/kt) - 1)",
+                _one(_many_thermal(-1.0)),
+                params=("amplitude", "center", "kt"),
+                even=(),
+                many=_many_thermal(-1.0),
+            ),
+        ),
+        Entry(
+            "thermal_maxwell",
+            "the Maxwell-Boltzmann distribution over energy x (lmfit's thermal_distribution, form 'maxwell')",
+            _expression(
+                "thermal_maxwell",
+                "1/(amplitude*exp((x - center)/kt))",
+                _one(_many_thermal(0.0)),
+                params=("amplitude", "center", "kt"),
+                even=(),
+                many=_many_thermal(0.0),
+            ),
+        ),
+        Entry(
+            "thermal_fermi",
+            "the Fermi-Dirac distribution over energy x (lmfit's thermal_distribution, form 'fermi')",
+            _expression(
+                "thermal_fermi",
+                "1/(amplitude*exp((x - center)/kt) + 1)",
+                _one(_many_thermal(1.0)),
+                params=("amplitude", "center", "kt"),
+                even=(),
+                many=_many_thermal(1.0),
             ),
         ),
         Entry(

@@ -142,3 +142,28 @@ def _real_dtype(*values) -> torch.dtype:
     """float32 when every tensor given is float32 (numbers follow the tensors), else float64."""
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     return torch.float32 if tensors and all(t.dtype == torch.float32 for t in tensors) else torch.float64
+
+
+EXPREL_SERIES_BELOW = 1e-4  # |u| under which exprel and its slope come from their Taylor series
+
+
+def exprel(u: torch.Tensor) -> torch.Tensor:
+    """(exp(u) − 1)/u, 1 at u = 0, as scipy.special.exprel: the removable singularity of a Bose factor
+    x/(1 − exp(−x/γ)) = γ/exprel(−x/γ). Near 0 its Taylor series 1 + u/2 + u²/6 + u³/24 (error below 1e−17)."""
+    u = torch.as_tensor(u)
+    small = u.abs() < EXPREL_SERIES_BELOW
+    safe = torch.where(small, torch.ones_like(u), u)
+    return torch.where(small, 1 + u * (1 / 2 + u * (1 / 6 + u / 24)), torch.expm1(safe) / safe)
+
+
+def exprel_slope(u: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """d exprel(u)/du = (exp(u) − exprel(u))/u, from its series 1/2 + u/3 + u²/8 near 0."""
+    small = u.abs() < EXPREL_SERIES_BELOW
+    safe = torch.where(small, torch.ones_like(u), u)
+    return torch.where(small, 1 / 2 + u * (1 / 3 + u / 8), (torch.exp(safe) - value) / safe)
+
+
+def heaviside(u: torch.Tensor) -> torch.Tensor:
+    """1 where u ≥ 0, else 0 (lmfit's split_lorentzian takes x ≥ center as the right side)."""
+    u = torch.as_tensor(u)
+    return (u >= 0).to(u.dtype if u.is_floating_point() else torch.get_default_dtype())

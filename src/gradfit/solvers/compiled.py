@@ -36,6 +36,7 @@ from llvmlite import ir
 from numba.extending import intrinsic
 
 from . import native as _native
+from ..special import EXPREL_SERIES_BELOW
 from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
 
 (
@@ -57,6 +58,8 @@ from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODE
     _ERF,
     _ERFC,
     _SIGMOID,
+    _HEAVISIDE,
+    _EXPREL,
 ) = (
     UNARY_CODES[n]
     for n in (
@@ -78,6 +81,8 @@ from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODE
         "erf",
         "erfc",
         "sigmoid",
+        "heaviside",
+        "exprel",
     )
 )
 BLOCKS_PER_THREAD, BLOCK_CURVES = 16, 256  # blocks of curves queued per thread, and their least size (see fit)
@@ -360,6 +365,13 @@ def _unary(o, u):
         return math.erf(u), _TWO_OVER_SQRT_PI * math.exp(-u * u)
     if o == _ERFC:
         return math.erfc(u), -_TWO_OVER_SQRT_PI * math.exp(-u * u)
+    if o == _HEAVISIDE:
+        return (1.0 if u >= 0 else 0.0), 0.0
+    if o == _EXPREL:  # as gradfit.special.exprel
+        if abs(u) < EXPREL_SERIES_BELOW:
+            return 1.0 + u * (0.5 + u * (1.0 / 6.0 + u / 24.0)), 0.5 + u * (1.0 / 3.0 + u / 8.0)
+        v = math.expm1(u) / u
+        return v, (math.exp(u) - v) / u
     v = 1.0 / (1.0 + math.exp(-u))  # sigmoid, as torch computes it
     return v, v * (1.0 - v)
 

@@ -37,6 +37,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
+from ..special import EXPREL_SERIES_BELOW
 
 _D = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -60,6 +61,7 @@ _LIBM = {
     "tanh": "tanh",
     "erf": "erf",
     "erfc": "erfc",
+    "expm1": "expm1",
 }
 _TWO_OVER_SQRT_PI = 2 / np.sqrt(np.pi)
 
@@ -251,6 +253,16 @@ class _Writer:
         if name in ("erf", "erfc"):
             g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI), call("exp", b.fneg(b.fmul(u, u))))
             return call(name, u), g
+        if name == "heaviside":  # 1 where u >= 0, else 0 (NaN: 0); its derivative 0
+            return b.select(b.fcmp_ordered(">=", u, c(0.0)), c(1.0), c(0.0)), c(0.0)
+        if name == "exprel":  # as the interpreter: the Taylor series near 0, else expm1(u)/u
+            small = b.fcmp_ordered("<", call("fabs", u), c(EXPREL_SERIES_BELOW))
+            series = b.fadd(c(1.0), b.fmul(u, b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 6.0), b.fdiv(u, c(24.0)))))))
+            series_slope = b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 3.0), b.fdiv(u, c(8.0)))))
+            safe = b.select(small, c(1.0), u)
+            v = b.fdiv(call("expm1", safe), safe)
+            slope = b.fdiv(b.fsub(call("exp", safe), v), safe)
+            return b.select(small, series, v), b.select(small, series_slope, slope)
         # sigmoid, as torch computes it
         v = b.fdiv(c(1.0), b.fadd(c(1.0), call("exp", b.fneg(u))))
         return v, b.fmul(v, b.fsub(c(1.0), v))
