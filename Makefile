@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_global.py
 	$(BIN)/python bench/bench_constraints.py
 	$(BIN)/python bench/bench_lineshapes.py
+	$(BIN)/python bench/bench_profile.py
 
 clean:
 	rm -rf $(VENV) gradfit-demo .pytest_cache

@@ -113,6 +113,19 @@ def _p0(text: str):
         raise argparse.ArgumentTypeError(f"values must be numbers, as in a=1,b=2 or 1,2; got '{text}'") from None
 
 
+def _sigmas(text: str) -> list[float]:
+    """'1,2,3' -> [1.0, 2.0, 3.0]: confidence levels in standard deviations (under 1: probabilities)."""
+    try:
+        levels = [float(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give levels such as 1,2,3 (or probabilities such as 0.9), got '{text}'"
+        ) from None
+    if not all(math.isfinite(v) and v > 0 for v in levels):
+        raise argparse.ArgumentTypeError(f"levels are positive numbers such as 1,2,3, got '{text}'")
+    return levels
+
+
 def _columns(text: str):
     """'t' -> 't'; 'x,y' -> ['x', 'y'] (several variables)."""
     parts = [p.strip() for p in text.split(",")]
@@ -326,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="fit from N starting points at once (p0 or the guess, the others spread around it or between the "
         "bounds) and keep the best: for models with several minima",
+    )
+    fit.add_argument(
+        "--conf-interval",
+        nargs="?",
+        const=[1.0, 2.0, 3.0],
+        type=_sigmas,
+        metavar="SIGMAS",
+        help="after the fit, profile-likelihood confidence intervals at these levels (default 1,2,3 standard "
+        "deviations; under 1, probabilities), as lmfit's conf_interval: in the report, --json and --save",
     )
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
     fit.add_argument(
@@ -626,6 +648,8 @@ def _run_fit(args) -> int:
         options["starts"] = args.starts
     if args.loss != "linear" or args.f_scale != 1.0:
         options.update(loss=args.loss, f_scale=args.f_scale)
+    if args.conf_interval is not None and (args.workers or args.scheduler):
+        raise OptionError("--conf-interval needs the data in one process; leave out --workers/--scheduler.")
     json_out, history_out, save_out = outputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -657,6 +681,13 @@ def _run_fit(args) -> int:
             for bar in (progress, batches):
                 if bar is not None:
                     bar.close()
+    if args.conf_interval is not None:  # (before anything is written: a refusal leaves nothing half done)
+        if result.sample_of is not None:
+            raise OptionError(
+                f"--conf-interval re-fits the data, and {result.sample_of:,} rows were streamed, not held: fit a "
+                "file that fits in memory (--memory-budget), or leave out --conf-interval."
+            )
+        result.conf_interval(args.conf_interval)
     notes = []  # (a streamed fit's figures draw the random sample of rows its result keeps)
     with staged(plot_dir) as scratch:  # figures first: if drawing fails, nothing is written
         if scratch is not None:

@@ -231,6 +231,54 @@ def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int =
     return fig
 
 
+def plot_conf_interval2d(
+    result,
+    x_name: str | None = None,
+    y_name: str | None = None,
+    *,
+    sigmas=(1, 2, 3),
+    grid: int = 40,
+    nsigma: float | None = None,
+    ax=None,
+) -> Figure:
+    """The confidence regions of two parameters (the first two free ones by default) over the loss landscape:
+    the landscape as plot_landscape draws it (the others held at the best fit), the profile-likelihood regions
+    at each level of ``sigmas`` (the others re-fitted at every point of a grid x grid, one batch: gradfit.profile;
+    the F-test for two parameters), solid, and the ellipses the covariance predicts, dashed: where they part, the
+    standard errors' straight-line picture is wrong. ``nsigma``: the half width of the region, in standard errors
+    (default twice the widest level)."""
+    from .profile import region
+
+    x_name, y_name = landscape_params(result, None if x_name is None and y_name is None else (x_name, y_name))
+    xs, ys, chi2, levels, probs, best, quadratic = region(result, x_name, y_name, sigmas, grid, nsigma)
+    fig, ax = _fig_ax(ax, (6.5, 5.2))
+    names = list(result.params)
+    i, j = names.index(x_name), names.index(y_name)
+    aa, bb = np.meshgrid(xs, ys)
+    points = np.repeat(np.array(list(result.params.values()))[None, :], aa.size, axis=0)
+    points[:, i], points[:, j] = aa.ravel(), bb.ravel()
+    loss = _losses(result, points).reshape(aa.shape)
+    finite = np.isfinite(loss) & (loss > 0)
+    filled = ax.contourf(aa, bb, np.log10(np.where(finite, loss, np.nan)), levels=30, cmap="viridis")
+    fig.colorbar(filled, ax=ax, label="log10 loss, the others held at the best fit")
+    labels = {level: f"{p:.1%}" for level, p in zip(levels, probs)}
+    profile = ax.contour(aa, bb, chi2, levels=levels, colors="white", linewidths=1.6)
+    ax.clabel(profile, fmt=labels, fontsize=8)
+    if np.isfinite(quadratic).all():
+        ax.contour(aa, bb, quadratic, levels=levels, colors="white", linewidths=1.0, linestyles="dashed")
+    ax.scatter(
+        [result.params[x_name]], [result.params[y_name]], color="white", marker="*", s=140, edgecolor="k", zorder=5
+    )
+    ax.plot([], [], color="white", lw=1.6, label="profile likelihood (others re-fitted)")
+    ax.plot([], [], color="white", lw=1.0, ls="--", label="covariance ellipse")
+    ax.legend(loc="upper right", fontsize=8, facecolor="0.3", labelcolor="white", framealpha=0.8)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+    ax.set_title(f"Confidence regions of {x_name} and {y_name}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def landscape_params(result, params=None) -> tuple[str, str]:
     """The two parameters to draw the landscape over: as given, or the first two free ones."""
     names = result.history.param_names

@@ -64,6 +64,7 @@ class FitResult:
     starts: dict = field(default_factory=dict)  # fit(starts=N): {"n", "reached", "best_chi2", "failed"}
     derived: dict = field(default_factory=dict)  # name -> {"expression", "value", "stderr"}: derive()
     columns: dict = field(default_factory=dict)  # role -> the data's column name: {"x": "two_theta", "y": "counts"}
+    intervals: dict = field(default_factory=dict)  # name -> [(probability, limit), ...]: conf_interval()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -140,6 +141,30 @@ class FitResult:
             self.derived[name] = {"expression": expression.text, "value": value, "stderr": out[name][1]}
         return out
 
+    def conf_interval(self, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[float, float]]]:
+        """Profile-likelihood confidence intervals, as lmfit's ``conf_interval``: for each free parameter (or
+        ``names``), the values on each side where the fit with that parameter held and the others re-fitted is
+        worse by the F-test's margin for each level of ``sigmas`` (σ levels; under 1, probabilities). Asymmetric
+        where the likelihood is. Returns lmfit's layout, name -> [(probability, lower), ..., (0, best), ...,
+        (probability, upper)]; a limit never reached is ±inf, one a bound cuts off is the bound. All the re-fits
+        run as one batch (gradfit.profile). Kept in ``intervals``, shown by ``report()`` and saved."""
+        from .profile import conf_interval
+
+        found = conf_interval(self, sigmas, names)
+        self.intervals.update(found)
+        return found
+
+    def conf_interval2d(
+        self, x_name: str, y_name: str, nx: int = 10, ny: int = 10, limits=None, nsigma=5, chi2_out: bool = False
+    ):
+        """lmfit's ``conf_interval2d``: two parameters held on an nx x ny grid (``limits`` ((x_lo, x_hi), (y_lo,
+        y_hi)), else ``nsigma`` standard errors each way), the others re-fitted, all at once. Returns (x values,
+        y values, grid (ny, nx)): χ² with ``chi2_out``, else √((χ² − χ²₀)/χ²_ν) as lmfit. Drawn by
+        ``gradfit.plots.plot_conf_interval2d``."""
+        from .profile import conf_interval2d
+
+        return conf_interval2d(self, x_name, y_name, nx, ny, limits, nsigma, chi2_out)
+
     def save(self, path, *, data: bool = True) -> None:
         """Write the result to a JSON file (no pickle): the model (as its name or expression; a Python function by
         its name, given again on load), parameters, covariance, statistics, the history, the data's column names
@@ -192,6 +217,11 @@ class FitResult:
             "f_scale": self.f_scale,
             "at_bound": dict(self.at_bound),
             **({"starts": dict(self.starts)} if self.starts else {}),
+            **(
+                {"intervals": {k: [[p, _num(v)] for p, v in pairs] for k, pairs in self.intervals.items()}}
+                if self.intervals
+                else {}
+            ),
             **(
                 {
                     "derived": {
@@ -260,6 +290,8 @@ class FitResult:
                 err = d["stderr"]
                 rel = f" ({abs(err / d['value']):.2%})" if d["value"] != 0 and math.isfinite(err) else ""
                 lines.append(f"    {name:<{wide}}: {d['value']: .10g} +/- {err:.4g}{rel} == '{d['expression']}'")
+        if self.intervals:
+            lines.extend(intervals_report(self.intervals, self.params))
         pairs = []
         corr = self.correlation
         names = self.param_names
@@ -309,6 +341,19 @@ def _num(v):
 # --- Saved results: JSON with non-finite numbers as strings, arrays as nested lists ---------------------------
 
 SAVE_FORMAT = 1  # the layout ``FitResult.save`` writes; a newer one is refused by name
+
+
+def intervals_report(intervals: dict, params: dict) -> list[str]:
+    """lmfit's ``ci_report`` layout: a column per probability, each limit as its offset from the best value."""
+    probs = [p for p, _ in next(iter(intervals.values()))]
+    head = "".join(f"{'_BEST_' if p == 0 else f'{p:.2%}':>12}" for p in probs)
+    wide = max(len(n) for n in intervals)
+    lines = ["[[Confidence intervals]] (profile likelihood, F-test: gradfit.profile)", f"    {'':<{wide}} {head}"]
+    for name, pairs in intervals.items():
+        best = params.get(name, 0.0)
+        cells = "".join(f"{v: 12.5g}" if p == 0 else f"{v - best:+12.5g}" for p, v in pairs)
+        lines.append(f"    {name:<{wide}}: {cells}")
+    return lines
 
 
 def _to_json(value):
@@ -394,6 +439,7 @@ def load_result(path, *, model=None) -> FitResult:
                 for k, d in saved.get("derived", {}).items()
             },
             undetermined=tuple(saved.get("undetermined", ())),
+            intervals={k: [tuple(_numbers(pair)) for pair in v] for k, v in saved.get("intervals", {}).items()},
             dtype=getattr(torch, saved.get("dtype", "float64")),
             device="cpu",  # (where the fit ran may not exist here)
             x=arrays["x"],
