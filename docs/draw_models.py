@@ -53,6 +53,7 @@ EXAMPLES = {
     "lognormal": ((0.01, 4), [1.0, 0.0, 0.5], "`LognormalModel`", "the mean and spread of log x under the curve"),
     "split_lorentzian": ((-5, 5), [1.0, 0.0, 0.5, 1.5], "`SplitLorentzianModel`", PEAK + "; both sides alike"),
     "pearson7": ((-5, 5), [1.0, 0.0, 1.0, 2.0], "`Pearson7Model`", PEAK + "; expon 1 (a Lorentzian)"),
+    "pearson4": ((-6, 6), [1.0, 0.0, 1.0, 1.5, 2.0], "`Pearson4Model`", PEAK + "; expon 1, skew 0 (a Lorentzian)"),
     "student_t": ((-6, 6), [1.0, 0.0, 3.0], "`StudentsTModel`", PEAK + "; 5 degrees of freedom"),
     "breit_wigner": (
         (-10, 10),

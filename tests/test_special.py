@@ -173,3 +173,39 @@ def test_dho_is_finite_and_smooth_through_zero():
     got = gradfit.get_model("dho")(torch.tensor(x), torch.tensor(p, dtype=torch.float64)).numpy()
     np.testing.assert_allclose(got, dho(x, *p), rtol=1e-6)
     assert got[1] == pytest.approx(dho(0.0, *p), rel=1e-14)
+
+
+def test_log_abs_gamma_of_complex_numbers_equals_scipys_with_its_derivatives():
+    from scipy.special import loggamma, psi
+
+    from gradfit.special import digamma_complex, loggamma_abs
+
+    a, b = np.meshgrid(np.geomspace(0.51, 300, 40), np.linspace(-50, 50, 41))
+    got = loggamma_abs(torch.tensor(a), torch.tensor(b)).numpy()
+    expected = loggamma(a + 1j * b).real
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(digamma_complex(torch.tensor(a), torch.tensor(b)).numpy(), psi(a + 1j * b), rtol=1e-13)
+    # d/da log|Γ| = Re ψ, d/db = −Im ψ: against central differences of scipy's
+    h = 1e-6
+    da = (loggamma(a + h + 1j * b).real - loggamma(a - h + 1j * b).real) / (2 * h)
+    db = (loggamma(a + 1j * (b + h)).real - loggamma(a + 1j * (b - h))).real / (2 * h)
+    np.testing.assert_allclose(psi(a + 1j * b).real, da, rtol=1e-6, atol=1e-6)  # (differences of values ~1e3)
+    np.testing.assert_allclose(-psi(a + 1j * b).imag, db, rtol=1e-6, atol=1e-6)
+
+
+def test_voigt_with_gamma_tied_to_sigma_is_lmfits_voigt_model():
+    """lmfit's VoigtModel ties gamma to sigma by default; gradfit's voigt leaves it free, and tie= gives lmfit's."""
+    import lmfit
+
+    import gradfit
+
+    x, Y, _ = _voigt_data()
+    y = Y[0]
+    ours = gradfit.fit("voigt", x, y, tie={"gamma": "sigma"})
+    model = lmfit.models.VoigtModel()
+    theirs = model.fit(y, model.guess(y, x=x), x=x)
+    for name in ("amplitude", "center", "sigma", "gamma"):
+        assert ours.params[name] == pytest.approx(theirs.params[name].value, rel=1e-6)
+    for name in ("amplitude", "center", "sigma"):
+        assert ours.stderr[name] == pytest.approx(theirs.params[name].stderr, rel=1e-3)
+    assert ours.params["gamma"] == ours.params["sigma"]

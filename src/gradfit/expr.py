@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .special import exprel, exprel_slope, heaviside, voigt_and_partials, voigt_profile
+from .special import digamma_complex, exprel, exprel_slope, heaviside, loggamma_abs, voigt_and_partials, voigt_profile
 
 from .errors import ExpressionError
 
@@ -58,9 +58,14 @@ FUNCTIONS: dict[str, tuple[Callable, int]] = {  # name -> (torch function, numbe
     "heaviside": (heaviside, 1),  # 1 where the argument is >= 0, else 0 (its derivative: 0)
     "exprel": (exprel, 1),  # (exp(u) - 1)/u, 1 at 0 (gradfit.special)
     "gammaln": (torch.special.gammaln, 1),  # log |Gamma(u)|
+    "loggamma_abs": (loggamma_abs, 2),  # loggamma_abs(a, b): log |Gamma(a + ib)|, a > 0 (Pearson IV's)
     "voigt": (voigt_profile, 3),  # voigt(x, sigma, gamma): the Voigt profile of area 1 (gradfit.special)
 }
-TORCH_ONLY = {"voigt", "gammaln"}  # functions the compiled many-curve solver lacks: a model using one runs on torch
+TORCH_ONLY = {
+    "voigt",
+    "gammaln",
+    "loggamma_abs",
+}  # functions the compiled many-curve solver lacks: a model using one runs on torch
 CONSTANTS = {"pi": math.pi, "e": math.e}
 _BINARY = {  # Python's operators: they mix numbers and tensors either way round, as a formula does
     ast.Add: operator.add,
@@ -548,6 +553,17 @@ def _compile_dual(node: ast.AST, params: tuple[str, ...]):
                 return v, _combine(d, {k: scaled(t, dv_g) for k, t in dg.items()})
 
             return voigt
+        if name == "loggamma_abs":
+
+            def loggamma(env):
+                (a, da), (b, db) = args[0](env), args[1](env)
+                a_t, b_t = _tensor(a, env), _tensor(b, env)
+                psi = digamma_complex(a_t, b_t)  # d/da: Re ψ, d/db: −Im ψ
+                return function(a_t, b_t), _combine(
+                    {k: scaled(g, psi.real) for k, g in da.items()}, {k: scaled(g, -psi.imag) for k, g in db.items()}
+                )
+
+            return loggamma
         rule = DERIVATIVE_RULES[name]
 
         def call(env):

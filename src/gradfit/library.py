@@ -773,6 +773,19 @@ LIBRARY: dict[str, Entry] = {
             ),
         ),
         Entry(
+            "pearson4",
+            "a Pearson IV peak: pearson7 with a skew (amplitude is its area; lmfit's)",
+            _expression(
+                "pearson4",
+                "amplitude/sigma*exp(2*(loggamma_abs(expon, skew/2) - gammaln(expon)) - gammaln(expon - 0.5)"
+                " - gammaln(0.5) + gammaln(expon) - expon*log(1 + ((x - center)/sigma)**2)"
+                " - skew*arctan((x - center)/sigma))",
+                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0, 0.0))),
+                params=("amplitude", "center", "sigma", "expon", "skew"),
+                many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0, 0.0)),
+            ),
+        ),
+        Entry(
             "student_t",
             "Student's t distribution, sigma its degrees of freedom (amplitude is its area; lmfit's)",
             _expression(
