@@ -101,7 +101,7 @@ def test_plot_fit_draws_data_curve_band_and_residuals(peak):
     assert len(curve.get_xdata()) == plots.SMOOTH_POINTS  # smooth, not only at the data
     assert curve.get_color() == PRED_COLOR
     bands = [c for c in top.collections if isinstance(c, PolyCollection)]
-    assert len(bands) == 1 and bands[0].get_label() == "±1σ"
+    assert len(bands) == 1 and bands[0].get_label() == "±1σ confidence band"
     assert bottom.get_ylabel() == "residual" and bottom.get_xlabel() == "x"
     assert top.get_title().startswith("gaussian: RMSE")
     # the band is the delta method's: at the peak it is about the amplitude's standard error
@@ -160,7 +160,7 @@ def test_many_points_are_drawn_as_a_random_sample_and_the_landscape_is_its_loss(
     result = gradfit.fit("quadratic", x, y, sigma=sigma)
     label = f"a random sample of {plots.FIGURE_POINTS:,} of {n:,} points"
     assert f"data ({label})" in plots.plot_fit(result).axes[0].get_legend_handles_labels()[1]
-    assert label in plots.plot_landscape(result).axes[0].get_title()
+    assert label in plots.plot_landscape(result).axes[0].get_title().replace("\n", " ")  # (wrapped to fit)
     xs, ys, ss = plots._data(result, "test")
     where = {value: i for i, value in enumerate(x)}
     rows = np.array([where[value] for value in xs])
@@ -260,3 +260,162 @@ def test_compare_learning_rates_draws_a_diverging_run_without_crashing(tmp_path)
 def test_fit_result_shows_as_a_table_in_notebooks(peak):
     text = peak._repr_html_()
     assert "<table>" in text and "amplitude" in text and "standard error" in text
+
+
+# --- figures for a paper: the data's names, the parts of a sum, normalized residuals, bands, formats ---------
+
+
+def _two_peaks(sigma=None):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(10, 60, 300)
+    y = 3 * np.exp(-((x - 30) ** 2) / 8) + 2 * np.exp(-((x - 38) ** 2) / 18) + 0.02 * x + rng.normal(0, 0.05, 300)
+    data = pd.DataFrame({"two_theta": x, "counts": y})
+    start = [3, 30, 2, 2, 38, 3, 0.02, 0]
+    return gradfit.fit("gaussian + gaussian + linear", data["two_theta"], data["counts"], sigma=sigma, p0=start)
+
+
+def test_plot_fit_draws_each_part_dashed_and_names_the_axes_after_the_data():
+    result = _two_peaks()
+    fig = plots.plot_fit(result)
+    top, bottom = fig.axes
+    parts = {line.get_label(): line for line in top.get_lines() if line.get_linestyle() == "--"}
+    assert list(parts) == ["g1", "g2", "l"]
+    grid = parts["g1"].get_xdata()
+    for name, values in result.components(grid).items():
+        np.testing.assert_allclose(parts[name].get_ydata(), values)
+        assert to_rgba(parts[name].get_color()) not in (RED, BLUE)
+    assert top.get_ylabel() == "counts" and bottom.get_xlabel() == "two_theta"
+    assert bottom.get_ylabel() == "residual"
+    # a user's own axis and labels with units; no residual panel, no title
+    from matplotlib.figure import Figure
+
+    own = Figure()
+    ax = own.subplots()
+    drawn = plots.plot_fit(result, axes=ax, xlabel="2θ (deg)", ylabel="counts (1/s)", title=None, band=None)
+    assert drawn is own and ax.get_xlabel() == "2θ (deg)" and ax.get_ylabel() == "counts (1/s)" and not ax.get_title()
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_a_weighted_fit_draws_normalized_residuals():
+    sigma = np.full(300, 0.05)
+    sigma[::2] = 0.1
+    result = _two_peaks(sigma)
+    _, bottom = plots.plot_fit(result).axes
+    assert bottom.get_ylabel() == "residual / σ"
+    dots = bottom.collections[0].get_offsets()
+    expected = (result.y - result.predict(result.x)) / sigma
+    np.testing.assert_allclose(np.asarray(dots)[:, 1], expected, rtol=1e-12)
+
+
+def test_band_is_the_textbook_regression_band_at_any_level():
+    """For a straight line, the confidence band is ŷ ± t·s·√(x₀ᵀ(XᵀX)⁻¹x₀) and the prediction band adds 1 under
+    the root (s² the residual variance, t Student's with n − 2 degrees of freedom)."""
+    from scipy.stats import t as student
+
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 10, 25)
+    y = 0.7 * x + 1 + rng.normal(0, 0.5, 25)
+    result = gradfit.fit("linear", x, y)
+    X = np.column_stack([x, np.ones_like(x)])
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    s2 = np.sum((y - X @ beta) ** 2) / 23
+    at = np.array([-2.0, 0.0, 5.0, 12.0])
+    x0 = np.column_stack([at, np.ones_like(at)])
+    lever = np.einsum("ij,jk,ik->i", x0, np.linalg.inv(X.T @ X), x0)
+    for level in (0.68, 0.95):
+        t = student.ppf((1 + level) / 2, 23)
+        for kind, extra in (("confidence", 0.0), ("prediction", 1.0)):
+            lower, upper = result.band(at, level=level, kind=kind)
+            half = t * np.sqrt(s2 * (lever + extra))
+            np.testing.assert_allclose(upper - x0 @ beta, half, rtol=1e-9)
+            np.testing.assert_allclose(x0 @ beta - lower, half, rtol=1e-9)
+    lower, upper = result.band(at, level=None)  # ±1σ exactly
+    np.testing.assert_allclose(upper - lower, 2 * np.sqrt(s2 * lever), rtol=1e-9)
+    from gradfit.errors import OptionError
+
+    with pytest.raises(OptionError, match="level is a probability"):
+        result.band(at, level=95)
+    weighted = gradfit.fit("linear", x, y, sigma=np.full(25, 0.5))
+    with pytest.raises(OptionError, match="prediction band needs the noise"):
+        weighted.band(at, kind="prediction")
+    fig = plots.plot_fit(result, band="prediction", level=0.95)
+    assert [c.get_label() for c in fig.axes[0].collections if isinstance(c, PolyCollection)] == ["95% prediction band"]
+
+
+def test_steps_of_a_short_run_on_many_points_are_wide_panels_with_lines():
+    result = _two_peaks()  # LM: a handful of steps, 300 points
+    fig = plots.plot_steps(result)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == result.n_steps <= 10
+    assert fig.get_figwidth() >= plots.STEPS_MIN_WIDTH
+    for ax in panels:
+        (line,) = ax.get_lines()  # the predictions as a line, not a smear of dots
+        assert to_rgba(line.get_color()) == RED
+        assert ax.collections[0].get_sizes()[0] <= 4  # the data's dots sized to 300 points
+    assert panels[0].get_ylabel() == "counts" and panels[-1].get_xlabel() == "two_theta"
+
+
+def test_titles_stay_inside_the_figure_and_log_axes_read_as_plain_numbers():
+    result = _two_peaks()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plots.plot_landscape(result, ("g1_amplitude", "g1_center"), grid=10)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    for text in [fig.axes[0].title, *fig.axes[0].texts]:
+        extent = text.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1, text.get_text()
+    x, y = gradfit.seed_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (50 steps of the article's gd do not converge: not the point here)
+        loss = plots.plot_loss(gradfit.fit("quadratic", x, y, method="gd", learning_rate=1e-4, max_steps=50))
+    FigureCanvasAgg(loss).draw()
+    labels = [t.get_text() for t in loss.axes[0].get_yticklabels(minor=True) + loss.axes[0].get_yticklabels()]
+    assert any(labels) and not any("times" in t or "^" in t for t in labels)
+
+
+def test_figures_are_written_in_every_format_asked_and_vector_stays_vector(tmp_path, raw_gd):
+    written, _ = plots.write_plots(raw_gd, tmp_path, formats="png,svg,pdf", dpi=50)
+    assert sorted(written) == sorted(
+        f"{n}.{k}" for n in ("fit", "loss", "steps", "params", "landscape") for k in ("png", "svg", "pdf")
+    )
+    svg = (tmp_path / "fit.svg").read_text()
+    assert "<svg" in svg and "<image" not in svg  # lines and text, no embedded raster
+    assert (tmp_path / "fit.pdf").read_bytes()[:4] == b"%PDF"
+    with Image.open(tmp_path / "fit.png") as img:
+        assert img.size == (350, 300)  # 7 x 6 inches at 50 dpi
+    with pytest.raises(ValueError, match="Figures are written as png, svg, pdf; got jpg"):
+        plots.write_plots(raw_gd, tmp_path, formats=["jpg"])
+
+
+def test_the_command_line_writes_the_formats_and_dpi_asked(capsys, tmp_path, seed_csv):
+    from conftest import run_cli
+
+    out = tmp_path / "figs"
+    code, _, _ = run_cli(
+        capsys, "fit", seed_csv, "--model", "quadratic", "--plot", out, "--format", "svg,png", "--dpi", "40"
+    )
+    assert code == 0 and (out / "fit.svg").exists() and (out / "landscape.png").exists()
+    with Image.open(out / "fit.png") as img:
+        assert img.size == (280, 240)
+    code, _, err = run_cli(capsys, "fit", seed_csv, "--model", "quadratic", "--dpi", "40")
+    assert code == 2 and "--dpi is for the figures of --plot DIR" in err
+    code, _, err = run_cli(capsys, "fit", seed_csv, "--model", "quadratic", "--plot", out, "--format", "tiff")
+    assert code == 2 and "got tiff" in err
+
+
+def test_the_paper_style_gives_publication_defaults_only_inside_it(raw_gd):
+    import matplotlib
+
+    with plots.style():
+        fig = plots.plot_loss(raw_gd)
+        assert matplotlib.rcParams["pdf.fonttype"] == 42
+    assert fig.axes[0].xaxis.label.get_fontsize() == 8
+    assert not fig.axes[0].spines["top"].get_visible()
+    assert plots.plot_loss(raw_gd).axes[0].xaxis.label.get_fontsize() > 8  # the article's look outside it
+    with pytest.raises(ValueError, match="The one style is 'paper'"):
+        plots.style("poster")

@@ -58,6 +58,7 @@ def _checked(convert, rule, expected: str):
 _positive_int = _checked(int, positive_int, "a whole number >= 1")
 _learning_rate = _checked(float, positive_finite, "a positive finite number such as 1e-4")
 _f_scale = _checked(float, positive_finite, "a positive finite number such as 0.1")
+_dpi = _checked(float, positive_finite, "a positive number such as 200")
 _tolerance = _checked(float, nonnegative_finite, "a finite number >= 0 such as 1e-10")
 _seed = _whole_number(0, 2**63, expected="a whole number from 0 to 2**63-1")
 
@@ -124,6 +125,15 @@ def _sigmas(text: str) -> list[float]:
     if not all(math.isfinite(v) and v > 0 for v in levels):
         raise argparse.ArgumentTypeError(f"levels are positive numbers such as 1,2,3, got '{text}'")
     return levels
+
+
+def _figure_formats(text: str) -> tuple[str, ...]:
+    from .plots import check_formats
+
+    try:
+        return check_formats(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _columns(text: str):
@@ -417,8 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--history", metavar="OUT.csv", help="write one row per step to OUT.csv")
     fit.add_argument(
-        "--plot", metavar="DIR", help="write fit.png, loss.png, steps.png, params.png and landscape.png into DIR"
+        "--plot",
+        metavar="DIR",
+        help="write fit.png, loss.png, steps.png, params.png and landscape.png into DIR (see --format, --dpi)",
     )
+    fit.add_argument(
+        "--format",
+        type=_figure_formats,
+        metavar="F,...",
+        help="--plot's file formats: png, svg, pdf, or several (png,pdf); svg and pdf stay vector. Default: png",
+    )
+    fit.add_argument("--dpi", type=_dpi, metavar="N", help="--plot's resolution (default 100)")
     fit.add_argument("--animate", metavar="FILE", help="write an animation of the fit (.gif, or .mp4 with ffmpeg)")
     fit.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (works offline)")
     fit.add_argument("--quiet", action="store_true", help="print no report and no progress bar")
@@ -588,6 +607,10 @@ def _run_fit(args) -> int:
         check_out_file(path, flag)
         for path, flag in ((args.json, "--json"), (args.history, "--history"), (args.save, "--save"))
     ]
+    if (args.format or args.dpi) and not args.plot:
+        raise OptionError(
+            f"{'--format' if args.format else '--dpi'} is for the figures of --plot DIR; give --plot too."
+        )
     plot_dir = check_out_dir(args.plot, "--plot") if args.plot else None
     animation = check_animation(args.animate, "--animate")
     report_out = check_out_file(args.report, "--report")
@@ -693,7 +716,7 @@ def _run_fit(args) -> int:
         if scratch is not None:
             from .plots import write_plots
 
-            _, skipped = write_plots(result, scratch)
+            _, skipped = write_plots(result, scratch, args.format or ("png",), args.dpi)
             notes += [f"--plot: skipped {s}" for s in skipped]
         report_text = None
         if report_out is not None:

@@ -24,9 +24,12 @@ from .solvers.problem import Whiten
 
 DATA_COLOR = "C0"  # matplotlib's default blue, as in the article's scatter
 PRED_COLOR = "red"  # the article's predictions
+COMPONENT_COLORS = ("C2", "C4", "C1", "C5", "C6", "C8")  # the parts of a sum, dashed (never red or blue)
 SMOOTH_POINTS = 400  # points on a fitted curve drawn between the data
 LANDSCAPE_GRID = 80  # the loss is evaluated on an 80 x 80 grid
 FIGURE_POINTS = 10_000  # figures draw at most this many points: of more, a random sample (and say so)
+STEPS_MIN_WIDTH = 9.0  # inches: a steps figure of few panels is at least this wide
+DENSE_POINTS = 60  # of more points, a step's predictions are drawn as a line
 LOSS_BLOCK = 1 << 18  # grid points x data points evaluated at once for a landscape (2 MB per array)
 
 
@@ -50,12 +53,12 @@ def spread(first: int, last: int, n: int = 10) -> list[int]:
     return sorted({first + round(i * (count - 1) / (n - 1)) for i in range(n)})
 
 
-def plot_data(x, y, *, ax=None, title: str | None = None) -> Figure:
+def plot_data(x, y, *, ax=None, title: str | None = None, xlabel: str = "x", ylabel: str = "y") -> Figure:
     """The data as a blue scatter."""
     fig, ax = _fig_ax(ax, figsize=(6.4, 4.8))
-    ax.scatter(_np(x), _np(y), color=DATA_COLOR, label="data")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.scatter(_np(x), _np(y), color=DATA_COLOR, label="data", **_dots(len(_np(y))))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     return fig
@@ -69,6 +72,7 @@ def plot_steps(
     ylim: tuple[float, float] | None = None,
     panel_size: tuple[float, float] = (1.5, 3.0),
     like: Figure | None = None,
+    axes=None,
 ) -> Figure:
     """The article's row of panels, one per step: data in blue, that step's predictions in red.
 
@@ -77,7 +81,8 @@ def plot_steps(
     step numbers (default: ``ncols`` spread over the run); more than ``ncols`` wrap
     into rows. ``ylim`` fixes every panel's y-axis (the article uses -75..120; default:
     automatic, shared). ``like`` reuses the margins of an earlier figure of the same
-    shape instead of computing a tight layout again (the slowest part of drawing).
+    shape instead of computing a tight layout again (the slowest part of drawing). ``axes``: the user's axes, one
+    per step, to draw into (their figure's layout is left to the user).
     """
     history = run.history
     _one_variable(run.model, "plot_steps")
@@ -87,24 +92,43 @@ def plot_steps(
     steps = list(steps) if steps is not None else spread(first, history.last_step, ncols)
     rows = math.ceil(len(steps) / ncols)
     cols = min(len(steps), ncols)
-    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=ylim is None).ravel()
+    # a run of few steps gets wider panels (never one tiny panel), a long one the article's narrow ones
+    width = max(panel_size[0], STEPS_MIN_WIDTH / cols) if cols < STEPS_MIN_WIDTH / panel_size[0] else panel_size[0]
+    own_axes = axes
+    if axes is None:
+        fig = Figure(figsize=(width * cols, panel_size[1] * rows))
+        axes = fig.subplots(rows, cols, squeeze=False, sharey=ylim is None).ravel()
+    else:
+        axes = np.ravel(axes)
+        if len(axes) < len(steps):
+            raise ValueError(f"plot_steps draws {len(steps)} steps; {len(axes)} axes were given.")
+        fig = axes[0].figure
     shown, y, _ = _data(run, "plot_steps")
     x, y = _np(shown), _np(y)
     order = np.argsort(x)
-    dots = _dots(len(x))
-    for ax, step in zip(axes, steps):
+    dots = _panel_dots(len(x))
+    x_name, y_name = axis_names(run)
+    dense = len(x) > DENSE_POINTS  # predictions of many points read better as a line than as dots
+    for k, (ax, step) in enumerate(zip(axes, steps)):
         preds = _predict(run.model, shown, history.params_before(step - first))
         ax.scatter(x, y, color=DATA_COLOR, **dots)
-        ax.scatter(x[order], preds[order], color=PRED_COLOR, **dots)
+        if dense:
+            ax.plot(x[order], preds[order], color=PRED_COLOR, lw=1.2)
+        else:
+            ax.scatter(x[order], preds[order], color=PRED_COLOR, **dots)
         ax.set_title(f"step {step}", fontsize=9)
         if ylim is not None:
             ax.set_ylim(*ylim)
+        if k >= len(steps) - cols:  # the bottom row names the axis
+            ax.set_xlabel(x_name, fontsize=8)
+    axes[0].set_ylabel(y_name, fontsize=8)
     for ax in axes[len(steps) :]:
         ax.set_visible(False)
     sampled = _sampled(run)
     if sampled:
         fig.suptitle(sampled.capitalize(), fontsize=9)
+    if own_axes is not None:  # (the user's figure: its layout is theirs)
+        return fig
     if like is None:
         fig.tight_layout()
     else:
@@ -115,35 +139,69 @@ def plot_steps(
     return fig
 
 
-def plot_fit(result, *, points: int = SMOOTH_POINTS) -> Figure:
-    """Data, the fitted curve drawn smoothly, a ±1σ band from the covariance, and residuals below.
+def plot_fit(
+    result,
+    *,
+    points: int = SMOOTH_POINTS,
+    axes=None,
+    band: str | None = "confidence",
+    level: float | None = None,
+    components: bool = True,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = "",
+) -> Figure:
+    """Data, the fitted curve drawn smoothly, a band around it, each part of a sum dashed, and residuals below.
 
-    The band is the delta method: var f(x) = J(x) C J(x)ᵀ, with J the derivative of the
-    curve with respect to the parameters at x, and C the covariance.
+    ``band``: "confidence" (where the curve lies), "prediction" (where a new point would fall) or None;
+    ``level``: its probability (0.95), or None for ±1σ exactly (FitResult.band computes it). Residuals are
+    normalized (residual/σ) when the fit had sigma, whitened with a covariance matrix. ``axes``: a (curve,
+    residuals) pair of the user's axes to draw into, or one axis (no residuals). Axis labels are the data's column
+    names (``xlabel``/``ylabel`` replace them: units, "2θ (deg)"); ``title``: "" for the default, None for none.
     """
     _one_variable(result.model, "plot_fit")
     x, y, sigma = (_np(a) for a in _data(result, "plot_fit"))
-    fig = Figure(figsize=(7, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if axes is None:
+        fig = Figure(figsize=(7, 6))
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        top, bottom = (axes, None) if not isinstance(axes, (list, tuple, np.ndarray)) else tuple(axes)
+        fig = top.figure
+    x_name, y_name = axis_names(result)
     grid = np.linspace(x.min(), x.max(), points)
     params = np.array(list(result.params.values()))
-    curve, band = _curve_and_band(result.model, grid, params, np.asarray(result.covariance))
+    curve = _predict(result.model, grid, params)
     if sigma is not None and len(x) <= 1000:  # error bars on thousands of points only blot them out
         yerr = np.sqrt(np.diag(sigma)) if sigma.ndim == 2 else sigma  # (a covariance matrix: each point's own)
         top.errorbar(x, y, yerr=yerr, fmt="none", ecolor=DATA_COLOR, alpha=0.5)
     top.scatter(x, y, color=DATA_COLOR, label=data_label(result), zorder=3, **_dots(len(x)))
-    top.plot(grid, curve, color=PRED_COLOR, label="fit")
-    if band is not None:
-        top.fill_between(grid, curve - band, curve + band, color=PRED_COLOR, alpha=0.2, label="±1σ")
-    top.set_ylabel("y")
-    top.set_title(f"{result.model.name}: RMSE {result.rmse:.4g}, R² {result.r2:.4f}")
-    top.legend()
+    top.plot(grid, curve, color=PRED_COLOR, label="fit", zorder=4)
+    if band is not None and np.isfinite(np.asarray(result.covariance)).all():
+        lower, upper = result.band(grid, level=level, kind=band)
+        what = "±1σ" if level is None else f"{level:.0%}"
+        top.fill_between(grid, lower, upper, color=PRED_COLOR, alpha=0.2, label=f"{what} {band} band")
+    parts = result.components(grid) if components and getattr(result.model, "parts", None) else {}
+    for k, (name, values) in enumerate(parts.items()):
+        top.plot(grid, values, color=COMPONENT_COLORS[k % len(COMPONENT_COLORS)], ls="--", lw=1.2, label=name)
+    top.set_ylabel(y_name if ylabel is None else ylabel)
+    if title is not None:
+        top.set_title(title or f"{result.model.name}: RMSE {result.rmse:.4g}, R² {result.r2:.4f}")
+    top.legend(fontsize=8 if parts else None)
+    if bottom is None:
+        top.set_xlabel(x_name if xlabel is None else xlabel)
+        return fig
     residuals = y - _predict(result.model, x, params)
+    label = "residual"
+    if sigma is not None and sigma.ndim == 1:
+        residuals, label = residuals / sigma, "residual / σ"
+    elif sigma is not None:
+        residuals, label = Whiten(torch.as_tensor(sigma))(torch.as_tensor(residuals)).numpy(), "whitened residual"
     bottom.axhline(0, color="0.5", lw=1)
     bottom.scatter(x, residuals, color=DATA_COLOR, **(_dots(len(x)) or {"s": 12}))
-    bottom.set_xlabel("x")
-    bottom.set_ylabel("residual")
-    fig.tight_layout()
+    bottom.set_xlabel(x_name if xlabel is None else xlabel)
+    bottom.set_ylabel(label)
+    if axes is None:
+        fig.tight_layout()
     return fig
 
 
@@ -166,6 +224,7 @@ def plot_loss(results, labels: Sequence[str] | None = None, *, ax=None) -> Figur
     if optimum:
         ax.axhline(optimum, color="0.3", ls="--", lw=1, label=f"exact optimum ({optimum:.4g})")
     ax.set_yscale("log")
+    plain_log(ax.yaxis)
     ax.set_xlabel("step")
     ax.set_ylabel("RMSE (before the step)")
     ax.set_title("How the error fell")
@@ -174,14 +233,21 @@ def plot_loss(results, labels: Sequence[str] | None = None, *, ax=None) -> Figur
     return fig
 
 
-def plot_params(result) -> Figure:
-    """Each parameter's value after every step, with its final value dashed."""
+def plot_params(result, *, axes=None) -> Figure:
+    """Each parameter's value after every step, with its final value dashed. ``axes``: one of the user's axes per
+    parameter to draw into."""
     history = result.history
     names = history.param_names
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(4 * cols, 2.8 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    if axes is None:
+        fig = Figure(figsize=(4 * cols, 2.8 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    else:
+        axes = np.ravel(axes)
+        if len(axes) < len(names):
+            raise ValueError(f"plot_params draws {len(names)} parameters; {len(axes)} axes were given.")
+        fig = axes[0].figure
     steps = [0] + [r.step for r in history]
     values = np.array([history.init_params] + [r.params for r in history])
     for i, (ax, name) in enumerate(zip(axes, names)):
@@ -195,16 +261,18 @@ def plot_params(result) -> Figure:
     return fig
 
 
-def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int = LANDSCAPE_GRID) -> Figure:
+def plot_landscape(
+    result, params: tuple[str, str] | None = None, *, grid: int = LANDSCAPE_GRID, ax=None, title: str | None = ""
+) -> Figure:
     """Contours of the loss over two parameters, the others held at their final values,
-    with the optimizer's path drawn over them; the range covers the path and the end."""
+    with the optimizer's path drawn over them; the range covers the path and the end. ``title``: "" for the
+    default (wrapped to the figure's width), None for none."""
     names = result.history.param_names
     params = landscape_params(result, params)
     aa, bb, loss, path, (i, j) = landscape_grid(result, params, grid)
     final = path[-1]
 
-    fig = Figure(figsize=(7, 5.5))
-    ax = fig.subplots()
+    fig, ax = _fig_ax(ax, (7, 5.5))
     finite = np.isfinite(loss) & (loss > 0)
     shown = np.log10(np.where(finite, loss, np.nan))
     filled = ax.contourf(aa, bb, shown, levels=30, cmap="viridis")
@@ -224,11 +292,21 @@ def plot_landscape(result, params: tuple[str, str] | None = None, *, grid: int =
         else ""
     )
     sampled = _sampled(result)
-    on = f"\n(on {sampled})" if sampled else ""
-    ax.set_title(f"The loss over {params[0]} and {params[1]}{held}{on}", fontsize=10)
+    on = f" (on {sampled})" if sampled else ""
+    if title is not None:
+        ax.set_title(title or wrapped(f"The loss over {params[0]} and {params[1]}{held}{on}", fig, ax), fontsize=10)
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+def wrapped(text: str, fig, ax, fontsize: float = 10) -> str:
+    """``text`` in lines that fit the axes' width (a title never runs past the figure's edges)."""
+    import textwrap
+
+    width_in = fig.get_figwidth() * ax.get_position().width
+    per_line = max(20, int(width_in * 72 / (0.55 * fontsize)))  # characters of ~0.55 em
+    return "\n".join(textwrap.wrap(text, per_line))
 
 
 def plot_conf_interval2d(
@@ -411,33 +489,87 @@ def plot_learning_rates(runs: Sequence[tuple[str, "Trace", int | None]], *, ylim
     return fig
 
 
-def write_plots(result, folder) -> tuple[list[str], list[str]]:
-    """Write fit.png, loss.png, steps.png, params.png and landscape.png into ``folder``.
+FORMATS = ("png", "svg", "pdf")  # what write_plots writes: raster, and vector that stays vector
+
+
+def write_plots(result, folder, formats=("png",), dpi: float | None = None) -> tuple[list[str], list[str]]:
+    """Write fit, loss, steps, params and landscape figures into ``folder``, each in every one of ``formats``
+    (png, svg, pdf: svg and pdf keep lines and text as vectors), at ``dpi`` (matplotlib's default: 100).
 
     Returns (written, skipped) where skipped says why a figure does not apply (a surface
     has no curve to draw; a one-parameter model has no landscape).
     """
+    formats = check_formats(formats)
     folder = Path(folder)
     written, skipped = [], []
     figures = {
-        "fit.png": lambda: plot_fit(result),
-        "loss.png": lambda: plot_loss(result),
-        "steps.png": lambda: plot_steps(result),
-        "params.png": lambda: plot_params(result),
-        "landscape.png": lambda: plot_landscape(result),
+        "fit": lambda: plot_fit(result),
+        "loss": lambda: plot_loss(result),
+        "steps": lambda: plot_steps(result),
+        "params": lambda: plot_params(result),
+        "landscape": lambda: plot_landscape(result),
     }
     for name, draw in figures.items():
         try:
             fig = draw()
         except ValueError as e:  # the figure does not apply to this model
-            skipped.append(f"{name}: {e}")
+            skipped.append(f"{name}.{formats[0]}: {e}")
             continue
-        fig.savefig(folder / name)
-        written.append(name)
+        for kind in formats:
+            fig.savefig(folder / f"{name}.{kind}", **({} if dpi is None else {"dpi": dpi}))
+            written.append(f"{name}.{kind}")
     return written, skipped
 
 
+def check_formats(formats) -> tuple[str, ...]:
+    """('png', 'svg') from a sequence or 'png,svg'; an unknown one refused naming the ones there are."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    items = [str(f).strip().lower().lstrip(".") for f in items]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise ValueError(f"Figures are written as {', '.join(FORMATS)}; got {', '.join(unknown) or 'none'}.")
+    return tuple(dict.fromkeys(items))
+
+
+PAPER = {  # publication defaults: small, clean, vector-friendly
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 300,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,  # TrueType in PDFs: text stays text (editable, searchable)
+    "svg.fonttype": "none",  # text in SVGs as text, not paths
+}
+
+
+def style(kind: str = "paper"):
+    """A context in which figures get publication defaults (``with gradfit.plots.style(): fig = plot_fit(r)``):
+    small fonts, thin lines, no top and right spines, 300 dpi, text kept as text in PDF and SVG. The article's look
+    stays the default outside it."""
+    import matplotlib
+
+    if kind != "paper":
+        raise ValueError(f"The one style is 'paper'; got {kind!r}.")
+    return matplotlib.rc_context(PAPER)
+
+
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def plain_log(axis) -> None:
+    """Plain numbers on a log axis (5, 0.05, 2e+03), not 5×10⁰; its minor ticks labelled only where the axis
+    spans less than two decades (where they are all the labels there are)."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _label(item) -> str:
@@ -472,10 +604,26 @@ def _sampled(run) -> str:
     return f"a random sample of {shown:,} of {total:,} points" if shown < total else ""
 
 
+def axis_names(run) -> tuple[str, str]:
+    """The x and y axes' labels: the data's column names where the fit knows them (a file's, a DataFrame's),
+    else 'x' and 'y'."""
+    columns = getattr(run, "columns", None) or {}
+    x_name = columns.get("x", "x")
+    return (", ".join(x_name) if isinstance(x_name, (list, tuple)) else str(x_name)), str(columns.get("y", "y"))
+
+
 def data_label(run) -> str:
     """The data's legend entry: 'data', or 'data (a random sample of 10,000 of N points)'."""
     sampled = _sampled(run)
     return f"data ({sampled})" if sampled else "data"
+
+
+def _panel_dots(n: int) -> dict:
+    """Marker options for a small panel of n points: smaller as the points grow (a panel 1.5 inches wide holds
+    15 of the article's dots, not 300)."""
+    if n <= 20:
+        return {}
+    return {"s": float(np.clip(600 / n, 1, 20)), "linewidths": 0, **({"alpha": 0.5} if n > 500 else {})}
 
 
 def _dots(n: int) -> dict:
@@ -502,18 +650,6 @@ def _predict(model: Model, x, params) -> np.ndarray:
     p = torch.tensor(list(params), dtype=dtype)
     with torch.no_grad():
         return model(xt, p).double().numpy()
-
-
-def _curve_and_band(model: Model, grid: np.ndarray, params: np.ndarray, covariance: np.ndarray):
-    xt = torch.as_tensor(grid)
-    p = torch.as_tensor(params)
-    with torch.no_grad():
-        curve = model(xt, p).double().numpy()
-    if not np.isfinite(covariance).all():
-        return curve, None
-    jac = torch.autograd.functional.jacobian(lambda q: model(xt, q), p).numpy()  # (points, P)
-    variance = np.einsum("np,pq,nq->n", jac, covariance, jac)
-    return curve, np.sqrt(np.clip(variance, 0, None))
 
 
 def _losses(result, points: np.ndarray) -> np.ndarray:

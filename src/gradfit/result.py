@@ -110,6 +110,43 @@ class FitResult:
                 start += part.n_params
         return out
 
+    def band(self, x, level: float | None = 0.95, kind: str = "confidence") -> tuple[np.ndarray, np.ndarray]:
+        """The band around the fitted curve at ``x``: (lower, upper), float64. ``kind="confidence"``: where the
+        curve itself lies, from the covariance by the delta method (var f(x) = J(x) C J(x)ᵀ, J the curve's exact
+        derivative by the parameters); ``"prediction"``: where a new point would fall, the noise's variance (the
+        reduced χ²) added — only for fits without ``sigma`` (with it, the noise at a new x is not known).
+        ``level``: the probability covered, by Student's t with the fit's degrees of freedom; ``None``: ±1
+        standard deviation exactly (what plot_fit draws by default)."""
+        from scipy.stats import t as student
+
+        from .data import as_array
+        from .errors import OptionError
+
+        if kind not in ("confidence", "prediction"):
+            raise OptionError(f"kind is 'confidence' or 'prediction', got {kind!r}.")
+        if level is not None and not (isinstance(level, (int, float)) and 0 < level < 1):
+            raise OptionError(f"level is a probability between 0 and 1 (such as 0.95), or None for ±1σ; got {level!r}.")
+        if kind == "prediction" and self.sigma is not None:
+            raise OptionError(
+                "A prediction band needs the noise at a new x; this fit was given sigma, so it is not known "
+                "there. Draw the confidence band, or add the noise you expect to it yourself."
+            )
+        xt = torch.as_tensor(as_array(x, "x"), dtype=torch.float64)
+        p = torch.tensor(list(self.params.values()), dtype=torch.float64)
+        with torch.no_grad():
+            curve = self.model(xt, p).double()
+        curve = curve.expand(xt.shape[:1]).numpy() if curve.ndim == 0 else curve.numpy()
+        jac = torch.func.jacfwd(lambda q: self.model(xt, q).expand(xt.shape[:1]))(p).numpy()  # (points, P)
+        cov = np.asarray(self.covariance, dtype=np.float64)
+        finite = np.isfinite(cov).all()
+        variance = np.einsum("np,pq,nq->n", jac, cov, jac) if finite else np.full(len(curve), np.inf)
+        if kind == "prediction":
+            variance = variance + self.reduced_chi2
+        dof = max(self.n_points - (self.n_params - len(self.fixed) - len(self.tied)), 1)
+        scale = 1.0 if level is None else float(student.ppf((1 + level) / 2, dof))
+        half = scale * np.sqrt(np.clip(variance, 0, None))
+        return curve - half, curve + half
+
     def derive(self, quantities: dict[str, str]) -> dict[str, tuple[float, float]]:
         """Quantities computed from the parameters, with standard errors: ``{"fwhm": "2.3548*sigma",
         "half_life": "log(2)/k"}`` -> ``{"fwhm": (value, stderr), ...}``. Each expression is parsed by gradfit.expr
