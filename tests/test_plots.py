@@ -260,6 +260,33 @@ def test_compare_learning_rates_draws_a_diverging_run_without_crashing(tmp_path)
 def test_fit_result_shows_as_a_table_in_notebooks(peak):
     text = peak._repr_html_()
     assert "<table>" in text and "amplitude" in text and "standard error" in text
+    assert 'src="data:image/png;base64,' in text and "χ²" in text  # the fit, small, inline
+
+
+def test_a_notebooks_view_points_at_strong_correlations_and_bounds_and_a_batch_has_one_too():
+    import base64
+    import io
+
+    rng = np.random.default_rng(5)
+    x = np.linspace(0, 4, 40)
+    y = 2 * np.exp(-0.8 * x) + 0.3 + rng.normal(0, 0.01, 40)
+    result = gradfit.fit("exp_decay", x, y, bounds={"offset": (0.35, 1)})
+    text = result._repr_html_()
+    corr = result.correlation
+    names = result.param_names
+    strong = [(names[i], names[j]) for i in range(3) for j in range(i + 1, 3) if abs(corr[i, j]) >= 0.9]
+    assert "Worth a look" in text and "offset ended on its lower bound" in text
+    assert all(f"C({a}, {b})" in text for a, b in strong)
+    Y = np.stack([2 * np.exp(-k * x) + 0.3 + rng.normal(0, 0.01, 40) for k in rng.uniform(0.5, 1.0, 30)])
+    batch = gradfit.fit_many("exp_decay", x, Y)
+    view = batch._repr_html_()
+    assert f"<td>converged</td><td>{batch.counts()['converged']:,}</td>" in view
+    assert view.count("<tr>") >= 1 + 5 and "…" in view
+    png = view.split("base64,")[1].split('"')[0]
+    with Image.open(io.BytesIO(base64.b64decode(png))) as img:
+        assert img.format == "PNG"
+    fig = plots.plot_histogram(batch, "rate")
+    assert fig.axes[0].get_xlabel() == "rate" and "30 converged curves" in fig.axes[0].get_title()
 
 
 # --- figures for a paper: the data's names, the parts of a sum, normalized residuals, bands, formats ---------

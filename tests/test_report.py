@@ -64,3 +64,64 @@ def test_report_in_a_real_browser(browser, report, tmp_path):
     assert errors == []
     assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests  # nothing left the machine
     page.close()
+
+
+def _trace_x(text: str, div_id: str) -> list:
+    """The first trace's x values of the plotly chart ``div_id`` in a report."""
+    import json
+
+    start = text.index(f'"{div_id}"', text.index(f'id="{div_id}"') + 1)
+    data = text[text.index("[", start) :]
+    trace, _ = json.JSONDecoder().raw_decode(data)
+    return trace[0]["x"]
+
+
+def test_a_long_history_is_drawn_thinned_and_says_so():
+    from plotly.offline import get_plotlyjs
+
+    from gradfit.report import THIN_FROM, THIN_POINTS, report_html
+
+    x, y = gradfit.seed_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradfit.ConvergenceWarning)
+        result = gradfit.fit("quadratic", x, y, method="gd", learning_rate=1e-4, max_steps=20_000)
+    text = report_html(result)
+    steps = _trace_x(text, "loss-plot")
+    assert steps[: THIN_FROM + 1] == list(range(THIN_FROM + 1)) and steps[-1] == 20_000
+    assert len(steps) <= THIN_FROM + 1 + THIN_POINTS and steps == sorted(set(steps))
+    assert "The 20,000 steps are drawn at" in text
+    own = len(text) - len(get_plotlyjs())  # what the report adds to plotly.js (4.8 MB, embedded to work offline)
+    assert own < 700_000, own
+    short = report_html(gradfit.fit("quadratic", x, y, method="lm"))
+    assert "steps are drawn at" not in short
+
+
+def test_the_report_draws_each_part_of_a_sum_and_names_the_axes_after_the_data():
+    import numpy as np
+    import pandas as pd
+
+    from gradfit.report import report_html
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(10, 60, 200)
+    counts = 3 * np.exp(-((t - 30) ** 2) / 8) + 0.02 * t + rng.normal(0, 0.05, 200)
+    data = pd.DataFrame({"two_theta": t, "counts": counts})
+    result = gradfit.fit("gaussian + linear", data["two_theta"], data["counts"], p0=[3, 30, 2, 0.02, 0])
+    text = report_html(result)
+    assert '"dash":"dash"' in text.replace(" ", "") and '"name":"g"' in text.replace(" ", "")
+    assert '"name":"l"' in text.replace(" ", "")
+    assert '"text":"two_theta"' in text.replace(" ", "") and '"text":"counts"' in text.replace(" ", "")
+
+
+def test_the_command_lines_report_names_the_columns_fitted(capsys, tmp_path):
+    import numpy as np
+    from conftest import run_cli
+
+    t = np.linspace(10, 60, 80)
+    data = tmp_path / "scan.csv"
+    data.write_text("two_theta,counts\n" + "".join(f"{a},{3 * np.exp(-((a - 30) ** 2) / 8) + 1}\n" for a in t))
+    out = tmp_path / "r.html"
+    code, _, _ = run_cli(capsys, "fit", data, "--model", "gaussian + constant", "--report", out, "--quiet")
+    text = out.read_text()
+    assert code == 0 and "<th>x column</th><td>two_theta</td>" in text and "<th>y column</th><td>counts</td>" in text
+    assert "first" not in text.split("x column")[1][:40]

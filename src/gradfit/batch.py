@@ -119,6 +119,30 @@ class BatchResult:
     def __repr__(self) -> str:
         return f"<BatchResult {self.method}: {len(self)} curves of {self.model.name}; {self.counts()}>"
 
+    def _repr_html_(self, head: int = 5) -> str:
+        """The result in a notebook: curves by status, the first rows, a histogram of the first parameter."""
+        import html
+
+        from .plots import inline_image, plot_histogram
+
+        counts = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in self.counts().items())
+        names = list(self.param_names)
+        top = "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>rmse</th><th>status</th>"
+        rows = "".join(
+            "<tr>"
+            + "".join(f"<td>{v:.6g}</td>" for v in self.params[i])
+            + f"<td>{self.rmse[i]:.4g}</td><td>{html.escape(str(self.status[i]))}</td></tr>"
+            for i in range(min(head, len(self)))
+        )
+        picture = ""
+        if names and self.converged.any():
+            picture = inline_image(plot_histogram(self), f"histogram of {names[0]}")
+        return (
+            f"<div><b>{len(self):,} curves of {html.escape(self.model.name)}</b> by {html.escape(self.method)}"
+            f"<table><tr><th>status</th><th>curves</th></tr>{counts}</table>"
+            f"<table><tr>{top}</tr>{rows}</table>{'<p>…</p>' if len(self) > head else ''}{picture}</div>"
+        )
+
 
 def fit_many(
     model,

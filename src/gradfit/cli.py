@@ -722,7 +722,7 @@ def _run_fit(args) -> int:
         if report_out is not None:
             from .report import report_html
 
-            report_text = report_html(result, _report_settings(args))
+            report_text = report_html(result, _report_settings(args, result.columns))
         if animation is not None:
             _save_animation(result, animation)
         if json_out is not None:
@@ -1035,11 +1035,23 @@ def _long_table(args):
     return groups, columns["x"], columns["y"], columns.get("sigma")
 
 
-def _report_settings(args) -> dict:
+def _column_text(name, given, default: str) -> str:
+    """A column as the report names it: its name in the data, else as given (an index), else which one it was."""
+    if name is not None:
+        return ", ".join(name) if isinstance(name, (list, tuple)) else str(name)
+    if given is not None:
+        return ", ".join(given) if isinstance(given, (list, tuple)) else str(given)
+    return f"{default} (no name)"
+
+
+def _report_settings(args, columns: dict | None = None) -> dict:
+    """The settings the report lists; ``columns``: the data's own names for the columns fitted (a result's
+    ``columns``), where the data had names."""
+    columns = columns or {}
     settings = {
         "data": args.data,
-        "x column": args.x or "first",
-        "y column": args.y or "second",
+        "x column": _column_text(columns.get("x"), args.x, "the first"),
+        "y column": _column_text(columns.get("y"), args.y, "the second"),
         "model (as given)": args.model,
     }
     if args.sigma:

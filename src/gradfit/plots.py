@@ -489,6 +489,54 @@ def plot_learning_rates(runs: Sequence[tuple[str, "Trace", int | None]], *, ylim
     return fig
 
 
+def plot_histogram(batch, name: str | None = None, *, bins: int = 40, ax=None) -> Figure:
+    """A histogram of one parameter (the first by default) over the converged curves of a fit_many result."""
+    names = list(batch.param_names)
+    name = names[0] if name is None else name
+    if name not in names:
+        raise ValueError(f"No parameter {name!r}; the parameters are {', '.join(names)}.")
+    values = batch.params[batch.converged, names.index(name)]
+    values = values[np.isfinite(values)]
+    fig, ax = _fig_ax(ax, (5, 3.2))
+    ax.hist(values, bins=bins, color=DATA_COLOR, alpha=0.8)
+    ax.set_xlabel(name)
+    ax.set_ylabel("curves")
+    ax.set_title(f"{name} over {len(values):,} converged curves", fontsize=9)
+    if ax.figure is fig and fig.axes == [ax]:
+        fig.tight_layout()
+    return fig
+
+
+def thumbnail(result) -> Figure | None:
+    """A small plot_fit for a notebook's view of a result; None where there is no curve to draw."""
+    fig = Figure(figsize=(4.6, 3.6))
+    axes = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    try:
+        plot_fit(result, axes=axes, title=None)
+    except ValueError:
+        return None
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+    if axes[0].get_legend() is not None:
+        axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def inline_image(fig, alt: str, dpi: float = 80) -> str:
+    """A figure as an <img> holding its PNG (a data: URI), for an HTML view that must stand alone."""
+    import base64
+    import html
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
 FORMATS = ("png", "svg", "pdf")  # what write_plots writes: raster, and vector that stays vector
 
 

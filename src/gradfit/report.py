@@ -30,12 +30,15 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     after = [history.init_params] + [r.params for r in history]
     rmse_after = [r.rmse for r in history] + [result.rmse]  # the RMSE at the parameters after k steps
     x, y = (plots._np(a) for a in plots._data(result, "The report")[:2])  # (at most FIGURE_POINTS of them)
+    drawn = thinned(n)  # the history's steps drawn: all of a short run, a long one's thinned
+    x_name, y_name = plots.axis_names(result)
     one_variable = len(getattr(result.model, "variables", ("x",)) or ("x",)) == 1
 
     frames, grid = [], None
     if one_variable:
         grid = np.linspace(x.min(), x.max(), CURVE_POINTS)
-        frames = [plots._predict(result.model, grid, after[k]).tolist() for k in positions]
+        # (curves to 7 significant digits: a pixel is a thousandth of a chart; the page a third the size)
+        frames = [[float(f"{v:.7g}") for v in plots._predict(result.model, grid, after[k])] for k in positions]
     state = {
         "steps": positions,
         "rmse": [rmse_after[k] for k in positions],
@@ -48,7 +51,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     # the step viewer: fit at the chosen step, and where it is on the loss curve
     loss_fig = go.Figure()
     loss_fig.add_trace(
-        go.Scatter(x=list(range(n + 1)), y=rmse_after, mode="lines", name="RMSE", line={"color": "#999"})
+        go.Scatter(x=drawn, y=[rmse_after[k] for k in drawn], mode="lines", name="RMSE", line={"color": "#999"})
     )
     loss_fig.add_trace(
         go.Scatter(
@@ -62,7 +65,12 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     if result.optimum_rmse:
         loss_fig.add_hline(y=result.optimum_rmse, line_dash="dash", annotation_text="exact optimum")
     loss_fig.update_layout(
-        yaxis_type="log", xaxis_title="steps taken", yaxis_title="RMSE", height=380, margin={"t": 30}, showlegend=False
+        yaxis_type="log",
+        xaxis_title="steps taken",
+        yaxis_title="RMSE",
+        height=380,
+        margin={"t": 30},
+        showlegend=False,
     )
     fit_html = ""
     if one_variable:
@@ -77,10 +85,18 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
             )
         )
         fit_fig.add_trace(go.Scatter(x=grid.tolist(), y=frames[-1], mode="lines", name="fit", line={"color": "red"}))
+        parts = result.components(grid) if getattr(result.model, "parts", None) else {}
+        for k, (name, values) in enumerate(parts.items()):  # each part of a sum, dashed (as plots.plot_fit)
+            color = PART_COLORS[k % len(PART_COLORS)]
+            fit_fig.add_trace(
+                go.Scatter(
+                    x=grid.tolist(), y=values.tolist(), mode="lines", name=name, line={"dash": "dash", "color": color}
+                )
+            )
         pad = 0.15 * (y.max() - y.min() or 1.0)
         fit_fig.update_layout(
-            xaxis_title="x",
-            yaxis_title="y",
+            xaxis_title=x_name,
+            yaxis_title=y_name,
             height=380,
             margin={"t": 30},
             yaxis={"range": [y.min() - pad, y.max() + pad]},
@@ -94,7 +110,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
 <span id="step-label"></span></p>
 <div class="row"><div class="cell">{fit_html or "<p>(a model of several variables: no curve to draw)</p>"}</div>
 <div class="cell">{loss_html}</div></div>
-<p id="step-params"></p>""")
+<p id="step-params"></p>{thinned_note(n, len(drawn))}""")
 
     try:
         params2 = plots.landscape_params(result)
@@ -115,8 +131,8 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
         )
         land.add_trace(
             go.Scatter(
-                x=path[:, i].tolist(),
-                y=path[:, j].tolist(),
+                x=path[drawn, i].tolist(),
+                y=path[drawn, j].tolist(),
                 mode="lines+markers",
                 name="path",
                 line={"color": "red"},
@@ -160,6 +176,30 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>"
         f"<body>{body}<script>{script}</script></body></html>"
+    )
+
+
+THIN_FROM = 200  # a history of more steps is drawn thinned: every step up to here, then log-spaced
+THIN_POINTS = 300  # points the thinned rest is drawn at
+PART_COLORS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22")  # plots.COMPONENT_COLORS
+
+
+def thinned(n: int) -> list[int]:
+    """The steps 0..n to draw: all of them up to THIN_FROM, then THIN_POINTS spaced evenly on a log scale, the last
+    always: the start, where most happens, in full; a 20,000-step run's report stays small."""
+    if n <= THIN_FROM:
+        return list(range(n + 1))
+    rest = np.unique(np.geomspace(THIN_FROM + 1, n, THIN_POINTS).round().astype(int))
+    return list(range(THIN_FROM + 1)) + [int(k) for k in rest if k > THIN_FROM]
+
+
+def thinned_note(n: int, shown: int) -> str:
+    if shown >= n + 1:
+        return ""
+    return (
+        f"<p class='note'>The {n:,} steps are drawn at {shown:,} of them (every step up to {THIN_FROM}, then "
+        f"spaced evenly on a log scale of the step): the curves keep their shape, the page stays small. The slider "
+        f"and the tables are exact.</p>"
     )
 
 

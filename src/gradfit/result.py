@@ -349,21 +349,50 @@ class FitResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        """The summary as a table, for notebooks."""
+        """The result in a notebook: a small figure of the fit, the parameters, χ², and what to look at (strong
+        correlations, parameters on their bounds)."""
         import html
+
+        from .plots import inline_image, thumbnail
 
         rows = []
         for name, value in self.params.items():
             err = "fixed" if name in self.fixed else f"± {self.stderr[name]:.4g}"
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{value:.8g}</td><td>{err}</td></tr>")
+            note = (
+                f"= {self.tied[name]}"
+                if name in self.tied
+                else f"at its {self.at_bound[name]} bound"
+                if name in self.at_bound
+                else ""
+            )
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{value:.8g}</td><td>{err}</td><td>{html.escape(note)}</td></tr>"
+            )
         stats = (
-            f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · {self.n_points} points · {self.n_steps} steps of "
-            f"{html.escape(self.method)}"
+            f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · χ² {self.chi2:.6g} (reduced {self.reduced_chi2:.4g}) · "
+            f"{self.n_points} points · {self.n_steps} steps of {html.escape(self.method)}"
         )
+        look = []
+        corr, names = self.correlation, self.param_names
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= STRONG_CORRELATION:
+                    look.append(f"C({names[i]}, {names[j]}) = {corr[i, j]:+.3f}")
+        look += [f"{n} ended on its {side} bound" for n, side in self.at_bound.items()]
+        figure = None
+        try:
+            figure = thumbnail(self)
+        except Exception:  # (a view must never fail: the table is the result)
+            figure = None
+        picture = (
+            "" if figure is None else f"<div style='float:right;margin-left:1em'>{inline_image(figure, 'fit')}</div>"
+        )
+        notes = "".join(f"<li>{html.escape(t)}</li>" for t in look)
         return (
-            f"<div><b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
-            f"<table><tr><th>parameter</th><th>value</th><th>standard error</th></tr>{''.join(rows)}</table>"
-            f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p></div>"
+            f"<div>{picture}<b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
+            f"<table><tr><th>parameter</th><th>value</th><th>standard error</th><th></th></tr>{''.join(rows)}</table>"
+            f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p>"
+            f"{f'<p>Worth a look:</p><ul>{notes}</ul>' if notes else ''}<div style='clear:both'></div></div>"
         )
 
     def __repr__(self) -> str:
@@ -377,6 +406,7 @@ def _num(v):
 
 # --- Saved results: JSON with non-finite numbers as strings, arrays as nested lists ---------------------------
 
+STRONG_CORRELATION = 0.9  # a notebook's view lists pairs of parameters correlated at least this much
 SAVE_FORMAT = 1  # the layout ``FitResult.save`` writes; a newer one is refused by name
 
 
