@@ -106,13 +106,21 @@ def test_unwritable_out_is_refused(capsys, tmp_path):
     _assert_one_line_error(code, out, err, "/proc/gradfit-demo")
 
 
-def test_divergence_is_a_one_line_error_and_writes_nothing(capsys, tmp_path):
+def test_divergence_is_a_one_line_error_and_draws_the_steps_before_it(capsys, tmp_path):
+    from PIL import Image
+
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "demo", "--out", str(out_dir), "--learning-rate", "1")
+    code, out, err = run(capsys, "demo", "--out", str(out_dir), "--learning-rate", "1e-3")
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-    assert "diverged" in err and "Try a smaller learning rate" in err
-    assert not out_dir.exists()
+    assert "diverged" in err and "Try a smaller learning rate" in err and f"drawn in {out_dir}/" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["data.png", "history.csv", "run1.png", "run2.png"]
+    rows = (out_dir / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 14  # the steps up to the last finite one (it diverged at step 15)
+    with Image.open(out_dir / "run2.png") as img:
+        assert img.size[0] < 1500  # four panels, steps 11 to 14
+    code, _, err = run(capsys, "demo", "--out", str(tmp_path / "one"), "--learning-rate", "1e3")
+    assert code == 2 and sorted(p.name for p in (tmp_path / "one").iterdir())[0] == "data.png"
 
 
 def test_traceback_flag_shows_the_stack(tmp_path):

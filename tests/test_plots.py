@@ -446,3 +446,46 @@ def test_the_paper_style_gives_publication_defaults_only_inside_it(raw_gd):
     assert plots.plot_loss(raw_gd).axes[0].xaxis.label.get_fontsize() > 8  # the article's look outside it
     with pytest.raises(ValueError, match="The one style is 'paper'"):
         plots.style("poster")
+
+
+def test_compare_learning_rates_is_titled_from_the_runs_and_never_reads_a_plateau_as_success():
+    from gradfit.demo import compare_learning_rates, summarize
+
+    rates = [5e-5, 1.1e-4, 1.2e-4, 1.0]
+    runs = compare_learning_rates(rates)
+    summary = summarize(runs[0][1].history)
+    fig = plots.plot_learning_rates(
+        [(f"lr {r:g}", run, d) for r, run, d in runs],
+        rates=rates,
+        limit=summary.max_stable_learning_rate,
+        optimum=summary.optimum_rmse,
+    )
+    left = fig.axes[0]
+    assert f"stability limit 2/λmax = {summary.max_stable_learning_rate:.3g}" in left.get_title()
+    assert "Too small" not in left.get_title()
+    labels = [line.get_label() for line in left.get_lines()]
+    assert labels[0].startswith("lr 5e-05 (below the limit, crawls)")
+    assert labels[1].startswith("lr 0.00011 (just under the limit)")
+    assert labels[2].startswith("lr 0.00012 (above the limit, diverges)")
+    assert labels[3].startswith("lr 1 (above the limit, diverges): diverged at step")
+    (optimum,) = [line for line in left.get_lines() if line.get_label().startswith("the optimum's RMSE")]
+    assert optimum.get_linestyle() == "--" and optimum.get_ydata()[0] == pytest.approx(summary.optimum_rmse)
+    assert all(to_rgba(line.get_color()) != RED for line in left.get_lines() + fig.axes[1].get_lines())
+    diverged_at = runs[3][2]
+    (line,) = [ln for ln in left.get_lines() if ln.get_label().startswith("lr 1 ")]
+    assert len(line.get_xdata()) == diverged_at - 1  # drawn up to its last finite step
+    crosses = [ln for ln in left.get_lines() if ln.get_marker() == "x"]
+    assert [float(c.get_xdata()[0]) for c in crosses] == [diverged_at]  # at the step where it diverged
+
+
+def test_a_panel_whose_predictions_leave_the_frame_says_where_they_went():
+    from gradfit.demo import compare_learning_rates
+
+    (_, calm, _), (_, run, _) = compare_learning_rates([1e-4, 1.5e-4])
+    inside = plots.plot_steps(calm, [20], ylim=(-75, 120))
+    assert len(inside.axes[0].texts) == 0  # the article's rate: its last predictions are inside the frame
+    fig = plots.plot_steps(run, [1, 15, 20], ylim=(-75, 120))
+    notes = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert all(n and n[0].startswith("predictions reach") for n in notes)
+    preds = plots._predict(run.model, run.x, run.history.params_before(19))
+    assert notes[2][0] == f"predictions reach\n{preds[np.argmax(np.abs(preds))]:.2g}"

@@ -548,7 +548,8 @@ def _run_demo(args) -> int:
         on_start=print,  # the article prints its initial parameter tensor
         callback=lambda record: print("RMSE:", record.rmse),
     )
-    for line in summarize(history, args.seed).lines():
+    summary = summarize(history, args.seed)
+    for line in summary.lines():
         print(line)
     written = output_files(args.rounds)
     if args.compare_lr:
@@ -562,7 +563,13 @@ def _run_demo(args) -> int:
                 else f"RMSE {run.history.rmse[-1]:.6g} before its last step"
             )
             print(f"learning rate {rate:g}: {end}")
-        figure = plot_learning_rates([(f"lr {rate:g}", run, d) for rate, run, d in runs], ylim=(-75, 120))
+        figure = plot_learning_rates(
+            [(f"lr {rate:g}", run, d) for rate, run, d in runs],
+            ylim=(-75, 120),
+            rates=[rate for rate, _, _ in runs],
+            limit=summary.max_stable_learning_rate,
+            optimum=summary.optimum_rmse,
+        )
         _save_figure(figure, out / "compare-lr.png")
         written.append("compare-lr.png")
     print(f"Wrote {', '.join(written)} to {args.out}/")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 from .options import positive_finite, positive_int
 from ._files import check_out_dir, staged
 from .data import SEED, seed_data, seed_generator
+from .errors import FitError
 from .history import History, StepRecord
 
 if TYPE_CHECKING:
@@ -61,20 +62,27 @@ def demo(
         params = torch.randn(3, generator=generator).requires_grad_()  # the article's random start
         if on_start is not None:
             on_start(params)
-        history = None
+        history, diverged = None, None
         for _ in range(rounds):
-            params, history = gradient_descent(
-                model,
-                x,
-                y,
-                params,
-                learning_rate=learning_rate,
-                steps=steps_per_round,
-                history=history,
-                callback=callback,
-            )
+            try:
+                params, history = gradient_descent(
+                    model,
+                    x,
+                    y,
+                    params,
+                    learning_rate=learning_rate,
+                    steps=steps_per_round,
+                    history=history,
+                    callback=callback,
+                )
+            except FitError as e:  # the most instructive picture of all: drawn up to its last finite step
+                diverged, history = e, e.history
+                break
         if scratch is not None:
-            _draw(scratch, model, x, y, history, rounds, steps_per_round)
+            _draw(scratch, model, x, y, history, rounds, steps_per_round, diverged=diverged is not None)
+    if diverged is not None:
+        drawn = "" if out is None else f" The steps before it are drawn in {out}/."
+        raise FitError(f"{diverged}{drawn}", history=history)
     return history
 
 
@@ -187,16 +195,28 @@ def output_files(rounds: int = ROUNDS) -> list[str]:
     return ["data.png", *(f"run{r}.png" for r in range(1, rounds + 1)), "history.csv"]
 
 
-def _draw(folder: Path, model, x, y, history: History, rounds: int, steps_per_round: int) -> None:
+def _draw(
+    folder: Path, model, x, y, history: History | None, rounds: int, steps_per_round: int, diverged: bool = False
+) -> None:
+    """data.png, a row of panels per round and history.csv; a run that diverged is drawn up to its last finite
+    step (its last round's figure says so)."""
     from .plots import Trace, plot_data, plot_steps, spread  # matplotlib only when drawing
 
     plot_data(x, y, title="The seed article's data").savefig(folder / "data.png")
+    if history is None or not len(history):
+        return
     run = Trace(model, x, y, history)
     first_fig = None
     for r in range(rounds):
         first = r * steps_per_round + 1
-        steps = spread(first, first + steps_per_round - 1)
-        fig = plot_steps(run, steps, ylim=YLIM, like=first_fig)
+        if first > history.last_step:
+            break
+        last = min(first + steps_per_round - 1, history.last_step)
+        steps = spread(first, last)
+        fig = plot_steps(run, steps, ylim=YLIM, like=first_fig if last == first + steps_per_round - 1 else None)
+        if diverged and last == history.last_step:
+            fig.suptitle(f"Diverged at step {last + 1}: drawn up to step {last}, its last finite one", color="0.2")
+            fig.tight_layout()
         fig.savefig(folder / f"run{r + 1}.png")
         first_fig = first_fig or fig  # every round's figure has the same shape: one layout serves all
     with open(folder / "history.csv", "w", newline="") as f:

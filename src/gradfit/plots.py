@@ -119,6 +119,19 @@ def plot_steps(
         ax.set_title(f"step {step}", fontsize=9)
         if ylim is not None:
             ax.set_ylim(*ylim)
+            outside = (preds < ylim[0]) | (preds > ylim[1])
+            if outside.any():  # the frame hides them: say where they went, as the playground does
+                extreme = preds[np.argmax(np.where(np.isfinite(preds), np.abs(preds), 0))]
+                ax.text(
+                    0.5,
+                    0.02,
+                    f"predictions reach\n{extreme:.2g}",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color=PRED_COLOR,
+                )
         if k >= len(steps) - cols:  # the bottom row names the axis
             ax.set_xlabel(x_name, fontsize=8)
     axes[0].set_ylabel(y_name, fontsize=8)
@@ -453,31 +466,73 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
     return path
 
 
-def plot_learning_rates(runs: Sequence[tuple[str, "Trace", int | None]], *, ylim=None) -> Figure:
+RUN_COLORS = ("C1", "C2", "C4", "C5", "C6", "C8", "C9", "C7")  # learning-rate runs: never red (predictions) or blue
+
+
+def rate_verdict(rate: float, limit: float | None) -> str:
+    """Where a learning rate stands against the stability limit 2/λmax of gradient descent on the loss."""
+    if not limit:
+        return ""
+    if rate >= limit:
+        return "above the limit, diverges"
+    return "just under the limit" if rate >= 0.75 * limit else "below the limit, crawls"
+
+
+def plot_learning_rates(
+    runs: Sequence[tuple[str, "Trace", int | None]],
+    *,
+    ylim=None,
+    rates: Sequence[float] | None = None,
+    limit: float | None = None,
+    optimum: float | None = None,
+) -> Figure:
     """The classic figure: the same descent at several learning rates, side by side.
 
     ``runs``: (label, run, diverged_at) — ``diverged_at`` is the step where the loss blew up
-    (None if it did not); such a run is drawn up to its last finite step and marked.
-    Left: RMSE against step. Right: the data and each run's last curve.
+    (None if it did not); such a run is drawn up to its last finite step, and a cross marks the step where it
+    diverged. ``rates`` and ``limit`` (the stability limit 2/λmax): each run's label and the title say where
+    its rate stands against the limit; ``optimum``: the best RMSE, drawn dashed, so that a plateau above it
+    is not read as success. Left: RMSE against step. Right: the data and each run's last curve.
     """
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
     x, y = _np(runs[0][1].x), _np(runs[0][1].y)
     right.scatter(x, y, color=DATA_COLOR, label="data", zorder=3)
     grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
+    crosses = []
     for k, (label, run, diverged_at) in enumerate(runs):
-        color = f"C{k + 1}"
+        color = RUN_COLORS[k % len(RUN_COLORS)]
         history = run.history
         steps = [r.step for r in history]
-        text = f"{label}: diverged at step {diverged_at}" if diverged_at else f"{label}: RMSE {history.rmse[-1]:.3g}"
-        left.plot(steps, history.rmse, color=color, label=text)
-        if diverged_at and steps:
-            left.plot([steps[-1]], [history.rmse[-1]], "x", color=color, markersize=10, mew=2)
-        right.plot(grid, _predict(run.model, grid, history.final_params), color=color, label=label)
+        verdict = rate_verdict(rates[k], limit) if rates is not None else ""
+        name = f"{label} ({verdict})" if verdict else label
+        text = f"{name}: diverged at step {diverged_at}" if diverged_at else f"{name}: RMSE {history.rmse[-1]:.3g}"
+        left.plot(steps, history.rmse, color=color, marker="." if len(steps) <= 30 else None, label=text)
+        if diverged_at:
+            crosses.append((diverged_at, color))
+        if len(history):
+            right.plot(grid, _predict(run.model, grid, history.final_params), color=color, label=label)
+    if optimum:
+        left.axhline(optimum, color="0.3", ls="--", lw=1, label=f"the optimum's RMSE ({optimum:.4g})")
     left.set_yscale("log")
+    plain_log(left.yaxis)
+    for step, color in crosses:  # where it blew up: at the top of the axis (its RMSE there is not finite)
+        left.plot(
+            [step],
+            [0.97],
+            "x",
+            color=color,
+            markersize=11,
+            mew=2.5,
+            transform=left.get_xaxis_transform(),
+            clip_on=False,
+        )
     left.set_xlabel("step")
     left.set_ylabel("RMSE (before the step)")
-    left.set_title("Too small, about right, too big")
+    if limit:
+        left.set_title(f"Learning rates against the stability limit 2/λmax = {limit:.3g}", fontsize=10)
+    else:
+        left.set_title("The same descent at each learning rate", fontsize=10)
     left.legend(fontsize=8)
     pad = 0.5 * (y.max() - y.min() or 1.0)
     right.set_ylim(*(ylim or (y.min() - pad, y.max() + pad)))
