@@ -77,9 +77,7 @@ def _trace_x(text: str, div_id: str) -> list:
 
 
 def test_a_long_history_is_drawn_thinned_and_says_so():
-    from plotly.offline import get_plotlyjs
-
-    from gradfit.report import THIN_FROM, THIN_POINTS, report_html
+    from gradfit.report import THIN_FROM, THIN_POINTS, plotly_js, report_html
 
     x, y = gradfit.seed_data()
     with warnings.catch_warnings():
@@ -90,8 +88,8 @@ def test_a_long_history_is_drawn_thinned_and_says_so():
     assert steps[: THIN_FROM + 1] == list(range(THIN_FROM + 1)) and steps[-1] == 20_000
     assert len(steps) <= THIN_FROM + 1 + THIN_POINTS and steps == sorted(set(steps))
     assert "The 20,000 steps are drawn at" in text
-    own = len(text) - len(get_plotlyjs())  # what the report adds to plotly.js (4.8 MB, embedded to work offline)
-    assert own < 700_000, own
+    assert len(text.encode()) < 2_000_000  # plotly.js's cartesian bundle (1.5 MB) and what the report adds
+    assert len(text) - len(plotly_js()) < 450_000
     short = report_html(gradfit.fit("quadratic", x, y, method="lm"))
     assert "steps are drawn at" not in short
 
