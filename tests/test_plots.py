@@ -245,6 +245,19 @@ def test_animation_is_a_gif_with_the_expected_frames(tmp_path, peak):
         plots.animate(peak, tmp_path / "fit.avi")
 
 
+def test_the_animations_loss_axis_draws_the_optimum_so_a_plateau_is_not_read_as_converged(golden):
+    from gradfit.demo import compare_learning_rates, summarize
+
+    ((_, run, _),) = compare_learning_rates([1e-4])
+    run.optimum_rmse = summarize(run.history).optimum_rmse
+    fig, frame, count = plots.animation_figure(run, max_frames=20)
+    assert count == 20
+    (optimum,) = [line for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"]
+    assert optimum.get_ydata()[0] == pytest.approx(run.optimum_rmse) and "optimum" in optimum.get_label()
+    frame(count - 1)
+    assert fig.axes[0].get_title() == f"step 20: RMSE {run.history.rmse[-1]:.4g}"
+
+
 def test_compare_learning_rates_draws_a_diverging_run_without_crashing(tmp_path):
     from gradfit.demo import compare_learning_rates
 

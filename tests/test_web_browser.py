@@ -207,3 +207,36 @@ def test_a_link_s_rate_is_kept_exactly_and_odd_values_fall_back(page, server):
     assert parse_qs(urlparse(page.url).query)["lr"] == ["0.5"]
     ready(page, server + "?lr=50")  # beyond the slider: its end
     assert page.text_content("#lr-value") == "1"
+
+
+def test_the_rmse_axis_reads_as_plain_numbers_and_a_diverged_path_never_crosses_the_landscape(page, server):
+    ready(page, server)
+    page.select_option("#method", "lm")
+    page.click("#run")
+    page.locator("#message").filter(has_text=re.compile("^Converged")).wait_for(timeout=45000)
+    settle(page)
+    labels = page.eval_on_selector_all("#rmse-chart .ytick text", "els => els.map(e => e.textContent)")
+    values = [float(t) for t in labels]  # plain numbers: 0.5, 1, 10, 1e+22 (never plotly's lone digits)
+    assert len(values) >= 2 and values == sorted(values) and len(set(values)) == len(values), labels
+    # a diverging run: the path leaves the picture in the direction it went, then breaks (no segment between two
+    # points both outside the picture, which would cross it as a stray straight line)
+    ready(page, server)
+    page.fill("#lr", "0")  # a rate of 1
+    page.dispatch_event("#lr", "input")
+    page.click("#run")
+    page.wait_for_selector("#message.diverged", timeout=30000)
+    settle(page)
+    xs, ys, box = page.evaluate(
+        """() => { const c = document.getElementById('landscape-chart'), l = c._fullLayout;
+                   return [c.data[1].x, c.data[1].y, [...l.xaxis.range, ...l.yaxis.range]]; }"""
+    )
+
+    def outside(k):
+        return xs[k] is None or ys[k] is None or not (box[0] <= xs[k] <= box[1] and box[2] <= ys[k] <= box[3])
+
+    assert any(outside(k) for k in range(len(xs)))  # it did leave the picture
+    for k in range(1, len(xs)):
+        both = outside(k) and outside(k - 1)
+        assert not (both and xs[k] is not None and xs[k - 1] is not None), (k, xs[k - 1 : k + 1], ys[k - 1 : k + 1])
+    labels = page.eval_on_selector_all("#rmse-chart .ytick text", "els => els.map(e => e.textContent)")
+    assert all(float(t) > 0 for t in labels) and [float(t) for t in labels] == sorted(float(t) for t in labels)

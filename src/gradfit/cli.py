@@ -579,7 +579,7 @@ def _run_demo(args) -> int:
         from .plots import Trace
 
         x, y = seed_data(args.seed)
-        _save_animation(Trace(quadratic(), x, y, history), animation)
+        _save_animation(Trace(quadratic(), x, y, history, optimum_rmse=summary.optimum_rmse), animation)
         print(f"Wrote {animation}")
     return ExitStatus.OK
 

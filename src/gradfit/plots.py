@@ -422,6 +422,15 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
         raise ValueError(f"An animation is written as .gif or .mp4, got '{path.name}'.")
     if suffix == ".mp4" and not FFMpegWriter.isAvailable():
         raise ValueError("Writing MP4 needs ffmpeg, which is not installed; write a .gif instead.")
+    fig, frame, count = animation_figure(result, max_frames)
+    movie = FuncAnimation(fig, frame, frames=count, blit=False)
+    writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps)
+    movie.save(path, writer=writer)
+    return path
+
+
+def animation_figure(result, max_frames: int = 60):
+    """What animate films: (the figure, frame(k) that draws frame k, the number of frames)."""
     _one_variable(result.model, "animate")
     history = result.history
     if not len(history):
@@ -438,15 +447,21 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
     (line,) = left.plot(grid, curves[0], color=PRED_COLOR, label="fit")
     pad = 0.15 * (y.max() - y.min() or 1.0)
     left.set_ylim(y.min() - pad, y.max() + pad)
-    left.set_xlabel("x")
-    left.set_ylabel("y")
+    x_name, y_name = axis_names(result)
+    left.set_xlabel(x_name)
+    left.set_ylabel(y_name)
     left.legend(loc="upper left")
     title = left.set_title(f"step {steps[0]}: RMSE {history.rmse[steps[0] - first]:.4g}")  # room for it
     all_steps = [r.step for r in history]
     right.plot(all_steps, history.rmse, color="0.8")
     (grown,) = right.plot([], [], color=PRED_COLOR)
     (dot,) = right.plot([], [], "o", color=PRED_COLOR)
+    optimum = getattr(result, "optimum_rmse", None)
+    if optimum:  # so that a plateau is not read as "converged"
+        right.axhline(optimum, color="0.3", ls="--", lw=1, label=f"the optimum's RMSE ({optimum:.4g})")
+        right.legend(loc="upper right", fontsize=8)
     right.set_yscale("log")
+    plain_log(right.yaxis)
     right.set_xlabel("step")
     right.set_ylabel("RMSE")
     fig.tight_layout()
@@ -460,10 +475,7 @@ def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
         title.set_text(f"step {step}: RMSE {history.rmse[step - first]:.4g}")
         return line, grown, dot, title
 
-    movie = FuncAnimation(fig, frame, frames=len(steps), blit=False)
-    writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps)
-    movie.save(path, writer=writer)
-    return path
+    return fig, frame, len(steps)
 
 
 RUN_COLORS = ("C1", "C2", "C4", "C5", "C6", "C8", "C9", "C7")  # learning-rate runs: never red (predictions) or blue

@@ -207,8 +207,9 @@ function drawProgress(p) {
     traces.push({ x: [0, end], y: [session.optimum.rmse, session.optimum.rmse], mode: "lines", name: "best",
                   line: { color: "#444", dash: "dash", width: 1 } });
   }
+  const ticked = [...rmse, ...(session.optimum ? [session.optimum.rmse] : [])];
   Plotly.react("rmse-chart", traces, { ...LAYOUT, xaxis: { title: { text: "step" } },
-    yaxis: { title: { text: "RMSE" }, type: "log", exponentformat: "power" } }, CONFIG);
+    yaxis: { title: { text: "RMSE" }, type: "log", ...logTicks(ticked) } }, CONFIG);
 
   drawPath();
   const body = $("params-table").tBodies[0];
@@ -226,6 +227,34 @@ function curveAway(ys) {
   if (!finite.length) return "The fit curve overflowed: its values are no longer numbers.";
   const big = finite.reduce((a, v) => (Math.abs(v) > Math.abs(a) ? v : a), 0);
   return `The fit curve has left the picture: it reaches ${big.toExponential(1)}.`;
+}
+
+function logTicks(values) {
+  // a log axis labelled in plain numbers (0.5, 1, 2, 5, 10, ...; 1e+22 for huge ones), never plotly's lone
+  // digits ("5" for 0.5) between the powers of ten
+  const finite = values.filter((v) => v !== null && Number.isFinite(v) && v > 0);
+  if (!finite.length) return {};
+  const lo = Math.floor(Math.log10(Math.min(...finite))), hi = Math.ceil(Math.log10(Math.max(...finite)));
+  const decades = Math.max(hi - lo, 1);
+  const every = Math.ceil(decades / 8);  // at most about eight labelled powers of ten
+  const tickvals = [];
+  for (let d = lo; d <= hi; d += every) {
+    for (const m of decades <= 2 ? [1, 2, 5] : [1]) tickvals.push(m * 10 ** d);
+  }
+  const label = (v) => (v >= 1e-3 && v < 1e5 ? String(+v.toPrecision(3)) : v.toExponential(0));
+  return { tickvals, ticktext: tickvals.map(label) };
+}
+
+function pathOnFrame(xs, ys, box) {
+  // a diverging path jumps between far sides of the picture: a segment between two points both far outside
+  // it would cross it as a stray straight line, so the path breaks there (the line still leaves the picture
+  // in the direction it went)
+  const out = (k) => xs[k] === null || ys[k] === null || xs[k] < box[0] || xs[k] > box[1] || ys[k] < box[2] || ys[k] > box[3];
+  const x = [...xs], y = [...ys];
+  for (let k = 1; k < xs.length; k++) {
+    if (out(k) && out(k - 1)) { x[k] = null; y[k] = null; }
+  }
+  return [x, y];
 }
 
 function tame(values, range) {
@@ -258,12 +287,16 @@ function drawPath() {
   if (!l || !session) return;
   const i = session.param_names.indexOf(l.pair[0]), j = session.param_names.indexOf(l.pair[1]);
   const path = [session.start, ...records.map((r) => r.params)];
+  const [pathX, pathY] = pathOnFrame(
+    tame(path.map((p) => p[i]), [l.a[0], l.a[l.a.length - 1]]),
+    tame(path.map((p) => p[j]), [l.b[0], l.b[l.b.length - 1]]),
+    [l.a[0], l.a[l.a.length - 1], l.b[0], l.b[l.b.length - 1]],
+  );
   const traces = [
     { type: "contour", x: l.a, y: l.b, z: l.log10_loss, colorscale: "Viridis", ncontours: 25, name: "log10 loss",
       colorbar: { title: { text: "log10 loss", side: "right" }, thickness: 12 }, hovertemplate: "%{x}, %{y}: %{z:.3g}<extra></extra>" },
-    { x: tame(path.map((p) => p[i]), [l.a[0], l.a[l.a.length - 1]]),
-      y: tame(path.map((p) => p[j]), [l.b[0], l.b[l.b.length - 1]]), mode: "lines+markers", name: "path",
-      line: { color: RED, width: 2 }, marker: { size: 3, color: RED } },
+    { x: pathX, y: pathY, mode: "lines+markers", name: "path", line: { color: RED, width: 2 },
+      marker: { size: 3, color: RED } },
     { x: [session.start[i]], y: [session.start[j]], mode: "markers", name: "start",
       marker: { color: "#fff", size: 10, line: { color: "#000", width: 1 } } },
   ];
