@@ -489,6 +489,11 @@ def test_compare_learning_rates_is_titled_from_the_runs_and_never_reads_a_platea
     assert len(line.get_xdata()) == diverged_at - 1  # drawn up to its last finite step
     crosses = [ln for ln in left.get_lines() if ln.get_marker() == "x"]
     assert [float(c.get_xdata()[0]) for c in crosses] == [diverged_at]  # at the step where it diverged
+    from matplotlib.figure import Figure
+
+    own = Figure()
+    pair = own.subplots(1, 2)
+    assert plots.plot_learning_rates([(f"lr {r:g}", run, d) for r, run, d in runs[:2]], axes=pair) is own
 
 
 def test_a_panel_whose_predictions_leave_the_frame_says_where_they_went():

@@ -497,6 +497,7 @@ def plot_learning_rates(
     rates: Sequence[float] | None = None,
     limit: float | None = None,
     optimum: float | None = None,
+    axes=None,
 ) -> Figure:
     """The classic figure: the same descent at several learning rates, side by side.
 
@@ -504,10 +505,15 @@ def plot_learning_rates(
     (None if it did not); such a run is drawn up to its last finite step, and a cross marks the step where it
     diverged. ``rates`` and ``limit`` (the stability limit 2/λmax): each run's label and the title say where
     its rate stands against the limit; ``optimum``: the best RMSE, drawn dashed, so that a plateau above it
-    is not read as success. Left: RMSE against step. Right: the data and each run's last curve.
+    is not read as success. Left: RMSE against step. Right: the data and each run's last curve. ``axes``: a
+    (left, right) pair of the user's axes to draw into.
     """
-    fig = Figure(figsize=(12, 4.5))
-    left, right = fig.subplots(1, 2)
+    if axes is None:
+        fig = Figure(figsize=(12, 4.5))
+        left, right = fig.subplots(1, 2)
+    else:
+        left, right = axes
+        fig = left.figure
     x, y = _np(runs[0][1].x), _np(runs[0][1].y)
     right.scatter(x, y, color=DATA_COLOR, label="data", zorder=3)
     grid = np.linspace(x.min(), x.max(), SMOOTH_POINTS)
@@ -552,7 +558,8 @@ def plot_learning_rates(
     right.set_ylabel("y")
     right.set_title("Where each run ended")
     right.legend(fontsize=8)
-    fig.tight_layout()
+    if axes is None:
+        fig.tight_layout()
     return fig
 
 
