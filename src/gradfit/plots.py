@@ -338,10 +338,10 @@ def plot_conf_interval2d(
     the F-test for two parameters), solid, and the ellipses the covariance predicts, dashed: where they part, the
     standard errors' straight-line picture is wrong. ``nsigma``: the half width of the region, in standard errors
     (default twice the widest level)."""
-    from .profile import region
-
     x_name, y_name = landscape_params(result, None if x_name is None and y_name is None else (x_name, y_name))
-    xs, ys, chi2, levels, probs, best, quadratic = region(result, x_name, y_name, sigmas, grid, nsigma)
+    found = result.conf_region(x_name, y_name, sigmas, grid, nsigma)
+    xs, ys, chi2, levels, probs = (found[k] for k in ("x", "y", "chi2", "levels", "probabilities"))
+    quadratic = found["ellipse"]
     fig, ax = _fig_ax(ax, (6.5, 5.2))
     names = list(result.params)
     i, j = names.index(x_name), names.index(y_name)

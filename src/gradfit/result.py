@@ -202,6 +202,24 @@ class FitResult:
 
         return conf_interval2d(self, x_name, y_name, nx, ny, limits, nsigma, chi2_out)
 
+    def conf_region(self, x_name: str, y_name: str, sigmas=(1, 2, 3), grid: int = 40, nsigma=None) -> dict:
+        """The numbers behind ``plots.plot_conf_interval2d``: x and y values of a grid x grid of the two parameters
+        (``nsigma`` standard errors each way; default twice the widest level), χ² there with the others re-fitted
+        (``chi2``), the χ² of each level for two parameters held (``levels``, with their ``probabilities``), the
+        best χ² (``chi2_best``) and the χ² the covariance predicts (``ellipse``: a quadratic)."""
+        from .profile import region
+
+        xs, ys, chi2, levels, probs, best, quadratic = region(self, x_name, y_name, sigmas, grid, nsigma)
+        return {
+            "x": xs,
+            "y": ys,
+            "chi2": chi2,
+            "levels": levels,
+            "probabilities": probs,
+            "chi2_best": best,
+            "ellipse": quadratic,
+        }
+
     def save(self, path, *, data: bool = True) -> None:
         """Write the result to a JSON file (no pickle): the model (as its name or expression; a Python function by
         its name, given again on load), parameters, covariance, statistics, the history, the data's column names
