@@ -478,3 +478,39 @@ def test_a_robust_loss_on_the_command_line(capsys, tmp_path):
     ]:
         code, _, err = run(capsys, *common, *extra)
         assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fit_explain_shows_every_gradient_descent_step_as_the_fit_took_it(capsys, seed_csv, golden):
+    import re
+
+    code, out, _ = run(
+        capsys,
+        "fit",
+        seed_csv,
+        "--model",
+        "quadratic",
+        "--method",
+        "gd",
+        "--no-scale",
+        "--lr",
+        "1e-4",
+        "--max-steps",
+        "5",
+        "--p0=" + ",".join(map(str, golden["init_params"])),  # (= : the first value is negative)
+        "--explain",
+    )
+    assert code in (0, 3)  # (five steps do not converge: the report says so)
+    blocks = out.split("step ")[1:6]
+    assert [int(b.split()[0]) for b in blocks] == [1, 2, 3, 4, 5]
+
+    def numbers(block, label):
+        line = next(line for line in block.splitlines() if line.strip().startswith(label))
+        return [float(v) for v in re.findall(r"[abc]=(\S+)", line)]
+
+    for block, following in zip(blocks, blocks[1:]):
+        np.testing.assert_allclose(numbers(block, "new"), numbers(following, "parameters"), rtol=1e-5)
+    # the article's own steps: after step k, its parameters
+    for k, block in enumerate(blocks):
+        np.testing.assert_allclose(numbers(block, "new"), golden["params_after_step"][k], rtol=1e-4)
+    code, _, err = run(capsys, "fit", seed_csv, "--model", "quadratic", "--method", "lm", "--explain")
+    assert code == 2 and "--explain shows plain gradient descent's steps" in err

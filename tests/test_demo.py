@@ -113,3 +113,42 @@ def test_the_demos_run_figures_are_the_articles(tmp_path, monkeypatch, golden):
             assert ax.get_ylim() == (-75, 120)
             assert data.get_offsets()[:, 1].tolist() == golden["Y"]
     assert [ax.get_title() for ax in saved["run2.png"].axes] == [f"step {s}" for s in range(11, 21)]
+
+
+def test_explain_shows_each_step_in_numbers_and_keeps_the_articles_lines(capsys, tmp_path, golden):
+    """`gradfit demo --explain`: every RMSE line the article printed, each followed by its step in numbers; the
+    first two steps' numbers against the closed-form gradient of the quadratic's mean squared error."""
+    import re
+
+    import numpy as np
+    from conftest import run_cli
+
+    code, out, _ = run_cli(capsys, "demo", "--out", tmp_path / "d", "--explain")
+    assert code == 0
+    lines = out.splitlines()
+    assert [float(line.split()[1]) for line in lines if line.startswith("RMSE:")] == golden["rmse"]  # exactly
+
+    x, y = np.array(golden["X"], dtype=np.float64), np.array(golden["Y"], dtype=np.float64)
+    starts = [golden["init_params"], golden["params_after_step"][0]]  # where steps 1 and 2 began (the run's)
+    for step, start in zip((1, 2), starts):
+        at = lines.index(f"step {step}")
+        block = {line.split()[0]: line for line in lines[at + 1 : at + 7]}
+
+        def numbers(label):
+            return [float(v) for v in re.findall(r"[abc]=(\S+)", block[label])]
+
+        a, b, c = start
+        r = a * x**2 + b * x + c - y
+        gradient = 2 * np.array([np.mean(r * x**2), np.mean(r * x), np.mean(r)])  # d mean(r²) / d(a, b, c)
+        np.testing.assert_allclose(numbers("parameters"), start, rtol=1e-5)
+        np.testing.assert_allclose(float(block["predict,"].split()[-1]), np.sqrt(np.mean(r**2)), rtol=1e-5)
+        np.testing.assert_allclose(numbers("gradient"), gradient, rtol=1e-5)
+        np.testing.assert_allclose(numbers("lr×gradient"), 1e-4 * gradient, rtol=1e-5)
+        np.testing.assert_allclose(numbers("new"), np.array(start) - 1e-4 * gradient, rtol=1e-5)
+        # the step's share along each curvature direction of the Hessian 2AᵀA/N
+        design = np.column_stack([x**2, x, np.ones_like(x)])
+        curv, vectors = np.linalg.eigh(2 / len(x) * design.T @ design)
+        parts = np.abs(vectors.T @ (1e-4 * gradient)) / np.linalg.norm(1e-4 * gradient)
+        across, along = re.findall(r"([0-9.e-]+)%", block["went"])
+        assert float(across) == pytest.approx(100 * parts[-1], rel=1e-5)
+        assert float(along) == pytest.approx(100 * parts[0], rel=1e-5)

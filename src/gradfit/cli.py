@@ -302,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the descent at each learning rate and draw them side by side in "
         "DIR/compare-lr.png (e.g. 1e-5,1e-4,1e-3: too small, about right, too big)",
     )
+    demo.add_argument(
+        "--explain",
+        action="store_true",
+        help="after each RMSE line, the step in numbers: its parameters, their RMSE, the gradient, learning rate "
+        "x gradient, the new parameters, and how much of the step went across the valley and along it",
+    )
     demo.set_defaults(run=_run_demo)
 
     fit = commands.add_parser(
@@ -358,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIGMAS",
         help="after the fit, profile-likelihood confidence intervals at these levels (default 1,2,3 standard "
         "deviations; under 1, probabilities), as lmfit's conf_interval: in the report, --json and --save",
+    )
+    fit.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --method gd --no-scale: print every step in numbers before the report (its parameters, their "
+        "RMSE, the gradient, learning rate x gradient, the new parameters); --max-steps keeps it short",
     )
     fit.add_argument("--method", default="auto", metavar="M", help=f"{_method_help()}. Default: %(default)s")
     fit.add_argument(
@@ -539,14 +551,17 @@ def _run_demo(args) -> int:
 
     out = check_out_dir(args.out, "--out")  # refuse a bad --out before any work
     animation = check_animation(args.animate, "--animate")
+    on_start, callback = print, lambda record: print("RMSE:", record.rmse)  # what the article prints
+    if args.explain:
+        on_start, callback = _explaining(args)
     history = demo(
         args.out,
         rounds=args.rounds,
         steps_per_round=args.steps_per_round,
         learning_rate=args.learning_rate,
         seed=args.seed,
-        on_start=print,  # the article prints its initial parameter tensor
-        callback=lambda record: print("RMSE:", record.rmse),
+        on_start=on_start,  # the article prints its initial parameter tensor
+        callback=callback,
     )
     summary = summarize(history, args.seed)
     for line in summary.lines():
@@ -582,6 +597,42 @@ def _run_demo(args) -> int:
         _save_animation(Trace(quadratic(), x, y, history, optimum_rmse=summary.optimum_rmse), animation)
         print(f"Wrote {animation}")
     return ExitStatus.OK
+
+
+def _explaining(args):
+    """The demo's on_start and callback with --explain: the article's lines, each RMSE line followed by its
+    step in numbers (gradfit.explain)."""
+    from .data import seed_data
+    from .explain import Explainer
+    from .models import quadratic
+
+    x, y = seed_data(args.seed)
+    explainer = Explainer(quadratic(), x, y, args.learning_rate)
+    before: list = []
+
+    def on_start(params) -> None:
+        print(params)
+        before[:] = [float(v) for v in params.detach()]
+
+    def callback(record) -> None:
+        print("RMSE:", record.rmse)
+        for line in explainer.block(record.step, before):
+            print(line)
+        before[:] = record.params
+
+    return on_start, callback
+
+
+def _explain_fit(result) -> None:
+    """Every step of a plain gradient descent fit in numbers (gradfit.explain), from its history."""
+    from .explain import Explainer
+
+    explainer = Explainer(result.model, result.x, result.y, result.learning_rate)
+    before = result.history.init_params
+    for record in result.history:
+        for line in explainer.block(record.step, before):
+            print(line)
+        before = record.params
 
 
 def _save_figure(figure, path) -> None:
@@ -678,6 +729,11 @@ def _run_fit(args) -> int:
         options["starts"] = args.starts
     if args.loss != "linear" or args.f_scale != 1.0:
         options.update(loss=args.loss, f_scale=args.f_scale)
+    if args.explain and (args.method != "gd" or args.scale or args.sigma or args.covariance or args.loss != "linear"):
+        raise OptionError(
+            "--explain shows plain gradient descent's steps on the raw parameters of a least-squares fit: use it "
+            "with --method gd --no-scale (and no --sigma or --loss)."
+        )
     if args.conf_interval is not None and (args.workers or args.scheduler):
         raise OptionError("--conf-interval needs the data in one process; leave out --workers/--scheduler.")
     json_out, history_out, save_out = outputs
@@ -742,6 +798,8 @@ def _run_fit(args) -> int:
             result.save(save_out)
         if report_text is not None:
             write_atomic(report_out, report_text)
+    if args.explain:
+        _explain_fit(result)
     if not args.quiet:
         print(result.report())
     for note in notes:
