@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fmt serve browser bench fuzz clean
+.PHONY: demo test lint fmt serve browser bench fuzz notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ fmt: $(STAMP)
 browser:
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+notebook: $(STAMP)  # opens docs/tutorial.ipynb in JupyterLab (an optional extra: $(BIN)/pip install -e '.[notebook]')
+	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || \
+		(echo "make notebook needs JupyterLab: $(BIN)/pip install -e '.[notebook]'"; exit 1)
+	$(BIN)/jupyter lab docs/tutorial.ipynb
 
 fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make test`
 	GRADFIT_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/test_expr.py -k fuzz
