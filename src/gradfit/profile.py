@@ -200,8 +200,8 @@ def conf_interval(result, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[
     scale = torch.tensor([result.stderr[n] for n in names], dtype=torch.float64)[which]
     lower = torch.tensor([pro.bounds[n][0] for n in names], dtype=torch.float64)[which]
     upper = torch.tensor([pro.bounds[n][1] for n in names], dtype=torch.float64)[which]
-    rise = torch.tensor([pro.threshold(p, 1) for p in probs], dtype=torch.float64)[level] - pro.chi2_best
-    rise = rise.clamp_min(0).sqrt()  # √(χ² − χ²_best) at each row's level
+    targets = torch.tensor([pro.threshold(p, 1) for p in probs], dtype=torch.float64)[level]  # χ² at each level
+    rise = (targets - pro.chi2_best).clamp_min(0).sqrt()  # √(χ² − χ²_best) there
     position = pro.names.index
 
     def value_at(t, rows):
@@ -214,16 +214,21 @@ def conf_interval(result, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[
     cov = torch.as_tensor(np.asarray(result.covariance, dtype=np.float64)[np.ix_(free_at, free_at)])
     follow = cov / cov.diagonal().clamp_min(1e-300)  # column c: d(others)/d(held c)
 
-    def g_at(t, rows, start):
-        """√(χ² − χ²_best) − the level's, re-fitted at t (inf where the fit fails), and the fits; each fit starts
-        from the row's last one moved along the others' regression on the held parameter."""
+    def moved(start, rows, values):
+        """Starts (solver's coordinates) with each row's held parameter at ``values`` (user's terms) and the others
+        moved along their regression on it."""
         user = pro.to_user(start).clone()
-        values = value_at(t, rows)
         for r, (c, v) in enumerate(zip(column[rows].tolist(), values.tolist())):
             shift = v - float(user[r, free_at[c]])
             user[r, free_at] += follow[:, c] * shift if math.isfinite(shift) else 0.0
             user[r, free_at[c]] = v
-        cost, fitted, slope = pro.chi2(held[rows], pro.to_free(user))
+        return pro.to_free(user)
+
+    def g_at(t, rows, start):
+        """√(χ² − χ²_best) − the level's, re-fitted at t (inf where the fit fails), and the fits; each fit starts
+        from the row's last one moved along the others' regression on the held parameter."""
+        values = value_at(t, rows)
+        cost, fitted, slope = pro.chi2(held[rows], moved(start, rows, values))
         lift = (cost - pro.chi2_best).clamp_min(0).sqrt()
         # dg/dt = dχ²/dv · dv/dt / (2√(χ² − χ²_best)), dv/dt = side·scale (0 where a bound holds v)
         dv = torch.where(values == best[rows] + side[rows] * t * scale[rows], side[rows] * scale[rows], 0.0)
@@ -240,15 +245,10 @@ def conf_interval(result, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[
     answer = torch.full((R,), math.inf, dtype=torch.float64)  # inf: not reached (yet)
     # the fast way first, where the held parameter has no bounds: the boundary point itself (_boundary)
     free_rows = torch.isinf(lower) & torch.isinf(upper)
-    targets = torch.tensor([pro.threshold(p, 1) for p in probs], dtype=torch.float64)[level]
     if bool(free_rows.any()):
         idx = torch.arange(R)[free_rows]
-        user = pro.to_user(pro.best[None]).expand(len(idx), -1).clone()
-        v0 = best[idx] + side[idx] * t_next[idx] * scale[idx]
-        for r, (c, v) in enumerate(zip(column[idx].tolist(), v0.tolist())):
-            user[r, free_at] += follow[:, c] * (v - float(user[r, free_at[c]]))
-            user[r, free_at[c]] = v
-        found, at = _boundary(pro, column[idx], side[idx], targets[idx], pro.to_free(user))
+        start = moved(fits[idx], idx, value_at(t_next[idx], idx))
+        found, at = _boundary(pro, column[idx], side[idx], targets[idx], start)
         values_found = pro.to_user(at)[torch.arange(len(idx)), torch.tensor(free_at)[column[idx]]]
         t_found = (values_found - best[idx]) * side[idx] / scale[idx]
         answer[idx[found]] = t_found[found]
