@@ -123,3 +123,16 @@ def test_the_command_lines_report_names_the_columns_fitted(capsys, tmp_path):
     text = out.read_text()
     assert code == 0 and "<th>x column</th><td>two_theta</td>" in text and "<th>y column</th><td>counts</td>" in text
     assert "first" not in text.split("x column")[1][:40]
+
+
+def test_the_reports_loss_axis_reads_as_plain_numbers():
+    from gradfit.report import log_ticks
+
+    ticks = log_ticks([0.577, 3.2, 120.45])
+    assert ticks["ticktext"] == ["0.1", "1", "10", "100", "1e+03"] and ticks["tickvals"][0] == pytest.approx(0.1)
+    close = log_ticks([0.6, 4.0])  # two decades or fewer: 1, 2, 5 in each
+    assert close["ticktext"] == ["0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "50"]
+    huge = log_ticks([1.0, 1e150])
+    assert (
+        len(huge["tickvals"]) <= 9 and huge["ticktext"][-1] == "1e+150" and all(float(t) > 0 for t in huge["ticktext"])
+    )

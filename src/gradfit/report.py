@@ -64,6 +64,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     if result.optimum_rmse:
         loss_fig.add_hline(y=result.optimum_rmse, line_dash="dash", annotation_text="exact optimum")
     loss_fig.update_layout(
+        yaxis=log_ticks(rmse_after + ([result.optimum_rmse] if result.optimum_rmse else [])),
         yaxis_type="log",
         xaxis_title="steps taken",
         yaxis_title="RMSE",
@@ -181,6 +182,20 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
 THIN_FROM = 200  # a history of more steps is drawn thinned: every step up to here, then log-spaced
 THIN_POINTS = 300  # points the thinned rest is drawn at
 PART_COLORS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22")  # plots.COMPONENT_COLORS
+
+
+def log_ticks(values) -> dict:
+    """A log axis labelled in plain numbers (0.5, 1, 2, 5, 10; 1e+22 for huge ones), not plotly's lone digits
+    between the powers of ten (as the playground's RMSE axis)."""
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not finite:
+        return {}
+    lo, hi = math.floor(math.log10(min(finite))), math.ceil(math.log10(max(finite)))
+    decades = max(hi - lo, 1)
+    every = math.ceil(decades / 8)  # at most about eight labelled powers of ten
+    vals = [m * 10.0**d for d in range(lo, hi + 1, every) for m in ((1, 2, 5) if decades <= 2 else (1,))]
+    text = [f"{v:.3g}" if 1e-3 <= v < 1e5 else f"{v:.0e}" for v in vals]
+    return {"tickvals": vals, "ticktext": text}
 
 
 def thinned(n: int) -> list[int]:
