@@ -133,6 +133,5 @@ def test_the_reports_loss_axis_reads_as_plain_numbers():
     close = log_ticks([0.6, 4.0])  # two decades or fewer: 1, 2, 5 in each
     assert close["ticktext"] == ["0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "50"]
     huge = log_ticks([1.0, 1e150])
-    assert (
-        len(huge["tickvals"]) <= 9 and huge["ticktext"][-1] == "1e+150" and all(float(t) > 0 for t in huge["ticktext"])
-    )
+    values = [float(t) for t in huge["ticktext"]]
+    assert len(values) <= 9 and values == sorted(values) and values[0] == 1 and values[-1] > 1e130
