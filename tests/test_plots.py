@@ -506,4 +506,4 @@ def test_a_panel_whose_predictions_leave_the_frame_says_where_they_went():
     notes = [[t.get_text() for t in ax.texts] for ax in fig.axes]
     assert all(n and n[0].startswith("predictions reach") for n in notes)
     preds = plots._predict(run.model, run.x, run.history.params_before(19))
-    assert notes[2][0] == f"predictions reach\n{preds[np.argmax(np.abs(preds))]:.2g}"
+    assert notes[2][0] == f"predictions reach {preds[np.argmax(np.abs(preds))]:.2g}"

@@ -122,14 +122,15 @@ def plot_steps(
             outside = (preds < ylim[0]) | (preds > ylim[1])
             if outside.any():  # the frame hides them: say where they went, as the playground does
                 extreme = preds[np.argmax(np.where(np.isfinite(preds), np.abs(preds), 0))]
-                ax.text(
-                    0.5,
-                    0.02,
-                    f"predictions reach\n{extreme:.2g}",
-                    transform=ax.transAxes,
+                ax.annotate(  # above the panel, where it covers no point
+                    f"predictions reach {extreme:.2g}",
+                    (0.5, 1.0),
+                    xycoords="axes fraction",
+                    xytext=(0, 14),
+                    textcoords="offset points",
                     ha="center",
                     va="bottom",
-                    fontsize=7,
+                    fontsize=6.5,
                     color=PRED_COLOR,
                 )
         if k >= len(steps) - cols:  # the bottom row names the axis
