@@ -33,13 +33,22 @@ def cases():
     y1 = 1 / (0.1 * x1) + 2 + 0.1 * np.random.RandomState(0).randn(x1.size)
     x2 = np.linspace(1, 10, 250)
     y2 = 3.0 * np.exp(-x2 / 2) - 5.0 * np.exp(-(x2 - 0.1) / 10.0) + 0.1 * np.random.RandomState(0).randn(x2.size)
-    return [
-        ("1/(a*x) + b (lmfit's first example)", x1, y1, "1/(a*x) + b", {"a": 0.1, "b": 1}, (1, 2, 3)),
+    return [  # (label, x, y, gradfit's model, lmfit's curve of the same parameters, start, sigmas)
+        (
+            "1/(a*x) + b (lmfit's first example)",
+            x1,
+            y1,
+            "1/(a*x) + b",
+            lambda x, a, b: 1 / (a * x) + b,
+            {"a": 0.1, "b": 1},
+            (1, 2, 3),
+        ),
         (
             "two exponentials (lmfit's second)",
             x2,
             y2,
             "a1*exp(-x/t1) + a2*exp(-(x - 0.1)/t2)",
+            lambda x, a1, a2, t1, t2: a1 * np.exp(-x / t1) + a2 * np.exp(-(x - 0.1) / t2),
             {"a1": 4, "a2": 4, "t1": 3, "t2": 3},
             (1, 2),
         ),
@@ -57,15 +66,12 @@ def main():
 
     warnings.simplefilter("ignore")
     rows = []
-    for label, x, y, text, start, sigmas in cases():
+    for label, x, y, text, curve, start, sigmas in cases():
         names = list(start)
         params = lmfit.create_params(**start)
 
-        def residual(p, x=x, y=y, names=names, text=text):
-            values = {n: p[n].value for n in names}
-            if text.startswith("1/"):
-                return 1 / (values["a"] * x) + values["b"] - y
-            return values["a1"] * np.exp(-x / values["t1"]) + values["a2"] * np.exp(-(x - 0.1) / values["t2"]) - y
+        def residual(p, x=x, y=y, curve=curve):
+            return curve(x, **p.valuesdict()) - y
 
         mini = lmfit.Minimizer(residual, params, nan_policy="propagate")
         with np.errstate(all="ignore"):

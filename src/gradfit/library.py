@@ -28,9 +28,13 @@ class Entry:
     make: Callable[[], Model]
 
 
-def _expression(name: str, text: str, guess, params=None, variables=("x",), even=(), many=None) -> Callable[[], Model]:
+def _expression(
+    name: str, text: str, guess=None, params=None, variables=("x",), even=(), many=None
+) -> Callable[[], Model]:
     """A built-in written in the expression language. ``even``: widths that enter only squared, so that
-    their sign means nothing; fits report them positive. ``many``: the guess rule for all rows of Y at once."""
+    their sign means nothing; fits report them positive. ``many``: the guess rule for all rows of Y at once;
+    ``guess``: the rule for one curve (default: ``many`` on a batch of one, so that the two never differ)."""
+    guess = _one(many) if guess is None else guess
 
     def make():
         model = ExpressionModel(text, variables=variables, params=params, name=name, guess=_as_guess(guess))
@@ -753,9 +757,7 @@ LIBRARY: dict[str, Entry] = {
                 "split_lorentzian",
                 "2*amplitude/(pi*(sigma + sigma_r))*(sigma**2*(1 - heaviside(x - center))/(sigma**2 + (x - center)**2)"
                 " + sigma_r**2*heaviside(x - center)/(sigma_r**2 + (x - center)**2))",
-                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, w))),
                 params=("amplitude", "center", "sigma", "sigma_r"),
-                even=(),
                 many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, w)),
             ),
         ),
@@ -766,7 +768,6 @@ LIBRARY: dict[str, Entry] = {
                 "pearson7",
                 "amplitude*exp(gammaln(expon) - gammaln(expon - 0.5))/(sqrt(pi)*sigma)"
                 "*(1 + ((x - center)/sigma)**2)**(-expon)",
-                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0))),
                 params=("amplitude", "center", "sigma", "expon"),
                 even=("sigma",),
                 many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0)),
@@ -780,7 +781,6 @@ LIBRARY: dict[str, Entry] = {
                 "amplitude/sigma*exp(2*(loggamma_abs(expon, skew/2) - gammaln(expon)) - gammaln(expon - 0.5)"
                 " - gammaln(0.5) + gammaln(expon) - expon*log(1 + ((x - center)/sigma)**2)"
                 " - skew*arctan((x - center)/sigma))",
-                _one(_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0, 0.0))),
                 params=("amplitude", "center", "sigma", "expon", "skew"),
                 many=_from_peak(lambda h, c, w: (math.pi * h * w, c, w, 1.0, 0.0)),
             ),
@@ -792,9 +792,7 @@ LIBRARY: dict[str, Entry] = {
                 "student_t",
                 "amplitude*exp(gammaln((sigma + 1)/2) - gammaln(sigma/2))/sqrt(sigma*pi)"
                 "*(1 + (x - center)**2/sigma)**(-(sigma + 1)/2)",
-                _one(_from_peak(lambda h, c, w: (h / STUDENT_T_PEAK, c, STUDENT_T_DOF))),
                 params=("amplitude", "center", "sigma"),
-                even=(),
                 many=_from_peak(lambda h, c, w: (h / STUDENT_T_PEAK, c, STUDENT_T_DOF)),
             ),
         ),
@@ -804,9 +802,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "breit_wigner",
                 "amplitude*(q*sigma/2 + x - center)**2/((sigma/2)**2 + (x - center)**2)",
-                _one(_many_breit_wigner),
                 params=("amplitude", "center", "sigma", "q"),
-                even=(),
                 many=_many_breit_wigner,
             ),
         ),
@@ -816,7 +812,6 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "damped_oscillator",
                 "amplitude/sqrt((1 - (x/center)**2)**2 + (2*sigma*x/center)**2)",
-                _one(_from_peak(lambda h, c, w: (2 * h * w / np.abs(c), np.abs(c), w / np.abs(c)))),
                 params=("amplitude", "center", "sigma"),
                 even=("center", "sigma"),
                 many=_from_peak(lambda h, c, w: (2 * h * w / np.abs(c), np.abs(c), w / np.abs(c))),
@@ -829,9 +824,7 @@ LIBRARY: dict[str, Entry] = {
                 "dho",
                 "4*amplitude*sigma*center*gamma"
                 "/(pi*exprel(-x/gamma)*((x - center)**2 + sigma**2)*((x + center)**2 + sigma**2))",
-                _one(_from_peak(lambda h, c, w: (math.pi * h * w * BOSE_AT_CENTER, np.abs(c), w, np.abs(c) / 2))),
                 params=("amplitude", "center", "sigma", "gamma"),
-                even=(),
                 many=_from_peak(lambda h, c, w: (math.pi * h * w * BOSE_AT_CENTER, np.abs(c), w, np.abs(c) / 2)),
             ),
         ),
@@ -842,9 +835,7 @@ LIBRARY: dict[str, Entry] = {
                 "expgaussian",
                 "amplitude*gamma/2*exp(gamma*(center + gamma*sigma**2/2 - x))"
                 "*erfc((center + gamma*sigma**2 - x)/(sqrt(2)*sigma))",
-                _one(_many_expgaussian),
                 params=("amplitude", "center", "sigma", "gamma"),
-                even=(),
                 many=_many_expgaussian,
             ),
         ),
@@ -855,9 +846,7 @@ LIBRARY: dict[str, Entry] = {
                 "doniach",
                 "amplitude/sigma**(1 - gamma)*cos(pi*gamma/2 + (1 - gamma)*arctan((x - center)/sigma))"
                 "/(1 + ((x - center)/sigma)**2)**((1 - gamma)/2)",
-                _one(_from_peak(lambda h, c, w: (h * w, c, w, 0.0))),
                 params=("amplitude", "center", "sigma", "gamma"),
-                even=(),
                 many=_from_peak(lambda h, c, w: (h * w, c, w, 0.0)),
             ),
         ),
@@ -867,13 +856,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "skewed_voigt",
                 "amplitude*voigt(x - center, sigma, gamma)*(1 + erf(skew*(x - center)/(sqrt(2)*sigma)))",
-                _one(
-                    _from_peak(
-                        lambda h, c, w: (h * w / VOIGT_HWHM / VOIGT_PEAK, c, w / VOIGT_HWHM, w / VOIGT_HWHM, 0.0)
-                    )
-                ),
                 params=("amplitude", "center", "sigma", "gamma", "skew"),
-                even=(),
                 many=_from_peak(
                     lambda h, c, w: (h * w / VOIGT_HWHM / VOIGT_PEAK, c, w / VOIGT_HWHM, w / VOIGT_HWHM, 0.0)
                 ),
@@ -885,9 +868,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "step",
                 "amplitude*(abs((x - center)/sigma + 0.5) - abs((x - center)/sigma - 0.5) + 1)/2",
-                _one(_many_step(STEP_QUARTER["linear"])),
                 params=("amplitude", "center", "sigma"),
-                even=(),
                 many=_many_step(STEP_QUARTER["linear"]),
             ),
         ),
@@ -897,9 +878,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "step_erf",
                 "amplitude*(1 + erf((x - center)/sigma))/2",
-                _one(_many_step(STEP_QUARTER["erf"])),
                 params=("amplitude", "center", "sigma"),
-                even=(),
                 many=_many_step(STEP_QUARTER["erf"]),
             ),
         ),
@@ -909,9 +888,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "step_atan",
                 "amplitude*(0.5 + arctan((x - center)/sigma)/pi)",
-                _one(_many_step(STEP_QUARTER["atan"])),
                 params=("amplitude", "center", "sigma"),
-                even=(),
                 many=_many_step(STEP_QUARTER["atan"]),
             ),
         ),
@@ -921,9 +898,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "step_logistic",
                 "amplitude*(1 - 1/(1 + exp((x - center)/sigma)))",
-                _one(_many_step(STEP_QUARTER["logistic"])),
                 params=("amplitude", "center", "sigma"),
-                even=(),
                 many=_many_step(STEP_QUARTER["logistic"]),
             ),
         ),
@@ -934,9 +909,7 @@ LIBRARY: dict[str, Entry] = {
                 "rectangle",
                 "amplitude*(abs((x - center1)/sigma1 + 1) - abs((x - center1)/sigma1 - 1)"
                 " + abs((center2 - x)/sigma2 + 1) - abs((center2 - x)/sigma2 - 1))/4",
-                _one(_many_rectangle(STEP_QUARTER["linear"] * 2)),
                 params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
-                even=(),
                 many=_many_rectangle(STEP_QUARTER["linear"] * 2),
             ),
         ),
@@ -946,9 +919,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "rectangle_erf",
                 "amplitude*(erf((x - center1)/sigma1) + erf((center2 - x)/sigma2))/2",
-                _one(_many_rectangle(STEP_QUARTER["erf"])),
                 params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
-                even=(),
                 many=_many_rectangle(STEP_QUARTER["erf"]),
             ),
         ),
@@ -958,9 +929,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "rectangle_atan",
                 "amplitude*(arctan((x - center1)/sigma1) + arctan((center2 - x)/sigma2))/pi",
-                _one(_many_rectangle(STEP_QUARTER["atan"])),
                 params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
-                even=(),
                 many=_many_rectangle(STEP_QUARTER["atan"]),
             ),
         ),
@@ -970,9 +939,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "rectangle_logistic",
                 "amplitude*(1 - 1/(1 + exp((x - center1)/sigma1)) - 1/(1 + exp((center2 - x)/sigma2)))",
-                _one(_many_rectangle(STEP_QUARTER["logistic"])),
                 params=("amplitude", "center1", "sigma1", "center2", "sigma2"),
-                even=(),
                 many=_many_rectangle(STEP_QUARTER["logistic"]),
             ),
         ),
@@ -982,9 +949,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "thermal_bose",
                 "1/(amplitude*exp((x - center)/kt) - 1)",
-                _one(_many_thermal(-1.0)),
                 params=("amplitude", "center", "kt"),
-                even=(),
                 many=_many_thermal(-1.0),
             ),
         ),
@@ -994,9 +959,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "thermal_maxwell",
                 "1/(amplitude*exp((x - center)/kt))",
-                _one(_many_thermal(0.0)),
                 params=("amplitude", "center", "kt"),
-                even=(),
                 many=_many_thermal(0.0),
             ),
         ),
@@ -1006,9 +969,7 @@ LIBRARY: dict[str, Entry] = {
             _expression(
                 "thermal_fermi",
                 "1/(amplitude*exp((x - center)/kt) + 1)",
-                _one(_many_thermal(1.0)),
                 params=("amplitude", "center", "kt"),
-                even=(),
                 many=_many_thermal(1.0),
             ),
         ),
