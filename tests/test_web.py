@@ -63,7 +63,8 @@ def test_the_page_and_every_asset_come_from_the_server(api):
         assert asset.status_code == 200 and len(asset.content) > 1000
     assert "javascript" in api.get("/assets/playground.js").headers["content-type"]
     assert "text/css" in api.get("/assets/playground.css").headers["content-type"]
-    assert "Plotly" in api.get("/assets/plotly.min.js").text[:5000]
+    plotly = api.get("/assets/plotly.min.js")
+    assert "Plotly" in plotly.text[:5000] and len(plotly.content) < 2_000_000  # the cartesian bundle, not all 4.8 MB
     assert "http://" not in page.text and "https://" not in page.text  # no CDN: works offline
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert api.get("/favicon.ico").headers["content-type"].startswith("image/svg")
@@ -172,6 +173,43 @@ def test_a_new_rate_before_the_first_step_is_the_first_step_s_rate(api):
     sid = new(api)["id"]
     first = step(api, sid, steps=1, learning_rate=1e-6)["records"][0]
     assert first["learning_rate"] == 1e-6
+
+
+def quadratic_mse_gradient(params, golden) -> np.ndarray:
+    """d/d(a, b, c) of mean((a x² + b x + c - y)²), in closed form."""
+    x, y = np.array(golden["X"], dtype=np.float64), np.array(golden["Y"], dtype=np.float64)
+    a, b, c = params
+    r = a * x**2 + b * x + c - y
+    return np.array([2 * np.mean(r * x**2), 2 * np.mean(r * x), 2 * np.mean(r)])
+
+
+@pytest.mark.parametrize("scale, rate", [(False, 1e-4), (True, 0.3)])
+def test_the_gradient_is_the_mse_s_and_gd_s_next_step_is_minus_rate_times_its_direction(api, golden, scale, rate):
+    state = new(api, setup={"scale": scale, "learning_rate": rate})
+    np.testing.assert_allclose(state["gradient"], quadratic_mse_gradient(state["params"], golden), rtol=1e-12)
+    now = step(api, state["id"], steps=3)
+    for _ in range(3):
+        np.testing.assert_allclose(now["gradient"], quadratic_mse_gradient(now["params"], golden), rtol=1e-12)
+        if not scale:  # on raw parameters gd walks straight down the gradient
+            assert now["gd_direction"] == now["gradient"]
+        after = step(api, state["id"], steps=1)
+        np.testing.assert_allclose(
+            np.subtract(after["params"], now["params"]), -rate * np.array(now["gd_direction"]), rtol=1e-9, atol=1e-15
+        )
+        now = after
+
+
+def test_only_gd_s_next_step_is_known_in_advance(api):
+    for method in ("momentum", "adam", "lm"):
+        out = new(api, setup={"method": method})
+        assert out["gd_direction"] is None and len(out["gradient"]) == 3
+
+
+def test_a_diverged_run_s_gradient_is_strict_json(api):
+    sid = new(api)["id"]
+    out = step(api, sid, steps=200, learning_rate=1.0)
+    assert out["status"] == "diverged"
+    json.loads(json.dumps(out), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
 
 
 @pytest.mark.parametrize("method", ["lm", "lbfgs"])

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 
 SHOTS = Path(os.environ.get("GRADFIT_SHOTS", "")) if os.environ.get("GRADFIT_SHOTS") else None
@@ -240,3 +241,105 @@ def test_the_rmse_axis_reads_as_plain_numbers_and_a_diverged_path_never_crosses_
         assert not (both and xs[k] is not None and xs[k - 1] is not None), (k, xs[k - 1 : k + 1], ys[k - 1 : k + 1])
     labels = page.eval_on_selector_all("#rmse-chart .ytick text", "els => els.map(e => e.textContent)")
     assert all(float(t) > 0 for t in labels) and [float(t) for t in labels] == sorted(float(t) for t in labels)
+
+
+def landscape_marks(page):
+    """The landscape's gradient arrow (tail, head), gd's next step (from, to) and the axes' pair, as drawn."""
+    return page.evaluate(
+        """() => { const c = document.getElementById('landscape-chart');
+                   const arrow = (c.layout.annotations || []).find(a => a.name === 'gradient');
+                   const step = c.data.find(t => t.name === 'next step');
+                   return { arrow: arrow ? [[arrow.ax, arrow.ay], [arrow.x, arrow.y]] : null,
+                            step: step ? [[step.x[0], step.y[0]], [step.x[1], step.y[1]]] : null,
+                            pair: [c.layout.xaxis.title.text, c.layout.yaxis.title.text] }; }"""
+    )
+
+
+def table_params(page) -> list[float]:
+    rows = page.locator("#params-table tbody tr")
+    return [float(rows.nth(k).locator("td").nth(1).text_content()) for k in range(rows.count())]
+
+
+def mse_gradient(params, golden):
+    """d/d(a, b, c) of the article's loss, mean((a x² + b x + c - y)²), in closed form."""
+    x, y = np.array(golden["X"], dtype=np.float64), np.array(golden["Y"], dtype=np.float64)
+    a, b, c = params
+    r = a * x**2 + b * x + c - y
+    return np.array([2 * np.mean(r * x**2), 2 * np.mean(r * x), 2 * np.mean(r)])
+
+
+def test_the_arrow_points_down_the_gradient_and_the_dotted_step_is_where_gd_lands(page, server, golden):
+    ready(page, server)
+    for k in range(1, 4):
+        page.click("#step")
+        wait_for_text(page, "#step-count", str(k))
+    settle(page)
+    marks = landscape_marks(page)
+    assert marks["pair"] == ["a", "b"]
+    (ta, tb), (ha, hb) = marks["arrow"]
+    now = golden["params_after_step"][2]  # where the article was after three steps (float32 digits)
+    assert [ta, tb] == pytest.approx(now[:2], rel=1e-5)
+    # its direction is -gradient at the current point (closed form, not the server's number)
+    g = mse_gradient(page.evaluate("() => session.params"), golden)
+    drawn = np.array([ha - ta, hb - tb])
+    assert np.dot(drawn, -g[:2]) / (np.linalg.norm(drawn) * np.linalg.norm(g[:2])) == pytest.approx(1, abs=1e-9)
+    # the dotted step is -lr x gradient, and the next step lands on its end
+    (fa, fb), (sa, sb) = marks["step"]
+    assert [sa - fa, sb - fb] == pytest.approx(list(-1e-4 * g[:2]), rel=1e-9)
+    gradient_cells = page.locator("#params-table tbody tr td:nth-child(3)").all_text_contents()
+    assert [float(v) for v in gradient_cells] == pytest.approx(list(g), rel=DISPLAY_RTOL)
+    page.click("#step")
+    wait_for_text(page, "#step-count", "4")
+    settle(page)
+    assert table_params(page)[:2] == pytest.approx([sa, sb], rel=DISPLAY_RTOL)
+    # a larger rate: the same arrow, a step ten times as long, drawn before any step is taken
+    page.fill("#lr", "-3")
+    page.dispatch_event("#lr", "input")
+    (fa, fb), (sa2, sb2) = landscape_marks(page)["step"]
+    g = mse_gradient(page.evaluate("() => session.params"), golden)
+    assert [sa2 - fa, sb2 - fb] == pytest.approx(list(-1e-3 * g[:2]), rel=1e-9)
+    page.shot("playground-gradient.png")
+
+
+def test_compare_runs_momentum_beside_gd_from_the_same_start(page, server, golden):
+    import torch
+
+    ready(page, server + "?compare=momentum")
+    assert page.input_value("#compare") == "momentum"
+    for k in range(1, 11):
+        page.click("#step")
+        wait_for_text(page, "#step-count", str(k))
+    wait_for_text(page, "#twin-step-count", "10")
+    settle(page)
+    # the oracle: torch's own SGD with momentum 0.9 on the article's loss, from its start, at its rate
+    x = torch.tensor(golden["X"], dtype=torch.float64)
+    y = torch.tensor(golden["Y"], dtype=torch.float64)
+    p = torch.tensor(golden["init_params"], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=1e-4, momentum=0.9)
+    for _ in range(10):
+        opt.zero_grad()
+        loss = ((p[0] * x**2 + p[1] * x + p[2] - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        rmse = float(((p[0] * x**2 + p[1] * x + p[2] - y) ** 2).mean().sqrt())
+    assert float(page.text_content("#twin-rmse")) == pytest.approx(rmse, rel=DISPLAY_RTOL)
+    purple = page.locator("#params-table tbody tr td:nth-child(7)").all_text_contents()
+    assert [float(v) for v in purple] == pytest.approx(p.tolist(), rel=DISPLAY_RTOL)
+    assert rmse_on_page(page) == pytest.approx(golden["rmse"][10], rel=DISPLAY_RTOL)  # the red run is the article's
+    names = page.evaluate("() => document.getElementById('landscape-chart').data.map(t => t.name)")
+    assert "compared path" in names and "path" in names
+    path = page.evaluate(
+        "() => document.getElementById('landscape-chart').data.find(t => t.name === 'compared path').x.length"
+    )
+    assert path == 11  # the start and ten steps
+    assert "momentum on raw parameters" in page.text_content("#twin-legend")
+    assert parse_qs(urlparse(page.url).query)["compare"] == ["momentum"]
+    page.shot("playground-compare.png")
+    # standardized against raw: the same method, the other frame
+    page.select_option("#compare", "scale")
+    page.locator("#twin-legend").filter(has_text="gd on standardized parameters").wait_for()
+    settle(page)
+    page.click("#reset")
+    settle(page)
+    assert page.text_content("#twin-step-count") == "0"

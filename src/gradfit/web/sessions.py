@@ -25,6 +25,7 @@ from ..history import History, StepRecord
 from ..io import read_csv_bytes, select_columns
 from ..library import get_model
 from ..solvers import least_squares, mse_curvatures
+from ..solvers.gradient import Frame
 
 METHODS = ("gd", "momentum", "nesterov", "adam", "lbfgs", "lm")  # the methods that take steps one at a time
 CURVE_POINTS = 200  # points of the drawn fit curve
@@ -187,6 +188,9 @@ class Session:
             max_steps=self.limits.max_steps_per_session,
         )
         self.setup = setup
+        # plain gd's step is -rate * (T Tᵀ / unit) @ gradient in the frame it walks (T = I on raw parameters)
+        frame = Frame.standardized(self.problem, p0) if setup.scale else None
+        self.descent = None if frame is None else frame.transform @ frame.transform.T / frame.loss_unit
         self.history = History(self.model.param_names, p0.tolist())
         self.status, self.message = "ready", ""
         self.start_loss = float(self.problem.user_loss(p0))
@@ -329,10 +333,28 @@ class Session:
             **self.progress(),
         }
 
+    def gradient(self) -> tuple[float, list, list | None]:
+        """(loss, its gradient, plain gd's step per unit rate) at the current parameters.
+
+        The step is what ``gd`` moves each parameter by, divided by the learning rate and negated: the gradient
+        itself on raw parameters, the gradient seen through the standardized frame otherwise; None for the
+        other methods, whose step depends on what came before (momentum, Adam's averages, L-BFGS's memory).
+        """
+        params = torch.tensor(self.params, dtype=torch.float64, requires_grad=True)
+        loss = self.problem.user_loss(params)
+        try:
+            (grad,) = torch.autograd.grad(loss, params)
+        except RuntimeError:  # a loss that no longer depends on the parameters (overflowed to a constant)
+            grad = torch.full_like(params, math.nan)
+        grad = grad.detach()
+        direction = None
+        if self.setup.method == "gd":
+            direction = grad if self.descent is None else self.descent @ grad
+        return float(loss.detach()), _floats(grad), None if direction is None else _floats(direction)
+
     def progress(self) -> dict:
-        """What changes with every step: where the run is and what the curve looks like now."""
-        with torch.no_grad():
-            loss = float(self.problem.user_loss(torch.tensor(self.params, dtype=torch.float64)))
+        """What changes with every step: where the run is, the curve now, the gradient there and gd's next step."""
+        loss, gradient, direction = self.gradient()
         return {
             "status": self.status,
             "message": self.message,
@@ -341,6 +363,8 @@ class Session:
             "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
             "curve_y": self.curve(),
             "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate,
+            "gradient": gradient,  # d loss / d parameter at "params" (the loss: the mean squared error)
+            "gd_direction": direction,  # gd's next step is -learning_rate * this (null for other methods)
         }
 
 

@@ -3,13 +3,14 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const BLUE = "#1f77b4", RED = "#d62728";
+const BLUE = "#1f77b4", RED = "#d62728", PURPLE = "#9467bd", ORANGE = "#ff7f0e";
 const DEFAULTS = { data: "generated", seed: 1989, noise: 3, model: "quadratic", method: "gd",
                    learning_rate: 1e-4, scale: false };
 const LANDSCAPE_EVERY = 5;  // while running, refresh the landscape's contours every this many requests
 
 let session = null;      // the server's state for this tab: id, data, records, ...
 let records = [];        // every step so far (the server sends only the new ones)
+let twin = null;         // the compared run ("compare with"): {session, records}, stepped with the first
 let running = false;
 let requests = 0;
 let csvUpload = null;    // {text, filename}: an uploaded file stays in this tab (it is not in the link)
@@ -32,6 +33,7 @@ function readUrl() {
     },
     speed: q.get("speed") || "10",
     pair: q.get("pair") ? q.get("pair").split(",") : null,
+    compare: q.get("compare") || "",
   };
 }
 
@@ -43,10 +45,11 @@ function writeUrl() {
   q.set("lr", formatRate(s.learning_rate)); q.set("scale", s.scale ? "1" : "0"); q.set("speed", $("speed").value);
   const pair = currentPair();
   if (pair) q.set("pair", pair.join(","));
+  if ($("compare").value) q.set("compare", $("compare").value);
   history.replaceState(null, "", "?" + q.toString());
 }
 
-function showSetup(setup, speed) {
+function showSetup(setup, speed, compare) {
   $("data-" + setup.data).checked = true;
   $("seed").value = setup.seed;
   $("noise").value = setup.noise;
@@ -61,6 +64,8 @@ function showSetup(setup, speed) {
   $("lr").value = Math.log10(setup.learning_rate);
   exactRate = setup.learning_rate;
   $("speed").value = ["1", "10", "100"].includes(speed) ? speed : "10";
+  $("compare").value = compare;
+  if ($("compare").value !== compare) $("compare").value = "";  // a link with an unknown comparison
   showModelRows(); showRate();
 }
 
@@ -77,6 +82,15 @@ function currentSetup() {
 let exactRate = null;  // a rate from a link, kept as given until the slider moves
 function rate() { return exactRate !== null ? exactRate : +Math.pow(10, +$("lr").value).toPrecision(2); }
 function formatRate(r) { return r >= 0.01 && r < 1000 ? String(+r.toPrecision(3)) : r.toExponential(2).replace(/\.?0+e/, "e"); }
+function twinSetup(setup, compare) {
+  // the compared run: the same data, start and rate, another method (or the same one, standardized <-> raw)
+  return compare === "scale" ? { ...setup, scale: !setup.scale } : { ...setup, method: compare };
+}
+function runName(setup) {
+  return `${setup.method} on ${setup.scale ? "standardized" : "raw"} parameters`;
+}
+const alive = (s) => ["ready", "running"].includes(s.status);
+
 function currentPair() {
   const x = $("pair-x").value, y = $("pair-y").value;
   return x && y && x !== y ? [x, y] : null;
@@ -110,11 +124,15 @@ async function newSession(pair) {
     if (!csvUpload) { showMessage("error", "Choose a CSV file to upload (a column of x, a column of y)."); return; }
     body.csv = csvUpload.text; body.filename = csvUpload.filename;
   }
-  const old = session;
+  const old = session, oldTwin = twin, compare = $("compare").value;
   try {
     const state = await api("POST", "/api/sessions", body);
+    const other = compare ? await api("POST", "/api/sessions", { ...body, setup: twinSetup(setup, compare) }) : null;
     session = state; records = state.records.slice();
-    if (old) api("DELETE", "/api/sessions/" + old.id).catch(() => {});
+    twin = other ? { session: other, records: other.records.slice() } : null;
+    for (const gone of [old, oldTwin && oldTwin.session]) {
+      if (gone) api("DELETE", "/api/sessions/" + gone.id).catch(() => {});
+    }
     drawAll(state);
     writeUrl();
   } catch (e) {
@@ -130,6 +148,11 @@ async function step(count, withLandscape) {
   if (pair) body.pair = pair;
   try {
     const out = await api("POST", `/api/sessions/${session.id}/step`, body);
+    if (twin && alive(twin.session)) {  // the compared run takes the same steps at the same rate
+      const t = await api("POST", `/api/sessions/${twin.session.id}/step`, { steps: count, learning_rate: rate() });
+      twin.records.push(...t.records);
+      Object.assign(twin.session, t);
+    }
     records.push(...out.records);
     Object.assign(session, out);
     if (out.landscape !== undefined) landscape = out.landscape;
@@ -144,12 +167,13 @@ async function step(count, withLandscape) {
 
 async function run() {
   if (running) { stop(); return; }
-  if (!session || !["ready", "running"].includes(session.status)) return;
+  const going = () => session && (alive(session) || (twin && alive(twin.session)));
+  if (!going()) return;
   running = true; $("run").textContent = "Pause"; $("run").classList.add("running");
   while (running) {
     requests += 1;
     const out = await serial(() => step(+$("speed").value, requests % LANDSCAPE_EVERY === 0));
-    if (!out || !["ready", "running"].includes(out.status)) break;
+    if (!out || !going()) break;
     await new Promise((r) => setTimeout(r, 40));
   }
   stop();
@@ -179,6 +203,10 @@ function drawAll(state) {
   $("upload-note").textContent = state.setup.data === "upload" && csvUpload
     ? `${csvUpload.filename}: ${state.data.x.length} points. An uploaded file is not part of the link.` : "";
   $("stability").textContent = state.stability ? state.stability : "";
+  $("twin-status").hidden = !twin;
+  $("twin-legend").hidden = !twin;
+  $("twin-legend").textContent = twin
+    ? `Red: ${runName(state.setup)}. Purple: ${runName(twin.session.setup)}, from the same start at the same rate.` : "";
   drawLandscape(state.landscape);
   drawProgress(state);
 }
@@ -189,14 +217,28 @@ function drawProgress(p) {
   $("rmse").textContent = fmt(p.rmse);
   if (p.message) showMessage(p.status, p.message); else hideMessage();
 
+  if (twin) {
+    $("twin-rmse").textContent = fmt(twin.session.rmse);
+    $("twin-step-count").textContent = twin.session.step;
+    const m = $("twin-message");
+    m.hidden = !twin.session.message;
+    m.className = twin.session.status;
+    m.textContent = twin.session.message ? `Purple run (${twin.session.setup.method}): ${twin.session.message}` : "";
+  } else $("twin-message").hidden = true;
+
   const range = yRange(), shown = p.curve_y.filter((v) => v !== null && v >= range[0] && v <= range[1]);
   const away = shown.length ? [] : [{ text: curveAway(p.curve_y), showarrow: false, xref: "paper", yref: "paper",
                                       x: 0.5, y: 0.95, font: { color: RED } }];
-  Plotly.react("fit-chart", [
+  const fits = [
     { x: session.data.x, y: session.data.y, mode: "markers", name: "data", marker: { color: BLUE, size: 7 } },
     { x: session.curve_x, y: tame(p.curve_y, range), mode: "lines", name: "fit", line: { color: RED, width: 2.5 } },
-  ], { ...LAYOUT, annotations: away, xaxis: { title: { text: "x" } }, yaxis: { title: { text: "y" }, range } },
-  CONFIG);
+  ];
+  if (twin) {
+    fits.push({ x: session.curve_x, y: tame(twin.session.curve_y, range), mode: "lines", name: "compared fit",
+                line: { color: PURPLE, width: 2, dash: "dash" } });
+  }
+  Plotly.react("fit-chart", fits, { ...LAYOUT, annotations: away, xaxis: { title: { text: "x" } },
+    yaxis: { title: { text: "y" }, range } }, CONFIG);
 
   // a record holds the RMSE where its step started: after k steps is record k+1's, and now is p.rmse
   const steps = [...records.map((r) => r.step - 1), p.step], rmse = [...records.map((r) => r.rmse), p.rmse];
@@ -208,14 +250,39 @@ function drawProgress(p) {
                   line: { color: "#444", dash: "dash", width: 1 } });
   }
   const ticked = [...rmse, ...(session.optimum ? [session.optimum.rmse] : [])];
+  if (twin) {
+    const t = twin.records, now = twin.session;
+    const twinRmse = [...t.map((r) => r.rmse), now.rmse];
+    traces.push({ x: [...t.map((r) => r.step - 1), now.step], y: twinRmse, mode: t.length < 60 ? "lines+markers" : "lines",
+                  name: "compared RMSE", line: { color: PURPLE, dash: "dash" }, marker: { size: 4 } });
+    ticked.push(...twinRmse);
+  }
   Plotly.react("rmse-chart", traces, { ...LAYOUT, xaxis: { title: { text: "step" } },
     yaxis: { title: { text: "RMSE" }, type: "log", ...logTicks(ticked) } }, CONFIG);
 
   drawPath();
-  const body = $("params-table").tBodies[0];
-  body.replaceChildren(...names.map((n, i) => {
+  drawTable();
+}
+
+function nextStep() {
+  // plain gd's next step, -rate x its direction (the gradient itself on raw parameters); null for the other
+  // methods, whose step also depends on the steps before it
+  const d = session.gd_direction;
+  return d && d.every((v) => v !== null) && alive(session) ? d.map((v) => -rate() * v) : null;
+}
+
+function drawTable() {
+  const names = session.param_names, p = session, step = nextStep();
+  const head = ["parameter", "now", "gradient", "next step", "start", "best fit", ...(twin ? ["purple now"] : [])];
+  $("params-table").tHead.rows[0].replaceChildren(...head.map((h) => {
+    const th = document.createElement("th"); th.textContent = h; return th;
+  }));
+  $("params-table").tBodies[0].replaceChildren(...names.map((n, i) => {
     const tr = document.createElement("tr");
-    for (const v of [n, fmt(p.params[i]), fmt(session.start[i]), session.optimum ? fmt(session.optimum.params[i]) : "–"]) {
+    const cells = [n, fmt(p.params[i]), p.gradient ? fmt(p.gradient[i]) : "–", step ? fmt(step[i]) : "–",
+                   fmt(session.start[i]), session.optimum ? fmt(session.optimum.params[i]) : "–"];
+    if (twin) cells.push(fmt(twin.session.params[i]));
+    for (const v of cells) {
       const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
     }
     return tr;
@@ -286,12 +353,10 @@ function drawPath() {
   const l = landscape;
   if (!l || !session) return;
   const i = session.param_names.indexOf(l.pair[0]), j = session.param_names.indexOf(l.pair[1]);
-  const path = [session.start, ...records.map((r) => r.params)];
-  const [pathX, pathY] = pathOnFrame(
-    tame(path.map((p) => p[i]), [l.a[0], l.a[l.a.length - 1]]),
-    tame(path.map((p) => p[j]), [l.b[0], l.b[l.b.length - 1]]),
-    [l.a[0], l.a[l.a.length - 1], l.b[0], l.b[l.b.length - 1]],
-  );
+  const box = [l.a[0], l.a[l.a.length - 1], l.b[0], l.b[l.b.length - 1]];
+  const onFrame = (path) => pathOnFrame(tame(path.map((p) => p[i]), box.slice(0, 2)),
+                                        tame(path.map((p) => p[j]), box.slice(2)), box);
+  const [pathX, pathY] = onFrame([session.start, ...records.map((r) => r.params)]);
   const traces = [
     { type: "contour", x: l.a, y: l.b, z: l.log10_loss, colorscale: "Viridis", ncontours: 25, name: "log10 loss",
       colorbar: { title: { text: "log10 loss", side: "right" }, thickness: 12 }, hovertemplate: "%{x}, %{y}: %{z:.3g}<extra></extra>" },
@@ -300,13 +365,38 @@ function drawPath() {
     { x: [session.start[i]], y: [session.start[j]], mode: "markers", name: "start",
       marker: { color: "#fff", size: 10, line: { color: "#000", width: 1 } } },
   ];
+  if (twin) {
+    const [twinX, twinY] = onFrame([twin.session.start, ...twin.records.map((r) => r.params)]);
+    traces.push({ x: twinX, y: twinY, mode: "lines+markers", name: "compared path",
+                  line: { color: PURPLE, width: 2, dash: "dash" }, marker: { size: 3, color: PURPLE } });
+  }
+  const step = nextStep();
+  if (step) {  // where gd's next step lands: lr x gradient, drawn to scale (it may leave the picture)
+    const p = session.params;
+    traces.push({ x: tame([p[i], p[i] + step[i]], box.slice(0, 2)), y: tame([p[j], p[j] + step[j]], box.slice(2)),
+                  mode: "lines+markers", name: "next step", line: { color: "#fff", width: 2, dash: "dot" },
+                  marker: { symbol: ["circle", "x"], size: [4, 9], color: "#fff" } });
+  }
   if (session.optimum) {
     traces.push({ x: [session.optimum.params[i]], y: [session.optimum.params[j]], mode: "markers", name: "best fit",
                   marker: { symbol: "star", size: 15, color: "#ffd700", line: { color: "#000", width: 1 } } });
   }
-  Plotly.react("landscape-chart", traces, { ...LAYOUT,
+  Plotly.react("landscape-chart", traces, { ...LAYOUT, annotations: gradientArrow(i, j, box),
     xaxis: { title: { text: l.pair[0] }, range: [l.a[0], l.a[l.a.length - 1]] },
     yaxis: { title: { text: l.pair[1] }, range: [l.b[0], l.b[l.b.length - 1]] } }, CONFIG);
+}
+
+function gradientArrow(i, j, box) {
+  // downhill at the current point: -gradient, its two components scaled by one number (so the direction is
+  // -gradient's in the parameters' own units) to reach a fifth of the way across the picture
+  const p = session.params, g = session.gradient;
+  if (!g || g[i] === null || g[j] === null || (g[i] === 0 && g[j] === 0)) return [];
+  const inside = p[i] >= box[0] && p[i] <= box[1] && p[j] >= box[2] && p[j] <= box[3];
+  if (!inside) return [];
+  const k = 0.2 / Math.max(Math.abs(g[i]) / (box[1] - box[0]), Math.abs(g[j]) / (box[3] - box[2]));
+  return [{ name: "gradient", x: p[i] - k * g[i], y: p[j] - k * g[j], ax: p[i], ay: p[j], xref: "x", yref: "y",
+            axref: "x", ayref: "y", text: "", showarrow: true, arrowhead: 2, arrowsize: 1.2, arrowwidth: 2.5,
+            arrowcolor: ORANGE }];
 }
 
 function fillPairs(names, pair) {
@@ -348,13 +438,20 @@ function wire() {
       if (!session) return newSession(currentPair());
       try {
         const state = await api("POST", `/api/sessions/${session.id}/reset`, { learning_rate: rate(), pair: currentPair() || undefined });
+        if (twin) {
+          const t = await api("POST", `/api/sessions/${twin.session.id}/reset`, { learning_rate: rate() });
+          twin = { session: t, records: t.records.slice() };
+        }
         session = state; records = state.records.slice(); drawAll(state);
       } catch (e) { showMessage("error", e.message); }
     });
   });
-  $("lr").addEventListener("input", () => { exactRate = null; showRate(); writeUrl(); });
+  $("lr").addEventListener("input", () => {
+    exactRate = null; showRate(); writeUrl();
+    if (session) { drawPath(); drawTable(); }  // gd's next step is the new rate x the gradient
+  });
   $("speed").addEventListener("change", writeUrl);
-  for (const id of ["seed", "noise", "method", "scale", "degree"]) $(id).addEventListener("change", restart);
+  for (const id of ["seed", "noise", "method", "scale", "degree", "compare"]) $(id).addEventListener("change", restart);
   $("model-kind").addEventListener("change", () => {
     showModelRows();
     if ($("model-kind").value !== "expression") restart(); else $("expression").focus();
@@ -384,8 +481,8 @@ window.addEventListener("pagehide", () => {  // leaving: free the server's sessi
 });
 
 window.addEventListener("DOMContentLoaded", () => {
-  const { setup, speed, pair } = readUrl();
-  showSetup(setup, speed);
+  const { setup, speed, pair, compare } = readUrl();
+  showSetup(setup, speed, compare);
   wire();
   if (setup.data === "upload") {
     $("data-generated").checked = true;
