@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fmt serve browser bench fuzz notebook clean
+.PHONY: demo test lint fmt serve browser bench fuzz notebook docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ notebook: $(STAMP)  # opens docs/tutorial.ipynb in JupyterLab (an optional extra
 		(echo "make notebook needs JupyterLab: $(BIN)/pip install -e '.[notebook]'"; exit 1)
 	$(BIN)/jupyter lab docs/tutorial.ipynb
 
+docs: $(STAMP)  # the documentation site into site/ (strict: a broken link or reference fails); open site/index.html
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 fuzz: $(STAMP)  # the expression language's fuzz tests, far longer than in `make test`
 	GRADFIT_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/test_expr.py -k fuzz
 
@@ -61,4 +64,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_profile.py
 
 clean:
-	rm -rf $(VENV) gradfit-demo .pytest_cache
+	rm -rf $(VENV) gradfit-demo .pytest_cache site .cache

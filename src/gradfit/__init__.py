@@ -8,6 +8,7 @@ for torch, matplotlib or numba to load.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -92,6 +93,31 @@ __all__ = [
     "rmse",
     "seed_data",
 ]
+
+if TYPE_CHECKING:  # where each lazy name lives, for type checkers and the API reference (griffe reads these)
+    from .batch import BatchResult, fit_many
+    from .data import load, seed_data
+    from .engine import fit, fit_file
+    from .errors import (
+        ConvergenceWarning,
+        DataError,
+        ExitStatus,
+        ExpressionError,
+        FitError,
+        GradfitError,
+        Interrupted,
+        ModelError,
+        OptionError,
+    )
+    from .global_fit import GlobalResult, fit_global
+    from .history import History, StepRecord
+    from .library import LIBRARY, get_model
+    from .losses import mse, rmse
+    from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
+    from .result import FitResult, load_result
+    from .solvers.gradient import gradient_descent
+    from .solvers.linear import least_squares, mse_curvatures
+    from .solvers.methods import METHODS
 
 # ``demo`` is both a module and its function: bound here (a light import), since importing the module
 # later would otherwise leave ``gradfit.demo`` naming the module.

@@ -64,7 +64,21 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BatchResult:
-    """Per-curve results of ``fit_many``: arrays with one row per curve."""
+    """Per-curve results of ``fit_many``: arrays with one row per curve.
+
+    Attributes:
+        model: the model fitted.
+        method: the method that ran.
+        params: (B, P) parameters, in the order of ``param_names``.
+        stderr: (B, P) standard errors.
+        rmse: (B,) root mean squared residuals, unweighted, over each curve's own points.
+        chi2: (B,) weighted sums of squared residuals.
+        n_points: (B,) points each curve had.
+        n_steps: (B,) steps each curve took.
+        status: (B,) "converged", "max_steps", "diverged", "singular" or "too_few_points".
+        param_names: the parameters' names.
+        notes: what every curve's fit shares (derivatives estimated, ...).
+    """
 
     model: Model
     method: str
@@ -91,6 +105,12 @@ class BatchResult:
         return {str(v): int(c) for v, c in zip(values, counts)}
 
     def columns(self) -> dict[str, np.ndarray]:
+        """The result as named columns: each parameter, its ``_stderr``, rmse, chi2, n_points, n_steps, converged,
+        status.
+
+        Returns:
+            dict: column name -> array (B,).
+        """
         out = {}
         for i, name in enumerate(self.param_names):
             out[name] = self.params[:, i]
@@ -107,11 +127,21 @@ class BatchResult:
         return out
 
     def to_pandas(self):
+        """The result as a pandas DataFrame, one row per curve (the columns of ``columns()``).
+
+        Returns:
+            pandas.DataFrame: the table.
+        """
         import pandas as pd
 
         return pd.DataFrame(self.columns())
 
     def to_arrow(self):
+        """The result as a pyarrow Table, one row per curve (the columns of ``columns()``).
+
+        Returns:
+            pyarrow.Table: the table.
+        """
         import pyarrow as pa
 
         return pa.table({k: pa.array(v) for k, v in self.columns().items()})
@@ -170,10 +200,50 @@ def fit_many(
     loss: str = "linear",
     f_scale: float = 1.0,
 ) -> BatchResult:
-    """Fit ``model`` to every row of ``Y``; see the module docstring and docs/batch.md. ``derivatives``: for a
-    Python function, as in gradfit.fit (a numpy function is fitted with estimated derivatives). ``bounds``
-    (``{"b": (0, None)}``), ``fixed`` (``{"c": 1.0}``) and ``tie`` (``{"g2_sigma": "g1_sigma"}``) hold for every
-    curve, as in gradfit.fit; so do ``loss`` and ``f_scale`` (a robust loss, see _Robust)."""
+    """Fit ``model`` to every row of ``Y`` at once: a million small fits in one call, on the CPU or a GPU.
+
+    Every curve gets its own parameters, damping, stopping rule and status; curves that have converged are frozen
+    while the others go on. See [Many curves at once](../batch.md).
+
+    Example:
+        ```python
+        batch = gradfit.fit_many("gaussian", x, Y)  # Y: (curves, points)
+        table = batch.to_pandas()  # a row per curve: parameters, errors, rmse, status
+        ```
+
+    Args:
+        model: as in ``gradfit.fit`` (a Python function written with torch operations is batched by torch.func;
+            a numpy function is fitted with estimated derivatives).
+        x: the points' x, shared (N,) or per curve (B, N), with a trailing dimension for several variables.
+        Y: the curves, (B, N): one per row. NaN marks a point that is not there (ragged curves are rows padded
+            with NaN).
+        p0: starting values: (P,) for every curve, (B, P) per curve, or a dict by name (default: each curve's
+            guess from its data).
+        method: "auto" (linear or lm), "linear", "lm", "lbfgs", "gd", "momentum", "nesterov", "adam",
+            "rmsprop".
+        sigma: the errors of Y: (N,) shared or (B, N) per point.
+        mask: a boolean (B, N) or (N,) array: False leaves a point out.
+        max_steps: the most steps per curve (default: the method's own).
+        tol: one number for every stopping rule, or a dict with ``ftol``, ``xtol``, ``gtol``.
+        learning_rate: for gradient methods (default: the method's own).
+        absolute_sigma: as in ``gradfit.fit``.
+        chunk_size: curves per chunk (default: as many as fit in 1 GB of working arrays).
+        variables: the names of the independent variables in an expression (default "x").
+        dtype: torch's dtype (float64 by default).
+        device: "cpu" or "cuda".
+        backend: where LM runs: "auto", "compiled" (machine code, one curve at a time, for formula models on the
+            CPU) or "torch" (tensor programs over the batch, on any device).
+        derivatives: for a Python function, as in ``gradfit.fit``.
+        progress: show a progress bar over the chunks (tqdm).
+        bounds: as in ``gradfit.fit``, for every curve.
+        fixed: as in ``gradfit.fit``, for every curve.
+        tie: as in ``gradfit.fit``, for every curve.
+        loss: a robust loss, as in ``gradfit.fit``.
+        f_scale: the robust loss's scale, as in ``gradfit.fit``.
+
+    Returns:
+        BatchResult: (B, P) parameters and standard errors, each curve's rmse, χ², steps and status.
+    """
     model = get_model(model, variables=_names(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)

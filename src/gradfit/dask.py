@@ -49,20 +49,35 @@ def fit_many(
 ):
     """Fit ``model`` to every curve of a Dask DataFrame, a Dask array or an xarray DataArray; lazy.
 
-    A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D
-    array holds one curve per row, measured at the shared ``x`` (a 1-D array of the row length);
-    its rows are fitted a chunk of rows at a time, and the result's ``curve`` column is the row index.
-    The result has the group (or curve) column, then each parameter, its ``_stderr``, ``rmse``,
-    ``chi2``, ``n_points``, ``n_steps``, ``converged`` and ``status`` (as ``BatchResult.to_pandas``).
-    A curve with fewer points than parameters is marked ``too_few_points``; the rest are fitted.
+    A DataFrame is long format: ``group``, ``x``, ``y`` (and ``sigma``) name its columns. A 2-D array holds one curve
+    per row, measured at the shared ``x`` (a 1-D array of the row length); its rows are fitted a chunk of rows at a
+    time, and the result's ``curve`` column is the row index. The result has the group (or curve) column, then each
+    parameter, its ``_stderr``, ``rmse``, ``chi2``, ``n_points``, ``n_steps``, ``converged`` and ``status`` (as
+    ``BatchResult.to_pandas``). A curve with fewer points than parameters is marked ``too_few_points``; the rest are
+    fitted. An xarray DataArray (Dask- or numpy-backed) holds one curve along ``dim`` for every index of the others;
+    the result is an xarray Dataset over the other dimensions, lazy when the data are Dask arrays.
 
-    An xarray DataArray (Dask- or numpy-backed) holds one curve along ``dim`` (default: its last
-    dimension) for every index of the others, at x = the ``dim`` coordinate (or ``x=``); the result
-    is an xarray Dataset over the other dimensions, with the same columns as variables: lazy when the
-    data are Dask arrays (call ``.compute()``), computed at once when they are numpy arrays.
-    ``backend`` is fit_many's, used on every block (``auto`` picks by the size of each block); ``bounds``,
-    ``fixed`` and ``tie`` too (checked here, before any block is fitted; the ties sent as their text), and a
-    robust ``loss`` with its ``f_scale``.
+    Args:
+        frame: a Dask DataFrame (long format), a 2-D Dask array, or an xarray DataArray.
+        model: as in ``gradfit.fit``.
+        group: a DataFrame's column naming each point's curve.
+        x: a DataFrame's x column; for an array, the shared x (1-D, the row length); for a DataArray, x instead of
+            the ``dim`` coordinate.
+        y: a DataFrame's y column.
+        sigma: a DataFrame's column of the errors of y.
+        p0: starting values for every curve, a dict by name or a sequence (default: each curve's guess).
+        method: as in ``gradfit.fit_many``.
+        max_steps: as in ``gradfit.fit_many``.
+        dim: a DataArray's dimension along which each curve runs (default: its last).
+        backend: ``gradfit.fit_many``'s, used on every block ("auto" picks by the size of each block).
+        bounds: as in ``gradfit.fit``, checked here before any block is fitted.
+        fixed: as in ``gradfit.fit``.
+        tie: as in ``gradfit.fit`` (sent to the workers as text).
+        loss: a robust loss, as in ``gradfit.fit``.
+        f_scale: the robust loss's scale.
+
+    Returns:
+        A Dask DataFrame (or an xarray Dataset) of results, one row per curve; call ``.compute()``.
     """
     import pandas as pd
 
@@ -295,11 +310,33 @@ def fit(
 ):
     """One fit of all the rows of a Dask DataFrame, as ``gradfit.fit_file`` streams a file, on the cluster.
 
-    The columns are persisted in the workers' memory; every iteration each worker computes its
-    partitions' sums (the loss and its gradient, or R and Qᵀr of the Jacobian), and the client
-    folds them: the answer is the one-process fit's. Methods: auto, lm, linear, or a gradient method.
-    ``nan_policy='omit'`` leaves out rows with NaN, inf or a sigma <= 0; ``bounds``, ``fixed``, ``tie``, ``loss``
-    and ``f_scale`` as for ``gradfit.fit``.
+    The columns are persisted in the workers' memory; every iteration each worker computes its partitions' sums (the
+    loss and its gradient, or R and Qᵀr of the Jacobian), and the client folds them: the answer is the one-process
+    fit's. Methods: auto, lm, linear, or a gradient method.
+
+    Args:
+        frame: a Dask DataFrame.
+        model: as in ``gradfit.fit``.
+        x: the x column's name.
+        y: the y column's name.
+        sigma: the name of a column of the errors of y.
+        p0: as in ``gradfit.fit``.
+        method: "auto", "lm", "linear" or a gradient method.
+        learning_rate: as in ``gradfit.fit``.
+        max_steps: as in ``gradfit.fit``.
+        tol: as in ``gradfit.fit``.
+        absolute_sigma: as in ``gradfit.fit``.
+        scale: as in ``gradfit.fit``.
+        nan_policy: "raise", or "omit" to leave out rows with NaN, inf or a sigma <= 0.
+        bounds: as in ``gradfit.fit``.
+        fixed: as in ``gradfit.fit``.
+        tie: as in ``gradfit.fit``.
+        loss: as in ``gradfit.fit``.
+        f_scale: as in ``gradfit.fit``.
+        callback: called with each step's ``StepRecord``.
+
+    Returns:
+        FitResult: as ``gradfit.fit``'s.
     """
     from .stream import fit_streamed, Plan
 
@@ -533,9 +570,14 @@ class ClusterProblem:
 def cluster(workers: int | None = None, scheduler: str | None = None, dashboard: bool = False):
     """A Dask client: on a LocalCluster of ``workers`` processes on 127.0.0.1, or on ``scheduler``.
 
-    A local cluster serves Dask's dashboard (on 127.0.0.1:8787, or the next free port) only when
-    ``dashboard`` is asked for; otherwise its scheduler's small HTTP server takes any free port, so that
-    a port already in use is no one's concern (distributed would warn about 8787).
+    Args:
+        workers: processes of a local cluster on this machine (default: Dask's choice).
+        scheduler: the address of a running scheduler to connect to instead.
+        dashboard: serve Dask's dashboard (on 127.0.0.1:8787, or the next free port); otherwise the scheduler's
+            small HTTP server takes any free port, so that a port already in use is no one's concern.
+
+    Returns:
+        distributed.Client: the client; close it (or use it in a ``with`` block) when done.
     """
     from distributed import Client, LocalCluster
 

@@ -40,12 +40,16 @@ NOISE = 3.0  # the article's noise: rand(15) * 3, uniform on [0, 3)
 
 
 def seed_data(seed: int = SEED, *, noise: float = NOISE, generator: torch.Generator | None = None):
-    """The article's 15 noisy points: ``X = arange(0, 15)``, ``Y = rand(15)*3 + 0.9*(X-3)**2 + 1``.
+    """The seed article's 15 noisy points: ``X = arange(0, 15)``, ``Y = rand(15)*3 + 0.9*(X-3)**2 + 1``.
 
-    Returns ``(x, y)`` as float32 tensors, bit-identical to the article's for the
-    default seed and noise. ``noise`` replaces the 3 (the playground's noise level).
-    Pass ``generator`` to keep drawing from the same stream afterwards (the article
-    draws its initial parameters right after ``Y``).
+    Args:
+        seed: the seed of torch's generator (the article's 1989).
+        noise: replaces the 3 (the playground's noise level).
+        generator: a ``torch.Generator`` to draw from, so that drawing goes on from the same stream afterwards
+            (the article draws its initial parameters right after ``Y``); ``seed`` is then not used.
+
+    Returns:
+        tuple: ``(x, y)`` as float32 tensors, bit-identical to the article's for the default seed and noise.
     """
     import torch
 
@@ -202,14 +206,20 @@ def _correlated(x, y, sigma, nan_policy, first_row, row_label) -> Dataset:
 
 
 def load(path, *, x=None, y=None, sigma=None) -> dict:
-    """Read columns from a CSV or Parquet file as float64 arrays: ``{"x": ..., "y": ..., "sigma": ...}``.
+    """Read columns of a CSV or Parquet file as float64 arrays: ``{"x": ..., "y": ..., "sigma": ...}``.
 
-    CSV: the delimiter is sniffed and a first line that is not all numbers is taken
-    as the header. Columns are chosen by name or by 0-based index (an int or a
-    string of digits); ``x`` and ``y`` default to the first two columns.
-    Missing cells become NaN (see ``nan_policy`` in ``fit``). The result also
-    holds ``"first_row"``: the file line (CSV) or row (Parquet, 0-based) of the
-    first value, so that messages can point into the file.
+    CSV: the delimiter is sniffed and a first line that is not all numbers is taken as the header. Missing cells
+    become NaN (see ``nan_policy`` in ``fit``). The result also holds ``"first_row"``: the file line (CSV) or row
+    (Parquet, 0-based) of the first value, so that messages can point into the file.
+
+    Args:
+        path: the file.
+        x: the x column, by name or 0-based index (an int or a string of digits); default the first.
+        y: the y column, likewise; default the second.
+        sigma: a column of the errors of y, likewise; default none.
+
+    Returns:
+        dict: the columns' arrays under "x", "y" (and "sigma"), with "first_row".
     """
     from . import io  # pyarrow only when reading files
 

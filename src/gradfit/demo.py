@@ -36,14 +36,23 @@ def demo(
     on_start: Callable[[torch.Tensor], None] | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> History:
-    """Run the seed article's gradient descent and draw it; returns the history.
+    """Run the seed article's gradient descent and draw it: what ``gradfit demo`` does.
 
-    Float32, as in the article, so the printed values match it exactly. Writes
-    ``data.png``, ``run1.png`` ... ``run<rounds>.png`` and ``history.csv`` to
-    ``out_dir`` (nothing when ``out_dir`` is None), all or nothing: the files are
-    drawn in a scratch folder and moved into place only when every one is done
-    (and a run that fails, say by diverging, writes nothing).
-    ``on_start(params)`` sees the initial parameters, ``callback(record)`` each step.
+    Float32, as in the article, so the printed values match it exactly. Writes ``data.png``, ``run1.png`` ...
+    ``run<rounds>.png`` and ``history.csv`` to ``out_dir``, all or nothing: the files are drawn in a scratch folder and
+    moved into place only when every one is done.
+
+    Args:
+        out_dir: the folder for the figures and the history (None writes nothing).
+        rounds: rounds of steps, a row of panels each (the article's 2).
+        steps_per_round: steps per round (the article's 10).
+        learning_rate: the article's 1e-4.
+        seed: draws the data and then the start (the article's 1989).
+        on_start: called with the initial parameters.
+        callback: called with each step's ``StepRecord``.
+
+    Returns:
+        History: every step's loss, RMSE, gradient norm and parameters.
     """
     import torch
 

@@ -74,24 +74,60 @@ def fit(
     starts: int | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> FitResult:
-    """Fit ``model`` to the points (x, y) by least squares; see the README for every option.
+    """Fit ``model`` to the points (x, y) by least squares, and say how sure the answer is.
 
-    ``model``: a built-in name ('gaussian', 'poly3', 'gaussian + linear'), an expression
-    ('a*exp(-b*x) + c', in the ``variables``, default x), a gradfit Model, or a Python
-    function ``f(x, a, b, ...)`` written with torch operations. ``bounds``:
-    ``{"b": (0, None)}``; ``fixed``: ``{"c": 1.0}`` — for every method, by
-    reparametrisation (see ``gradfit.params``).
-    ``p0``: starting values, a dict by name or a sequence in order (default: the
-    model's ``guess``, else ones). ``method``: see ``gradfit.METHODS``.
-    ``learning_rate``: for gradient methods, a number or "auto"; None takes the
-    method's default. ``tol``: a number for every stopping rule, or a dict with
-    ``ftol``, ``xtol``, ``gtol``. ``scale``: gradient methods walk in standardized
-    coordinates (see ``solvers.gradient.Frame``); False walks the raw parameters.
-    ``derivatives``: how a Python function's Jacobian is had: "auto" (autograd's where it can, else
-    estimated by 2-point finite differences, as curve_fit does), "exact", "2-point", "3-point" or
-    "cs" (complex step); see ``gradfit.numeric``. ``starts``: fit from this many starting points at once
-    (``p0`` or the guess, and others spread around it or between the bounds) and keep the best; see
-    ``gradfit.starts``.
+    Example:
+        ```python
+        import gradfit
+
+        result = gradfit.fit("a*exp(-b*x) + c", x, y)
+        print(result.report())  # parameters, standard errors, correlations, chi-square
+        ```
+
+    Args:
+        model: what to fit: a built-in name ("gaussian", "poly3", "gaussian + linear"), an expression in the
+            ``variables`` ("a*exp(-b*x) + c"), a ``gradfit.Model``, or a Python function ``f(x, a, b, ...)``
+            (read as its formula where it can be, else fitted with estimated derivatives).
+        x: the independent variable: a 1-D array (N,), or (N, k) / a dict of columns for several ``variables``;
+            or, with ``y`` omitted, a Parquet file, folder, glob or pyarrow Dataset (then see ``fit_file``).
+        y: the measured values, (N,).
+        p0: starting values, a dict by name or a sequence in the parameters' order (default: the model's
+            guess from the data, else ones).
+        method: "auto" (exact least squares for a model linear in its parameters, else Levenberg–Marquardt),
+            "linear", "lm", or a gradient method: "gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs"
+            (see ``gradfit.METHODS``).
+        learning_rate: for gradient methods, a number or "auto" (a line search for gd, a short probe for the
+            others); None takes the method's default.
+        max_steps: the most steps the method may take (default: the method's own).
+        tol: one number for every stopping rule, or a dict with ``ftol``, ``xtol``, ``gtol``.
+        sigma: the errors of y: one standard deviation per point (N,), or their N x N covariance matrix.
+        absolute_sigma: True: ``sigma`` is in y's units and the errors are used as given; False (default, as
+            curve_fit): only their relative sizes count and the standard errors scale with the reduced χ².
+        nan_policy: "raise" (default) refuses missing values in one line; "omit" drops their points.
+        scale: gradient methods walk standardized coordinates, where one learning rate suits every problem
+            (default); False walks the raw parameters, as the seed article does.
+        bounds: limits per parameter, ``{"b": (0, None)}``; held by a change of variables, for every method.
+        fixed: parameters held at a value, ``{"c": 1.0}``.
+        tie: parameters given by an expression of others, ``{"gamma": "sigma"}`` or ``{"w2": "2*w1"}``.
+        loss: "linear" (least squares) or a robust loss as least_squares names them: "soft_l1", "huber",
+            "cauchy", "arctan".
+        f_scale: the residual size where a robust loss starts to soften, in y's (or y/σ's) units.
+        variables: the names of the independent variables in an expression (default "x").
+        dtype: torch's dtype of the computation (float64 by default: least squares needs the digits).
+        device: where the computation runs: "cpu", or "cuda" for a GPU.
+        derivatives: how a Python function's Jacobian is had: "auto" (autograd where it can, else 2-point
+            finite differences, as curve_fit), "exact", "2-point", "3-point" or "cs" (complex step).
+        starts: fit from this many starting points at once (``p0`` or the guess, and others spread around it or
+            between the bounds) and keep the best: for models with several minima.
+        callback: called with each step's ``StepRecord`` as the fit goes (to print or draw progress).
+
+    Returns:
+        FitResult: the parameters, their standard errors and covariance, the fit's statistics, the history of
+            steps and an honest ``converged``/``message``.
+
+    Raises:
+        GradfitError: bad input (a ``DataError``, ``ModelError``, ``ExpressionError`` or ``OptionError``, with a
+            one-line message saying what to change), or a fit that diverged (``FitError``).
     """
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
         return fit_file(
@@ -245,15 +281,42 @@ def fit_file(
     on_batch: Callable[[int], None] | None = None,
     **fit_options,
 ):
-    """Fit ``model`` to columns ``x`` and ``y`` (names or indexes) of Parquet data: in memory when they fit under
-    ``memory_budget`` bytes (the whole process), else streamed in batches; ``batch_size`` asks for mini-batches.
+    """Fit ``model`` to columns of Parquet or CSV data: in memory when they fit, else streamed in batches.
 
-    ``source``: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV
-    path is read whole, as ``gradfit.load`` reads it). ``on_batch(rows)`` is called after
-    every batch of a streamed fit (a progress bar). A streamed result's ``x``, ``y``, ``sigma`` hold a
-    uniform random sample of ``sample_rows`` rows (drawn in the first pass, from ``seed``; 0 keeps none) and
-    ``sample_of`` the number of rows fitted, so that every figure and the report can be drawn. The other
-    options are ``fit``'s.
+    Data that fit under ``memory_budget`` bytes (the whole process) are read and fitted by ``gradfit.fit``, with
+    every option as given; larger Parquet data are streamed: the sums a solver needs are folded over record batches,
+    so the answer equals the in-memory fit's. A streamed result's ``x``, ``y``, ``sigma`` hold a uniform random
+    sample of ``sample_rows`` rows, and ``sample_of`` the number of rows fitted, so that every figure and the report
+    can be drawn.
+
+    Args:
+        model: as in ``gradfit.fit``.
+        source: a Parquet file, a folder or glob of them, or a pyarrow Dataset (a CSV path is read whole, as
+            ``gradfit.load`` reads it).
+        x: the x column, by name or 0-based index (default: the first column).
+        y: the y column, by name or index (default: the second column).
+        sigma: a column of the errors of y, by name or index (default: none).
+        p0: starting values, as in ``gradfit.fit``.
+        method: as in ``gradfit.fit``; a streamed fit runs lm, linear or a gradient method over the whole data.
+        learning_rate: as in ``gradfit.fit``.
+        max_steps: as in ``gradfit.fit``.
+        tol: as in ``gradfit.fit``.
+        absolute_sigma: as in ``gradfit.fit``.
+        nan_policy: as in ``gradfit.fit``.
+        scale: as in ``gradfit.fit``.
+        memory_budget: bytes the whole process may use before the data are streamed instead of read.
+        batch_size: rows per mini-batch: asks for stochastic mini-batch steps (gradient methods) instead of
+            full passes.
+        epochs: with ``batch_size``, how many passes over the data.
+        seed: draws the streamed result's sample of rows (and the mini-batches' order).
+        sample_rows: rows of a streamed fit kept in the result for figures and the report (0 keeps none).
+        callback: called with each step's ``StepRecord``.
+        on_batch: called with the number of rows after every batch of a streamed fit (a progress bar).
+        **fit_options: any other option of ``gradfit.fit`` (bounds, fixed, tie, loss, ...), for data fitted in
+            memory.
+
+    Returns:
+        FitResult: as ``gradfit.fit``'s; ``columns`` names the columns fitted.
     """
     from .io import read_table, select_columns
 

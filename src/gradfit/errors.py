@@ -39,8 +39,9 @@ class ExpressionError(ModelError):
 class FitError(GradfitError, RuntimeError):
     """A fit could not continue (for example it diverged).
 
-    ``history`` holds the steps up to the last finite one, so the run can still be
-    plotted and inspected.
+    Args:
+        message: what happened and what to do, in one line.
+        history: the steps up to the last finite one, so that the run can still be plotted and inspected.
     """
 
     def __init__(self, message: str, history=None):

@@ -37,8 +37,30 @@ INITIAL_DAMPING = 1e-3  # λ relative to the diagonal of JᵀJ (Marquardt's scal
 
 @dataclass
 class GlobalResult:
-    """The outcome of ``fit_global``: the shared parameters with errors from all the data, and per set the
-    local parameters, their errors and χ² (arrays with one row per set, in the order of ``keys``)."""
+    """The outcome of ``fit_global``: the shared parameters with errors from all the data, and each set's own.
+
+    Arrays have one row per set, in the order of ``keys``.
+
+    Attributes:
+        model: the model fitted.
+        keys: each set's name: its group value, or its index in the list given.
+        param_names: the model's parameters.
+        shared_names: the parameters common to every set.
+        shared: name -> value of each shared parameter.
+        shared_stderr: name -> standard error.
+        shared_covariance: (S, S) covariance of the shared parameters.
+        params: (B, P) each set's parameters, the shared ones repeated.
+        stderr: (B, P) their standard errors.
+        chi2: (B,) each set's (weighted) sum of squared residuals.
+        n_points: (B,) each set's points.
+        total_chi2: the sum of every set's χ².
+        reduced_chi2: total_chi2 per degree of freedom.
+        dof: the degrees of freedom: all points less all parameters.
+        n_steps: Levenberg–Marquardt's steps.
+        converged: whether a stopping rule was met.
+        message: how the fit ended, in words.
+        notes: what the message adds.
+    """
 
     model: Model
     keys: np.ndarray  # each set's name: its group value, or its index in the list given
@@ -77,16 +99,31 @@ class GlobalResult:
         return out
 
     def to_pandas(self):
+        """The per-set table as a pandas DataFrame (the columns of ``columns()``).
+
+        Returns:
+            pandas.DataFrame: the table.
+        """
         import pandas as pd
 
         return pd.DataFrame(self.columns())
 
     def to_arrow(self):
+        """The per-set table as a pyarrow Table (the columns of ``columns()``).
+
+        Returns:
+            pyarrow.Table: the table.
+        """
         import pyarrow as pa
 
         return pa.table({k: pa.array(v.tolist() if k == "set" else v) for k, v in self.columns().items()})
 
     def report(self) -> str:
+        """A readable report: the shared parameters with errors, χ², and the first sets' own parameters.
+
+        Returns:
+            str: the report.
+        """
         width = max(len(n) for n in self.shared_names)
         lines = [
             "[[Global fit]]",
@@ -131,12 +168,33 @@ def fit_global(
 ) -> GlobalResult:
     """Fit ``model`` to every data set at once, the parameters named in ``shared`` common to all of them.
 
-    ``datasets``: a list of (x, y) or (x, y, sigma) tuples; or a long table — a pandas DataFrame or a CSV or
-    Parquet file (a folder or glob of Parquet files) with one row per point and a ``group`` column naming each
-    point's set (columns ``x``, ``y``, ``sigma`` by name; x and y default to the first two others).
-    ``p0``: a dict of starting values for every set (default: each set's guess, the shared ones started at
-    the median of the sets' guesses). ``tol``: the relative decrease of χ² (and relative step) that stops
-    Levenberg–Marquardt (χ² is flat at its minimum: 1e-15 keeps the parameters' digits to ~1e-8 and below).
+    One Levenberg–Marquardt fit of the stacked problem, its normal equations solved by blocks (each set's own
+    parameters against the shared ones), so thousands of sets cost about as much as ``fit_many`` on them. See
+    [Global fits](../batch.md#global-fits-parameters-shared-across-data-sets).
+
+    Args:
+        model: as in ``gradfit.fit``.
+        datasets: a list of (x, y) or (x, y, sigma) tuples; or a long table — a pandas DataFrame, or a CSV or
+            Parquet file (a folder or glob of Parquet files) — with one row per point and a ``group`` column
+            naming each point's set.
+        shared: the names of the parameters common to every set.
+        group: a long table's column naming each point's set.
+        x: a long table's x column (default: the first column other than ``group``).
+        y: a long table's y column (default: the next one).
+        sigma: a long table's column of errors of y (default: none).
+        p0: a dict of starting values for every set (default: each set's guess, the shared ones started at the
+            median of the sets' guesses).
+        max_steps: the most Levenberg–Marquardt steps.
+        tol: the relative decrease of χ² (and relative step) that stops the fit (χ² is flat at its minimum:
+            1e-15 keeps the parameters' digits to ~1e-8).
+        absolute_sigma: as in ``gradfit.fit``.
+        variables: the names of the independent variables in an expression (default "x").
+        dtype: torch's dtype (float64 by default).
+        device: "cpu" or "cuda".
+        derivatives: for a Python function, as in ``gradfit.fit``.
+
+    Returns:
+        GlobalResult: the shared values and errors, a per-set table, each set's χ².
     """
     model = get_model(model, variables=(variables,) if isinstance(variables, str) else variables or ("x",))
     names = model.param_names

@@ -17,7 +17,17 @@ from typing import Iterator, Sequence
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One optimisation step (see the module docstring for what each field measures)."""
+    """One optimisation step, as the seed article prints it.
+
+    Attributes:
+        step: the step's number, from 1.
+        loss: the loss at the parameters the step started from (the article prints it before updating).
+        rmse: the square root of that mean squared loss.
+        grad_norm: the length of the gradient there.
+        learning_rate: the rate the step was taken at (Levenberg–Marquardt: its damping λ).
+        params: the parameters the step ended with.
+        epoch: for mini-batch methods, the pass over the data this step belongs to.
+    """
 
     step: int
     loss: float
@@ -29,7 +39,12 @@ class StepRecord:
 
 
 class History:
-    """All the steps of a run, in order, with the parameters it started from."""
+    """All the steps of a run, in order, with the parameters it started from. Iterate over it for its StepRecords.
+
+    Args:
+        param_names: the parameters' names.
+        init_params: the parameters the run started from.
+    """
 
     def __init__(self, param_names: Sequence[str], init_params: Sequence[float]):
         self.param_names = tuple(param_names)
@@ -37,6 +52,11 @@ class History:
         self.records: list[StepRecord] = []
 
     def append(self, record: StepRecord) -> None:
+        """Add the next step.
+
+        Args:
+            record: the step.
+        """
         self.records.append(record)
 
     def __len__(self) -> int:
@@ -65,7 +85,14 @@ class History:
         return [r.loss for r in self.records]
 
     def params_before(self, i: int) -> tuple[float, ...]:
-        """The parameters row ``i`` started from (its loss was measured there)."""
+        """The parameters row ``i`` started from (its loss was measured there).
+
+        Args:
+            i: the row, from 0.
+
+        Returns:
+            tuple: the parameters.
+        """
         return self.records[i - 1].params if i > 0 else self.init_params
 
     @property
@@ -73,10 +100,20 @@ class History:
         return bool(self.records) and self.records[0].epoch is not None
 
     def columns(self) -> list[str]:
+        """The CSV's header: (epoch,) step, loss, rmse, grad_norm, learning_rate and each parameter.
+
+        Returns:
+            list: the column names.
+        """
         epoch = ["epoch"] if self.has_epochs else []
         return [*epoch, "step", "loss", "rmse", "grad_norm", "learning_rate", *self.param_names]
 
     def rows(self) -> Iterator[list]:
+        """The CSV's rows, one per step, in the order of ``columns()``.
+
+        Returns:
+            Iterator: the rows.
+        """
         epochs = self.has_epochs
         for r in self.records:
             yield [*([r.epoch] if epochs else []), r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, *r.params]
@@ -84,8 +121,13 @@ class History:
     def to_csv(self, file=None) -> str | None:
         """Write the history as CSV (parameters are those after each step).
 
-        With no ``file`` the CSV text is returned; floats are written with ``repr``
-        so that reading them back gives the same numbers.
+        Floats are written with ``repr`` so that reading them back gives the same numbers.
+
+        Args:
+            file: an open text file to write to (default: return the text).
+
+        Returns:
+            str | None: the CSV text when no ``file`` is given.
         """
         out = io.StringIO() if file is None else file
         writer = csv.writer(out, lineterminator="\n")

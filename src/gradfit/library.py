@@ -1015,11 +1015,23 @@ def builtin(name: str) -> Model | None:
 
 
 def get_model(model, *, variables=("x",), params=None) -> Model:
-    """A Model from a Model (as is), a Python function f(x, a, b, ...), a built-in name, a sum of
-    built-in names ('gaussian + linear'), or an expression ('a*exp(-b*x) + c').
+    """A ``Model`` from any way of naming one.
 
-    Text that is a built-in name, or built-in names joined by '+', is the library's;
-    any other text is an expression in the variables ``variables``.
+    Text that is a built-in name, or built-in names joined by '+', is the library's; any other text is an
+    expression in the ``variables``, read by the safe expression language (never ``eval``).
+
+    Args:
+        model: a ``Model`` (returned as is), a Python function ``f(x, a, b, ...)``, a built-in name ("gaussian",
+            "poly3"), a sum of built-in names ("gaussian + linear"), or an expression ("a*exp(-b*x) + c").
+        variables: the names of the independent variables in an expression.
+        params: an expression's parameter names in the order wanted (default: order of first appearance).
+
+    Returns:
+        Model: the model.
+
+    Raises:
+        ModelError: an unknown name or a function gradfit cannot fit.
+        ExpressionError: an expression that does not parse, saying where.
     """
     if params is not None and not (isinstance(model, str) and not all(builtin(p.strip()) for p in model.split("+"))):
         raise ModelError(

@@ -6,12 +6,28 @@ import torch
 
 
 def mse(preds: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-    """Mean squared error, written exactly as the seed article writes it."""
+    """Mean squared error, written exactly as the seed article writes it.
+
+    Args:
+        preds: the predictions.
+        actual: the measured values.
+
+    Returns:
+        torch.Tensor: ``((preds - actual) ** 2).mean()``.
+    """
     return ((preds - actual) ** 2).mean()
 
 
 def rmse(preds: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-    """Root mean squared error: the error in the units of y."""
+    """Root mean squared error: the error in the units of y.
+
+    Args:
+        preds: the predictions.
+        actual: the measured values.
+
+    Returns:
+        torch.Tensor: the square root of ``mse``.
+    """
     return mse(preds, actual).sqrt()
 
 

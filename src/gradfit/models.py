@@ -21,7 +21,12 @@ from .errors import ModelError
 
 
 class Model:
-    """A curve with named parameters; subclasses define ``forward``."""
+    """A curve with named parameters; subclasses define ``forward``.
+
+    A model is called as ``model(x, params)``. Its class attributes say what it is: ``name``, ``param_names``,
+    ``formula``, ``is_linear`` (linear in its parameters: least squares has a closed form), ``variables`` (the
+    independent variables), ``even_params`` (parameters whose sign does not change the curve, such as widths).
+    """
 
     name: str = "model"
     param_names: tuple[str, ...] = ()
@@ -38,17 +43,41 @@ class Model:
         return len(self.param_names)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The model's values at ``x`` for the parameters ``params``.
+
+        Args:
+            x: the points, (N,) (or (N, k) for several variables).
+            params: the parameters, (P,) in the order of ``param_names`` (or (..., P) for a batch of them).
+
+        Returns:
+            torch.Tensor: the predictions, (N,) (or (..., N)).
+        """
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return self.forward(x, params)
 
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
-        """The matrix A with f(x; p) = A @ p, for models linear in their parameters."""
+        """The matrix A with f(x; p) = A @ p, for models linear in their parameters.
+
+        Args:
+            x: the points.
+
+        Returns:
+            torch.Tensor: A, (N, P).
+        """
         raise ModelError(f"Model '{self.name}' is not linear in its parameters; it has no design matrix.")
 
     def guess(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """Starting values from the data, or None when the model has no rule for them."""
+        """Starting values from the data, or None when the model has no rule for them.
+
+        Args:
+            x: the points' x.
+            y: the points' y.
+
+        Returns:
+            torch.Tensor | None: the guessed parameters (P,).
+        """
         return None
 
     def program(self):
@@ -61,7 +90,13 @@ class Model:
 
 
 class Polynomial(Model):
-    """y = p[0]*x**d + p[1]*x**(d-1) + ... + p[d], highest power first (as numpy.polyfit)."""
+    """y = p[0]*x**d + p[1]*x**(d-1) + ... + p[d], highest power first (as numpy.polyfit).
+
+    Args:
+        degree: d.
+        param_names: the coefficients' names, highest power first (default: c<d> ... c0).
+        name: the model's name in reports (default: poly<d>).
+    """
 
     is_linear = True
 
@@ -186,8 +221,11 @@ def _binomials(d: int):
 class FunctionModel(Model):
     """A Python function ``f(x, a, b, ...)`` written with torch operations.
 
-    The parameter names are the function's arguments after the first, as
-    scipy.optimize.curve_fit reads them.
+    The parameter names are the function's arguments after the first, as scipy.optimize.curve_fit reads them.
+
+    Args:
+        function: the function.
+        name: the model's name in reports (default: the function's).
     """
 
     def __init__(self, function: Callable, name: str | None = None):
@@ -236,10 +274,15 @@ def short_name(text: str) -> str:
 class ExpressionModel(Model):
     """A model typed as text, ``"a*exp(-b*x) + c"``, compiled by the safe expression language.
 
-    ``variables`` names the independent variables (``x`` by default; several for a
-    surface, with x given as columns, shape (N, k)). Every other name is a parameter,
-    in order of first appearance unless ``params`` orders them. Works on any leading
-    batch dimensions of the parameters: (..., P) gives predictions (..., N).
+    Works on any leading batch dimensions of the parameters: (..., P) gives predictions (..., N).
+
+    Args:
+        text: the expression.
+        variables: the independent variables (``x`` by default; several for a surface, with x given as columns,
+            shape (N, k)). Every other name is a parameter.
+        params: the parameters' order (default: order of first appearance).
+        name: the model's name in reports (default: the text, shortened).
+        guess: a function ``(x, y) -> p0`` giving starting values from the data.
     """
 
     def __init__(self, text: str, variables=("x",), params=None, name: str | None = None, guess=None):
@@ -327,8 +370,10 @@ def variable_columns(x: torch.Tensor, k: int, name: str) -> list[torch.Tensor]:
 class Composite(Model):
     """A sum of models, ``gaussian + linear``: parameters prefixed by component (g_center, l_slope).
 
-    ``own_names``: parts that keep their own parameter names (an expression added to built-ins,
-    ``gaussian + m*x + c``), by position; every other part is prefixed.
+    Args:
+        parts: the models summed.
+        own_names: the positions of parts that keep their own parameter names (an expression added to built-ins,
+            ``gaussian + m*x + c``); every other part is prefixed.
     """
 
     def __init__(self, parts: list[Model], own_names: tuple[int, ...] = ()):
@@ -454,5 +499,12 @@ def linear() -> Polynomial:
 
 
 def polynomial(degree: int) -> Polynomial:
-    """A polynomial of any degree; parameter c<k> multiplies x**k."""
+    """A polynomial of any degree; parameter c<k> multiplies x**k.
+
+    Args:
+        degree: the highest power.
+
+    Returns:
+        Polynomial: the model.
+    """
     return Polynomial(degree)

@@ -54,7 +54,19 @@ def spread(first: int, last: int, n: int = 10) -> list[int]:
 
 
 def plot_data(x, y, *, ax=None, title: str | None = None, xlabel: str = "x", ylabel: str = "y") -> Figure:
-    """The data as a blue scatter."""
+    """The data as a blue scatter.
+
+    Args:
+        x: the points' x.
+        y: the points' y.
+        ax: the user's axis to draw into.
+        title: the title (default: none).
+        xlabel: the x axis's label.
+        ylabel: the y axis's label.
+
+    Returns:
+        Figure: the figure drawn into.
+    """
     fig, ax = _fig_ax(ax, figsize=(6.4, 4.8))
     ax.scatter(_np(x), _np(y), color=DATA_COLOR, label="data", **_dots(len(_np(y))))
     ax.set_xlabel(xlabel)
@@ -76,13 +88,21 @@ def plot_steps(
 ) -> Figure:
     """The article's row of panels, one per step: data in blue, that step's predictions in red.
 
-    Each panel shows the predictions the step measured its loss on (the parameters it
-    started from), as the article's ``show_plot(step(params))`` does. ``steps`` are
-    step numbers (default: ``ncols`` spread over the run); more than ``ncols`` wrap
-    into rows. ``ylim`` fixes every panel's y-axis (the article uses -75..120; default:
-    automatic, shared). ``like`` reuses the margins of an earlier figure of the same
-    shape instead of computing a tight layout again (the slowest part of drawing). ``axes``: the user's axes, one
-    per step, to draw into (their figure's layout is left to the user).
+    Each panel shows the predictions the step measured its loss on (the parameters it started from), as the article's
+    ``show_plot(step(params))`` does.
+
+    Args:
+        run: a FitResult (or a Trace of the demo, or a History with its data).
+        steps: step numbers (default: ``ncols`` spread over the run); more than ``ncols`` wrap into rows.
+        ncols: panels per row.
+        ylim: every panel's y-axis (the article uses -75..120; default: automatic, shared).
+        panel_size: one panel's (width, height) in inches.
+        like: an earlier figure of the same shape whose margins to reuse instead of computing a tight layout again
+            (the slowest part of drawing).
+        axes: the user's axes, one per step, to draw into (their figure's layout is left to the user).
+
+    Returns:
+        Figure: the figure drawn into.
     """
     history = run.history
     _one_variable(run.model, "plot_steps")
@@ -167,11 +187,22 @@ def plot_fit(
 ) -> Figure:
     """Data, the fitted curve drawn smoothly, a band around it, each part of a sum dashed, and residuals below.
 
-    ``band``: "confidence" (where the curve lies), "prediction" (where a new point would fall) or None;
-    ``level``: its probability (0.95), or None for ±1σ exactly (FitResult.band computes it). Residuals are
-    normalized (residual/σ) when the fit had sigma, whitened with a covariance matrix. ``axes``: a (curve,
-    residuals) pair of the user's axes to draw into, or one axis (no residuals). Axis labels are the data's column
-    names (``xlabel``/``ylabel`` replace them: units, "2θ (deg)"); ``title``: "" for the default, None for none.
+    Residuals are normalized (residual/σ) when the fit had sigma, whitened with a covariance matrix. Axis labels are
+    the data's column names.
+
+    Args:
+        result: a FitResult.
+        points: points of the drawn curve.
+        axes: a (curve, residuals) pair of the user's axes to draw into, or one axis (no residuals).
+        band: "confidence" (where the curve lies), "prediction" (where a new point would fall) or None.
+        level: the band's probability (0.95), or None for ±1σ exactly (``FitResult.band`` computes it).
+        components: draw each part of a sum of models dashed.
+        xlabel: replaces the x column's name (units: "2θ (deg)").
+        ylabel: replaces the y column's name.
+        title: "" for the default, None for none.
+
+    Returns:
+        Figure: the figure drawn into.
     """
     _one_variable(result.model, "plot_fit")
     x, y, sigma = (_np(a) for a in _data(result, "plot_fit"))
@@ -222,9 +253,16 @@ def plot_fit(
 def plot_loss(results, labels: Sequence[str] | None = None, *, ax=None) -> Figure:
     """RMSE against step on a log axis, for one run or several overlaid.
 
-    Each item is a FitResult, a Trace or a History. The exact optimum is drawn as a
-    dashed line when a run knows it (models linear in their parameters). A run whose
+    The exact optimum is drawn as a dashed line when a run knows it (models linear in their parameters). A run whose
     history ends early because it diverged is drawn up to its last finite step.
+
+    Args:
+        results: a FitResult, a Trace or a History, or a list of them.
+        labels: one label per run, for the legend.
+        ax: the user's axis to draw into.
+
+    Returns:
+        Figure: the figure drawn into.
     """
     items = results if isinstance(results, (list, tuple)) else [results]
     labels = list(labels) if labels is not None else [_label(r) for r in items]
@@ -248,8 +286,15 @@ def plot_loss(results, labels: Sequence[str] | None = None, *, ax=None) -> Figur
 
 
 def plot_params(result, *, axes=None) -> Figure:
-    """Each parameter's value after every step, with its final value dashed. ``axes``: one of the user's axes per
-    parameter to draw into."""
+    """Each parameter's value after every step, with its final value dashed.
+
+    Args:
+        result: a FitResult (or a Trace, or a History).
+        axes: one of the user's axes per parameter to draw into.
+
+    Returns:
+        Figure: the figure drawn into.
+    """
     history = result.history
     names = history.param_names
     cols = min(len(names), 3)
@@ -278,9 +323,20 @@ def plot_params(result, *, axes=None) -> Figure:
 def plot_landscape(
     result, params: tuple[str, str] | None = None, *, grid: int = LANDSCAPE_GRID, ax=None, title: str | None = ""
 ) -> Figure:
-    """Contours of the loss over two parameters, the others held at their final values,
-    with the optimizer's path drawn over them; the range covers the path and the end. ``title``: "" for the
-    default (wrapped to the figure's width), None for none."""
+    """Contours of the loss over two parameters, the others held at their final values, with the optimizer's path.
+
+    The range covers the path and the end.
+
+    Args:
+        result: a FitResult (or a Trace of the demo).
+        params: the two parameters' names (default: the first two free ones).
+        grid: the contours' grid is grid x grid.
+        ax: the user's axis to draw into.
+        title: "" for the default (wrapped to the figure's width), None for none.
+
+    Returns:
+        Figure: the figure drawn into.
+    """
     names = result.history.param_names
     params = landscape_params(result, params)
     aa, bb, loss, path, (i, j) = landscape_grid(result, params, grid)
@@ -333,12 +389,25 @@ def plot_conf_interval2d(
     nsigma: float | None = None,
     ax=None,
 ) -> Figure:
-    """The confidence regions of two parameters (the first two free ones by default) over the loss landscape:
-    the landscape as plot_landscape draws it (the others held at the best fit), the profile-likelihood regions
-    at each level of ``sigmas`` (the others re-fitted at every point of a grid x grid, one batch: gradfit.profile;
-    the F-test for two parameters), solid, and the ellipses the covariance predicts, dashed: where they part, the
-    standard errors' straight-line picture is wrong. ``nsigma``: the half width of the region, in standard errors
-    (default twice the widest level)."""
+    """The confidence regions of two parameters over the loss landscape, beside the covariance's ellipses.
+
+    The landscape as plot_landscape draws it (the others held at the best fit), the profile-likelihood regions at each
+    level of ``sigmas`` (the others re-fitted at every point of the grid, one batch; the F-test for two parameters),
+    solid, and the ellipses the covariance predicts, dashed: where they part, the standard errors' straight-line
+    picture is wrong.
+
+    Args:
+        result: a FitResult with its data.
+        x_name: the first parameter (default: the first free one).
+        y_name: the second parameter (default: the second free one).
+        sigmas: the levels drawn, in standard deviations' worth of probability (1, 2, 3).
+        grid: the regions' grid is grid x grid.
+        nsigma: the half width of the region, in standard errors (default: twice the widest level).
+        ax: the user's axis to draw into.
+
+    Returns:
+        Figure: the figure drawn into.
+    """
     x_name, y_name = landscape_params(result, None if x_name is None and y_name is None else (x_name, y_name))
     found = result.conf_region(x_name, y_name, sigmas, grid, nsigma)
     xs, ys, chi2, levels, probs = (found[k] for k in ("x", "y", "chi2", "levels", "probabilities"))
@@ -413,7 +482,14 @@ def landscape_grid(result, params: tuple[str, str], grid: int = LANDSCAPE_GRID, 
 def animate(result, path, *, max_frames: int = 60, fps: int = 8) -> Path:
     """The fit evolving beside its growing loss curve, as a GIF (Pillow) or an MP4 (needs ffmpeg).
 
-    Long runs are thinned to ``max_frames`` frames spread over the run. Returns the path.
+    Args:
+        result: a FitResult (or a Trace of the demo, or a History with its data).
+        path: the file to write; its suffix, .gif or .mp4, picks the format.
+        max_frames: long runs are thinned to this many frames spread over the run.
+        fps: frames per second.
+
+    Returns:
+        Path: the file written.
     """
     from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
 
@@ -502,12 +578,19 @@ def plot_learning_rates(
 ) -> Figure:
     """The classic figure: the same descent at several learning rates, side by side.
 
-    ``runs``: (label, run, diverged_at) — ``diverged_at`` is the step where the loss blew up
-    (None if it did not); such a run is drawn up to its last finite step, and a cross marks the step where it
-    diverged. ``rates`` and ``limit`` (the stability limit 2/λmax): each run's label and the title say where
-    its rate stands against the limit; ``optimum``: the best RMSE, drawn dashed, so that a plateau above it
-    is not read as success. Left: RMSE against step. Right: the data and each run's last curve. ``axes``: a
-    (left, right) pair of the user's axes to draw into.
+    Left: RMSE against step. Right: the data and each run's last curve.
+
+    Args:
+        runs: (label, run, diverged_at) for each rate: ``diverged_at`` is the step where the loss blew up (None if it
+            did not); such a run is drawn up to its last finite step, a cross where it diverged.
+        ylim: the right panel's y-axis.
+        rates: each run's learning rate, to say where it stands against ``limit``.
+        limit: the stability limit 2/λmax: the title and each run's label say where its rate stands.
+        optimum: the best RMSE, drawn dashed, so that a plateau above it is not read as success.
+        axes: a (left, right) pair of the user's axes to draw into.
+
+    Returns:
+        Figure: the figure drawn into.
     """
     if axes is None:
         fig = Figure(figsize=(12, 4.5))
@@ -565,7 +648,17 @@ def plot_learning_rates(
 
 
 def plot_histogram(batch, name: str | None = None, *, bins: int = 40, ax=None) -> Figure:
-    """A histogram of one parameter (the first by default) over the converged curves of a fit_many result."""
+    """A histogram of one parameter over the converged curves of a fit_many result.
+
+    Args:
+        batch: a BatchResult.
+        name: the parameter (default: the first).
+        bins: the histogram's bins.
+        ax: the user's axis to draw into.
+
+    Returns:
+        Figure: the figure drawn into.
+    """
     names = list(batch.param_names)
     name = names[0] if name is None else name
     if name not in names:
@@ -616,11 +709,17 @@ FORMATS = ("png", "svg", "pdf")  # what write_plots writes: raster, and vector t
 
 
 def write_plots(result, folder, formats=("png",), dpi: float | None = None) -> tuple[list[str], list[str]]:
-    """Write fit, loss, steps, params and landscape figures into ``folder``, each in every one of ``formats``
-    (png, svg, pdf: svg and pdf keep lines and text as vectors), at ``dpi`` (matplotlib's default: 100).
+    """Write the fit, loss, steps, params and landscape figures into ``folder``, in every one of ``formats``.
 
-    Returns (written, skipped) where skipped says why a figure does not apply (a surface
-    has no curve to draw; a one-parameter model has no landscape).
+    Args:
+        result: a FitResult.
+        folder: an existing folder to write into.
+        formats: any of "png", "svg", "pdf" (svg and pdf keep lines and text as vectors).
+        dpi: the resolution of png files (matplotlib's default: 100).
+
+    Returns:
+        tuple: (written, skipped): the files written, and why a figure does not apply (a surface has no curve to
+            draw; a one-parameter model has no landscape).
     """
     formats = check_formats(formats)
     folder = Path(folder)
@@ -673,9 +772,17 @@ PAPER = {  # publication defaults: small, clean, vector-friendly
 
 
 def style(kind: str = "paper"):
-    """A context in which figures get publication defaults (``with gradfit.plots.style(): fig = plot_fit(r)``):
-    small fonts, thin lines, no top and right spines, 300 dpi, text kept as text in PDF and SVG. The article's look
-    stays the default outside it."""
+    """A context in which figures get publication defaults: ``with gradfit.plots.style(): fig = plot_fit(r)``.
+
+    Small fonts, thin lines, no top and right spines, 300 dpi, text kept as text in PDF and SVG. The article's look
+    stays the default outside it.
+
+    Args:
+        kind: the style; "paper" is the one there is.
+
+    Returns:
+        A context manager (matplotlib's rc_context).
+    """
     import matplotlib
 
     if kind != "paper":

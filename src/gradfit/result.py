@@ -16,14 +16,52 @@ from .models import Model
 
 @dataclass
 class FitResult:
-    """The outcome of ``gradfit.fit``.
+    """The outcome of ``gradfit.fit``: the answer, how sure it is, and how it was reached.
 
-    ``params``, ``stderr``: name -> value. ``covariance``: (P, P) array in the
-    order of ``param_names``, from the Jacobian at the solution and scaled by the
-    reduced chi-square as scipy's curve_fit does (unscaled with absolute_sigma).
-    ``rmse`` and ``r2`` are unweighted; ``chi2`` uses sigma when given.
-    ``gap_to_optimum``: for models linear in their parameters, how far the fit's
-    (weighted) RMSE is above the exact least-squares optimum, relative (0 = at it).
+    ``print(result.report())`` shows it all; ``result.to_dict()`` gives it as JSON-ready data.
+
+    Attributes:
+        model: the model fitted.
+        method: the method that ran ("linear", "lm", "gd", ...).
+        params: name -> value, in the model's order.
+        stderr: name -> standard error (inf where the data do not determine a parameter).
+        covariance: (P, P) array in the order of ``param_names``, from the Jacobian at the solution, scaled by the
+            reduced χ² as scipy's curve_fit does (unscaled with ``absolute_sigma``).
+        rmse: the root mean squared residual, unweighted.
+        r2: the coefficient of determination, unweighted.
+        chi2: the sum of squared residuals, weighted by sigma when given.
+        reduced_chi2: chi2 per degree of freedom.
+        aic: Akaike's information criterion (as lmfit computes it).
+        bic: the Bayesian information criterion (as lmfit computes it).
+        n_points: the points fitted.
+        n_steps: the steps the method took.
+        converged: whether a stopping rule was met (False also when a parameter is undetermined).
+        message: how the fit ended, in words.
+        history: every step: loss, RMSE, gradient norm, parameters.
+        n_dropped: points left out by ``nan_policy="omit"``.
+        gap_to_optimum: for models linear in their parameters, how far the (weighted) RMSE is above the exact
+            least-squares optimum, relative (0 = at it).
+        optimum_rmse: that optimum's RMSE.
+        learning_rate: the gradient method's rate (None for the others).
+        dtype: torch's dtype of the computation.
+        device: where it ran.
+        notes: what the message adds (derivatives estimated, a rate chosen, ...).
+        rank: the rank of the Jacobian at the solution; below ``n_params``, some parameter is undetermined.
+        undetermined: the parameters the data do not determine.
+        bounds: name -> (lower, upper), as given.
+        fixed: name -> the value it was held at.
+        tied: name -> the expression of the others it is tied to.
+        loss: "linear" (least squares) or the robust loss.
+        f_scale: where a robust loss starts to bend.
+        at_bound: name -> "lower" or "upper", for parameters that ended on a bound.
+        x: the data fitted (after ``nan_policy``), float64.
+        y: the data's y.
+        sigma: the data's errors, where given.
+        sample_of: set when x, y and sigma are a random sample of this many points (a streamed fit).
+        starts: with ``fit(starts=N)``: how many starts, how many reached the best χ², which failed.
+        derived: name -> expression, value and standard error, from ``derive``.
+        columns: role -> the data's column name (``{"x": "two_theta", "y": "counts"}``).
+        intervals: name -> [(probability, limit), ...], from ``conf_interval``.
     """
 
     model: Model
@@ -82,7 +120,14 @@ class FitResult:
             return self.covariance / np.outer(s, s)
 
     def predict(self, x) -> np.ndarray:
-        """The fitted curve at ``x`` (float64)."""
+        """The fitted curve at ``x`` (float64).
+
+        Args:
+            x: where to evaluate it.
+
+        Returns:
+            np.ndarray: the curve's values.
+        """
         from .data import as_array
 
         xt = torch.as_tensor(as_array(x, "x"), dtype=self.dtype, device=self.device)
@@ -91,10 +136,17 @@ class FitResult:
             return self.model(xt, p).double().cpu().numpy()
 
     def components(self, x) -> dict[str, np.ndarray]:
-        """Each part of a sum at ``x`` (float64), by its prefix as the parameters carry it ('g1', 'g2', 'l'), or
-        by its own name where a part keeps its parameters' names (an expression added to built-ins); the
-        parts add up to ``predict(x)``. A model that is not a sum is one part, by its name (lmfit's
-        ``eval_components``)."""
+        """Each part of a sum at ``x`` (float64): the parts add up to ``predict(x)`` (lmfit's ``eval_components``).
+
+        Parts are keyed by their prefix as the parameters carry it ('g1', 'g2', 'l'), or by their own name where a part
+        keeps its parameters' names (an expression added to built-ins). A model that is not a sum is one part.
+
+        Args:
+            x: where to evaluate them.
+
+        Returns:
+            dict: part -> its values.
+        """
         from .data import as_array
 
         xt = torch.as_tensor(as_array(x, "x"), dtype=self.dtype, device=self.device)
@@ -111,12 +163,19 @@ class FitResult:
         return out
 
     def band(self, x, level: float | None = 0.95, kind: str = "confidence") -> tuple[np.ndarray, np.ndarray]:
-        """The band around the fitted curve at ``x``: (lower, upper), float64. ``kind="confidence"``: where the
-        curve itself lies, from the covariance by the delta method (var f(x) = J(x) C J(x)ᵀ, J the curve's exact
-        derivative by the parameters); ``"prediction"``: where a new point would fall, the noise's variance (the
-        reduced χ²) added — only for fits without ``sigma`` (with it, the noise at a new x is not known).
-        ``level``: the probability covered, by Student's t with the fit's degrees of freedom; ``None``: ±1
-        standard deviation exactly (what plot_fit draws by default)."""
+        """The band around the fitted curve at ``x``: (lower, upper), float64.
+
+        Args:
+            x: where to evaluate it.
+            level: the probability covered, by Student's t with the fit's degrees of freedom; None: ±1 standard
+                deviation exactly (what plot_fit draws by default).
+            kind: "confidence": where the curve itself lies, from the covariance by the delta method
+                (var f(x) = J(x) C J(x)ᵀ, J the curve's exact derivative by the parameters); "prediction": where a new
+                point would fall, the noise's variance (the reduced χ²) added — only for fits without ``sigma``.
+
+        Returns:
+            tuple: (lower, upper) arrays.
+        """
         from scipy.stats import t as student
 
         from .data import as_array
@@ -148,11 +207,18 @@ class FitResult:
         return curve - half, curve + half
 
     def derive(self, quantities: dict[str, str]) -> dict[str, tuple[float, float]]:
-        """Quantities computed from the parameters, with standard errors: ``{"fwhm": "2.3548*sigma",
-        "half_life": "log(2)/k"}`` -> ``{"fwhm": (value, stderr), ...}``. Each expression is parsed by gradfit.expr
-        (never eval), its names the parameters; its error propagated through the covariance by the delta method,
-        sqrt(g Cov gᵀ) with g its exact gradient (forward mode on its tree). Kept in ``derived``, shown by
-        ``report()`` and saved with the result."""
+        """Quantities computed from the parameters, with standard errors.
+
+        Each expression is parsed by gradfit's expression language (never eval), its names the parameters; its error is
+        propagated through the covariance by the delta method, sqrt(g C gᵀ) with g its exact gradient. Kept in
+        ``derived``, shown by ``report()`` and saved with the result.
+
+        Args:
+            quantities: name -> expression, ``{"fwhm": "2.3548*sigma", "half_life": "log(2)/k"}``.
+
+        Returns:
+            dict: name -> (value, stderr).
+        """
         from .errors import ModelError
         from .params import expression_of_parameters
 
@@ -179,12 +245,20 @@ class FitResult:
         return out
 
     def conf_interval(self, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[float, float]]]:
-        """Profile-likelihood confidence intervals, as lmfit's ``conf_interval``: for each free parameter (or
-        ``names``), the values on each side where the fit with that parameter held and the others re-fitted is
-        worse by the F-test's margin for each level of ``sigmas`` (σ levels; under 1, probabilities). Asymmetric
-        where the likelihood is. Returns lmfit's layout, name -> [(probability, lower), ..., (0, best), ...,
-        (probability, upper)]; a limit never reached is ±inf, one a bound cuts off is the bound. All the re-fits
-        run as one batch (gradfit.profile). Kept in ``intervals``, shown by ``report()`` and saved."""
+        """Profile-likelihood confidence intervals, as lmfit's ``conf_interval``.
+
+        For each free parameter, the values on each side where the fit with that parameter held and the others re-fitted
+        is worse by the F-test's margin for each level: asymmetric where the likelihood is. All the re-fits run as one
+        batch. Kept in ``intervals``, shown by ``report()``.
+
+        Args:
+            sigmas: the levels, in σ (1, 2, 3); numbers under 1 are probabilities.
+            names: the parameters (default: every free one).
+
+        Returns:
+            dict: lmfit's layout, name -> [(probability, lower), ..., (0, best), ..., (probability, upper)]; a limit
+                never reached is ±inf, one a bound cuts off is the bound.
+        """
         from .profile import conf_interval
 
         found = conf_interval(self, sigmas, names)
@@ -194,19 +268,38 @@ class FitResult:
     def conf_interval2d(
         self, x_name: str, y_name: str, nx: int = 10, ny: int = 10, limits=None, nsigma=5, chi2_out: bool = False
     ):
-        """lmfit's ``conf_interval2d``: two parameters held on an nx x ny grid (``limits`` ((x_lo, x_hi), (y_lo,
-        y_hi)), else ``nsigma`` standard errors each way), the others re-fitted, all at once. Returns (x values,
-        y values, grid (ny, nx)): χ² with ``chi2_out``, else √((χ² − χ²₀)/χ²_ν) as lmfit. Drawn by
-        ``gradfit.plots.plot_conf_interval2d``."""
+        """lmfit's ``conf_interval2d``: two parameters held on a grid, the others re-fitted at every point, all at once.
+
+        Args:
+            x_name: the first parameter.
+            y_name: the second parameter.
+            nx: grid points along the first.
+            ny: grid points along the second.
+            limits: ((x_lo, x_hi), (y_lo, y_hi)); default ``nsigma`` standard errors each way.
+            nsigma: the grid's half width in standard errors, when ``limits`` is not given.
+            chi2_out: return χ² itself instead of lmfit's √((χ² − χ²₀)/χ²_ν).
+
+        Returns:
+            tuple: (x values, y values, grid (ny, nx)).
+        """
         from .profile import conf_interval2d
 
         return conf_interval2d(self, x_name, y_name, nx, ny, limits, nsigma, chi2_out)
 
     def conf_region(self, x_name: str, y_name: str, sigmas=(1, 2, 3), grid: int = 40, nsigma=None) -> dict:
-        """The numbers behind ``plots.plot_conf_interval2d``: x and y values of a grid x grid of the two parameters
-        (``nsigma`` standard errors each way; default twice the widest level), χ² there with the others re-fitted
-        (``chi2``), the χ² of each level for two parameters held (``levels``, with their ``probabilities``), the
-        best χ² (``chi2_best``) and the χ² the covariance predicts (``ellipse``: a quadratic)."""
+        """The numbers behind ``plots.plot_conf_interval2d``: χ² over a grid of two parameters, the others re-fitted.
+
+        Args:
+            x_name: the first parameter.
+            y_name: the second parameter.
+            sigmas: the levels, in σ.
+            grid: the grid is grid x grid.
+            nsigma: the grid's half width in standard errors (default: twice the widest level).
+
+        Returns:
+            dict: ``x``, ``y``, ``chi2`` on the grid, the χ² of each level (``levels``, with their
+                ``probabilities``), the best χ² (``chi2_best``) and the χ² the covariance predicts (``ellipse``).
+        """
         from .profile import region
 
         xs, ys, chi2, levels, probs, best, quadratic = region(self, x_name, y_name, sigmas, grid, nsigma)
@@ -221,10 +314,15 @@ class FitResult:
         }
 
     def save(self, path, *, data: bool = True) -> None:
-        """Write the result to a JSON file (no pickle): the model (as its name or expression; a Python function by
-        its name, given again on load), parameters, covariance, statistics, the history, the data's column names
-        and, with ``data`` (default), the points fitted, so that ``gradfit.load_result`` predicts, draws and
-        reports as this result does. Written whole or not at all."""
+        """Write the result to a JSON file (no pickle), written whole or not at all; ``gradfit.load_result`` reads it.
+
+        The file holds the model (its name or expression; a Python function by its name, given again on load), the
+        parameters, covariance, statistics, the history and the data's column names.
+
+        Args:
+            path: the file.
+            data: keep the points fitted too, so that the loaded result predicts, draws and reports as this one does.
+        """
         import json
 
         from ._files import write_atomic
@@ -290,7 +388,14 @@ class FitResult:
         }
 
     def report(self, min_correlation: float = 0.1) -> str:
-        """A readable report: statistics, parameters with standard errors, correlations."""
+        """A readable report: statistics, parameters with standard errors, correlations (and intervals, derived values).
+
+        Args:
+            min_correlation: correlations smaller than this (in size) are left out.
+
+        Returns:
+            str: the report.
+        """
         width = max(len(n) for n in self.params) if self.params else 1
         lines = [
             "[[Model]]",
@@ -484,8 +589,16 @@ def _history_from_json(saved: dict) -> History:
 
 
 def load_result(path, *, model=None) -> FitResult:
-    """A result written by ``FitResult.save``. ``model``: the Python function (or Model) it was fitted with, where
-    it was one (a file cannot hold a function); built-ins and expressions are made again from the file."""
+    """A result written by ``FitResult.save``.
+
+    Args:
+        path: the file.
+        model: the Python function (or Model) it was fitted with, where it was one (a file cannot hold a function);
+            built-ins and expressions are made again from the file.
+
+    Returns:
+        FitResult: the result as it was saved.
+    """
     import json
 
     from .library import model_from_spec

@@ -39,13 +39,23 @@ def gradient_descent(
     history: History | None = None,
     callback: Callable[[StepRecord], None] | None = None,
 ) -> tuple[torch.Tensor, History]:
-    """Take ``steps`` steps of ``params -= learning_rate * grad`` on the mean squared error.
+    """The seed article's loop: ``steps`` steps of ``params -= learning_rate * grad`` on the mean squared error.
 
-    Returns the final parameters (detached) and the history. Pass the ``history``
-    of an earlier call to continue it (the article runs two rounds of 10 steps).
-    ``callback(record)`` is called after every step: the library never prints.
-    Raises ``FitError`` when the loss or the parameters stop being finite; the
-    error's ``history`` holds every finite step.
+    The library never prints: ``callback`` sees each step. Raises ``FitError`` when the loss or the parameters stop
+    being finite; the error's ``history`` holds every finite step.
+
+    Args:
+        model: a ``gradfit.Model`` (``gradfit.quadratic()`` for the article).
+        x: the points' x, a tensor.
+        y: the points' y, a tensor.
+        params: the starting parameters, a tensor (P,).
+        learning_rate: the step's multiplier of the gradient (the article's 1e-4).
+        steps: how many steps to take.
+        history: the ``History`` of an earlier call, to continue it (the article runs two rounds of 10 steps).
+        callback: called with each step's ``StepRecord``.
+
+    Returns:
+        tuple: the final parameters (detached) and the ``History``.
     """
     learning_rate = positive_finite(learning_rate, "learning_rate")
     steps = positive_int(steps, "steps")

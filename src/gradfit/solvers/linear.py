@@ -49,12 +49,20 @@ def check_finite(a, b=None) -> None:
 
 
 def least_squares(model: Model, x, y, sigma=None) -> tuple[torch.Tensor, float]:
-    """Minimise mean(((model(x, p) - y) / sigma)**2) exactly; returns ``(params, rmse)`` in float64.
+    """The exact least-squares answer of a model linear in its parameters: ``(params, rmse)`` in float64.
 
-    Solved in float64 with an SVD-based least-squares routine (LAPACK gelsd), which
-    stays accurate when powers of x make the design matrix ill-conditioned. This is
-    the yardstick that tells how far gradient descent still is from the best fit.
-    ``rmse`` is the square root of the minimised (weighted) mean square.
+    Minimises mean(((model(x, p) - y) / sigma)²) with an SVD-based routine (LAPACK gelsd), which stays accurate when
+    powers of x make the design matrix ill-conditioned: the yardstick that tells how far gradient descent still is
+    from the best fit.
+
+    Args:
+        model: a model linear in its parameters (a polynomial, a line, an expression such as ``a*sin(x) + b``).
+        x: the points' x.
+        y: the points' y.
+        sigma: the errors of y (default: all equal).
+
+    Returns:
+        tuple: the parameters (a float64 tensor) and the square root of the minimised (weighted) mean square.
     """
     # float64: the optimum is the reference other runs are compared to.
     x = torch.as_tensor(x, dtype=torch.float64, device="cpu")
@@ -90,12 +98,18 @@ def solve_design(model: Model, x: torch.Tensor, y: torch.Tensor, whiten: Whiten 
 
 
 def mse_curvatures(model: Model, x) -> torch.Tensor:
-    """Eigenvalues (ascending, float64) of the Hessian of the mean squared error, 2/N AᵀA.
+    """The curvatures of the mean squared error: eigenvalues (ascending, float64) of its Hessian, 2/N AᵀA.
 
-    For a model linear in its parameters the Hessian does not depend on the
-    parameters or on y. Plain gradient descent is stable exactly when
-    ``learning_rate < 2 / largest``, and the ratio largest/smallest tells how many
-    more steps the flattest direction needs than the steepest.
+    For a model linear in its parameters the Hessian depends on neither the parameters nor y. Plain gradient descent
+    is stable exactly when ``learning_rate < 2 / largest``, and largest/smallest says how many more steps the
+    flattest direction needs than the steepest.
+
+    Args:
+        model: a model linear in its parameters.
+        x: the points' x.
+
+    Returns:
+        torch.Tensor: the eigenvalues, ascending.
     """
     x = torch.as_tensor(x, dtype=torch.float64)
     a = model.design_matrix(x)
