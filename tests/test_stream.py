@@ -244,6 +244,20 @@ def test_a_folder_a_glob_and_a_dataset_give_the_same_answer(tmp_path, quadratic_
         same(r, in_memory)
 
 
+def test_fit_given_a_path_passes_every_option_on(quadratic_file, decay_file):
+    path, x, y, sigma = quadratic_file
+    by_name = gradfit.fit("quadratic", str(path), sigma="s", loss="soft_l1", f_scale=0.3)  # in memory: small data
+    direct = gradfit.fit("quadratic", x, y, sigma=sigma, loss="soft_l1", f_scale=0.3)
+    assert by_name.loss == "soft_l1" and by_name.f_scale == 0.3
+    np.testing.assert_allclose(list(by_name.params.values()), list(direct.params.values()), rtol=1e-10)
+    path, x, y = decay_file
+    tied = gradfit.fit("a*exp(-k*x) + c", str(path), tie={"c": "a/6"}, p0={"a": 2, "k": 1})
+    assert tied.tied == {"c": "a/6"}
+    assert tied.params["c"] == pytest.approx(tied.params["a"] / 6, rel=1e-12)
+    with pytest.raises(OptionError, match="names the file's column of errors"):
+        gradfit.fit("quadratic", str(quadratic_file[0]), sigma=quadratic_file[3])
+
+
 def test_fit_takes_a_path_and_holds_small_data_in_memory(quadratic_file):
     path, x, y, _ = quadratic_file
     result = gradfit.fit("quadratic", str(path))  # the first two columns; 60,000 rows fit the default budget

@@ -100,7 +100,8 @@ def fit(
             others); None takes the method's default.
         max_steps: the most steps the method may take (default: the method's own).
         tol: one number for every stopping rule, or a dict with ``ftol``, ``xtol``, ``gtol``.
-        sigma: the errors of y: one standard deviation per point (N,), or their N x N covariance matrix.
+        sigma: the errors of y: one standard deviation per point (N,), or their N x N covariance matrix; with
+            data from a file, the name or index of its column of errors.
         absolute_sigma: True: ``sigma`` is in y's units and the errors are used as given; False (default, as
             curve_fit): only their relative sizes count and the standard errors scale with the reduced χ².
         nan_policy: "raise" (default) refuses missing values in one line; "omit" drops their points.
@@ -130,9 +131,21 @@ def fit(
             one-line message saying what to change), or a fit that diverged (``FitError``).
     """
     if y is None and is_source(x):  # a Parquet file, folder, glob or pyarrow Dataset: see gradfit.fit_file
+        if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (str, int))):
+            raise OptionError(
+                "With data from a file, `sigma` names the file's column of errors (a name or a 0-based index), "
+                "not an array: add the errors to the file as a column, or load the file with gradfit.load."
+            )
+        # every other option goes on as given (fit_file refuses, in one line, any a streamed fit cannot take)
+        defaults = {"tie": None, "loss": "linear", "f_scale": 1.0, "variables": None, "dtype": torch.float64}
+        defaults.update(device="cpu", derivatives="auto", starts=None)
+        given = dict(tie=tie, loss=loss, f_scale=f_scale, variables=variables, dtype=dtype, device=device)
+        given.update(derivatives=derivatives, starts=starts)
         return fit_file(
             model,
             x,
+            sigma=sigma,
+            **{name: value for name, value in given.items() if value != defaults[name]},
             p0=p0,
             method=method,
             learning_rate=learning_rate,
