@@ -202,7 +202,7 @@ def test_existing_output_is_replaced_whole(capsys, tmp_path, seed_csv):
 def test_progress_bar_only_at_a_terminal_and_not_when_quiet(capsys, monkeypatch, seed_csv, tty, quiet, shown):
     import sys
 
-    from gradfit import cli
+    from gradfit.cli import fit as cli
 
     monkeypatch.setattr(cli, "PROGRESS_DELAY", 0)  # show it at once, however short the fit
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
