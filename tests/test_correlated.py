@@ -181,12 +181,12 @@ def test_a_bad_covariance_file_is_refused_with_status_2(tmp_path, capsys, monkey
 
 
 def test_figures_draw_each_points_own_error_and_the_whitened_loss():
-    from gradfit.plots import _losses, plot_fit
+    from gradfit.plots import losses_at, plot_fit
 
     x, y, cov = _correlated()
     r = gradfit.fit("a*exp(-k*x) + c", x, y, sigma=cov, p0=[1, 1, 0])
     # the landscape's loss at the optimum is the fit's χ²/N (whitened), not the per-point weighted one
-    assert _losses(r, np.array([list(r.params.values())]))[0] == pytest.approx(r.chi2 / len(y), rel=1e-10)
+    assert losses_at(r, np.array([list(r.params.values())]))[0] == pytest.approx(r.chi2 / len(y), rel=1e-10)
     fig = plot_fit(r)
     bars = [c for c in fig.axes[0].collections if type(c).__name__ == "LineCollection"]
     heights = [seg[1, 1] - seg[0, 1] for seg in bars[0].get_segments()]

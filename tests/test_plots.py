@@ -161,7 +161,7 @@ def test_many_points_are_drawn_as_a_random_sample_and_the_landscape_is_its_loss(
     label = f"a random sample of {plots.FIGURE_POINTS:,} of {n:,} points"
     assert f"data ({label})" in plots.plot_fit(result).axes[0].get_legend_handles_labels()[1]
     assert label in plots.plot_landscape(result).axes[0].get_title().replace("\n", " ")  # (wrapped to fit)
-    xs, ys, ss = plots._data(result, "test")
+    xs, ys, ss = plots.run_data(result, "test")
     where = {value: i for i, value in enumerate(x)}
     rows = np.array([where[value] for value in xs])
     assert len(set(rows)) == plots.FIGURE_POINTS and (ys == y[rows]).all() and (ss == sigma[rows]).all()
@@ -505,5 +505,5 @@ def test_a_panel_whose_predictions_leave_the_frame_says_where_they_went():
     fig = plots.plot_steps(run, [1, 15, 20], ylim=(-75, 120))
     notes = [[t.get_text() for t in ax.texts] for ax in fig.axes]
     assert all(n and n[0].startswith("predictions reach") for n in notes)
-    preds = plots._predict(run.model, run.x, run.history.params_before(19))
+    preds = plots.predict_curve(run.model, run.x, run.history.params_before(19))
     assert notes[2][0] == f"predictions reach {preds[np.argmax(np.abs(preds))]:.2g}"

@@ -28,7 +28,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     positions = plots.spread(0, n, MAX_FRAMES)  # k: the parameters after k steps
     after = [history.init_params] + [r.params for r in history]
     rmse_after = [r.rmse for r in history] + [result.rmse]  # the RMSE at the parameters after k steps
-    x, y = (plots._np(a) for a in plots._data(result, "The report")[:2])  # (at most FIGURE_POINTS of them)
+    x, y = (plots.as_numpy(a) for a in plots.run_data(result, "The report")[:2])  # (at most FIGURE_POINTS of them)
     drawn = thinned(n)  # the history's steps drawn: all of a short run, a long one's thinned
     x_name, y_name = plots.axis_names(result)
     one_variable = len(getattr(result.model, "variables", ("x",)) or ("x",)) == 1
@@ -37,7 +37,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
     if one_variable:
         grid = np.linspace(x.min(), x.max(), CURVE_POINTS)
         # (curves to 6 significant digits: a pixel is a thousandth of a chart; the page a third the size)
-        frames = [[float(f"{v:.6g}") for v in plots._predict(result.model, grid, after[k])] for k in positions]
+        frames = [[float(f"{v:.6g}") for v in plots.predict_curve(result.model, grid, after[k])] for k in positions]
     state = {
         "steps": positions,
         "rmse": [rmse_after[k] for k in positions],
@@ -148,7 +148,7 @@ def report_html(result, settings: dict | None = None, title: str | None = None) 
             if others
             else ""
         )
-        sampled = plots._sampled(result)
+        sampled = plots.sampled_note(result)
         on = f", on {sampled}" if sampled else ""
         sections.append(
             f"<h2>The loss landscape over {params2[0]} and {params2[1]}{held}{html.escape(on)}</h2>"
@@ -271,7 +271,7 @@ def _data_table(x, y, result) -> str:
     if result.n_dropped:
         rows.append(("dropped (NaN or inf)", f"{result.n_dropped:,}"))
     of = ""
-    sampled = plots._sampled(result)
+    sampled = plots.sampled_note(result)
     if sampled:  # the figures and these rows show a sample of the points
         rows.append(("drawn", sampled))
         of = " (sample)"
