@@ -72,3 +72,23 @@ def test_the_graph_sees_the_imports_it_checks():
     graph = _graph()
     assert {"gradfit.stream", "gradfit.options", "gradfit.trace"} <= graph["gradfit.engine"]
     assert "gradfit.engine" in graph["gradfit.cli.fit"]  # (imported inside a function)
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """``from . import plots`` then ``plots._data(...)`` is the same private import, spelled as an attribute."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        # the names bound to a module of the package: `from . import plots` binds plots to gradfit.plots
+        imported = {alias for target, alias in _imports(name, path, modules) if target.endswith(f".{alias}")}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{name} uses {node.value.id}.{node.attr}")
+    assert found == [], found
