@@ -126,3 +126,19 @@ def test_the_command_line_takes_starts(tmp_path, capsys):
     assert loaded.starts == expected.starts
     assert main([*args, "--starts", "0"]) == 2
     assert "--starts" in capsys.readouterr().err
+
+
+def test_a_fit_without_starts_does_not_load_scipy_stats():
+    """scipy.stats (~40 MB, ~0.3 s) is for the Latin hypercube of many starts only: a plain fit, the command line's
+    included, never pays for it (it once did, and a streamed fit's memory budget with it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, gradfit; x = np.linspace(0, 1, 20); "
+        "gradfit.fit('a*exp(-k*x) + c', x, 2 * np.exp(-3 * x) + 1, p0=[1, 1, 0]); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

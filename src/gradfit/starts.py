@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import qmc
 
 from .errors import OptionError
 from .models import Model
@@ -39,6 +38,8 @@ def spread(start: np.ndarray, names, bounds: dict, held, n: int, seed: int = SEE
     out = np.repeat(start[None, :].astype(np.float64), n, axis=0)
     if n == 1 or not free:
         return out
+    from scipy.stats import qmc  # (scipy.stats costs ~40 MB and ~0.3 s: only for a fit with starts)
+
     cube = qmc.LatinHypercube(d=len(free), seed=seed).random(n - 1)  # (n - 1, free) in [0, 1)
     for column, i in enumerate(free):
         u = cube[:, column]
