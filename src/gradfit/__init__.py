@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _WHERE = {
-    "BatchResult": "batch",
+    "BatchResult": "batch_result",
     "fit_many": "batch",
     "load": "data",
     "seed_data": "data",
@@ -95,7 +95,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # where each lazy name lives, for type checkers and the API reference (griffe reads these)
-    from .batch import BatchResult, fit_many
+    from .batch import fit_many
+    from .batch_result import BatchResult
     from .data import load, seed_data
     from .engine import fit, fit_file
     from .errors import (

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batch import Chunk, curves, pack_long
+from .batch_data import curves, pack_long
+from .batch_problem import Chunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model

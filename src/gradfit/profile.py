@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from .batch import Chunk
+from .batch_problem import Chunk
 from .errors import OptionError
 from .params import Constrained
 from .solvers import batched

@@ -14,29 +14,13 @@ from ..models import Model
 
 
 DATA_COLOR = "C0"  # matplotlib's default blue, as in the article's scatter
-
-
 PRED_COLOR = "red"  # the article's predictions
-
-
 COMPONENT_COLORS = ("C2", "C4", "C1", "C5", "C6", "C8")  # the parts of a sum, dashed (never red or blue)
-
-
 SMOOTH_POINTS = 400  # points on a fitted curve drawn between the data
-
-
 LANDSCAPE_GRID = 80  # the loss is evaluated on an 80 x 80 grid
-
-
 FIGURE_POINTS = 10_000  # figures draw at most this many points: of more, a random sample (and say so)
-
-
 STEPS_MIN_WIDTH = 9.0  # inches: a steps figure of few panels is at least this wide
-
-
 DENSE_POINTS = 60  # of more points, a step's predictions are drawn as a line
-
-
 LOSS_BLOCK = 1 << 18  # grid points x data points evaluated at once for a landscape (2 MB per array)
 
 
