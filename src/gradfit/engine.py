@@ -43,7 +43,7 @@ from .solvers import Outcome, Problem, first_order, get_method, least_squares, l
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from . import stream
-from .stream import is_source
+from .stream_data import is_source
 from .trace import model_to_fit
 from .uncertainty import NO_DOF_NOTE, covariance, rank_threshold, undetermined_note, undetermined_warning
 

@@ -251,7 +251,7 @@ def _sets(datasets, group, x, y, sigma):
         if group is None:
             raise OptionError("A long table needs `group`: the column that names each point's data set.")
         if isinstance(datasets, (str, Path)):
-            from .stream import read_long
+            from .stream_data import read_long
 
             groups, columns = read_long(datasets, group, x=x, y=y, sigma=sigma)
         else:

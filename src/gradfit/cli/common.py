@@ -39,7 +39,7 @@ def _variable_names(x) -> tuple[str, ...]:
 
 
 def parquet_data(path: str) -> bool:
-    from ..stream import is_parquet_data
+    from ..stream_data import is_parquet_data
 
     return is_parquet_data(path)
 

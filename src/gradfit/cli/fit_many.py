@@ -156,7 +156,7 @@ def _fit_many_on_dask(args, model, out) -> int:
 
 def _long_table(args):
     """group, x, y (and sigma) columns of a long-format file; x and y default to the first two others."""
-    from ..stream import read_long
+    from ..stream_data import read_long
 
     groups, columns = read_long(args.data, args.group, x=args.x, y=args.y, sigma=args.sigma)
     # the user's own keys, of their own type (numbers stay numbers, sorted as numbers): as on a Dask cluster
