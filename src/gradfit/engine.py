@@ -8,8 +8,6 @@ ConvergenceWarning.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import warnings
 from pathlib import Path
@@ -22,30 +20,29 @@ from . import options
 from .options import all_finite, check_device, positive_int
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
-from .history import History, StepRecord
+from .history import StepRecord
 from .library import get_model
 from .models import Centred, ExpressionModel, Model, Polynomial
 from .numeric import NumericFunction
 from .losses import check_loss
 from .params import (
     Constrained,
-    at_bounds,
     check_bounds,
     check_fixed,
     check_ties,
-    every_covariance,
     start_values,
-    widths_positive,
 )
 from .result import FitResult
 from .starts import best_start as best_of_starts, check_starts, note as starts_note
-from .solvers import Outcome, Problem, first_order, get_method, least_squares, levenberg_marquardt, solve_linear
+from .solvers import Problem, first_order, get_method, solve_linear
 from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from . import stream
 from .stream_data import is_source
 from .trace import model_to_fit
-from .uncertainty import NO_DOF_NOTE, covariance, rank_threshold, undetermined_note, undetermined_warning
+from .uncertainty import undetermined_warning
+from .engine_result import advice, make_result
+from .engine_solve import run_auto, run_lm
 
 
 def fit(
@@ -223,9 +220,9 @@ def fit(
     if run_method == "linear":
         outcome = solve_linear(problem, start, callback=callback)
     elif chosen.name == "auto":
-        outcome = _auto(problem, start, max_steps, tolerances, callback, bounds, fixed)
+        outcome = run_auto(problem, start, max_steps, tolerances, callback, bounds, fixed)
     elif run_method == "lm":
-        outcome = _lm(problem, start, max_steps, tolerances, callback, bounds, fixed)
+        outcome = run_lm(problem, start, max_steps, tolerances, callback, bounds, fixed)
     else:
         outcome = first_order(
             problem,
@@ -244,7 +241,7 @@ def fit(
         outcome.notes.append(starts_note(found))
     elif starts is not None:
         outcome.notes.append(f"starts={starts} not needed: a model linear in its parameters has one minimum")
-    result = _result(
+    result = make_result(
         model,
         problem,
         outcome,
@@ -266,7 +263,7 @@ def fit(
             stacklevel=2,
         )
     elif not result.converged:
-        warnings.warn(_advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
+        warnings.warn(advice(result, run_method, max_steps, scale), ConvergenceWarning, stacklevel=2)
     return result
 
 
@@ -484,166 +481,6 @@ def _problem(
     return data, problem, start, fitted, note
 
 
-NEAR_BOUND = 1e-3  # relative: a parameter this close to a bound that the loss pushes it against is tried on it
-
-
-def _finish_on_bounds(
-    problem: Problem, outcome: Outcome, bounds, fixed, max_steps: int, tolerances, callback
-) -> Outcome:
-    """An optimum on a bound, found as an active set: LM through the bounds' change of variables crawls
-    toward it (the transform is flat there), so a parameter near its bound that the loss pushes against
-    it is held on the bound and the others are fitted again (a few steps); kept when the loss is no
-    higher and, on the bound, the loss still pushes outward (the optimality condition of a bound)."""
-    base, ties = problem.model.base, problem.model.ties
-    with torch.no_grad():
-        user = problem.model.to_user(outcome.params.detach())
-    names = base.param_names
-    onto = {}
-    for name, (lower, upper) in bounds.items():
-        i, v = names.index(name), float(user[names.index(name)])
-        room = NEAR_BOUND * (upper - lower if math.isfinite(upper - lower) else max(abs(v), 1.0))
-        if math.isfinite(lower) and v - lower <= room:
-            onto[name] = (i, lower, 1.0)  # the loss must rise as the parameter rises from its lower bound
-        elif math.isfinite(upper) and upper - v <= room:
-            onto[name] = (i, upper, -1.0)
-    if not onto:
-        return outcome
-    held = user.clone()
-    for i, value, _ in onto.values():
-        held[i] = value
-    # the loss by the parameters not fixed or tied (the ties put back from the held values)
-    view = Constrained(base, {}, fixed, ties)
-    held = view.to_user(held[view.free_index]).detach()
-    plain = problem.like(base)
-    q = held[view.free_index].clone().requires_grad_()
-    problem.like(view).loss(q).backward()
-    slope = dict(zip(view.param_names, q.grad.tolist()))
-    onto = {n: v for n, v in onto.items() if v[2] * slope[n] > 0}  # pushed against the bound
-    if not onto:
-        return outcome
-    rest = {n: b for n, b in bounds.items() if n not in onto}
-    on_bound = Constrained(base, rest, {**fixed, **{n: v[1] for n, v in onto.items()}}, ties)
-    sub = problem.like(on_bound)
-    finish = levenberg_marquardt(sub, on_bound.to_free(held), max_steps=max_steps, tolerances=tolerances)
-    with torch.no_grad():
-        user_after = on_bound.to_user(finish.params.detach())
-        before, after = float(problem.loss(outcome.params)), float(plain.loss(user_after))
-    if not after <= before * (1 + 1e-12):
-        return outcome
-    history = outcome.history
-    for record in finish.history:  # the finishing steps continue the run's numbering
-        record = dataclasses.replace(record, step=len(history) + 1)
-        history.append(record)
-        if callback is not None:
-            callback(record)
-    held_note = (
-        f"{', '.join(onto)} held on {'its bound' if len(onto) == 1 else 'their bounds'}, where the loss "
-        "pushes against it, and the rest fitted again"
-    )
-    return Outcome(
-        problem.model.to_free(user_after),
-        history,
-        finish.converged,
-        finish.reason,
-        outcome.learning_rate,
-        [*outcome.notes, held_note],
-    )
-
-
-RESTART_FACTORS = (10.0, 0.1, 100.0, 0.01)
-
-
-def _lm(problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds, fixed) -> Outcome:
-    """Levenberg–Marquardt; with bounds, a look every BOUND_CHECK steps and at the end for an optimum on a bound
-    (see _finish_on_bounds), so that the crawl toward it through the change of variables is cut short."""
-    if not bounds:
-        return levenberg_marquardt(problem, start, max_steps=max_steps, tolerances=tolerances, callback=callback)
-    steps = lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
-    seen = History(problem.user_names, problem.describe(start))
-    while True:
-        try:
-            record = next(steps)
-        except StopIteration as end:
-            return _finish_on_bounds(problem, end.value, bounds, fixed, max_steps, tolerances, callback)
-        if callback is not None:
-            callback(record)
-        seen.append(record)
-        if len(seen) % BOUND_CHECK == 0:  # a look, while LM goes on
-            user = torch.tensor(record.params, dtype=start.dtype, device=start.device)
-            now = Outcome(problem.model.to_free(user), seen, False, "", math.nan, [])
-            finished = _finish_on_bounds(problem, now, bounds, fixed, max_steps, tolerances, callback)
-            if finished is not now:
-                steps.close()
-                return finished
-
-
-BOUND_CHECK = 20  # LM steps between the looks of a fit with bounds for an optimum on one
-
-
-def _auto(
-    problem: Problem, start: torch.Tensor, max_steps: int, tolerances, callback, bounds=None, fixed=None
-) -> Outcome:
-    """Levenberg–Marquardt, restarted from rescaled starts when it ends where the data pin nothing down.
-
-    From a poor start LM can slide to a degenerate point (say an exponential rate
-    running off to infinity, leaving a flat line) where some parameter no longer
-    changes the curve. Then the fit is tried again from p0 with all, then each,
-    parameter multiplied by 10, 0.1, 100 and 0.01, and the best full-rank result
-    is kept.
-    """
-
-    def run(p):
-        return _lm(problem, p, max_steps, tolerances, callback, bounds, fixed or {})
-
-    outcome = run(start)
-    k = len(start)
-    if _rank(problem, outcome.params) == k:
-        return outcome
-    first_loss = outcome.history[-1].loss if len(outcome.history) else math.inf
-    best, best_loss = None, math.inf
-    scalings = [torch.full_like(start, f) for f in RESTART_FACTORS]
-    scalings += (
-        [
-            torch.ones_like(start).index_fill(0, torch.tensor([i], device=start.device), f)
-            for f in RESTART_FACTORS
-            for i in range(k)
-        ]
-        if k > 1
-        else []
-    )
-    for scaling in scalings:
-        trial_start = start * scaling
-        with torch.no_grad():
-            if not all_finite(problem.residuals(trial_start)):
-                continue
-        trial = run(trial_start)
-        loss = float(problem.loss(trial.params))
-        if trial.converged and loss < best_loss and loss < first_loss and _rank(problem, trial.params) == k:
-            best, best_loss = trial, loss
-            factors = ", ".join(f"{v:g}" for v in scaling.tolist())
-            best.notes.append(
-                f"restarted from p0 x ({factors}): the first run ended where the data did not determine every parameter"
-            )
-            break
-    return best or outcome
-
-
-def _rank(problem: Problem, p: torch.Tensor) -> int:
-    jac = problem.jacobian(p).double().cpu().numpy()
-    if not np.isfinite(jac).all():
-        return 0
-    s = np.linalg.svd(_small(jac), compute_uv=False)
-    return int((s > rank_threshold(s, jac.shape)).sum()) if len(s) and s[0] > 0 else 0
-
-
-def _small(jac: np.ndarray) -> np.ndarray:
-    """A matrix with J's singular values and right singular vectors, but at most (P, P): R of J = QR.
-
-    For many points this makes the SVD cheap; R keeps J's conditioning (unlike JᵀJ, which squares it).
-    """
-    return np.linalg.qr(jac, mode="r") if jac.shape[0] > max(4 * jac.shape[1], 64) else jac
-
-
 def _check_variables(model: Model, x: np.ndarray) -> None:
     if model.variables is None:
         return
@@ -690,181 +527,3 @@ def _check_start(problem: Problem, start: torch.Tensor) -> None:
             f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
             "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0."
         )
-
-
-def _result(
-    model,
-    problem: Problem,
-    outcome: Outcome,
-    asked: str,
-    ran: str,
-    n_dropped: int,
-    absolute_sigma: bool,
-    data,
-    learning_rate,
-    bounds,
-    fixed,
-) -> FitResult:
-    """Statistics and uncertainties at the solution, in the user's parameters."""
-    p = outcome.params.detach()
-    n, k = problem.n_points, problem.model.n_params  # k: the parameters actually fitted
-    with torch.no_grad():  # the statistics in numpy float64: small arrays, no autograd
-        weighted = problem.residuals(p).double().cpu().numpy()
-        user = problem.model.to_user(p) if isinstance(problem.model, (Constrained, Centred)) else p
-    raw = weighted if problem.whiten is None else problem.whiten.undo(weighted)
-    y = data.y
-    with np.errstate(over="ignore", invalid="ignore"):  # squares beyond 1e308 are inf: said below, not warned
-        chi2 = float(weighted @ weighted)
-        rmse = math.sqrt(float(raw @ raw) / n)
-        centred_y = y - y.mean()  # (np.var's own overhead is most of its time on the points of one small fit)
-        ss_tot = float(centred_y @ centred_y)
-        r2 = 1 - float(raw @ raw) / ss_tot if ss_tot > 0 else math.nan
-    overflow = not (math.isfinite(chi2) and math.isfinite(rmse))
-    dof = n - k
-    reduced = chi2 / dof if dof > 0 else math.inf
-    aic = n * math.log(chi2 / n) + 2 * k if chi2 > 0 else -math.inf
-    bic = n * math.log(chi2 / n) + math.log(n) * k if chi2 > 0 else -math.inf
-
-    # Uncertainties of the free parameters in the user's terms (not the solver's transformed ones),
-    # from the Jacobian there, as curve_fit computes them; a fixed parameter has none.
-    names = model.param_names
-    ties = getattr(problem.model, "ties", {})
-    free = [i for i, name in enumerate(names) if name not in fixed and name not in ties]
-    if problem.model is model:  # no bounds, nothing fixed: the solver's parameters are the user's
-        cov, rank, undetermined = _covariance(problem, user, chi2, dof, absolute_sigma)
-    elif isinstance(problem.model, Centred):  # from J in the centred variable, mapped: M Cov(q) Mᵀ
-        cov, rank, undetermined = _covariance(problem, p, chi2, dof, absolute_sigma)
-        to_user = problem.model.M.double().cpu().numpy()
-        cov = to_user @ cov @ to_user.T
-    else:
-        view = Constrained(model, {}, fixed, ties) if fixed or ties else model
-        view_problem = problem.like(view)
-        cov_free, rank, free_undetermined = _covariance(view_problem, user[free], chi2, dof, absolute_sigma)
-        cov, undetermined = every_covariance(view, user, free, cov_free, free_undetermined)
-    undetermined = tuple(name for name, u in zip(names, undetermined) if u)
-    stderr = np.sqrt(np.diag(cov))
-    values, flipped = widths_positive(model, user.double().cpu().numpy()[None, :], bounds, fixed, ties)
-    params = dict(zip(names, values[0].tolist()))
-    sign = np.where(flipped[0], -1.0, 1.0)
-    cov = cov * np.outer(sign, sign)
-    on_bound = at_bounds(params, bounds)
-
-    notes = list(outcome.notes)
-    if asked == "auto":
-        why = (
-            "the model is linear in its parameters"
-            if ran == "linear"
-            else "a nonlinear least-squares problem that fits in memory"
-        )
-        notes.insert(0, f"method auto chose {ran}: {why}")
-    if undetermined:
-        notes.append(undetermined_note(undetermined, rank, k))
-    for name, expression in ties.items():
-        notes.append(f"{name} tied: {name} = {expression.text}")
-    if problem.whiten is not None and problem.whiten.matrix:
-        notes.append(f"correlated errors: residuals whitened by the Cholesky factor of sigma's {n} x {n} covariance")
-    if problem.robust is not None:
-        notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
-    for name, side in on_bound.items():
-        notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
-    if dof == 0:
-        notes.append(NO_DOF_NOTE)
-    if overflow:
-        notes.append("the sum of squared residuals overflows float64 (beyond 1e308): rescale y (and sigma)")
-    gap = optimum_rmse = None
-    if ran == "linear":
-        optimum_rmse, gap = math.sqrt(chi2 / n), 0.0  # this fit is the exact optimum
-    elif model.is_linear and not (bounds or fixed or ties) and problem.robust is None:
-        _, optimum_rmse = least_squares(model, data.x, data.y, data.sigma)
-        fit_rmse = math.sqrt(chi2 / n)
-        gap = (fit_rmse / optimum_rmse - 1) if optimum_rmse > 0 else (0.0 if fit_rmse == 0 else math.inf)
-        gap = max(gap, 0.0)
-
-    # as fit_many's status 'singular': not a converged fit; nor is one whose statistics are not finite numbers
-    converged = outcome.converged and not undetermined and not overflow
-    state = (
-        "Ended with statistics that overflow"
-        if overflow
-        else "Ended where the data do not determine every parameter"
-        if undetermined
-        else "Converged"
-        if outcome.converged
-        else "Did not converge"
-    )
-    message = f"{state} after {len(outcome.history)} steps: {outcome.reason}."
-    if notes:
-        message += " (" + "; ".join(notes) + ")"
-    return FitResult(
-        model=model,
-        method=ran,
-        params=params,
-        stderr=dict(zip(names, stderr.tolist())),
-        covariance=cov,
-        rmse=rmse,
-        r2=r2,
-        chi2=chi2,
-        reduced_chi2=reduced,
-        aic=aic,
-        bic=bic,
-        n_points=n,
-        n_steps=len(outcome.history),
-        converged=converged,
-        undetermined=undetermined,
-        message=message,
-        history=outcome.history,
-        n_dropped=n_dropped,
-        gap_to_optimum=gap,
-        optimum_rmse=optimum_rmse,
-        learning_rate=None if learning_rate is None or learning_rate == "auto" else float(learning_rate),
-        dtype=p.dtype,
-        device=str(p.device),
-        notes=notes,
-        rank=rank,
-        bounds=bounds,
-        fixed=fixed,
-        tied={name: expression.text for name, expression in ties.items()},
-        loss=(problem.robust or ("linear",))[0],
-        f_scale=(problem.robust or (None, 1.0))[1],
-        at_bound=on_bound,
-        x=data.x,
-        y=data.y,
-        sigma=data.sigma,
-    )
-
-
-def _covariance(problem: Problem, p, chi2: float, dof: int, absolute_sigma: bool):
-    """Covariance (curve_fit's rule: times chi2/dof unless absolute_sigma), rank, and the undetermined mask. With a
-    robust loss, curve_fit's with least_squares: from the rescaled Jacobian, times the loss's cost / dof."""
-    k = len(p)
-    if problem.streaming:  # R of J = QR, made by chunks, has J's singular values and vectors
-        small, shape = problem.r_factor()[0], (problem.n_points, k)
-    else:
-        jac = problem.scaled_jacobian(p).double().cpu().numpy()
-        small, shape = _small(jac), jac.shape
-    spread = chi2 if problem.robust is None else problem.spread(p)
-    factor = 1.0 if absolute_sigma else spread / dof if dof > 0 else np.inf
-    return covariance(small, shape, factor)
-
-
-def _advice(result: FitResult, method: str, max_steps: int, scale: bool) -> str:
-    """What to change after a fit that did not converge: never the method already in use."""
-    rate = result.learning_rate
-    if "too large" in result.message:  # the steps swing (see solvers.gradient.first_order)
-        smaller = f", e.g. {rate / 10:g}" if rate else ""
-        return (
-            f"The fit did not converge with method '{method}' (RMSE {result.rmse:.6g}): the steps swing across the "
-            f"valley. Use a smaller learning_rate{smaller}, or learning_rate='auto' (a backtracking line search)"
-            f"{'' if method == 'lm' else ', or method=' + repr('lm')}."
-        )
-    hint = {
-        "gd": "a larger learning_rate or learning_rate='auto'",
-        "lm": "checking the model and p0",
-        "lbfgs": "a better p0",
-    }.get(method, "a different learning_rate")
-    if not scale:
-        hint = "standardized coordinates (scale=True), which suit gradient methods far better"
-    other = "" if method == "lm" else ", or method='lm'"
-    return (
-        f"The fit did not converge in {max_steps} steps with method '{method}' (RMSE {result.rmse:.6g}). "
-        f"Consider increasing max_steps, {hint}{other}."
-    )
