@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradfit.errors import ExpressionError, FitError
-from gradfit.expr import FUNCTIONS, MAX_DEPTH, MAX_LENGTH, parse
+from gradfit.expr import MAX_DEPTH, MAX_LENGTH, parse
+from gradfit.expr_ops import FUNCTIONS
 from gradfit.special import loggamma_abs, voigt_profile
 
 TWIN_RTOL = 1e-12  # an expression against the same formula written as a Python function

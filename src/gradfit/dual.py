@@ -29,7 +29,8 @@ import numbers
 import numpy as np
 import torch
 
-from .expr import DERIVATIVE_RULES, FUNCTIONS, dual_binary, scaled
+from .expr_dual import DERIVATIVE_RULES, dual_binary, scaled
+from .expr_ops import FUNCTIONS
 from .models import FunctionModel
 
 CLOSE = 1e-9  # relative: the batch's values and derivatives against the function's own and autograd's, per curve

@@ -17,64 +17,24 @@ from __future__ import annotations
 import ast
 import keyword
 import math
-import operator
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from .special import digamma_complex, exprel, exprel_slope, heaviside, loggamma_abs, voigt_and_partials, voigt_profile
 
 from .errors import ExpressionError
+from .expr_dual import compile_dual
+from .expr_ops import BINARY, CONSTANTS, FUNCTIONS, TORCH_ONLY, apply, continues_chain, tensor
+from .expr_program import Program, ProgramBuilder, TorchOnly
+
 
 MAX_LENGTH = 2000  # characters
 MAX_DEPTH = 100  # nesting of the syntax tree (parentheses, operators, calls)
-
-FUNCTIONS: dict[str, tuple[Callable, int]] = {  # name -> (torch function, number of arguments)
-    "exp": (torch.exp, 1),
-    "log": (torch.log, 1),
-    "log10": (torch.log10, 1),
-    "log2": (torch.log2, 1),
-    "sqrt": (torch.sqrt, 1),
-    "abs": (torch.abs, 1),
-    "sin": (torch.sin, 1),
-    "cos": (torch.cos, 1),
-    "tan": (torch.tan, 1),
-    "arcsin": (torch.asin, 1),
-    "arccos": (torch.acos, 1),
-    "arctan": (torch.atan, 1),
-    "asin": (torch.asin, 1),
-    "acos": (torch.acos, 1),
-    "atan": (torch.atan, 1),
-    "arctan2": (torch.atan2, 2),
-    "sinh": (torch.sinh, 1),
-    "cosh": (torch.cosh, 1),
-    "tanh": (torch.tanh, 1),
-    "erf": (torch.special.erf, 1),
-    "erfc": (torch.special.erfc, 1),
-    "sigmoid": (torch.sigmoid, 1),
-    "heaviside": (heaviside, 1),  # 1 where the argument is >= 0, else 0 (its derivative: 0)
-    "exprel": (exprel, 1),  # (exp(u) - 1)/u, 1 at 0 (gradfit.special)
-    "gammaln": (torch.special.gammaln, 1),  # log |Gamma(u)|
-    "loggamma_abs": (loggamma_abs, 2),  # loggamma_abs(a, b): log |Gamma(a + ib)|, a > 0 (Pearson IV's)
-    "voigt": (voigt_profile, 3),  # voigt(x, sigma, gamma): the Voigt profile of area 1 (gradfit.special)
-}
-TORCH_ONLY = {
-    "voigt",
-    "gammaln",
-    "loggamma_abs",
-}  # functions the compiled many-curve solver lacks: a model using one runs on torch
-CONSTANTS = {"pi": math.pi, "e": math.e}
-_BINARY = {  # Python's operators: they mix numbers and tensors either way round, as a formula does
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-}
 _OPERATOR = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+
+
 # What each forbidden kind of syntax is called in a message.
 _FORBIDDEN = {
     ast.Attribute: "attribute access",
@@ -126,7 +86,7 @@ class Expression:
         makes many-curve Jacobians cheap.
         """
         if self._dual is None:
-            object.__setattr__(self, "_dual", _compile_dual(self._tree.body, self.param_names))
+            object.__setattr__(self, "_dual", compile_dual(self._tree.body, self.param_names))
         env = dict(zip(self.variables, variables))
         env.update(zip(self.param_names, params))
         value, grads = self._dual(env)
@@ -135,10 +95,10 @@ class Expression:
     def program(self) -> "Program | None":
         """The expression as a flat list of instructions, for the compiled many-curve solver; None when it calls a
         function that solver lacks (TORCH_ONLY: see ``torch_only``)."""
-        builder = _ProgramBuilder(self.variables, self.param_names)
+        builder = ProgramBuilder(self.variables, self.param_names)
         try:
             builder.build(self._tree.body)
-        except _TorchOnly:
+        except TorchOnly:
             return None
         return builder.finish()
 
@@ -263,20 +223,7 @@ def check_depth(tree: ast.AST) -> None:
         if depth > MAX_DEPTH + 2:  # Expression and its body add two levels
             raise ExpressionError(f"The expression nests deeper than {MAX_DEPTH} levels.")
         for child in ast.iter_child_nodes(node):
-            stack.append((child, depth if _continues_chain(node, child) else depth + 1))
-
-
-_CHAINS = ({ast.Add, ast.Sub}, {ast.Mult, ast.Div})
-
-
-def _continues_chain(parent: ast.AST, child: ast.AST) -> bool:
-    """Is child the left operand of parent with the same precedence (a + b + c parses as (a + b) + c)?"""
-    return (
-        isinstance(parent, ast.BinOp)
-        and isinstance(child, ast.BinOp)
-        and child is parent.left
-        and any(type(parent.op) in group and type(child.op) in group for group in _CHAINS)
-    )
+            stack.append((child, depth if continues_chain(node, child) else depth + 1))
 
 
 def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list[str]:
@@ -285,7 +232,7 @@ def _check_nodes(tree: ast.Expression, source: str, variables: set[str]) -> list
     call_names = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in _preorder(tree.body):  # parents before children, left before right: source order
         if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Load, ast.expr_context)):
-            if isinstance(node, ast.BinOp) and type(node.op) not in _BINARY:
+            if isinstance(node, ast.BinOp) and type(node.op) not in BINARY:
                 _refuse(node, source, f"the operator {_op_text(node.op)}")
             if isinstance(node, ast.UnaryOp) and not isinstance(node.op, (ast.USub, ast.UAdd)):
                 _refuse(node, source, f"the operator {_op_text(node.op)}")
@@ -403,409 +350,22 @@ def compile_tree(node: ast.AST) -> Callable[[dict], torch.Tensor]:
     if isinstance(node, ast.BinOp):
         # a chain a + b - c + ... is evaluated in a loop, left to right, not by recursion
         steps = []
-        while _continues_chain(node, node.left):
-            steps.append((_BINARY[type(node.op)], compile_tree(node.right)))
+        while continues_chain(node, node.left):
+            steps.append((BINARY[type(node.op)], compile_tree(node.right)))
             node = node.left
-        steps.append((_BINARY[type(node.op)], compile_tree(node.right)))
+        steps.append((BINARY[type(node.op)], compile_tree(node.right)))
         steps.reverse()
         first = compile_tree(node.left)
 
         def chain(env):
             value = first(env)
             for op, right in steps:
-                value = _apply(op, value, right(env))
+                value = apply(op, value, right(env))
             return value
 
         return chain
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
         args = [compile_tree(a) for a in node.args]
-        return lambda env: function(*(_tensor(a(env), env) for a in args))
+        return lambda env: function(*(tensor(a(env), env) for a in args))
     raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
-
-
-def _apply(op, left, right):
-    if isinstance(left, float) and isinstance(right, float):
-        # both numbers (constants are floats, so never a huge integer, never a hang):
-        # overflow, division by zero and complex powers become inf or nan, as in torch
-        try:
-            result = op(left, right)
-        except OverflowError:
-            return math.inf
-        except ZeroDivisionError:
-            return _divide(left, right) if op is operator.truediv else math.inf
-        return result if isinstance(result, float) else math.nan
-    return op(left, right)
-
-
-def _divide(a: float, b: float) -> float:
-    return a / b if b != 0 else (math.copysign(math.inf, a) * math.copysign(1, b) if a != 0 else math.nan)
-
-
-def _tensor(value, env: dict) -> torch.Tensor:
-    """Functions need tensors: a bare number takes the dtype and device of the inputs."""
-    if isinstance(value, torch.Tensor):
-        return value
-    like = next((v for v in env.values() if isinstance(v, torch.Tensor)), None)
-    if like is None:
-        return torch.tensor(value, dtype=torch.float64)
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
-
-
-# --- derivatives: forward mode on the tree ----------------------------------------------------
-
-
-def _derivative_rules():
-    """d f(a)/da as a function of a and of the value v = f(a), for each one-argument function."""
-    ln10, ln2, two_over_sqrt_pi = math.log(10), math.log(2), 2 / math.sqrt(math.pi)
-    rules = {
-        "exp": lambda a, v: v,
-        "log": lambda a, v: 1 / a,
-        "log10": lambda a, v: 1 / (a * ln10),
-        "log2": lambda a, v: 1 / (a * ln2),
-        "sqrt": lambda a, v: 0.5 / v,
-        "abs": lambda a, v: torch.sign(a),
-        "sin": lambda a, v: torch.cos(a),
-        "cos": lambda a, v: -torch.sin(a),
-        "tan": lambda a, v: 1 + v * v,
-        "arcsin": lambda a, v: 1 / torch.sqrt(1 - a * a),
-        "arccos": lambda a, v: -1 / torch.sqrt(1 - a * a),
-        "arctan": lambda a, v: 1 / (1 + a * a),
-        "sinh": lambda a, v: torch.cosh(a),
-        "cosh": lambda a, v: torch.sinh(a),
-        "tanh": lambda a, v: 1 - v * v,
-        "erf": lambda a, v: two_over_sqrt_pi * torch.exp(-a * a),
-        "erfc": lambda a, v: -two_over_sqrt_pi * torch.exp(-a * a),
-        "sigmoid": lambda a, v: v * (1 - v),
-        "heaviside": lambda a, v: torch.zeros_like(v),
-        "exprel": exprel_slope,
-        "gammaln": lambda a, v: torch.special.digamma(a),
-    }
-    rules.update(asin=rules["arcsin"], acos=rules["arccos"], atan=rules["arctan"])
-    return rules
-
-
-DERIVATIVE_RULES = _derivative_rules()
-
-
-def _compile_dual(node: ast.AST, params: tuple[str, ...]):
-    """Like compile_tree, but each closure returns (value, {parameter: derivative}) — derivatives only where nonzero."""
-    if isinstance(node, ast.Constant):
-        value = float(node.value)
-        return lambda env: (value, {})
-    if isinstance(node, ast.Name):
-        if node.id in CONSTANTS:
-            constant = CONSTANTS[node.id]
-            return lambda env: (constant, {})
-        name = node.id
-        if name in params:
-            return lambda env: (env[name], {name: 1.0})
-        return lambda env: (env[name], {})
-    if isinstance(node, ast.UnaryOp):
-        operand = _compile_dual(node.operand, params)
-        if isinstance(node.op, ast.USub):
-
-            def negate(env):
-                v, d = operand(env)
-                return -v, {k: -g for k, g in d.items()}
-
-            return negate
-        return operand
-    if isinstance(node, ast.BinOp):
-        # a chain a + b - c + ... in a loop, left to right, as compile_tree does: a long sum nests no closures
-        steps = []
-        while _continues_chain(node, node.left):
-            steps.append((type(node.op), _compile_dual(node.right, params)))
-            node = node.left
-        steps.append((type(node.op), _compile_dual(node.right, params)))
-        steps.reverse()
-        first = _compile_dual(node.left, params)
-
-        def chain(env):
-            a, da = first(env)
-            for op, right in steps:
-                b, db = right(env)
-                a, da = dual_binary(op, a, da, b, db)
-            return a, da
-
-        return chain
-    if isinstance(node, ast.Call):
-        name = node.func.id
-        function = FUNCTIONS[name][0]
-        args = [_compile_dual(a, params) for a in node.args]
-        if name == "arctan2":
-
-            def atan2(env):
-                (y, dy), (x, dx) = args[0](env), args[1](env)
-                y_t, x_t = _tensor(y, env), _tensor(x, env)
-                r2 = x_t * x_t + y_t * y_t
-                return function(y_t, x_t), _combine(
-                    {k: g * x_t / r2 for k, g in dy.items()}, {k: -g * y_t / r2 for k, g in dx.items()}
-                )
-
-            return atan2
-        if name == "voigt":
-
-            def voigt(env):
-                (u, du), (s, ds), (g, dg) = (arg(env) for arg in args)
-                v, dv_u, dv_s, dv_g = voigt_and_partials(_tensor(u, env), _tensor(s, env), _tensor(g, env))
-                d = _combine({k: scaled(t, dv_u) for k, t in du.items()}, {k: scaled(t, dv_s) for k, t in ds.items()})
-                return v, _combine(d, {k: scaled(t, dv_g) for k, t in dg.items()})
-
-            return voigt
-        if name == "loggamma_abs":
-
-            def loggamma(env):
-                (a, da), (b, db) = args[0](env), args[1](env)
-                a_t, b_t = _tensor(a, env), _tensor(b, env)
-                psi = digamma_complex(a_t, b_t)  # d/da: Re ψ, d/db: −Im ψ
-                return function(a_t, b_t), _combine(
-                    {k: scaled(g, psi.real) for k, g in da.items()}, {k: scaled(g, -psi.imag) for k, g in db.items()}
-                )
-
-            return loggamma
-        rule = DERIVATIVE_RULES[name]
-
-        def call(env):
-            a, da = args[0](env)
-            a = _tensor(a, env)
-            v = function(a)
-            if not da:
-                return v, {}
-            slope = rule(a, v)
-            return v, {k: scaled(g, slope) for k, g in da.items()}
-
-        return call
-    raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
-
-
-def scaled(g, t):
-    """g * t, where g is often the number 1 (a parameter's derivative of itself): then t, one operation fewer."""
-    return t if isinstance(g, float) and g == 1.0 else g * t
-
-
-def dual_binary(op, a, da: dict, b, db: dict):
-    """a op b, and its derivatives from a's (da) and b's (db)."""
-    v = _apply(_BINARY[op], a, b)
-    if op is ast.Add:
-        return v, _merge(da, db, 1.0)
-    if op is ast.Sub:
-        return v, _merge(da, db, -1.0)
-    if op is ast.Mult:
-        return v, _combine({k: scaled(g, b) for k, g in da.items()}, {k: scaled(g, a) for k, g in db.items()})
-    if op is ast.Div:  # (da - v db) / b
-        return v, {k: g / b for k, g in _merge(da, {k: scaled(g, v) for k, g in db.items()}, -1.0).items()}
-    # a ** b
-    out = {}
-    if da:
-        if isinstance(b, float):  # a number: a square's derivative without a power (the commonest)
-            factor = 0.0 if b == 0 else 2.0 * a if b == 2 else b * a ** (b - 1)
-        else:
-            factor = b * a ** (b - 1)
-        out = {k: scaled(g, factor) for k, g in da.items()}
-    if db:
-        log_a = torch.log(a) if isinstance(a, torch.Tensor) else math.log(a) if a > 0 else math.nan
-        out = _combine(out, {k: g * v * log_a for k, g in db.items()})
-    return v, out
-
-
-def _merge(da: dict, db: dict, sign: float) -> dict:
-    out = dict(da)
-    for k, g in db.items():
-        out[k] = out[k] + sign * g if k in out else (g if sign == 1.0 else -g)
-    return out
-
-
-def _combine(da: dict, db: dict) -> dict:
-    return _merge(da, db, 1.0)
-
-
-# --- programs: the tree as a flat list of instructions -----------------------------------------
-
-# Operation codes of a Program. A slot holds one instruction's result: a number (CONST, folded
-# at build time), a parameter, a variable, or an operation on earlier slots.
-CONST, PARAM, VAR, ADD, SUB, MUL, DIV, POW, NEG, ATAN2 = range(10)
-UNARY_CODES = {
-    name: 10 + i
-    for i, name in enumerate(
-        (
-            "exp",
-            "log",
-            "log10",
-            "log2",
-            "sqrt",
-            "abs",
-            "sin",
-            "cos",
-            "tan",
-            "arcsin",
-            "arccos",
-            "arctan",
-            "sinh",
-            "cosh",
-            "tanh",
-            "erf",
-            "erfc",
-            "sigmoid",
-            "heaviside",
-            "exprel",
-        )
-    )
-}
-UNARY_CODES.update(asin=UNARY_CODES["arcsin"], acos=UNARY_CODES["arccos"], atan=UNARY_CODES["arctan"])
-_BINARY_CODES = {ast.Add: ADD, ast.Sub: SUB, ast.Mult: MUL, ast.Div: DIV, ast.Pow: POW}
-
-
-class _TorchOnly(Exception):
-    """An expression calls a function the compiled solver lacks (TORCH_ONLY)."""
-
-
-@dataclass(frozen=True)
-class Program:
-    """A model as instructions over slots, the last slot its value (see gradfit.solvers.compiled).
-
-    ``op``, ``a``, ``b``: each slot's operation and the slots it reads; ``value``: a CONST's number, or
-    the index of a PARAM or VAR; ``point``: the slot varies from point to point (it depends on a
-    variable), else it is one number per curve; ``dep``: (slots, parameters), which parameters the
-    slot depends on, so that derivatives are carried only where they are not zero.
-    """
-
-    op: "np.ndarray"
-    a: "np.ndarray"
-    b: "np.ndarray"
-    value: "np.ndarray"
-    point: "np.ndarray"
-    dep: "np.ndarray"
-    n_variables: int
-
-    @property
-    def n_params(self) -> int:
-        return self.dep.shape[1]
-
-    def shifted(self, offset: int, n_params: int) -> "Program":
-        """The same program reading parameters offset..offset+P of a longer vector of n_params."""
-        value = self.value.copy()
-        value[self.op == PARAM] += offset
-        dep = np.zeros((len(self.op), n_params), dtype=bool)
-        dep[:, offset : offset + self.n_params] = self.dep
-        return Program(self.op, self.a, self.b, value, self.point, dep, self.n_variables)
-
-
-def sum_programs(programs: Sequence[Program], sizes: Sequence[int]) -> Program:
-    """One program for a sum of models, the parameters of each following the last's."""
-    total, offset, parts = sum(sizes), 0, []
-    for program, size in zip(programs, sizes):
-        parts.append(program.shifted(offset, total))
-        offset += size
-    ops, a_s, b_s, values, points, deps, ends, base = [], [], [], [], [], [], [], 0
-    for p in parts:
-        ops.append(p.op), a_s.append(p.a + base), b_s.append(p.b + base), values.append(p.value)
-        points.append(p.point), deps.append(p.dep)
-        base += len(p.op)
-        ends.append(base - 1)
-    result, point, dep = ends[0], points[0][-1], deps[0][-1]
-    extra_a, extra_b, extra_point, extra_dep = [], [], [], []
-    for end, p in zip(ends[1:], parts[1:]):  # ((first + second) + third) + ...
-        extra_a.append(result), extra_b.append(end)
-        point, dep = point or p.point[-1], dep | p.dep[-1]
-        extra_point.append(point), extra_dep.append(dep)
-        result = base + len(extra_a) - 1
-    n = len(extra_a)
-    return Program(
-        np.concatenate(ops + [np.full(n, ADD)]),
-        np.concatenate(a_s + [np.array(extra_a, dtype=np.int64)]),
-        np.concatenate(b_s + [np.array(extra_b, dtype=np.int64)]),
-        np.concatenate(values + [np.zeros(n)]),
-        np.concatenate(points + [np.array(extra_point, dtype=bool)]),
-        np.concatenate(deps + [np.array(extra_dep, dtype=bool).reshape(n, total)]),
-        max(p.n_variables for p in parts),
-    )
-
-
-class _ProgramBuilder:
-    """Walks a checked tree into a Program: numbers folded as the torch closures fold them, leaves shared."""
-
-    def __init__(self, variables, params):
-        self.variables, self.params = tuple(variables), tuple(params)
-        self.rows: list[tuple] = []  # (op, a, b, value, point, dep)
-        self.leaves: dict = {}
-
-    def _add(self, op, a=0, b=0, value=0.0, point=False, dep=frozenset()) -> int:
-        self.rows.append((op, a, b, float(value), point, frozenset(dep)))
-        return len(self.rows) - 1
-
-    def _constant(self, value: float) -> int:
-        return self._add(CONST, value=value)
-
-    def _is_constant(self, slot: int) -> bool:
-        return self.rows[slot][0] == CONST
-
-    def _operation(self, op: int, a: int, b: int = 0, binary: bool = True) -> int:
-        ra, rb = self.rows[a], self.rows[b]
-        point = ra[4] or (binary and rb[4])
-        dep = ra[5] | (rb[5] if binary else frozenset())
-        return self._add(op, a, b if binary else 0, point=point, dep=dep)
-
-    def build(self, node: ast.AST) -> int:
-        if isinstance(node, ast.Constant):
-            return self._constant(float(node.value))
-        if isinstance(node, ast.Name):
-            if node.id in CONSTANTS:
-                return self._constant(CONSTANTS[node.id])
-            if node.id not in self.leaves:
-                if node.id in self.params:
-                    j = self.params.index(node.id)
-                    self.leaves[node.id] = self._add(PARAM, value=j, dep={j})
-                else:
-                    self.leaves[node.id] = self._add(VAR, value=self.variables.index(node.id), point=True)
-            return self.leaves[node.id]
-        if isinstance(node, ast.UnaryOp):
-            slot = self.build(node.operand)
-            if not isinstance(node.op, ast.USub):
-                return slot
-            if self._is_constant(slot):
-                return self._constant(-self.rows[slot][3])
-            return self._operation(NEG, slot, binary=False)
-        if isinstance(node, ast.BinOp):
-            spine = []  # a chain a + b - c + ... walked left to right, not by recursion
-            while _continues_chain(node, node.left):
-                spine.append(node)
-                node = node.left
-            spine.append(node)
-            left = self.build(node.left)
-            for link in reversed(spine):
-                left = self._binary(type(link.op), left, self.build(link.right))
-            return left
-        if isinstance(node, ast.Call):
-            name = node.func.id
-            if name in TORCH_ONLY:
-                raise _TorchOnly(name)
-            args = [self.build(a) for a in node.args]
-            if all(self._is_constant(s) for s in args):
-                function = FUNCTIONS[name][0]
-                value = function(*(torch.tensor(self.rows[s][3], dtype=torch.float64) for s in args))
-                return self._constant(float(value))
-            if name == "arctan2":
-                return self._operation(ATAN2, args[0], args[1])
-            return self._operation(UNARY_CODES[name], args[0], binary=False)
-        raise ExpressionError(f"Unexpected {type(node).__name__} in a checked expression.")  # pragma: no cover
-
-    def _binary(self, op_type, a: int, b: int) -> int:
-        if self._is_constant(a) and self._is_constant(b):
-            return self._constant(_apply(_BINARY[op_type], self.rows[a][3], self.rows[b][3]))
-        return self._operation(_BINARY_CODES[op_type], a, b)
-
-    def finish(self) -> Program:
-        rows, k = self.rows, len(self.params)
-        dep = np.zeros((len(rows), k), dtype=bool)
-        for i, row in enumerate(rows):
-            dep[i, list(row[5])] = True
-        return Program(
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([r[1] for r in rows], dtype=np.int64),
-            np.array([r[2] for r in rows], dtype=np.int64),
-            np.array([r[3] for r in rows]),
-            np.array([r[4] for r in rows], dtype=bool),
-            dep,
-            len(self.variables),
-        )

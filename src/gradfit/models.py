@@ -81,7 +81,7 @@ class Model:
         return None
 
     def program(self):
-        """The model as a gradfit.expr.Program (what the compiled many-curve solver runs), or None: a
+        """The model as a gradfit.expr_program.Program (what the compiled many-curve solver runs), or None: a
         Python function is opaque, so it runs in torch."""
         return None
 
@@ -442,7 +442,7 @@ class Composite(Model):
         programs = [m.program() for m in self.parts]
         if self.variables is None or any(p is None for p in programs):
             return None
-        from .expr import sum_programs
+        from .expr_program import sum_programs
 
         return sum_programs(programs, [m.n_params for m in self.parts])
 

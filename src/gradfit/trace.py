@@ -1,7 +1,7 @@
 """A Python model function, read as the formula it computes: one call on stand-ins for x and the parameters.
 
 ``trace(f, names)`` calls ``f(x, a, b, ...)`` once with ``_Traced`` stand-ins in place of tensors. Each
-arithmetic operator and each torch function the expression language knows (gradfit.expr.FUNCTIONS) records a
+arithmetic operator and each torch function the expression language knows (gradfit.expr_ops.FUNCTIONS) records a
 node of a Python syntax tree — the same tree ``expr.parse`` makes from text — so the function becomes an
 ``expr.Expression``: exact derivatives on the tree, and a Program for the compiled many-curve solver. No text is
 made into code: the tree is built from the operations the function performed, and ``ast.unparse`` of it is only
@@ -26,7 +26,8 @@ import torch
 
 from .dual import LANGUAGE, broadcast_model
 from .errors import ExpressionError
-from .expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expression, check_depth, compile_tree
+from .expr import MAX_DEPTH, Expression, check_depth, compile_tree
+from .expr_ops import CONSTANTS, FUNCTIONS
 from .models import ExpressionModel, FunctionModel, Model, short_name
 from .numeric import NumericFunction, derivatives_for
 

@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 
 from . import native as _native
 from ..special import EXPREL_SERIES_BELOW
-from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
+from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
 
 (
     _EXP,

@@ -36,7 +36,7 @@ from collections import OrderedDict
 import numpy as np
 from llvmlite import ir
 
-from ..expr import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
+from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
 from ..special import EXPREL_SERIES_BELOW
 
 _D = ir.DoubleType()
