@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from .errors import DataError, GradfitError
-from .history import History, StepRecord
+from .history import History
 from .models import Model
+from .result_json import SAVE_FORMAT, history_from_json, history_to_json, number_from_json, numbers_from_json, to_json
 
 
 @dataclass
@@ -332,60 +333,22 @@ class FitResult:
             "gradfit_result": SAVE_FORMAT,
             "model": model_spec(self.model),
             "param_names": list(self.params),
-            "history": _history_to_json(self.history),
+            "history": history_to_json(self.history),
         }
         for f in fields(self):
             if f.name in ("model", "history", "x", "y", "sigma"):
                 continue
-            out[f.name] = _to_json(getattr(self, f.name))
+            out[f.name] = to_json(getattr(self, f.name))
         out["dtype"] = str(self.dtype).removeprefix("torch.")
         if data:
-            out["data"] = {k: _to_json(getattr(self, k)) for k in ("x", "y", "sigma")}
+            out["data"] = {k: to_json(getattr(self, k)) for k in ("x", "y", "sigma")}
         write_atomic(path, json.dumps(out, allow_nan=False))
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (infinite or undefined numbers become None)."""
-        return {
-            "model": self.model.name,
-            "formula": self.model.formula,
-            "params": {k: _num(v) for k, v in self.params.items()},
-            "stderr": {k: _num(v) for k, v in self.stderr.items()},
-            "covariance": [[_num(v) for v in row] for row in self.covariance.tolist()],
-            "rmse": _num(self.rmse),
-            "r2": _num(self.r2),
-            "chi2": _num(self.chi2),
-            "reduced_chi2": _num(self.reduced_chi2),
-            "aic": _num(self.aic),
-            "bic": _num(self.bic),
-            "n_points": self.n_points,
-            "n_dropped": self.n_dropped,
-            "n_steps": self.n_steps,
-            "converged": self.converged,
-            "message": self.message,
-            "method": self.method,
-            "gap_to_optimum": _num(self.gap_to_optimum),
-            "fixed": dict(self.fixed),
-            "tied": dict(self.tied),
-            "loss": self.loss,
-            "f_scale": self.f_scale,
-            "at_bound": dict(self.at_bound),
-            **({"starts": dict(self.starts)} if self.starts else {}),
-            **(
-                {"intervals": {k: [[p, _num(v)] for p, v in pairs] for k, pairs in self.intervals.items()}}
-                if self.intervals
-                else {}
-            ),
-            **(
-                {
-                    "derived": {
-                        k: {**d, "value": _num(d["value"]), "stderr": _num(d["stderr"])}
-                        for k, d in self.derived.items()
-                    }
-                }
-                if self.derived
-                else {}
-            ),  # fmt: skip
-        }
+        from .result_text import summary
+
+        return summary(self)
 
     def report(self, min_correlation: float = 0.1) -> str:
         """A readable report: statistics, parameters with standard errors, correlations (and intervals, derived values).
@@ -396,196 +359,23 @@ class FitResult:
         Returns:
             str: the report.
         """
-        width = max(len(n) for n in self.params) if self.params else 1
-        lines = [
-            "[[Model]]",
-            f"    {self.model.name}: y = {self.model.formula}",
-            "[[Fit Statistics]]",
-            f"    # fitting method   = {self.method}",
-            f"    # steps            = {self.n_steps}",
-            f"    # data points      = {self.n_points}"
-            + (f" ({self.n_dropped} dropped: NaN or inf)" if self.n_dropped else ""),
-            f"    # variables        = {self.n_params - len(self.fixed) - len(self.tied)}",  # those fitted, as lmfit
-            *([f"    loss               = {self.loss} (f_scale {self.f_scale:g})"] if self.loss != "linear" else []),
-            *(
-                [f"    # starts           = {self.starts['n']} ({self.starts['reached']} reached this minimum)"]
-                if self.starts
-                else []
-            ),
-            f"    converged          = {'yes' if self.converged else 'NO'}",
-            f"    RMSE               = {self.rmse:.10g}",
-            f"    R-squared          = {self.r2:.10g}",
-            f"    chi-square         = {self.chi2:.10g}",
-            f"    reduced chi-square = {self.reduced_chi2:.10g}",
-            f"    Akaike info crit   = {self.aic:.10g}",
-            f"    Bayesian info crit = {self.bic:.10g}",
-        ]
-        if self.gap_to_optimum is not None:
-            lines.append(
-                f"    gap to optimum     = {self.gap_to_optimum:.3g} (relative RMSE above the exact "
-                f"least-squares fit, RMSE {self.optimum_rmse:.10g})"
-            )
-        lines.append("[[Variables]]")
-        for name, value in self.params.items():
-            err = self.stderr[name]
-            if name in self.fixed:
-                lines.append(f"    {name:<{width}}: {value: .10g} (fixed)")
-                continue
-            rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
-            bound = self.bounds.get(name)
-            where = (
-                f" == '{self.tied[name]}'"  # as lmfit writes a constrained parameter
-                if name in self.tied
-                else f" (at {self.at_bound[name]} bound)"
-                if name in self.at_bound
-                else f" (bounds {bound[0]:g}, {bound[1]:g})"
-                if bound
-                else ""
-            )
-            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}{where}")
-        if self.derived:
-            lines.append("[[Derived]]")
-            wide = max(len(n) for n in self.derived)
-            for name, d in self.derived.items():
-                err = d["stderr"]
-                rel = f" ({abs(err / d['value']):.2%})" if d["value"] != 0 and math.isfinite(err) else ""
-                lines.append(f"    {name:<{wide}}: {d['value']: .10g} +/- {err:.4g}{rel} == '{d['expression']}'")
-        if self.intervals:
-            lines.extend(intervals_report(self.intervals, self.params))
-        pairs = []
-        corr = self.correlation
-        names = self.param_names
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                if names[i] in self.tied or names[j] in self.tied:  # (a tie's correlations are its expression's)
-                    continue
-                if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= min_correlation:
-                    pairs.append((abs(corr[i, j]), f"C({names[i]}, {names[j]})", corr[i, j]))
-        if pairs:
-            label_width = max(len(label) for _, label, _ in pairs)
-            lines.append(f"[[Correlations]] (unreported correlations are < {min_correlation:.3f})")
-            lines.extend(
-                f"    {label:<{label_width}} = {value:+.4f}" for _, label, value in sorted(pairs, reverse=True)
-            )
-        lines.append("[[Message]]")
-        lines.append(f"    {self.message}")
-        return "\n".join(lines)
+        from .result_text import report_text
+
+        return report_text(self, min_correlation)
 
     def _repr_html_(self) -> str:
         """The result in a notebook: a small figure of the fit, the parameters, χ², and what to look at (strong
         correlations, parameters on their bounds)."""
-        import html
+        from .result_text import html_view
 
-        from .plots import inline_image, thumbnail
-
-        rows = []
-        for name, value in self.params.items():
-            err = "fixed" if name in self.fixed else f"± {self.stderr[name]:.4g}"
-            note = (
-                f"= {self.tied[name]}"
-                if name in self.tied
-                else f"at its {self.at_bound[name]} bound"
-                if name in self.at_bound
-                else ""
-            )
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{value:.8g}</td><td>{err}</td><td>{html.escape(note)}</td></tr>"
-            )
-        stats = (
-            f"RMSE {self.rmse:.6g} · R² {self.r2:.6f} · χ² {self.chi2:.6g} (reduced {self.reduced_chi2:.4g}) · "
-            f"{self.n_points} points · {self.n_steps} steps of {html.escape(self.method)}"
-        )
-        look = []
-        corr, names = self.correlation, self.param_names
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                if math.isfinite(corr[i, j]) and abs(corr[i, j]) >= STRONG_CORRELATION:
-                    look.append(f"C({names[i]}, {names[j]}) = {corr[i, j]:+.3f}")
-        look += [f"{n} ended on its {side} bound" for n, side in self.at_bound.items()]
-        figure = None
-        try:
-            figure = thumbnail(self)
-        except Exception:  # (a view must never fail: the table is the result)
-            figure = None
-        picture = (
-            "" if figure is None else f"<div style='float:right;margin-left:1em'>{inline_image(figure, 'fit')}</div>"
-        )
-        notes = "".join(f"<li>{html.escape(t)}</li>" for t in look)
-        return (
-            f"<div>{picture}<b>{html.escape(self.model.name)}</b>: y = <code>{html.escape(self.model.formula)}</code>"
-            f"<table><tr><th>parameter</th><th>value</th><th>standard error</th><th></th></tr>{''.join(rows)}</table>"
-            f"<p>{stats}</p><p>{'✔' if self.converged else '⚠'} {html.escape(self.message)}</p>"
-            f"{f'<p>Worth a look:</p><ul>{notes}</ul>' if notes else ''}<div style='clear:both'></div></div>"
-        )
+        return html_view(self)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{k}={v:.6g}" for k, v in self.params.items())
         return f"<FitResult {self.method}: {values}; rmse={self.rmse:.6g}, converged={self.converged}>"
 
 
-def _num(v):
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-# --- Saved results: JSON with non-finite numbers as strings, arrays as nested lists ---------------------------
-
-STRONG_CORRELATION = 0.9  # a notebook's view lists pairs of parameters correlated at least this much
-SAVE_FORMAT = 1  # the layout ``FitResult.save`` writes; a newer one is refused by name
-
-
-def intervals_report(intervals: dict, params: dict) -> list[str]:
-    """lmfit's ``ci_report`` layout: a column per probability, each limit as its offset from the best value."""
-    probs = [p for p, _ in next(iter(intervals.values()))]
-    head = "".join(f"{'_BEST_' if p == 0 else f'{p:.2%}':>12}" for p in probs)
-    wide = max(len(n) for n in intervals)
-    lines = ["[[Confidence intervals]] (profile likelihood, F-test: gradfit.profile)", f"    {'':<{wide}} {head}"]
-    for name, pairs in intervals.items():
-        best = params.get(name, 0.0)
-        cells = "".join(f"{v: 12.5g}" if p == 0 else f"{v - best:+12.5g}" for p, v in pairs)
-        lines.append(f"    {name:<{wide}}: {cells}")
-    return lines
-
-
-def _to_json(value):
-    """JSON-ready: arrays and tuples as lists, inf and NaN as the strings 'inf', '-inf', 'nan' (strict JSON)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _to_json(value.item())
-    return value
-
-
-def _number(value):
-    """A number read back: 'inf', '-inf', 'nan' as floats."""
-    return float(value) if isinstance(value, str) else value
-
-
-def _numbers(value):
-    return [_numbers(v) for v in value] if isinstance(value, list) else _number(value)
-
-
-def _history_to_json(history: History) -> dict:
-    return {
-        "param_names": list(history.param_names),
-        "init_params": _to_json(history.init_params),
-        "columns": ["epoch", "step", "loss", "rmse", "grad_norm", "learning_rate", "params"],
-        "rows": [
-            _to_json([r.epoch, r.step, r.loss, r.rmse, r.grad_norm, r.learning_rate, list(r.params)]) for r in history
-        ],
-    }
-
-
-def _history_from_json(saved: dict) -> History:
-    history = History(saved["param_names"], _numbers(saved["init_params"]))
-    for epoch, step, loss, rmse, grad_norm, rate, params in saved["rows"]:
-        history.append(StepRecord(step, *map(_number, (loss, rmse, grad_norm, rate)), tuple(_numbers(params)), epoch))
-    return history
+# --- Saved results (the file's layout: gradfit.result_json) ------------------------------------------------------
 
 
 def load_result(path, *, model=None) -> FitResult:
@@ -622,30 +412,36 @@ def load_result(path, *, model=None) -> FitResult:
         if list(made.param_names) != saved["param_names"]:
             raise DataError(f"'{path}': its model's parameters differ from the saved ones; was the file edited?")
         data = saved.get("data") or {}
-        arrays = {k: None if data.get(k) is None else np.array(_numbers(data[k]), dtype=np.float64) for k in "xy"}
+        arrays = {
+            k: None if data.get(k) is None else np.array(numbers_from_json(data[k]), dtype=np.float64) for k in "xy"
+        }
         sigma = data.get("sigma")
         options = {f.name: saved[f.name] for f in fields(FitResult) if f.name in saved}
         options.update(
             model=made,
-            params={k: _number(v) for k, v in saved["params"].items()},
-            stderr={k: _number(v) for k, v in saved["stderr"].items()},
-            covariance=np.array(_numbers(saved["covariance"]), dtype=np.float64).reshape(len(made.param_names), -1),
-            history=_history_from_json(saved["history"]),
-            bounds={k: tuple(_numbers(v)) for k, v in saved.get("bounds", {}).items()},
+            params={k: number_from_json(v) for k, v in saved["params"].items()},
+            stderr={k: number_from_json(v) for k, v in saved["stderr"].items()},
+            covariance=np.array(numbers_from_json(saved["covariance"]), dtype=np.float64).reshape(
+                len(made.param_names), -1
+            ),
+            history=history_from_json(saved["history"]),
+            bounds={k: tuple(numbers_from_json(v)) for k, v in saved.get("bounds", {}).items()},
             derived={
-                k: {**d, "value": _number(d["value"]), "stderr": _number(d["stderr"])}
+                k: {**d, "value": number_from_json(d["value"]), "stderr": number_from_json(d["stderr"])}
                 for k, d in saved.get("derived", {}).items()
             },
             undetermined=tuple(saved.get("undetermined", ())),
-            intervals={k: [tuple(_numbers(pair)) for pair in v] for k, v in saved.get("intervals", {}).items()},
+            intervals={
+                k: [tuple(numbers_from_json(pair)) for pair in v] for k, v in saved.get("intervals", {}).items()
+            },
             dtype=getattr(torch, saved.get("dtype", "float64")),
             device="cpu",  # (where the fit ran may not exist here)
             x=arrays["x"],
             y=arrays["y"],
-            sigma=None if sigma is None else np.array(_numbers(sigma), dtype=np.float64),
+            sigma=None if sigma is None else np.array(numbers_from_json(sigma), dtype=np.float64),
         )
         for name in ("rmse", "r2", "chi2", "reduced_chi2", "aic", "bic", "gap_to_optimum", "optimum_rmse"):
-            options[name] = _number(options.get(name))
+            options[name] = number_from_json(options.get(name))
         return FitResult(**options)
     except GradfitError:
         raise
