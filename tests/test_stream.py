@@ -258,6 +258,17 @@ def test_fit_given_a_path_passes_every_option_on(quadratic_file, decay_file):
         gradfit.fit("quadratic", str(quadratic_file[0]), sigma=quadratic_file[3])
 
 
+def test_a_model_in_its_own_variable_is_read_so_in_memory_and_streamed(quadratic_file):
+    path, x, y, _ = quadratic_file  # columns t, v, s
+    in_memory = gradfit.fit_file("a*t**2 + b*t + c", path, variables="t")
+    streamed = gradfit.fit_file("a*t**2 + b*t + c", path, variables="t", memory_budget=tight_budget())
+    assert "streamed" in streamed.message and "streamed" not in in_memory.message
+    np.testing.assert_allclose(list(in_memory.params.values()), np.polyfit(x, y, 2), rtol=1e-9)
+    same(streamed, in_memory)
+    via_fit = gradfit.fit("a*t**2 + b*t + c", str(path), variables="t")
+    np.testing.assert_allclose(list(via_fit.params.values()), list(in_memory.params.values()), rtol=1e-12)
+
+
 def test_fit_takes_a_path_and_holds_small_data_in_memory(quadratic_file):
     path, x, y, _ = quadratic_file
     result = gradfit.fit("quadratic", str(path))  # the first two columns; 60,000 rows fit the default budget

@@ -366,7 +366,7 @@ def fit_file(
         columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
         return in_memory(columns)
     data = stream.Source(stream.open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
-    model = get_model(model)
+    model = get_model(model, variables=_variables(fit_options.get("variables")))  # (as fit reads them)
     if batch_size is not None:
         batch_size = positive_int(batch_size, "batch_size")
     stream.warm_up(model)
