@@ -11,7 +11,7 @@ import sys
 
 from ..errors import OptionError
 from .app import create_app
-from .sessions import Limits
+from .setup import Limits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

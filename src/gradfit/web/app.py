@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from ..errors import GradfitError
 from ..library import LIBRARY
-from .sessions import METHODS, Limits, PlaygroundError, SessionStore, Setup, checked_pair, make_data, record_json
+from .sessions import SessionStore, record_json
+from .setup import METHODS, Limits, PlaygroundError, Setup, checked_pair, make_data
 
 log = logging.getLogger("gradfit.web")
 
