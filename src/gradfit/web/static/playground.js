@@ -127,7 +127,11 @@ async function newSession(pair) {
   const old = session, oldTwin = twin, compare = $("compare").value;
   try {
     const state = await api("POST", "/api/sessions", body);
-    const other = compare ? await api("POST", "/api/sessions", { ...body, setup: twinSetup(setup, compare) }) : null;
+    let other = null;
+    if (compare) {
+      try { other = await api("POST", "/api/sessions", { ...body, setup: twinSetup(setup, compare) }); }
+      catch (e) { api("DELETE", "/api/sessions/" + state.id).catch(() => {}); throw e; }  // no half-made pair
+    }
     session = state; records = state.records.slice();
     twin = other ? { session: other, records: other.records.slice() } : null;
     for (const gone of [old, oldTwin && oldTwin.session]) {
