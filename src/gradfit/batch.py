@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .options import check_device, nonnegative_finite, positive_finite, positive_int
+from .options import check_device, nonnegative_finite, positive_finite, positive_int, variable_names
 from .errors import ModelError, OptionError
 from .library import get_model
 from .losses import check_loss
@@ -38,7 +38,7 @@ from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
 from .trace import model_to_fit
 from .uncertainty import covariance
-from .batch_data import batch_start, contiguous_array, curves, pack_long, variable_names
+from .batch_data import batch_start, contiguous_array, curves, pack_long
 from .batch_problem import Chunk, RobustChunk, SINGULAR
 from .batch_result import BatchResult, STATUSES, host_result
 

@@ -15,12 +15,6 @@ def contiguous_array(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def variable_names(variables):
-    if variables is None:
-        return ("x",)
-    return (variables,) if isinstance(variables, str) else tuple(variables)
-
-
 def float_array(values, name: str) -> np.ndarray:
     from .data import as_array
 

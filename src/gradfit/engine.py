@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import options
-from .options import all_finite, check_device, positive_int
+from .options import all_finite, check_device, positive_int, variable_names
 from .data import prepare
 from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
 from .history import StepRecord
@@ -134,15 +134,21 @@ def fit(
                 "not an array: add the errors to the file as a column, or load the file with gradfit.load."
             )
         # every other option goes on as given (fit_file refuses, in one line, any a streamed fit cannot take)
-        defaults = {"tie": None, "loss": "linear", "f_scale": 1.0, "variables": None, "dtype": torch.float64}
-        defaults.update(device="cpu", derivatives="auto", starts=None)
-        given = dict(tie=tie, loss=loss, f_scale=f_scale, variables=variables, dtype=dtype, device=device)
-        given.update(derivatives=derivatives, starts=starts)
+        passed_on = {  # name: (as given, its default)
+            "tie": (tie, None),
+            "loss": (loss, "linear"),
+            "f_scale": (f_scale, 1.0),
+            "variables": (variables, None),
+            "dtype": (dtype, torch.float64),
+            "device": (device, "cpu"),
+            "derivatives": (derivatives, "auto"),
+            "starts": (starts, None),
+        }
         return fit_file(
             model,
             x,
             sigma=sigma,
-            **{name: value for name, value in given.items() if value != defaults[name]},
+            **{name: value for name, (value, default) in passed_on.items() if value != default},
             p0=p0,
             method=method,
             learning_rate=learning_rate,
@@ -157,7 +163,7 @@ def fit(
         )
     if y is None:
         raise DataError("`y` is missing: give x and y, or a Parquet file or pyarrow Dataset as the only data.")
-    model = get_model(model, variables=_variables(variables))
+    model = get_model(model, variables=variable_names(variables))
     bounds = check_bounds(bounds, model.param_names)
     fixed = check_fixed(fixed, model.param_names, bounds)
     ties = check_ties(tie, model.param_names, bounds, fixed)
@@ -366,7 +372,7 @@ def fit_file(
         columns = select_columns(table, first_row, Path(source), x=x, y=y, sigma=sigma)
         return in_memory(columns)
     data = stream.Source(stream.open_dataset(source), x=x, y=y, sigma=sigma, nan_policy=nan_policy, label=label)
-    model = get_model(model, variables=_variables(fit_options.get("variables")))  # (as fit reads them)
+    model = get_model(model, variables=variable_names(fit_options.get("variables")))  # (as fit reads them)
     if batch_size is not None:
         batch_size = positive_int(batch_size, "batch_size")
     stream.warm_up(model)
@@ -417,7 +423,7 @@ def fit_steps(
     its Outcome; a step that diverges raises FitError. For a caller that steps the loop
     itself, such as the playground; method: lm or a gradient method.
     """
-    model = get_model(model, variables=_variables(variables))
+    model = get_model(model, variables=variable_names(variables))
     chosen = get_method(method)
     if chosen.name in ("auto", "linear"):
         raise OptionError(f"Method {chosen.name!r} is one solve, not steps; choose lm or a gradient method.")
@@ -492,12 +498,6 @@ def _check_variables(model: Model, x: np.ndarray) -> None:
             f"Model {model.name} takes {len(model.variables)} variable{plural} ({names}), but x has "
             f"{k} column{'s' if k > 1 else ''}. Give one x column per variable."
         )
-
-
-def _variables(variables) -> tuple[str, ...]:
-    if variables is None:
-        return ("x",)
-    return (variables,) if isinstance(variables, str) else tuple(variables)
 
 
 def _check_start(problem: Problem, start: torch.Tensor) -> None:

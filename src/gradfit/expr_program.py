@@ -18,33 +18,30 @@ from .expr_ops import BINARY, CONSTANTS, FUNCTIONS, TORCH_ONLY, apply, continues
 # Operation codes of a Program. A slot holds one instruction's result: a number (CONST, folded
 # at build time), a parameter, a variable, or an operation on earlier slots.
 CONST, PARAM, VAR, ADD, SUB, MUL, DIV, POW, NEG, ATAN2 = range(10)
-UNARY_CODES = {
-    name: 10 + i
-    for i, name in enumerate(
-        (
-            "exp",
-            "log",
-            "log10",
-            "log2",
-            "sqrt",
-            "abs",
-            "sin",
-            "cos",
-            "tan",
-            "arcsin",
-            "arccos",
-            "arctan",
-            "sinh",
-            "cosh",
-            "tanh",
-            "erf",
-            "erfc",
-            "sigmoid",
-            "heaviside",
-            "exprel",
-        )
-    )
-}
+# the one-argument functions the compiled solver runs, in the order of their codes (10, 11, ...)
+UNARY_NAMES = (
+    "exp",
+    "log",
+    "log10",
+    "log2",
+    "sqrt",
+    "abs",
+    "sin",
+    "cos",
+    "tan",
+    "arcsin",
+    "arccos",
+    "arctan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "erf",
+    "erfc",
+    "sigmoid",
+    "heaviside",
+    "exprel",
+)
+UNARY_CODES = {name: 10 + i for i, name in enumerate(UNARY_NAMES)}
 UNARY_CODES.update(asin=UNARY_CODES["arcsin"], acos=UNARY_CODES["arccos"], atan=UNARY_CODES["arctan"])
 
 

@@ -28,7 +28,7 @@ from .batch_problem import Chunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model
-from .options import check_device, nonnegative_finite, positive_int
+from .options import check_device, nonnegative_finite, positive_int, variable_names
 from .trace import model_to_fit
 from .uncertainty import NO_DOF_NOTE
 
@@ -197,7 +197,7 @@ def fit_global(
     Returns:
         GlobalResult: the shared values and errors, a per-set table, each set's χ².
     """
-    model = get_model(model, variables=(variables,) if isinstance(variables, str) else variables or ("x",))
+    model = get_model(model, variables=variable_names(variables or None))
     names = model.param_names
     common = _shared(shared, names)
     max_steps = positive_int(max_steps, "max_steps")

@@ -105,3 +105,10 @@ def nonnegative_finite(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise OptionError(f"`{name}` must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def variable_names(variables) -> tuple[str, ...]:
+    """``variables``: None (the one variable x), a name, or a sequence of names, as a tuple of names."""
+    if variables is None:
+        return ("x",)
+    return (variables,) if isinstance(variables, str) else tuple(variables)

@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 
 from . import native as _native
 from ..special import EXPREL_SERIES_BELOW
-from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, VAR, Program
+from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, UNARY_NAMES, VAR, Program
 
 (
     _EXP,
@@ -60,31 +60,7 @@ from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UN
     _SIGMOID,
     _HEAVISIDE,
     _EXPREL,
-) = (
-    UNARY_CODES[n]
-    for n in (
-        "exp",
-        "log",
-        "log10",
-        "log2",
-        "sqrt",
-        "abs",
-        "sin",
-        "cos",
-        "tan",
-        "arcsin",
-        "arccos",
-        "arctan",
-        "sinh",
-        "cosh",
-        "tanh",
-        "erf",
-        "erfc",
-        "sigmoid",
-        "heaviside",
-        "exprel",
-    )
-)
+) = (UNARY_CODES[n] for n in UNARY_NAMES)  # (in UNARY_NAMES' order, which these names follow)
 BLOCKS_PER_THREAD, BLOCK_CURVES = 16, 256  # blocks of curves queued per thread, and their least size (see fit)
 WORK_BYTES = 1 << 24  # the most working memory one thread's program slots may take: larger curves run in torch
 
