@@ -190,6 +190,21 @@ def test_gradient_methods_equal_single_fits(method):
     np.testing.assert_allclose(result.params, exact.params, rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop"])
+def test_gradient_methods_are_one_code_for_one_curve_and_many(method):
+    # solvers.descent is the loop and the update of both: after k steps every curve of a batch stands where
+    # gradfit.fit's own k-th step on that curve stands, step for step (the two differ in the last bits of the
+    # standardizing transform only), whatever the other curves in the batch do
+    x, y, p0 = _peaks(b=3)
+    for k in (1, 6, 40):
+        many = fit_many(GAUSS, x, y, p0=p0, method=method, learning_rate=0.05, max_steps=k, backend="torch")
+        assert (many.n_steps == k).all()
+        for i in range(3):
+            one = _single(GAUSS, x, y[i], p0=p0[i], method=method, learning_rate=0.05, max_steps=k, tol=0)
+            assert len(one.history) == k
+            np.testing.assert_allclose(many.params[i], list(one.params.values()), rtol=1e-10, atol=1e-13)
+
+
 def test_gradient_methods_mark_divergence_and_max_steps():
     x, y, p0 = _peaks(b=3)
     result = fit_many(GAUSS, x, y, p0=p0, method="gd", learning_rate=50.0, max_steps=100)

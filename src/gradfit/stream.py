@@ -49,7 +49,8 @@ from .params import (
     widths_positive,
 )
 from .solvers import Problem, get_method
-from .solvers.gradient import Frame, torch_optimizer, descent_steps, rate_guard
+from .solvers.descent import torch_optimizer
+from .solvers.gradient import Frame, descent_steps, rate_guard
 from .solvers.lm import lm_steps
 from .solvers.problem import Outcome, run_steps
 from .uncertainty import covariance as covariance_of

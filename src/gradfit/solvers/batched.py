@@ -11,11 +11,11 @@ by tests/test_compiled.py's TWINS.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from .gradient import PLATEAU_PATIENCE  # (as gradfit.fit's RMSprop: a curve's rate halves after so many steps)
+from . import descent
+from .descent import make_update
 
 LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
 LINE_SEARCH_HALVINGS = 50  # of the step, before a curve's line search gives up (the optimum to rounding)
@@ -129,70 +129,40 @@ def lbfgs(problem, p0, max_steps: int, gtol: float, learning_rate: float = 1.0):
 
 
 def descend(problem, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
-    """Gradient methods over the batch, each curve in its own standardized coordinates.
+    """Gradient methods over the batch, each curve in its own standardized coordinates: solvers.descent's loop
+    and updates, the same code gradfit.fit runs for one curve.
 
     As gradfit.fit does for one curve (solvers.gradient.Frame): p = p0 + T q with T from the
     SVD of the curve's Jacobian at p0, the loss divided by the variance of y. The updates are
-    elementwise (gd, momentum, nesterov, adam), so curves do not mix; a curve stops when its
-    gradient falls below gtol times max(its first gradient, 1), and is then frozen.
+    elementwise (gd, momentum, nesterov, adam, rmsprop), so curves do not mix; a curve stops when its
+    gradient falls below gtol times max(its first gradient, 1), and is then held.
     """
-    B, k = p0.shape
     transform, scale, n = standardized(problem, p0)
-    q = torch.zeros_like(p0, requires_grad=True)
-    optimizer = {
-        "gd": None,
-        "momentum": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9),
-        "nesterov": lambda: torch.optim.SGD([q], lr=learning_rate, momentum=0.9, nesterov=True),
-        "adam": lambda: torch.optim.Adam([q], lr=learning_rate),
-        "rmsprop": None,  # below, elementwise: each curve keeps its own rate
-    }[method]
-    optimizer = optimizer() if optimizer else None
-    if method == "rmsprop":  # torch.optim.RMSprop's update, with ReduceLROnPlateau's halving per curve
-        square = torch.zeros_like(p0)
-        rate = torch.full((B, 1), learning_rate, dtype=p0.dtype, device=p0.device)
-        best = torch.full((B,), math.inf, dtype=p0.dtype, device=p0.device)
-        calm = torch.zeros(B, dtype=torch.long, device=p0.device)
-    first = None
-    done = torch.zeros(B, dtype=torch.bool, device=p0.device)
-    bad = torch.zeros_like(done)
-    steps = torch.zeros(B, dtype=torch.long, device=p0.device)
-    for _ in range(max_steps):
-        p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # forward
-        r = problem.residuals(p)
+    to_params = lambda q: p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+
+    def evaluate(q):
+        r = problem.residuals(to_params(q))  # forward
         loss = (r * r).sum(dim=1) / n / scale**2
         loss.sum().backward()  # the curves are independent: each gets its own gradient
-        grad = q.grad.norm(dim=1)
-        first = grad.clamp_min(1.0) if first is None else first
-        bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad)
-        done |= (grad <= gtol * first) & ~bad
-        frozen = done | bad
-        if bool(frozen.all()):
-            break
-        keep = q.detach().clone()
-        with torch.no_grad():  # update
-            if method == "rmsprop":
-                g = torch.nan_to_num(q.grad)
-                square.mul_(0.99).addcmul_(g, g, value=0.01)
-                q -= rate * g / (square.sqrt() + 1e-8)
-                better = loss < best  # the loss before this step, as gradfit.fit's plateau sees it
-                best = torch.where(better, loss, best)
-                calm = torch.where(better, 0, calm + 1)
-                halve = (calm > PLATEAU_PATIENCE) & (rate[:, 0] / 2 > 1e-8)
-                rate = torch.where(halve[:, None], rate / 2, rate)
-                calm = torch.where(calm > PLATEAU_PATIENCE, 0, calm)
-            elif optimizer is None:
-                q -= learning_rate * torch.nan_to_num(q.grad)  # the article's update
-        if optimizer is not None:
-            optimizer.step()
-        q.grad = None  # zero the gradient
-        with torch.no_grad():
-            q[frozen] = keep[frozen]
-        steps += (~frozen).long()
+        return loss
+
+    q = torch.zeros_like(p0, requires_grad=True)
+    update = make_update(method, q, learning_rate)
+    stopped = run_descent(descent.descend(evaluate, q, update, max_steps=max_steps, gtol=gtol))
     with torch.no_grad():
-        p = p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)
-    status = torch.where(done, 0, 1)
-    status[bad | ~torch.isfinite(p).all(dim=1)] = 2
-    return p.detach(), steps, status
+        p = to_params(q)
+    status = torch.where(stopped.done, 0, 1)
+    status[stopped.bad | ~torch.isfinite(p).all(dim=1)] = 2
+    return p.detach(), stopped.steps, status
+
+
+def run_descent(steps):
+    """Run solvers.descent's loop to its end; its Stopped."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def levenberg_marquardt(problem, p, max_steps: int, tol: float):

@@ -1,8 +1,10 @@
-"""Gradient methods: the seed article's ``step()``, and the same loop with torch.optim's optimizers.
+"""Gradient methods for one fit: the seed article's loop as it writes it, and gradfit.fit's gradient methods.
 
-Every method here runs the article's loop — forward, loss, backward, update, zero
-the gradient — and differs only in the update. ``gd`` is the article's own update,
-``params -= learning_rate * grad``; the others are torch.optim's.
+``gradient_descent`` is the article's ``step()`` loop, kept as the article writes it (the demo's numbers).
+``first_order`` runs solvers.descent — the one loop and update of each method, batch-first, which fit_many
+runs for B curves — on a batch of one curve, in the coordinates of a ``Frame``, and wraps it with what a
+single fit adds: the history, the callback, the divergence error and the stopping rules (ftol and xtol
+held for PATIENCE steps, a rate too large that swings, plain gd's default rate halved on a rise).
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from typing import Callable, Generator
 
 import torch
 
-from ..options import positive_finite, positive_int
 from ..errors import FitError
 from ..history import History, StepRecord
 from ..losses import mse
 from ..models import Model, Polynomial
+from ..options import positive_finite, positive_int
+from .descent import descend, make_update
 from .problem import Outcome, Problem, Tolerances, run_steps
 
-ADAPTIVE = ("rmsprop",)  # Adam's own moment estimates let it settle; it needs no schedule
-PLATEAU_PATIENCE = 20  # steps without a better loss before an adaptive method's rate is halved
 STUCK = 1e-3  # a gradient still above this fraction of its start means "stopped", not "converged"
 PATIENCE = 5  # ftol and xtol must both hold this many steps running (momentum pauses at turning points)
 RISE = 1e-10  # a loss higher by more than this (relative) than the step before's rose: not rounding
@@ -173,38 +174,21 @@ class Frame:
         return self.problem.loss(self.params(q)) / self.loss_unit
 
     def evaluate(self, q: torch.Tensor) -> torch.Tensor:
-        """The objective at q, with its gradient put in q.grad (forward, loss, backward)."""
+        """The objective at q, a batch of one (1, P) as solvers.descent steps it, with its gradient put in q.grad
+        (forward, loss, backward)."""
         if not getattr(self.problem, "streamed", False):
-            loss = self.objective(q)
+            loss = self.objective(q[0])
             loss.backward()
-            return loss
+            return loss.reshape(1)
         # data streamed by batches: the problem sums the loss and its gradient over them
         with torch.no_grad():
-            value, grad = self.problem.loss_and_grad(self.params(q))
-            q.grad = (grad if self.transform is None else self.transform.T @ grad) / self.loss_unit
-        return torch.tensor(value / self.loss_unit, dtype=q.dtype)
+            value, grad = self.problem.loss_and_grad(self.params(q[0]))
+            q.grad = ((grad if self.transform is None else self.transform.T @ grad) / self.loss_unit)[None]
+        return torch.tensor([value / self.loss_unit], dtype=q.dtype)
 
-
-def torch_optimizer(name: str):
-    """The update of each torch.optim method, as (q, learning_rate) -> optimizer."""
-    optim = torch.optim
-    return {
-        "momentum": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9),
-        "nesterov": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9, nesterov=True),
-        "adam": lambda q, lr: optim.Adam([q], lr=lr),
-        "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr),
-        # one L-BFGS iteration per step, but room for its line search to try several points
-        "lbfgs": lambda q, lr: optim.LBFGS(
-            [q],
-            lr=lr,
-            max_iter=1,
-            max_eval=25,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=0,
-            tolerance_change=0,
-        ),
-    }[name]
+    def objectives(self, q: torch.Tensor) -> torch.Tensor:
+        """The objective at each row of q (B, P), without its gradient (a line search's trials)."""
+        return torch.stack([self.objective(row) for row in q])
 
 
 AUTO_CANDIDATES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4)
@@ -292,62 +276,52 @@ def descent_steps(
     ``guard`` against a rate too large (see first_order): "halve" it when a step raises the loss,
     "stop" when the steps swing, None (the playground: watching it swing is the lesson).
     """
-    q = frame.start().requires_grad_()
+    q = frame.start()[None].requires_grad_()  # a batch of one curve (solvers.descent)
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
-    lr = 1.0 if backtrack else learning_rate
-    optimizer = None if method == "gd" else torch_optimizer(method)(q, lr)
-    # RMSprop takes steps of about the learning rate however small the gradient, so near the
-    # optimum it circles it; halving the rate when the loss stops improving lets it land.
-    plateau = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=PLATEAU_PATIENCE, threshold=0.0)
-        if method in ADAPTIVE
-        else None
+    update = make_update(method, q, learning_rate, frame.evaluate, frame.objectives)
+    steps = descend(
+        frame.evaluate, q, update, max_steps=max_steps, gtol=tol.gtol, floor=1.0 if frame.transform is not None else 0.0
     )
 
-    def closure():  # for L-BFGS, which evaluates the loss again along its line search
-        optimizer.zero_grad()
-        return frame.evaluate(q)
-
-    first_grad, calm, reason = None, 0, None  # first_grad: the yardstick of "the gradient is small"
+    calm, reason = 0, None
     best_loss, best_step, swing_grad = math.inf, 0, math.inf  # the lowest loss yet, and the gradient then
+    first_grad = None  # the yardstick of "the gradient is small"
     halved = None  # what the "halve" guard did, for the notes
     p_previous = p0  # the user's parameters before the current step
-    for step in range(1, max_steps + 1):
-        loss = frame.evaluate(q)  # forward, loss, and backward: the gradient in q.grad
-        grad_norm = q.grad.norm().item()
+    new_rate, lr = None, update.rate_of()
+    while True:
+        try:
+            taken = steps.send(new_rate)
+        except StopIteration as stop:
+            stopped = stop.value
+            if bool(stopped.bad[0]):
+                loss_value = float(stopped.loss[0]) * frame.loss_unit
+                raise FitError(_diverged(stopped.step, loss_value, update.rate_of()), history=history) from None
+            if bool(stopped.done[0]):
+                reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
+            break
+        step, grad_norm = taken.step, float(taken.grad_norm[0])
         if first_grad is None:
             # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a
             # start already at the optimum (tiny first gradient) is measured against that, not itself.
             first_grad = max(grad_norm, 1.0) if frame.transform is not None else grad_norm
-        if grad_norm <= tol.gtol * first_grad:
-            reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
-            break
-        loss_raw = loss.item()  # read back once per step
-        with torch.no_grad():  # update
-            if backtrack:
-                lr = _armijo(frame, q, loss_raw, lr)
-            elif optimizer is None:
-                q -= lr * q.grad  # the article's update
-        if optimizer is not None:
-            optimizer.step(closure if method == "lbfgs" else None)
-        q.grad = None  # zero the gradient
-        if plateau is not None:
-            plateau.step(loss_raw)
-            lr = optimizer.param_groups[0]["lr"]
-
-        loss_value = loss_raw * frame.loss_unit
-        params = frame.params(q.detach())
+        lr = update.rate_of()
+        loss_value = float(taken.loss[0]) * frame.loss_unit
+        params = frame.params(q.detach()[0])
         record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
         history.append(record)
         new_rate = yield record  # the playground may send a new learning rate between steps
-        if new_rate is not None and not backtrack:
-            lr = _set_rate(optimizer, new_rate)
+        if new_rate is not None:
+            if backtrack:
+                new_rate = None
+            else:
+                lr = new_rate
 
         previous = history[-2].loss if len(history) > 1 else math.inf
         if guard == "halve" and loss_value > previous * (1 + RISE):  # the step before overshot: rate too large
-            lr = _set_rate(optimizer, lr / 2)
+            lr = new_rate = lr / 2
             halved = f"learning rate halved to {lr:g} where a step raised the loss (last at step {step})"
         if loss_value < best_loss:
             best_loss, best_step, swing_grad = loss_value, step, grad_norm
@@ -361,7 +335,7 @@ def descent_steps(
                 f"the RMSE has not gone below {best_loss**0.5:.6g} for {SWING} steps while the gradient does "
                 f"not shrink: the steps swing across the valley, learning_rate={lr:g} is too large"
             )
-            return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
+            return Outcome(params, history, False, reason, lr, notes)
         p_before, p_previous = p_previous, params
         small_loss_change = abs(previous - loss_value) <= tol.ftol * loss_value
         small_step = bool(((params - p_before).abs() <= tol.xtol * (p_before.abs() + tol.xtol)).all())
@@ -375,7 +349,7 @@ def descent_steps(
                     f"the optimizer stopped moving while the gradient is still {grad_norm / first_grad:.2g} "
                     "of its starting size (stuck, not converged)"
                 )
-                return Outcome(frame.params(q.detach()), history, False, reason, lr, notes)
+                return Outcome(params, history, False, reason, lr, notes)
             reason = (
                 f"the loss and parameters stopped changing (ftol={tol.ftol:g}, xtol={tol.xtol:g}, "
                 f"{PATIENCE} steps running)"
@@ -386,29 +360,8 @@ def descent_steps(
         reason = f"reached max_steps={max_steps} before converging"
     if halved:
         notes.append(halved)
-    params = frame.params(q.detach())
+    params = frame.params(q.detach()[0])
     return Outcome(params, history, converged, reason, lr if not backtrack else math.nan, notes)
-
-
-def _set_rate(optimizer, lr: float) -> float:
-    if optimizer is not None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-    return lr
-
-
-def _armijo(frame: Frame, q: torch.Tensor, loss: float, last_lr: float) -> float:
-    """Backtracking line search: the first of 2·last, last, last/2, ... that lowers the loss enough."""
-    grad = q.grad
-    g2 = float(grad @ grad)
-    lr = min(2 * last_lr, 1e6)
-    while lr > 1e-30:
-        trial = q - lr * grad
-        if float(frame.objective(trial)) <= loss - 1e-4 * lr * g2:
-            q.copy_(trial)
-            return lr
-        lr /= 2
-    return lr  # no rate lowers the loss: the gradient is at rounding level; q stays
 
 
 def _check_finite(record: StepRecord, history: History) -> None:
