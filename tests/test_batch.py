@@ -190,19 +190,33 @@ def test_gradient_methods_equal_single_fits(method):
     np.testing.assert_allclose(result.params, exact.params, rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop"])
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs"])
 def test_gradient_methods_are_one_code_for_one_curve_and_many(method):
     # solvers.descent is the loop and the update of both: after k steps every curve of a batch stands where
     # gradfit.fit's own k-th step on that curve stands, step for step (the two differ in the last bits of the
     # standardizing transform only), whatever the other curves in the batch do
     x, y, p0 = _peaks(b=3)
-    for k in (1, 6, 40):
+    for k in (1, 6, 40) if method != "lbfgs" else (1, 3, 6):  # (L-BFGS has arrived by step 10)
         many = fit_many(GAUSS, x, y, p0=p0, method=method, learning_rate=0.05, max_steps=k, backend="torch")
         assert (many.n_steps == k).all()
         for i in range(3):
             one = _single(GAUSS, x, y[i], p0=p0[i], method=method, learning_rate=0.05, max_steps=k, tol=0)
             assert len(one.history) == k
             np.testing.assert_allclose(many.params[i], list(one.params.values()), rtol=1e-10, atol=1e-13)
+
+
+def test_lbfgs_with_a_small_rate_still_reaches_full_quasi_newton_steps():
+    # the rate starts L-BFGS's line search short of its step; a first step that lowers the loss is doubled up to
+    # the full one, so 1e-3 costs a few evaluations, not a thousand steps (it took 348 at 0.05 before)
+    x, y, p0 = _peaks(b=4)
+    exact = fit_many(GAUSS, x, y, p0=p0, method="lm")
+    for rate in (1.0, 1e-3):
+        result = fit_many(GAUSS, x, y, p0=p0, method="lbfgs", learning_rate=rate)
+        assert result.converged.all() and result.n_steps.max() < 60, (rate, result.n_steps)
+        np.testing.assert_allclose(result.params, exact.params, rtol=1e-6)
+        one = _single(GAUSS, x, y[0], p0=p0[0], method="lbfgs", learning_rate=rate)
+        assert one.converged and one.n_steps < 60, one.message
+        np.testing.assert_allclose(list(one.params.values()), exact.params[0], rtol=1e-6)
 
 
 def test_gradient_methods_mark_divergence_and_max_steps():

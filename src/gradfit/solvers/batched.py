@@ -17,8 +17,6 @@ import torch
 from . import descent
 from .descent import make_update
 
-LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
-LINE_SEARCH_HALVINGS = 50  # of the step, before a curve's line search gives up (the optimum to rounding)
 INITIAL_DAMPING = 1e-3
 MAX_DAMPING = 1e32
 POLISH_STEPS = 2
@@ -40,92 +38,10 @@ def standardized(problem, p0):
 
 
 def lbfgs(problem, p0, max_steps: int, gtol: float, learning_rate: float = 1.0):
-    """L-BFGS over the batch, each curve in its standardized coordinates with its own history of the
-    last LBFGS_MEMORY steps and its own backtracking (Armijo) line search, which starts from a step of
-    ``learning_rate`` times the L-BFGS direction (1 by default, as torch.optim.LBFGS). A curve stops when its
-    gradient falls below gtol times max(its first gradient, 1), or when no step along its direction
-    lowers the loss any more (the optimum to rounding)."""
-    B, k = p0.shape
-    transform, scale, n = standardized(problem, p0)
-    to_params = lambda q: p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # noqa: E731
-
-    def loss(q):
-        r = problem.residuals(to_params(q))
-        return (r * r).sum(dim=1) / n / scale**2
-
-    def loss_and_grad(q):
-        q = q.detach().requires_grad_()
-        with torch.enable_grad():
-            f = loss(q)
-            (g,) = torch.autograd.grad(f.sum(), q)  # the curves are independent: each gets its own
-        return f.detach(), g
-
-    m = LBFGS_MEMORY
-    q = torch.zeros_like(p0)
-    f, g = loss_and_grad(q)
-    first = g.norm(dim=1).clamp_min(1.0)
-    pairs_s, pairs_y = q.new_zeros((B, m, k)), q.new_zeros((B, m, k))
-    rho = q.new_zeros((B, m))  # 0 marks an empty slot: it changes nothing below
-    gamma = q.new_ones(B)
-    bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
-    done = torch.zeros_like(bad)
-    steps = torch.zeros(B, dtype=torch.long, device=q.device)
-    with torch.no_grad():
-        for _ in range(max_steps):
-            done |= (g.norm(dim=1) <= gtol * first) & ~bad
-            moving = ~(done | bad)
-            if not bool(moving.any()):
-                break
-            # the two-loop recursion: d = -H g from the stored pairs, newest last
-            v, alphas = g.clone(), []
-            for j in reversed(range(m)):
-                a = rho[:, j] * (pairs_s[:, j] * v).sum(dim=1)
-                v -= a[:, None] * pairs_y[:, j]
-                alphas.append(a)
-            v *= gamma[:, None]
-            for j in range(m):
-                b = rho[:, j] * (pairs_y[:, j] * v).sum(dim=1)
-                v += pairs_s[:, j] * (alphas[m - 1 - j] - b)[:, None]
-            d = -v
-            slope = (g * d).sum(dim=1)
-            uphill = ~(slope < 0)  # rounding spoilt the history: start again from steepest descent
-            d = torch.where(uphill[:, None], -g, d)
-            slope = torch.where(uphill, -(g * g).sum(dim=1), slope)
-            rho = torch.where(uphill[:, None], torch.zeros_like(rho), rho)
-            # backtracking from t = 1, each curve for itself
-            t = q.new_full((B,), float(learning_rate))
-            pending, found = moving.clone(), torch.zeros_like(moving)
-            for _ in range(LINE_SEARCH_HALVINGS):
-                f_try = loss(q + t[:, None] * d)
-                # a strict decrease: at rounding level no step passes, and the curve has arrived
-                ok = pending & torch.isfinite(f_try) & (f_try < f + 1e-4 * t * slope) & (f_try < f)
-                found |= ok
-                pending &= ~ok
-                if not bool(pending.any()):
-                    break
-                t = torch.where(pending, t / 2, t)
-            done |= moving & ~found  # no step lowers the loss: at the optimum to rounding
-            q_new = torch.where(found[:, None], q + t[:, None] * d, q)
-            f_new, g_new = loss_and_grad(q_new)
-            s_step, y_step = q_new - q, g_new - g
-            sy = (s_step * y_step).sum(dim=1)
-            keep = found & (sy > 1e-12 * (s_step.norm(dim=1) * y_step.norm(dim=1)).clamp_min(1e-300))
-            shifted_s = torch.cat([pairs_s[:, 1:], s_step[:, None]], dim=1)
-            shifted_y = torch.cat([pairs_y[:, 1:], y_step[:, None]], dim=1)
-            shifted_rho = torch.cat([rho[:, 1:], (1 / torch.where(keep, sy, torch.ones_like(sy)))[:, None]], dim=1)
-            pairs_s = torch.where(keep[:, None, None], shifted_s, pairs_s)
-            pairs_y = torch.where(keep[:, None, None], shifted_y, pairs_y)
-            rho = torch.where(keep[:, None], shifted_rho, rho)
-            gamma = torch.where(keep, sy / (y_step * y_step).sum(dim=1).clamp_min(1e-300), gamma)
-            q = q_new
-            f = torch.where(found, f_new, f)
-            g = torch.where(found[:, None], g_new, g)
-            bad |= found & (~torch.isfinite(f_new) | ~torch.isfinite(g_new).all(dim=1))
-            steps += found.long()
-        p = to_params(q)
-    status = torch.where(done, 0, 1)
-    status[bad | ~torch.isfinite(p).all(dim=1)] = 2
-    return p, steps, status
+    """L-BFGS over the batch (solvers.descent.LBFGS: each curve its own memory and line search), each curve in
+    its standardized coordinates. A curve stops when its gradient falls below gtol times max(its first
+    gradient, 1), or when no step along its direction lowers the loss any more (the optimum to rounding)."""
+    return descend(problem, p0, "lbfgs", learning_rate, max_steps, gtol)
 
 
 def descend(problem, p0, method: str, learning_rate: float, max_steps: int, gtol: float):
@@ -140,18 +56,21 @@ def descend(problem, p0, method: str, learning_rate: float, max_steps: int, gtol
     transform, scale, n = standardized(problem, p0)
     to_params = lambda q: p0 + (transform @ q.unsqueeze(-1)).squeeze(-1)  # noqa: E731
 
-    def evaluate(q):
+    def objective(q):
         r = problem.residuals(to_params(q))  # forward
-        loss = (r * r).sum(dim=1) / n / scale**2
+        return (r * r).sum(dim=1) / n / scale**2
+
+    def evaluate(q):
+        loss = objective(q)
         loss.sum().backward()  # the curves are independent: each gets its own gradient
         return loss
 
     q = torch.zeros_like(p0, requires_grad=True)
-    update = make_update(method, q, learning_rate)
+    update = make_update(method, q, learning_rate, objective)
     stopped = run_descent(descent.descend(evaluate, q, update, max_steps=max_steps, gtol=gtol))
     with torch.no_grad():
         p = to_params(q)
-    status = torch.where(stopped.done, 0, 1)
+    status = torch.where(stopped.done | stopped.stalled, 0, 1)  # stalled: at the optimum to rounding
     status[stopped.bad | ~torch.isfinite(p).all(dim=1)] = 2
     return p.detach(), stopped.steps, status
 

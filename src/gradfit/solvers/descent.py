@@ -21,6 +21,8 @@ RMS_DECAY = 0.99  # torch.optim.RMSprop's alpha
 RMS_EPS = 1e-8  # and its eps
 MIN_RATE_CHANGE = 1e-8  # ReduceLROnPlateau's eps: a halving smaller than this is not made
 ARMIJO = 1e-4  # the sufficient decrease of the backtracking line search
+LBFGS_MEMORY = 10  # steps each curve's L-BFGS remembers
+LINE_SEARCH_HALVINGS = 50  # of L-BFGS's step, before a curve's line search gives up (the optimum to rounding)
 
 
 def torch_optimizer(name: str):
@@ -31,28 +33,20 @@ def torch_optimizer(name: str):
         "nesterov": lambda q, lr: optim.SGD([q], lr=lr, momentum=0.9, nesterov=True),
         "adam": lambda q, lr: optim.Adam([q], lr=lr),
         "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr, alpha=RMS_DECAY, eps=RMS_EPS),
-        # one L-BFGS iteration per step, but room for its line search to try several points
-        "lbfgs": lambda q, lr: optim.LBFGS(
-            [q],
-            lr=lr,
-            max_iter=1,
-            max_eval=25,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=0,
-            tolerance_change=0,
-        ),
     }[name]
 
 
 class Update:
     """A method's update of q (B, P) from the gradient in ``q.grad``; ``rate`` is the learning rate now."""
 
+    stalled = None  # (B,) the curves for which the last step found no lower loss (a line search's), or None
+
     def __init__(self, q: torch.Tensor, learning_rate: float):
         self.q, self.rate = q, learning_rate
 
-    def step(self, loss: torch.Tensor) -> None:
-        """Move q one step; ``loss`` (B,) is the objective where the gradient was taken."""
+    def step(self, loss: torch.Tensor, moving: torch.Tensor) -> None:
+        """Move q one step; ``loss`` (B,) is the objective where the gradient was taken; the rows not ``moving``
+        have stopped (held where they are whatever the update does to them: only a line search needs to know)."""
         raise NotImplementedError
 
     def set_rate(self, learning_rate: float) -> None:
@@ -66,30 +60,20 @@ class Update:
 class Plain(Update):
     """The article's update: q -= learning_rate * grad."""
 
-    def step(self, loss):
+    def step(self, loss, moving):
         with torch.no_grad():
             self.q -= self.rate * self.q.grad
 
 
 class Optimizer(Update):
-    """One of torch.optim's updates (elementwise for momentum, Nesterov and Adam: each row its own curve)."""
+    """One of torch.optim's updates: momentum, Nesterov, Adam (elementwise: each row its own curve)."""
 
-    def __init__(self, q, learning_rate, name: str, evaluate: Callable | None = None):
+    def __init__(self, q, learning_rate, name: str):
         super().__init__(q, learning_rate)
         self.optimizer = torch_optimizer(name)(q, learning_rate)
-        self.closure = None
-        if name == "lbfgs":  # it evaluates the loss again along its line search: one curve only
-            if q.shape[0] != 1:
-                raise ValueError("torch.optim.LBFGS steps one curve (solvers.batched.lbfgs steps many)")
 
-            def closure():
-                self.optimizer.zero_grad()
-                return evaluate(q).sum()
-
-            self.closure = closure
-
-    def step(self, loss):
-        self.optimizer.step(self.closure)
+    def step(self, loss, moving):
+        self.optimizer.step()
 
     def set_rate(self, learning_rate):
         self.rate = learning_rate
@@ -113,7 +97,7 @@ class RMSprop(Update):
         self.best = torch.full((b,), math.inf, dtype=q.dtype, device=q.device)
         self.calm = torch.zeros(b, dtype=torch.long, device=q.device)
 
-    def step(self, loss):
+    def step(self, loss, moving):
         with torch.no_grad():
             g = self.q.grad
             self.square.mul_(RMS_DECAY).addcmul_(g, g, value=1 - RMS_DECAY)
@@ -143,12 +127,12 @@ class Backtracking(Update):
         self.objective = objective
         self.rates = torch.ones(q.shape[0], dtype=q.dtype, device=q.device)
 
-    def step(self, loss):
+    def step(self, loss, moving):
         with torch.no_grad():
             grad = self.q.grad
             g2 = (grad * grad).sum(dim=1)
             lr = torch.clamp(2 * self.rates, max=1e6)
-            pending = lr > 1e-30
+            pending = moving & (lr > 1e-30)
             while bool(pending.any()):
                 trial = self.q - lr[:, None] * grad
                 ok = pending & (self.objective(trial) <= loss - ARMIJO * lr * g2)
@@ -162,14 +146,108 @@ class Backtracking(Update):
         return float(self.rates[curve])
 
 
-def make_update(method: str, q: torch.Tensor, learning_rate, evaluate=None, objective=None) -> Update:
-    """The update of ``method`` on q (B, P); ``learning_rate="auto"`` (gd) backtracks on ``objective``; L-BFGS
-    (one curve) evaluates the loss again with ``evaluate``."""
+class LBFGS(Update):
+    """L-BFGS, each curve with its own memory of its last LBFGS_MEMORY steps and its own backtracking (Armijo)
+    line search, which starts from ``learning_rate`` times the L-BFGS direction (1 by default, as
+    torch.optim.LBFGS) and halves it up to LINE_SEARCH_HALVINGS times; a first step shorter than the full one
+    that lowers the loss is doubled up to it while the loss keeps falling (as torch.optim.LBFGS's strong-Wolfe
+    search extrapolates), so a small rate does not cripple the method. A step must lower the loss strictly: at
+    rounding level none does, and the curve is ``stalled`` (at the optimum to rounding). The pair of a step
+    (its change of q and of the gradient) is stored when the next gradient is known, at the next step."""
+
+    def __init__(self, q, learning_rate, objective: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(q, learning_rate)
+        b, k = q.shape
+        self.objective = objective
+        self.pairs_s, self.pairs_y = q.new_zeros((b, LBFGS_MEMORY, k)), q.new_zeros((b, LBFGS_MEMORY, k))
+        self.rho = q.new_zeros((b, LBFGS_MEMORY))  # 0 marks an empty slot: it changes nothing below
+        self.gamma = q.new_ones(b)
+        self.last = None  # (q, gradient, found) of the step before
+        self.stalled = torch.zeros(b, dtype=torch.bool, device=q.device)
+
+    def step(self, loss, moving):
+        with torch.no_grad():
+            q, g = self.q.detach(), self.q.grad
+            if self.last is not None:
+                self._remember(q, g)
+            d, slope = self._direction(g)
+            # backtracking from t = learning_rate, each curve for itself
+            t = torch.full_like(loss, float(self.rate))
+            pending, found = moving.clone(), torch.zeros_like(moving)
+            f_found = loss.clone()
+            for halvings in range(LINE_SEARCH_HALVINGS):
+                f_try = self.objective(q + t[:, None] * d)
+                # a strict decrease: at rounding level no step passes, and the curve has arrived
+                ok = pending & torch.isfinite(f_try) & (f_try < loss + ARMIJO * t * slope) & (f_try < loss)
+                found |= ok
+                f_found = torch.where(ok, f_try, f_found)
+                pending &= ~ok
+                if halvings == 0:
+                    self._grow(q, d, t, f_found, ok & (t < 1), loss, slope)
+                if not bool(pending.any()):
+                    break
+                t = torch.where(pending, t / 2, t)
+            self.stalled = moving & ~found
+            self.last = (q.clone(), g.clone(), found)
+            self.q.copy_(torch.where(found[:, None], q + t[:, None] * d, q))
+
+    def _grow(self, q, d, t, f_found, grow, loss, slope) -> None:
+        """A rate below 1 starts the search short of the quasi-Newton step: where that first step is taken, double
+        it (up to the full step, 1) for as long as the loss keeps falling. ``t`` and ``f_found`` change in place."""
+        while bool(grow.any()):
+            t_try = torch.where(grow, (2 * t).clamp(max=1.0), t)
+            f_try = self.objective(q + t_try[:, None] * d)
+            better = grow & torch.isfinite(f_try) & (f_try < f_found) & (f_try < loss + ARMIJO * t_try * slope)
+            t.copy_(torch.where(better, t_try, t))
+            f_found.copy_(torch.where(better, f_try, f_found))
+            grow = better & (t < 1)
+
+    def _remember(self, q, g) -> None:
+        """Store the last step's pair (s, y) for the curves that took it, where its curvature sᵀy is positive."""
+        q_old, g_old, found = self.last
+        s_step, y_step = q - q_old, g - g_old
+        sy = (s_step * y_step).sum(dim=1)
+        keep = found & (sy > 1e-12 * (s_step.norm(dim=1) * y_step.norm(dim=1)).clamp_min(1e-300))
+        shifted_s = torch.cat([self.pairs_s[:, 1:], s_step[:, None]], dim=1)
+        shifted_y = torch.cat([self.pairs_y[:, 1:], y_step[:, None]], dim=1)
+        shifted_rho = torch.cat([self.rho[:, 1:], (1 / torch.where(keep, sy, torch.ones_like(sy)))[:, None]], dim=1)
+        self.pairs_s = torch.where(keep[:, None, None], shifted_s, self.pairs_s)
+        self.pairs_y = torch.where(keep[:, None, None], shifted_y, self.pairs_y)
+        self.rho = torch.where(keep[:, None], shifted_rho, self.rho)
+        self.gamma = torch.where(keep, sy / (y_step * y_step).sum(dim=1).clamp_min(1e-300), self.gamma)
+
+    def _direction(self, g):
+        """d = -H g by the two-loop recursion over the stored pairs (newest last), and its slope gᵀd; steepest
+        descent, the memory forgotten, for a curve where rounding has spoilt the history (d uphill)."""
+        m = LBFGS_MEMORY
+        v, alphas = g.clone(), []
+        for j in reversed(range(m)):
+            a = self.rho[:, j] * (self.pairs_s[:, j] * v).sum(dim=1)
+            v -= a[:, None] * self.pairs_y[:, j]
+            alphas.append(a)
+        v *= self.gamma[:, None]
+        for j in range(m):
+            b = self.rho[:, j] * (self.pairs_y[:, j] * v).sum(dim=1)
+            v += self.pairs_s[:, j] * (alphas[m - 1 - j] - b)[:, None]
+        d = -v
+        slope = (g * d).sum(dim=1)
+        uphill = ~(slope < 0)
+        d = torch.where(uphill[:, None], -g, d)
+        slope = torch.where(uphill, -(g * g).sum(dim=1), slope)
+        self.rho = torch.where(uphill[:, None], torch.zeros_like(self.rho), self.rho)
+        return d, slope
+
+
+def make_update(method: str, q: torch.Tensor, learning_rate, objective=None) -> Update:
+    """The update of ``method`` on q (B, P); ``learning_rate="auto"`` (gd) and L-BFGS search along their step
+    with ``objective`` (q (B, P) -> (B,), no gradient)."""
     if method == "gd":
         return Backtracking(q, objective) if learning_rate == "auto" else Plain(q, learning_rate)
     if method == "rmsprop":
         return RMSprop(q, learning_rate)
-    return Optimizer(q, learning_rate, method, evaluate)
+    if method == "lbfgs":
+        return LBFGS(q, learning_rate, objective)
+    return Optimizer(q, learning_rate, method)
 
 
 @dataclass
@@ -186,10 +264,12 @@ class Descent:
 @dataclass
 class Stopped:
     """Why each curve stopped: ``done`` its gradient fell below gtol times its yardstick, ``bad`` its objective
-    or gradient stopped being finite (at ``loss``), else max_steps; ``steps`` each took."""
+    or gradient stopped being finite (at ``loss``), ``stalled`` a line search found no lower loss (at the optimum
+    to rounding), else max_steps; ``steps`` each took."""
 
     done: torch.Tensor
     bad: torch.Tensor
+    stalled: torch.Tensor
     steps: torch.Tensor
     loss: torch.Tensor
     step: int
@@ -214,7 +294,7 @@ def descend(
     """
     b = q.shape[0]
     done = torch.zeros(b, dtype=torch.bool, device=q.device)
-    bad = torch.zeros_like(done)
+    bad, stalled = torch.zeros_like(done), torch.zeros_like(done)
     steps = torch.zeros(b, dtype=torch.long, device=q.device)
     first = loss = None
     for step in range(1, max_steps + 1):
@@ -223,17 +303,19 @@ def descend(
         first = grad_norm.clamp_min(floor) if first is None else first
         bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
         done |= (grad_norm <= gtol * first) & ~bad
-        held = done | bad
+        held = done | bad | stalled
         if bool(held.all()):
-            return Stopped(done, bad, steps, loss.detach(), step)
+            return Stopped(done, bad, stalled, steps, loss.detach(), step)
         keep = q.detach().clone() if bool(held.any()) else None
-        update.step(loss.detach())  # update
+        update.step(loss.detach(), ~held)  # update
         q.grad = None  # zero the gradient
         if keep is not None:
             with torch.no_grad():
                 q[held] = keep[held]
-        steps += (~held).long()
-        new_rate = yield Descent(step, loss.detach(), grad_norm, ~held)
+        moved = ~held if update.stalled is None else ~held & ~update.stalled
+        stalled |= ~held & ~moved
+        steps += moved.long()
+        new_rate = yield Descent(step, loss.detach(), grad_norm, moved)
         if new_rate is not None:
             update.set_rate(new_rate)
-    return Stopped(done, bad, steps, loss if loss is None else loss.detach(), max_steps)
+    return Stopped(done, bad, stalled, steps, loss if loss is None else loss.detach(), max_steps)

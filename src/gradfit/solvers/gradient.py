@@ -279,7 +279,7 @@ def descent_steps(
     q = frame.start()[None].requires_grad_()  # a batch of one curve (solvers.descent)
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
-    update = make_update(method, q, learning_rate, frame.evaluate, frame.objectives)
+    update = make_update(method, q, learning_rate, frame.objectives)
     steps = descend(
         frame.evaluate, q, update, max_steps=max_steps, gtol=tol.gtol, floor=1.0 if frame.transform is not None else 0.0
     )
@@ -300,7 +300,12 @@ def descent_steps(
                 raise FitError(_diverged(stopped.step, loss_value, update.rate_of()), history=history) from None
             if bool(stopped.done[0]):
                 reason = f"the gradient fell below gtol={tol.gtol:g} times its starting size"
+            elif bool(stopped.stalled[0]):
+                reason = "no step along the L-BFGS direction lowers the loss any more: the optimum to rounding"
             break
+        if not bool(taken.moved[0]):  # a line search that found no lower loss: no step taken (stops next)
+            new_rate = None
+            continue
         step, grad_norm = taken.step, float(taken.grad_norm[0])
         if first_grad is None:
             # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a

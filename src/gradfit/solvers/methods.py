@@ -75,7 +75,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "lbfgs",
-            "L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS)",
+            "L-BFGS (memory 10) with a backtracking line search, each curve its own",
             1.0,
             2000,
             Tolerances(1e-15, 1e-15, 1e-12),
