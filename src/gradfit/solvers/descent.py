@@ -253,12 +253,12 @@ def make_update(method: str, q: torch.Tensor, learning_rate, objective=None) -> 
 @dataclass
 class Descent:
     """One step of the batch: the objective and the gradient's norm where the step was taken (B,), and which
-    curves moved (a curve that has stopped is held where it is)."""
+    curves moved (None: every one; a curve that has stopped is held where it is)."""
 
     step: int
     loss: torch.Tensor
     grad_norm: torch.Tensor
-    moved: torch.Tensor
+    moved: torch.Tensor | None
 
 
 @dataclass
@@ -293,29 +293,45 @@ def descend(
     number sets the learning rate from the next step on (the playground's slider, a halving); returns Stopped.
     """
     b = q.shape[0]
-    done = torch.zeros(b, dtype=torch.bool, device=q.device)
-    bad, stalled = torch.zeros_like(done), torch.zeros_like(done)
+    everyone = torch.ones(b, dtype=torch.bool, device=q.device)
+    done = bad = stalled = None  # which curves stopped, and why: made when the first one does
     steps = torch.zeros(b, dtype=torch.long, device=q.device)
-    first = loss = None
+    together = 0  # steps every curve took, counted here while none has stopped (the common path, kept cheap)
+    limit = loss = None
     for step in range(1, max_steps + 1):
-        loss = evaluate(q)  # forward, loss, and backward: the gradient in q.grad
+        loss = evaluate(q).detach()  # forward, loss, and backward: the gradient in q.grad
         grad_norm = q.grad.norm(dim=1)
-        first = grad_norm.clamp_min(floor) if first is None else first
-        bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
-        done |= (grad_norm <= gtol * first) & ~bad
-        held = done | bad | stalled
-        if bool(held.all()):
-            return Stopped(done, bad, stalled, steps, loss.detach(), step)
-        keep = q.detach().clone() if bool(held.any()) else None
-        update.step(loss.detach(), ~held)  # update
+        if limit is None:
+            limit = gtol * grad_norm.clamp_min(floor)
+        finite = torch.isfinite(loss + grad_norm)
+        held = None
+        if done is not None or not bool((finite & (grad_norm > limit)).all()):
+            if done is None:
+                done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
+            bad |= ~finite
+            done |= (grad_norm <= limit) & ~bad
+            held = done | bad | stalled
+            if bool(held.all()):
+                return Stopped(done, bad, stalled, steps + together, loss, step)
+        keep = q.detach().clone() if held is not None else None
+        update.step(loss, everyone if held is None else ~held)  # update
         q.grad = None  # zero the gradient
         if keep is not None:
             with torch.no_grad():
                 q[held] = keep[held]
-        moved = ~held if update.stalled is None else ~held & ~update.stalled
-        stalled |= ~held & ~moved
-        steps += moved.long()
-        new_rate = yield Descent(step, loss.detach(), grad_norm, moved)
+        moved = None if held is None else ~held  # None: every curve
+        if update.stalled is not None and bool(update.stalled.any()):
+            if done is None:
+                done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
+            moved = (everyone if moved is None else moved) & ~update.stalled
+            stalled |= ~moved if held is None else ~held & ~moved
+        if moved is None:
+            together += 1
+        else:
+            steps += moved.long()
+        new_rate = yield Descent(step, loss, grad_norm, moved)
         if new_rate is not None:
             update.set_rate(new_rate)
-    return Stopped(done, bad, stalled, steps, loss if loss is None else loss.detach(), max_steps)
+    if done is None:
+        done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
+    return Stopped(done, bad, stalled, steps + together, loss, max_steps)

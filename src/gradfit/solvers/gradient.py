@@ -303,16 +303,16 @@ def descent_steps(
             elif bool(stopped.stalled[0]):
                 reason = "no step along the L-BFGS direction lowers the loss any more: the optimum to rounding"
             break
-        if not bool(taken.moved[0]):  # a line search that found no lower loss: no step taken (stops next)
+        if taken.moved is not None and not bool(taken.moved[0]):  # a line search found no lower loss: stops next
             new_rate = None
             continue
-        step, grad_norm = taken.step, float(taken.grad_norm[0])
+        step, grad_norm = taken.step, taken.grad_norm.item()
         if first_grad is None:
             # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a
             # start already at the optimum (tiny first gradient) is measured against that, not itself.
             first_grad = max(grad_norm, 1.0) if frame.transform is not None else grad_norm
         lr = update.rate_of()
-        loss_value = float(taken.loss[0]) * frame.loss_unit
+        loss_value = taken.loss.item() * frame.loss_unit
         params = frame.params(q.detach()[0])
         record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
