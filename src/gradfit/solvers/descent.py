@@ -1,6 +1,8 @@
 """The gradient methods, written once and batch-first: each method's update, and the loop that steps them.
 
-A batch is B curves, one per row of q (B, P), each its own objective, gradient, state, rate and stopping:
+A batch is B curves, one per row of q (B, P) — or one curve, q (P,), as a batch of one without the extra axis
+(autograd then need not select a row of q on every step) — each its own objective, gradient, state, rate and
+stopping:
 ``gradfit.fit`` runs this code with B = 1 (solvers.gradient wraps it with the history, the callback and its
 stopping rules), ``fit_many`` with B curves (solvers.batched). The loop is the article's — forward, loss,
 backward, update, zero the gradient — and the methods differ only in the update: ``gd`` is the article's own,
@@ -35,6 +37,16 @@ def torch_optimizer(name: str):
         "adam": lambda q, lr: optim.Adam([q], lr=lr),
         "rmsprop": lambda q, lr: optim.RMSprop([q], lr=lr, alpha=RMS_DECAY, eps=RMS_EPS),
     }[name]
+
+
+def curves(q: torch.Tensor) -> int:
+    """How many curves q holds: its rows, or one for q (P,)."""
+    return q.shape[0] if q.ndim == 2 else 1
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """q or its gradient as (B, P): a view, one row for one curve's (P,)."""
+    return t if t.ndim == 2 else t.view(1, -1)
 
 
 class Update:
@@ -92,12 +104,12 @@ class RMSprop(Update):
 
     def __init__(self, q, learning_rate):
         super().__init__(q, learning_rate)
-        b = q.shape[0]
+        b = curves(q)
         self.square = torch.zeros_like(q, requires_grad=False)
         # the schedule's bookkeeping is a few numbers per curve: kept on the host, where it costs ~1 µs a step
         # (as tensors it cost ~150 µs a step for one curve, a quarter of the step)
         self.host_rates = np.full(b, float(learning_rate))
-        self.rates = torch.full((b, 1), float(learning_rate), dtype=q.dtype, device=q.device)
+        self.rates = torch.full(q.shape[:-1] + (1,), float(learning_rate), dtype=q.dtype, device=q.device)
         self.best = np.full(b, math.inf)
         self.calm = np.zeros(b, dtype=np.int64)
 
@@ -106,7 +118,7 @@ class RMSprop(Update):
             g = self.q.grad
             self.square.mul_(RMS_DECAY).addcmul_(g, g, value=1 - RMS_DECAY)
             self.q.addcdiv_(self.rates * g, self.square.sqrt().add_(RMS_EPS), value=-1)
-        loss = loss.cpu().numpy()
+        loss = loss.cpu().numpy().reshape(-1)
         better = loss < self.best  # the loss before this step, as the scheduler is given it
         self.best = np.where(better, loss, self.best)
         self.calm = np.where(better, 0, self.calm + 1)
@@ -115,7 +127,8 @@ class RMSprop(Update):
             halve = tired & (self.host_rates / 2 > MIN_RATE_CHANGE)
             if halve.any():
                 self.host_rates = np.where(halve, self.host_rates / 2, self.host_rates)
-                self.rates = torch.as_tensor(self.host_rates[:, None], dtype=self.q.dtype, device=self.q.device)
+                rates = torch.as_tensor(self.host_rates, dtype=self.q.dtype, device=self.q.device)
+                self.rates = rates.reshape(self.rates.shape)
             self.calm = np.where(tired, 0, self.calm)
 
     def set_rate(self, learning_rate):
@@ -135,18 +148,18 @@ class Backtracking(Update):
     def __init__(self, q, objective: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(q, 1.0)
         self.objective = objective
-        self.rates = torch.ones(q.shape[0], dtype=q.dtype, device=q.device)
+        self.rates = torch.ones(curves(q), dtype=q.dtype, device=q.device)
 
     def step(self, loss, moving):
         with torch.no_grad():
-            grad = self.q.grad
+            q, grad = rows(self.q), rows(self.q.grad)
             g2 = (grad * grad).sum(dim=1)
             lr = torch.clamp(2 * self.rates, max=1e6)
             pending = moving & (lr > 1e-30)
             while bool(pending.any()):
-                trial = self.q - lr[:, None] * grad
+                trial = q - lr[:, None] * grad
                 ok = pending & (self.objective(trial) <= loss - ARMIJO * lr * g2)
-                self.q.copy_(torch.where(ok[:, None], trial, self.q))
+                q.copy_(torch.where(ok[:, None], trial, q))
                 pending &= ~ok
                 lr = torch.where(pending, lr / 2, lr)
                 pending &= lr > 1e-30
@@ -167,7 +180,7 @@ class LBFGS(Update):
 
     def __init__(self, q, learning_rate, objective: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(q, learning_rate)
-        b, k = q.shape
+        b, k = rows(q).shape
         self.objective = objective
         self.pairs_s, self.pairs_y = q.new_zeros((b, LBFGS_MEMORY, k)), q.new_zeros((b, LBFGS_MEMORY, k))
         self.rho = q.new_zeros((b, LBFGS_MEMORY))  # 0 marks an empty slot: it changes nothing below
@@ -177,7 +190,7 @@ class LBFGS(Update):
 
     def step(self, loss, moving):
         with torch.no_grad():
-            q, g = self.q.detach(), self.q.grad
+            q, g = rows(self.q.detach()), rows(self.q.grad)
             if self.last is not None:
                 self._remember(q, g)
             d, slope = self._direction(g)
@@ -199,7 +212,7 @@ class LBFGS(Update):
                 t = torch.where(pending, t / 2, t)
             self.stalled = moving & ~found
             self.last = (q.clone(), g.clone(), found)
-            self.q.copy_(torch.where(found[:, None], q + t[:, None] * d, q))
+            rows(self.q).copy_(torch.where(found[:, None], q + t[:, None] * d, q))
 
     def _grow(self, q, d, t, f_found, grow, loss, slope) -> None:
         """A rate below 1 starts the search short of the quasi-Newton step: where that first step is taken, double
@@ -302,15 +315,15 @@ def descend(
     when its objective or gradient stops being finite; it is then held. Yields a Descent per step; sending a
     number sets the learning rate from the next step on (the playground's slider, a halving); returns Stopped.
     """
-    b = q.shape[0]
+    b = curves(q)
     everyone = torch.ones(b, dtype=torch.bool, device=q.device)
     done = bad = stalled = None  # which curves stopped, and why: made when the first one does
     steps = torch.zeros(b, dtype=torch.long, device=q.device)
     together = 0  # steps every curve took, counted here while none has stopped (the common path, kept cheap)
     limit = loss = None
     for step in range(1, max_steps + 1):
-        loss = evaluate(q).detach()  # forward, loss, and backward: the gradient in q.grad
-        grad_norm = q.grad.norm(dim=1)
+        loss = evaluate(q).detach().reshape(-1)  # forward, loss, and backward: the gradient in q.grad
+        grad_norm = q.grad.norm(dim=-1).reshape(-1)
         if limit is None:
             limit = gtol * grad_norm.clamp_min(floor)
         finite = torch.isfinite(loss + grad_norm)

@@ -174,17 +174,16 @@ class Frame:
         return self.problem.loss(self.params(q)) / self.loss_unit
 
     def evaluate(self, q: torch.Tensor) -> torch.Tensor:
-        """The objective at q, a batch of one (1, P) as solvers.descent steps it, with its gradient put in q.grad
-        (forward, loss, backward)."""
+        """The objective at q, with its gradient put in q.grad (forward, loss, backward)."""
         if not getattr(self.problem, "streamed", False):
-            loss = self.objective(q[0])
+            loss = self.objective(q)
             loss.backward()
-            return loss.reshape(1)
+            return loss
         # data streamed by batches: the problem sums the loss and its gradient over them
         with torch.no_grad():
-            value, grad = self.problem.loss_and_grad(self.params(q[0]))
-            q.grad = ((grad if self.transform is None else self.transform.T @ grad) / self.loss_unit)[None]
-        return torch.tensor([value / self.loss_unit], dtype=q.dtype)
+            value, grad = self.problem.loss_and_grad(self.params(q))
+            q.grad = (grad if self.transform is None else self.transform.T @ grad) / self.loss_unit
+        return torch.tensor(value / self.loss_unit, dtype=q.dtype)
 
     def objectives(self, q: torch.Tensor) -> torch.Tensor:
         """The objective at each row of q (B, P), without its gradient (a line search's trials)."""
@@ -276,7 +275,7 @@ def descent_steps(
     ``guard`` against a rate too large (see first_order): "halve" it when a step raises the loss,
     "stop" when the steps swing, None (the playground: watching it swing is the lesson).
     """
-    q = frame.start()[None].requires_grad_()  # a batch of one curve (solvers.descent)
+    q = frame.start().requires_grad_()  # one curve: solvers.descent's batch of one
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
     update = make_update(method, q, learning_rate, frame.objectives)
@@ -313,7 +312,7 @@ def descent_steps(
             first_grad = max(grad_norm, 1.0) if frame.transform is not None else grad_norm
         lr = update.rate_of()
         loss_value = taken.loss.item() * frame.loss_unit
-        params = frame.params(q.detach()[0])
+        params = frame.params(q.detach())
         record = StepRecord(step, loss_value, loss_value**0.5, grad_norm, lr, problem.describe(params))
         _check_finite(record, history)
         history.append(record)
@@ -365,7 +364,7 @@ def descent_steps(
         reason = f"reached max_steps={max_steps} before converging"
     if halved:
         notes.append(halved)
-    params = frame.params(q.detach()[0])
+    params = frame.params(q.detach())
     return Outcome(params, history, converged, reason, lr if not backtrack else math.nan, notes)
 
 
