@@ -1,13 +1,14 @@
 """The gradient methods, written once and batch-first: each method's update, and the loop that steps them.
 
-A batch is B curves, one per row of q (B, P) — or one curve, q (P,), as a batch of one without the extra axis
-(autograd then need not select a row of q on every step) — each its own objective, gradient, state, rate and
-stopping:
-``gradfit.fit`` runs this code with B = 1 (solvers.gradient wraps it with the history, the callback and its
-stopping rules), ``fit_many`` with B curves (solvers.batched). The loop is the article's — forward, loss,
-backward, update, zero the gradient — and the methods differ only in the update: ``gd`` is the article's own,
-``q -= learning_rate * grad``; momentum, Nesterov and Adam are torch.optim's (elementwise, so rows do not mix);
-RMSprop is torch.optim's update with ReduceLROnPlateau's halving of the rate, each curve its own rate.
+A batch is B curves, one per row of q (B, P), each with its own objective, gradient, state, rate and stopping;
+one curve is q (P,), a batch of one without the extra axis (so autograd need not select a row of q on every
+step). ``gradfit.fit`` runs this code on one curve (solvers.gradient wraps it with the history, the callback
+and a single fit's stopping rules), ``fit_many`` on B curves (solvers.batched). The loop is the article's —
+forward, loss, backward, update, zero the gradient — and the methods differ only in the update: ``gd`` is the
+article's own, ``q -= learning_rate * grad`` (or with its rate from a backtracking line search); momentum,
+Nesterov and Adam are torch.optim's (elementwise, so rows do not mix); RMSprop is torch.optim's update with
+ReduceLROnPlateau's halving of the rate, each curve its own rate; L-BFGS keeps each curve's own memory and
+line search.
 """
 
 from __future__ import annotations
