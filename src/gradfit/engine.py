@@ -13,24 +13,20 @@ import warnings
 from pathlib import Path
 from typing import Callable, Generator
 
-import numpy as np
 import torch
 
 from . import options
-from .options import all_finite, check_device, positive_int, variable_names
-from .data import prepare
-from .errors import ConvergenceWarning, DataError, FitError, GradfitError, ModelError, OptionError
+from .options import check_device, positive_int, variable_names
+from .errors import ConvergenceWarning, DataError, OptionError
 from .history import StepRecord
 from .library import get_model
-from .models import Centred, ExpressionModel, Model, Polynomial
-from .numeric import NumericFunction
+from .models import Centred
 from .losses import check_loss
 from .params import (
     Constrained,
     check_bounds,
     check_fixed,
     check_ties,
-    start_values,
 )
 from .result import FitResult
 from .starts import best_start as best_of_starts, check_starts, note as starts_note
@@ -39,9 +35,9 @@ from .solvers.gradient import Frame, descent_steps
 from .solvers.lm import lm_steps
 from . import stream
 from .stream_data import is_source
-from .trace import model_to_fit
 from .uncertainty import undetermined_warning
 from .engine_result import advice, make_result
+from .engine_problem import make_problem
 from .engine_solve import run_auto, run_lm
 
 
@@ -193,7 +189,7 @@ def fit(
     if starts is not None and robust[0] != "linear":
         raise OptionError("`starts` searches by least squares: it does not take a robust loss yet.")
     asked_model = model
-    data, problem, start, model, note = _problem(
+    data, problem, start, model, note = make_problem(
         model, x, y, sigma, p0, nan_policy, bounds, fixed, dtype, device, derivatives, run_method == "lm", ties, robust
     )
     found = None
@@ -217,7 +213,7 @@ def fit(
             derivatives,
         )
         dropped = data.n_dropped  # (the rows nan_policy left out are gone from data: counted here)
-        data, problem, start, model, note = _problem(
+        data, problem, start, model, note = make_problem(
             asked_model, data.x, data.y, data.sigma, best, "raise", bounds, fixed, dtype, device, derivatives,
             run_method == "lm", ties, robust,
         )  # fmt: skip
@@ -432,98 +428,10 @@ def fit_steps(
         raise OptionError("learning_rate='auto' steps only with method 'gd'; give a number.")
     max_steps = chosen.max_steps if max_steps is None else positive_int(max_steps, "max_steps")
     tolerances = chosen.tolerances.replace(options.tolerances(tol))
-    _, problem, start, _, _ = _problem(
+    _, problem, start, _, _ = make_problem(
         model, x, y, None, p0, "raise", {}, {}, torch.float64, "cpu", centre=chosen.name == "lm"
     )
     if chosen.name == "lm":
         return problem, lm_steps(problem, start, max_steps=max_steps, tolerances=tolerances)
     frame = Frame.standardized(problem, start) if scale else Frame.identity(problem, start)
     return problem, descent_steps(frame, problem, start, chosen.name, learning_rate, max_steps, tolerances, [])
-
-
-def _problem(
-    model: Model,
-    x,
-    y,
-    sigma,
-    p0,
-    nan_policy,
-    bounds,
-    fixed,
-    dtype,
-    device,
-    derivatives="auto",
-    centre=False,
-    ties=None,
-    loss=("linear", 1.0),
-):
-    """Checked data, the Problem the solver works on, its start (inside any bounds), the model fitted and a note for
-    the message: a Python function is read as its formula where it can be (gradfit.trace), and fitted with
-    estimated derivatives where autograd cannot differentiate it (gradfit.numeric); with ``centre`` (LM), a
-    polynomial without bounds walks the coefficients of its centred variable (Centred)."""
-    data = prepare(x, y, sigma, nan_policy=nan_policy)
-    _check_variables(model, data.x)
-    if len(data.y) < model.n_params:
-        raise DataError(
-            f"{len(data.y)} points are too few to fit {model.n_params} parameters "
-            f"({', '.join(model.param_names)}): a fit needs at least as many points as parameters."
-        )
-    # float64 unless asked: the sums of squares must keep the digits the solver needs.
-    as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-    xt, yt, st = as_tensor(data.x), as_tensor(data.y), as_tensor(data.sigma)
-    start = start_values(model, p0, xt, yt, dtype, device, bounds, fixed, tuple(ties or ()))
-    model, traced = model_to_fit(model, xt, start, derivatives)  # (a Python function as its formula: gradfit.trace)
-    fitted = model
-    # what the result's message says of how the function was fitted: read as its formula, or estimated derivatives
-    note = model.note if isinstance(model, NumericFunction) else traced if isinstance(model, ExpressionModel) else None
-    if bounds or fixed or ties:
-        model = Constrained(model, bounds, fixed, ties)
-        start = model.to_free(start)
-    elif centre and type(model) is Polynomial and model.degree > 0:
-        model = Centred(model, xt)
-        start = model.to_free(start)
-    problem = Problem(model, xt, yt, st, *loss)
-    _check_start(problem, start)
-    return data, problem, start, fitted, note
-
-
-def _check_variables(model: Model, x: np.ndarray) -> None:
-    if model.variables is None:
-        return
-    k = 1 if x.ndim == 1 else x.shape[1]
-    if k != len(model.variables):
-        names = ", ".join(model.variables)
-        plural = "s" if len(model.variables) > 1 else ""
-        raise ModelError(
-            f"Model {model.name} takes {len(model.variables)} variable{plural} ({names}), but x has "
-            f"{k} column{'s' if k > 1 else ''}. Give one x column per variable."
-        )
-
-
-def _check_start(problem: Problem, start: torch.Tensor) -> None:
-    """The model must run, and give finite values, at the starting point."""
-    model = problem.model
-    try:
-        with torch.no_grad():
-            residuals = problem.residuals(start)
-    except GradfitError:
-        raise
-    except Exception as e:  # a Python function's own failure (1/0, a name it lacks, ...): one line, not a traceback
-        raise ModelError(
-            f"Model {model.name} failed on torch tensors at p0: {type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. Write it with torch "
-            "operations, one value per point."
-        ) from None
-    values = ", ".join(f"{n}={v:g}" for n, v in zip(model.param_names, start.tolist()))
-    if not all_finite(residuals):
-        bad = ~torch.isfinite(residuals)
-        raise FitError(
-            f"The model gives NaN or inf at the starting point p0 ({values}) for "
-            f"{int(bad.sum())} of {len(bad)} points. Choose another p0."
-        )
-    # the solvers' LAPACK calls (SVD, QR) loop without end on inf or NaN, holding the GIL: refuse first
-    if not problem.streaming and not all_finite(problem.jacobian(start)):
-        raise FitError(
-            f"The model's derivatives overflow at the starting point p0 ({values}) (inf or NaN: x too "
-            "large for its powers, or exp() beyond 1e308). Rescale x, or choose another p0."
-        )
