@@ -303,7 +303,8 @@ def test_composites_guess_all_curves_at_once_like_each_curve(name):
 
 
 def test_a_composite_with_a_part_that_cannot_guess_in_batches_guesses_curve_by_curve():
-    from gradfit.models import Composite, FunctionModel
+    from gradfit.composite import Composite
+    from gradfit.models import FunctionModel
 
     assert gradfit.get_model("damped_sine + linear").guess_many is not None  # every built-in has a batched rule
     assert Composite([FunctionModel(lambda x, a: a * x), gradfit.get_model("linear")]).guess_many is None

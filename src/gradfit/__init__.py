@@ -36,7 +36,7 @@ _WHERE = {
     "rmse": "losses",
     "LIBRARY": "library",
     "get_model": "library",
-    "Composite": "models",
+    "Composite": "composite",
     "ExpressionModel": "models",
     "FunctionModel": "models",
     "Model": "models",
@@ -114,7 +114,8 @@ if TYPE_CHECKING:  # where each lazy name lives, for type checkers and the API r
     from .history import History, StepRecord
     from .library import LIBRARY, get_model
     from .losses import mse, rmse
-    from .models import Composite, ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
+    from .composite import Composite
+    from .models import ExpressionModel, FunctionModel, Model, Polynomial, linear, polynomial, quadratic
     from .result import FitResult, load_result
     from .solvers.gradient import gradient_descent
     from .solvers.linear import least_squares, mse_curvatures

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from .errors import ModelError
-from .models import Composite, ExpressionModel, FunctionModel, Model, polynomial
+from .composite import Composite
+from .models import ExpressionModel, FunctionModel, Model, polynomial
 from .shapes import LIBRARY
 
 __all__ = ["LIBRARY", "builtin", "get_model", "model_from_spec", "model_spec"]
