@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import gradfit
 from gradfit.errors import DataError, OptionError
@@ -638,3 +639,19 @@ def test_a_streamed_fit_draws_its_figures_and_report_from_the_sample(tmp_path, q
     fig = plots.plot_fit(result)
     assert f"data (a random sample of 10,000 of {ROWS:,} points)" in fig.axes[0].get_legend_handles_labels()[1]
     assert "random sample" in plots.plot_landscape(result).axes[0].get_title()
+
+
+def test_a_dtype_or_device_asked_of_a_streamed_fit_is_said_not_dropped(quadratic_file):
+    # a streamed fit folds its sums in float64 on the CPU: float32 asked gives float64's answer, and says so
+    path = quadratic_file[0]
+    plain = gradfit.fit_file("quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget())
+    asked = gradfit.fit_file(
+        "quadratic", path, x="t", y="v", method="lm", memory_budget=tight_budget(), dtype=torch.float32, device="cpu"
+    )
+    assert "streamed in float64 on the CPU" in asked.message and "dtype=float32" in asked.message
+    assert "float64 on the CPU" not in plain.message
+    np.testing.assert_array_equal(list(asked.params.values()), list(plain.params.values()))
+    with pytest.raises(OptionError, match="torch floating dtype"):
+        gradfit.fit_file("quadratic", path, x="t", y="v", memory_budget=tight_budget(), dtype="float32")
+    with pytest.raises(OptionError, match="device"):
+        gradfit.fit_file("quadratic", path, x="t", y="v", memory_budget=tight_budget(), device="tpu")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import options
-from .options import positive_int
+from .options import check_device, positive_int
 from .errors import ConvergenceWarning, Interrupted, OptionError
 from .history import History, StepRecord
 from .losses import check_loss
@@ -260,6 +260,7 @@ def fit_source(
         raise OptionError(
             "Mini-batches do not take bounds, fixed or tied parameters yet; use a full-batch method (lm, auto, gd)."
         )
+    asked = precision_asked(fit_options.get("dtype"), fit_options.get("device"))
     with _ctrl_c_finishes_the_batch() as stop:
         problem = None
         try:
@@ -291,10 +292,26 @@ def fit_source(
                 bounds=bounds,
                 fixed=fixed,
                 ties=ties,
+                notes=asked,
             )
         except BatchInterrupt:
             history = getattr(problem, "history", None)
             raise Interrupted("Interrupted (Ctrl-C): stopped after the current batch.", history=history) from None
+
+
+def precision_asked(dtype, device) -> list[str]:
+    """What a streamed fit says of a dtype or device asked for: it folds its sums in float64 on the CPU (the
+    digits LM needs from sums over millions of rows), so anything else is said, never silently dropped."""
+    asked = []
+    if dtype is not None and dtype != torch.float64:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise OptionError(f"`dtype` must be a torch floating dtype such as torch.float32, got {dtype!r}.")
+        asked.append(f"dtype={str(dtype).replace('torch.', '')}")
+    if device is not None and check_device(device).type != "cpu":
+        asked.append(f"device={device!r}")
+    if not asked:
+        return []
+    return [f"streamed in float64 on the CPU, as every streamed fit ({' and '.join(asked)} apply to data in memory)"]
 
 
 def fit_streamed(
@@ -316,6 +333,7 @@ def fit_streamed(
     bounds=None,
     fixed=None,
     ties=None,
+    notes=(),
 ):
     if batch_size is not None:
         if method not in MINIBATCH:
@@ -366,6 +384,7 @@ def fit_streamed(
             callback(step)
 
     outcome = run_steps(steps, record)
+    outcome.notes = [*outcome.notes, *notes]
     return _result(model, problem, outcome, method, ran, absolute_sigma, rate_used, how.reason, bounds, fixed, ties)
 
 
