@@ -16,6 +16,7 @@ import torch
 
 from . import descent
 from .descent import make_update
+from .problem import run_steps
 
 INITIAL_DAMPING = 1e-3
 MAX_DAMPING = 1e32
@@ -67,21 +68,12 @@ def descend(problem, p0, method: str, learning_rate: float, max_steps: int, gtol
 
     q = torch.zeros_like(p0, requires_grad=True)
     update = make_update(method, q, learning_rate, objective)
-    stopped = run_descent(descent.descend(evaluate, q, update, max_steps=max_steps, gtol=gtol))
+    stopped = run_steps(descent.descend(evaluate, q, update, max_steps=max_steps, gtol=gtol))
     with torch.no_grad():
         p = to_params(q)
     status = torch.where(stopped.done | stopped.stalled, 0, 1)  # stalled: at the optimum to rounding
     status[stopped.bad | ~torch.isfinite(p).all(dim=1)] = 2
     return p.detach(), stopped.steps, status
-
-
-def run_descent(steps):
-    """Run solvers.descent's loop to its end; its Stopped."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
 
 
 def levenberg_marquardt(problem, p, max_steps: int, tol: float):

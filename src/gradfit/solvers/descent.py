@@ -318,9 +318,10 @@ def descend(
     """
     b = curves(q)
     everyone = torch.ones(b, dtype=torch.bool, device=q.device)
-    done = bad = stalled = None  # which curves stopped, and why: made when the first one does
+    done, bad, stalled = (torch.zeros_like(everyone) for _ in range(3))  # which stopped, why
+    quiet = True  # no curve has stopped yet: the common path, one check a step
     steps = torch.zeros(b, dtype=torch.long, device=q.device)
-    together = 0  # steps every curve took, counted here while none has stopped (the common path, kept cheap)
+    together = 0  # steps every curve took, counted here while none has stopped
     limit = loss = None
     for step in range(1, max_steps + 1):
         loss = evaluate(q).detach().reshape(-1)  # forward, loss, and backward: the gradient in q.grad
@@ -329,9 +330,8 @@ def descend(
             limit = gtol * grad_norm.clamp_min(floor)
         finite = torch.isfinite(loss + grad_norm)
         held = None
-        if done is not None or not bool((finite & (grad_norm > limit)).all()):
-            if done is None:
-                done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
+        if not quiet or not bool((finite & (grad_norm > limit)).all()):
+            quiet = False
             bad |= ~finite
             done |= (grad_norm <= limit) & ~bad
             held = done | bad | stalled
@@ -345,10 +345,10 @@ def descend(
                 q[held] = keep[held]
         moved = None if held is None else ~held  # None: every curve
         if update.stalled is not None and bool(update.stalled.any()):
-            if done is None:
-                done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
-            moved = (everyone if moved is None else moved) & ~update.stalled
-            stalled |= ~moved if held is None else ~held & ~moved
+            quiet = False
+            stopping = update.stalled if moved is None else moved & update.stalled
+            stalled |= stopping
+            moved = (everyone if moved is None else moved) & ~stopping
         if moved is None:
             together += 1
         else:
@@ -356,6 +356,4 @@ def descend(
         new_rate = yield Descent(step, loss, grad_norm, moved)
         if new_rate is not None:
             update.set_rate(new_rate)
-    if done is None:
-        done, bad, stalled = torch.zeros_like(everyone), torch.zeros_like(everyone), torch.zeros_like(everyone)
     return Stopped(done, bad, stalled, steps + together, loss, max_steps)

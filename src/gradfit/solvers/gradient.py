@@ -279,9 +279,10 @@ def descent_steps(
     history = History(problem.user_names, problem.describe(p0))
     backtrack = learning_rate == "auto"
     update = make_update(method, q, learning_rate, frame.objectives)
-    steps = descend(
-        frame.evaluate, q, update, max_steps=max_steps, gtol=tol.gtol, floor=1.0 if frame.transform is not None else 0.0
-    )
+    # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a start already at the
+    # optimum (tiny first gradient) is measured against that, not itself (descend's gtol, and STUCK below)
+    floor = 1.0 if frame.transform is not None else 0.0
+    steps = descend(frame.evaluate, q, update, max_steps=max_steps, gtol=tol.gtol, floor=floor)
 
     calm, reason = 0, None
     best_loss, best_step, swing_grad = math.inf, 0, math.inf  # the lowest loss yet, and the gradient then
@@ -307,9 +308,7 @@ def descent_steps(
             continue
         step, grad_norm = taken.step, taken.grad_norm.item()
         if first_grad is None:
-            # In standardized coordinates a gradient of 1 moves the curve by about one std of y: a
-            # start already at the optimum (tiny first gradient) is measured against that, not itself.
-            first_grad = max(grad_norm, 1.0) if frame.transform is not None else grad_norm
+            first_grad = max(grad_norm, floor)
         lr = update.rate_of()
         loss_value = taken.loss.item() * frame.loss_unit
         params = frame.params(q.detach())
