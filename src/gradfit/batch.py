@@ -33,7 +33,7 @@ from .models import FunctionModel, Model, Polynomial
 from .numeric import NumericFunction, check_derivatives
 from .params import Constrained, check_bounds, check_fixed, check_ties, inside, widths_positive
 from .solvers import batched
-from .solvers.batched import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
+from .solvers.lm import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, lm_many
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
 from .trace import model_to_fit
@@ -268,7 +268,7 @@ def fit_many(
                     elif gradient:
                         result = batched.descend(part, start, run, learning_rate, max_steps, tol)
                     else:
-                        result = batched.levenberg_marquardt(part, start, max_steps, tol)
+                        result = lm_many(part, start, max_steps, tol)
                 if limits is None:
                     fitted = part.finish(*result, absolute_sigma)
                 else:
@@ -449,7 +449,7 @@ def _centred_lm(
         q, steps, status = (torch.from_numpy(fitted[key]) for key in ("params", "n_steps", "status"))
         q, steps, status = q.to(xt), steps.to(xt.device), status.long().to(xt.device)
     else:
-        q, steps, status = batched.levenberg_marquardt(Chunk(model, t, shared, as_t(y), as_t(w)), q0, max_steps, tol)
+        q, steps, status = lm_many(Chunk(model, t, shared, as_t(y), as_t(w)), q0, max_steps, tol)
     p = (M @ q.unsqueeze(-1)).squeeze(-1)
     return Chunk(model, xt, shared, as_t(y), as_t(w)).finish(p, steps, status, absolute_sigma)
 

@@ -13,7 +13,7 @@ Every limit of every parameter is a row of one batch. First each limit is solved
 the point where χ² reaches the level with the others at their best for the held value, by a Gauss–Newton step for
 the others and Newton's for the held one, one batched Jacobian a round. A limit that does not settle, or whose
 parameter has bounds, is found by re-fitting the profile: each row a copy of the data with its own held value,
-fitted by the batched Levenberg–Marquardt (gradfit.solvers.batched; ``_Held`` takes the held columns out of the
+fitted by the batched Levenberg–Marquardt (gradfit.solvers.lm.lm_many; ``_Held`` takes the held columns out of the
 Jacobian, so the solver sees only the others), a Newton step (safeguarded by a bracket: regula falsi, Illinois)
 on √(χ² − χ²_best), nearly linear in the held value, per round. Bounds, fixed and tied parameters are the fit's
 own (params.Constrained): a profile never leaves the bounds, and a limit that a bound cuts off is reported as the
@@ -30,7 +30,7 @@ import torch
 from .batch_problem import Chunk
 from .errors import OptionError
 from .params import Constrained
-from .solvers import batched
+from .solvers.lm import lm_many
 
 ROUNDS = 60  # of the root search, at most
 XTOL = 1e-6  # of a limit (in standard errors, relative beyond 1): Newton settles it to ~XTOL² more
@@ -144,7 +144,7 @@ class Profiler:
         else:
             problem = _Held(chunk, held, start)
             q0 = start[~held].reshape(B, problem.k)
-            q, _, status = batched.levenberg_marquardt(problem, q0, REFIT_STEPS, REFIT_TOL)
+            q, _, status = lm_many(problem, q0, REFIT_STEPS, REFIT_TOL)
             fitted, ok = problem.full(q, torch.arange(B)), status != 2
         with torch.no_grad():
             r, jac, cost = chunk.linearize(fitted, chunk.x, chunk.y, chunk.w)

@@ -13,7 +13,7 @@ on disk; they release the GIL, so the curves are shared among threads. The solve
 all the caller's and _borrowed: numba counts no references in the loop (atomic operations that
 took a quarter of the time).
 
-Same algorithm, same numbers to rounding, as ``Chunk.levenberg_marquardt`` and ``Chunk.finish``:
+Same algorithm, same numbers to rounding, as ``solvers.lm.lm_many`` and ``Chunk.finish``:
 Marquardt's column scaling that never shrinks, Nielsen's damping update, MINPACK-style
 tests per curve, up to POLISH_STEPS undamped Gauss–Newton steps after convergence, and
 standard errors from the column-equilibrated normal matrix.
@@ -668,7 +668,7 @@ def _lm_curves(
     norms,
     scratch,
 ):
-    """LM for the curves lo..hi-1, as Chunk.levenberg_marquardt and Chunk.finish do it for a batch.
+    """LM for the curves lo..hi-1, as solvers.lm.lm_many and Chunk.finish do it for a batch.
 
     Two workspaces, the current point's and the trial's, indexed by cur and 1 - cur: accepting a
     step flips the index (no copies, no array views made in the loop). The last slot's derivatives
