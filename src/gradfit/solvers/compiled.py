@@ -36,6 +36,7 @@ from llvmlite import ir
 from numba.extending import intrinsic
 
 from . import native as _native
+from .lm_settings import CLOSE, NEWTON_STREAK
 from ..special import EXPREL_SERIES_BELOW
 from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, UNARY_NAMES, VAR, Program
 
@@ -782,9 +783,11 @@ def _lm_curves(
                 stale = False
             for j in range(P):
                 d[j] = max(math.sqrt(jtj[cur, j, j]), 1e-300)
-            lam, nu, damped, polished = INITIAL_DAMPING, 2.0, 0, 0
+            lam, nu, damped, polished, newton = INITIAL_DAMPING, 2.0, 0, 0, 0
             while True:
                 polish = polished > 0
+                streak = newton > 0  # mid-run Gauss–Newton steps (the model promised almost nothing more)
+                gauss_newton = polish or streak
                 new = 1 - cur
                 if stale:
                     _normal(grad, cur, F, r, jtj, jtr)
@@ -794,15 +797,16 @@ def _lm_curves(
                 for j in range(P):  # norms: the column norms, then 1 / dd
                     norms[j] = math.sqrt(max(jtj[cur, j, j], 0.0))
                     d[j] = max(d[j], norms[j])  # never shrinks (Moré)
-                    dd[j] = max(norms[j], 1e-300) if polish else d[j]
+                    dd[j] = max(norms[j], 1e-300) if gauss_newton else d[j]
                     norms[j] = 1.0 / dd[j]
                     g[j] = jtr[cur, j] * norms[j]
                 if polish:
                     lam = 0.0
+                lam_step = 0.0 if gauss_newton else lam
                 for i in range(P):
                     for j in range(P):
                         m[i, j] = jtj[cur, i, j] * (norms[i] * norms[j])
-                    m[i, i] += lam
+                    m[i, i] += lam_step
                 factored = _cholesky(m, chol)
                 if factored:
                     _solve(chol, g, delta)
@@ -845,7 +849,8 @@ def _lm_curves(
                 )
                 rho = (cost - c_new) / predicted if predicted > 0 else -1.0
                 finite = math.isfinite(c_new) and factored
-                if polish:
+                c_old = cost
+                if gauss_newton:
                     ok = finite and c_new <= cost * (1 + 1e-13)
                 else:
                     ok = finite and rho > 0
@@ -864,10 +869,11 @@ def _lm_curves(
                     cur = new
                     cost = c_new
                     stale = interpret
-                    t = 2 * rho - 1
-                    lam = lam * max(1 - t * t * t, 1 / 3)
-                    nu = 2.0
-                else:
+                    if not streak:  # a Gauss–Newton streak leaves λ as it was
+                        t = 2 * rho - 1
+                        lam = lam * max(1 - t * t * t, 1 / 3)
+                        nu = 2.0
+                elif not streak:
                     lam = lam * nu
                     nu = nu * 2
                 converged = not polish and (done or lam > MAX_DAMPING)
@@ -875,6 +881,13 @@ def _lm_curves(
                     code = 0
                 if converged or (polish and ok):
                     polished += 1
+                # close to the optimum, undamped Gauss–Newton steps finish the last digits (as solvers.lm)
+                if streak and ok and not converged and newton < NEWTON_STREAK:
+                    newton += 1
+                elif not gauss_newton and ok and not converged and predicted <= CLOSE * c_old:
+                    newton = 1
+                else:
+                    newton = 0
                 if (
                     (polish and not ok)
                     or polished > POLISH_STEPS

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..history import History, StepRecord
+from .lm_settings import CLOSE, NEWTON_STREAK
 from .problem import Outcome, Problem, Tolerances, run_steps
 
 INITIAL_DAMPING = 1e-3  # λ₀, relative to D²: start close to Gauss–Newton
@@ -91,6 +92,8 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
     eye = torch.eye(k, dtype=p.dtype, device=p.device)
     while pack.size:
         J, rr, c, polish = pack.jac, pack.r, pack.cost, pack.polished > 0
+        streak = pack.newton > 0  # mid-run Gauss–Newton steps (the model promised almost nothing more)
+        newton = polish | streak
         jtj = J.transpose(1, 2) @ J  # the small matrices carry all that follows; J is read twice
         jtr = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
         norms = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(0).sqrt()
@@ -99,10 +102,10 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
         # a polishing curve scales by its current column norms and takes no damping
         dd = (
             pack.d
-            if not polish.any()
-            else torch.where(pack.on_device(polish)[:, None], norms.clamp_min(1e-300), pack.d)
+            if not newton.any()
+            else torch.where(pack.on_device(newton)[:, None], norms.clamp_min(1e-300), pack.d)
         )
-        lam = np.where(polish, 0.0, pack.damping)
+        lam = np.where(newton, 0.0, pack.damping)
         g = jtr / dd
         normal = jtj / (dd.unsqueeze(2) * dd.unsqueeze(1)) + pack.on_device(lam)[:, None, None] * eye
         chol, info = torch.linalg.cholesky_ex(normal)
@@ -119,7 +122,7 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
         with np.errstate(all="ignore"):
             rho = np.where(predicted > 0, (c - c_new) / predicted, -1.0)
             finite = np.isfinite(c_new) & (info == 0)
-            ok = np.where(polish, finite & (c_new <= c * (1 + ROUNDING)), finite & (rho > 0))
+            ok = np.where(newton, finite & (c_new <= c * (1 + ROUNDING)), finite & (rho > 0))
             # MINPACK's tests, per curve
             tiny_change = (
                 (np.abs(c - c_new) <= tol.ftol * c) & (predicted <= tol.ftol * c) & (c_new <= c * (1 + ROUNDING))
@@ -135,14 +138,20 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
         with np.errstate(all="ignore"):
             # the damping shrinks after a good step (Nielsen) and grows after a bad one
             t = 2 * rho - 1
-            pack.damping = np.where(ok, lam * np.maximum(1 - t * t * t, 1 / 3), lam * pack.nu)
-            pack.nu = np.where(ok, 2.0, pack.nu * 2)
+            damping = np.where(ok, lam * np.maximum(1 - t * t * t, 1 / 3), lam * pack.nu)
+            pack.damping = np.where(streak, pack.damping, damping)  # a Gauss–Newton streak leaves λ as it was
+            pack.nu = np.where(streak, pack.nu, np.where(ok, 2.0, pack.nu * 2))
             floor = pack.damping > MAX_DAMPING
             converged = ~polish & (done | floor)
             status[pack.idx[converged]] = 0
             reason = np.select([zero, orthogonal, tiny_change, tiny_step], [ZERO, GTOL, FTOL, XTOL], FLOOR)
             why[pack.idx[converged]] = reason[converged]
             pack.polished = np.where(converged | (polish & ok), pack.polished + 1, pack.polished)
+            # close to the optimum damped steps crawl in flat directions: undamped Gauss–Newton steps finish the
+            # last digits (quadratically, for small residuals) for as long as they do not raise the loss
+            starts = ~newton & ok & ~converged & (predicted <= CLOSE * c)
+            goes_on = streak & ok & ~converged & (pack.newton < NEWTON_STREAK)
+            pack.newton = np.where(goes_on, pack.newton + 1, np.where(starts, 1, 0))
             leaving = (
                 (polish & ~ok) | (pack.polished > POLISH_STEPS) | (~polish & ~converged & (pack.steps >= max_steps))
             )
@@ -248,6 +257,7 @@ class _Pack:
         self.nu = np.full(len(idx), 2.0, dtype=self.cost.dtype)
         self.steps = np.zeros(len(idx), dtype=np.int64)  # damped steps taken
         self.polished = np.zeros(len(idx), dtype=np.int64)  # 0 while damped; then 1 + Gauss–Newton steps kept
+        self.newton = np.zeros(len(idx), dtype=np.int64)  # 0, or the Gauss–Newton step of a mid-run streak
 
     @property
     def size(self) -> int:
@@ -281,7 +291,7 @@ class _Pack:
         p[self.on_device(self.idx[which])] = self.p[sel]
         keep, kept = ~which, ~sel
         self.idx = self.idx[keep]
-        for name in ("cost", "damping", "nu", "steps", "polished"):
+        for name in ("cost", "damping", "nu", "steps", "polished", "newton"):
             setattr(self, name, getattr(self, name)[keep])
         for name in ("p", "r", "jac", "d", "y", "w"):
             if getattr(self, name) is not None:
