@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fmt serve browser bench fuzz notebook docs clean
+.PHONY: demo test lint fmt serve browser bench fuzz notebook docs clean clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,5 +63,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_lineshapes.py
 	$(BIN)/python bench/bench_profile.py
 
-clean:
+clean: clean-cache
 	rm -rf $(VENV) gradfit-demo .pytest_cache site .cache
+
+# numba's compiled solver (src/gradfit/**/__pycache__/*.nbi, *.nbc): numba sees a change to the file that holds a
+# function, not to one it calls from another file (solvers/lm_rules.py, inlined in solvers/compiled.py)
+clean-cache:
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete

@@ -433,6 +433,44 @@ assert result.converged.all()
     assert run.returncode == 0, run.stderr[-3000:]
 
 
+def test_the_rules_compiled_are_the_rules_in_python():
+    """Levenberg–Marquardt's rules for one curve (solvers.lm_rules) run in Python for a few curves and compiled
+    for many (and inlined in the compiled LM): the same verdicts and states on every kind of trial — kept,
+    rejected, not factored, non-finite, tiny, Gauss–Newton streaks, polishing, λ past use, max_steps. A
+    difference means numba read them otherwise, or its cache holds rules older than lm_rules.py (numba does
+    not see a change in another file: ``make clean-cache``)."""
+    from gradfit.solvers import lm_rules
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    cost = rng.choice([0.0, 1e-30, 0.3, 1.0, 7.0], n)
+    with np.errstate(invalid="ignore"):  # (0 × inf)
+        c_new = cost * rng.choice([0.5, 1 - 1e-9, 1 - 1e-14, 1.0, 1 + 1e-14, 1.5, np.nan, np.inf], n)
+    predicted = cost * rng.choice([0.5, 1e-7, 1e-9, 1e-12, 0.0, -1e-3, np.nan], n)
+    info = rng.choice([0.0, 0.0, 0.0, 2.0], n)
+    step, size = rng.choice([0.0, 1e-12, 1e-3, 1.0], n), rng.choice([0.0, 1.0, 1e6], n)
+    cosine = rng.choice([0.0, 1e-12, 0.5], n) * np.sqrt(cost)
+
+    def state():
+        pick = np.random.default_rng(1).choice
+        counts = [0, 0, 1, 2, 3], [0, 0, 1, 4, 5], [0, 3, 99]
+        damping = pick([1e-3, 0.0, 1e31, 1e-12], n), pick([2.0, 4.0, 64.0], n)
+        return (*damping, *(pick(c, n).astype(np.int64) for c in counts))
+
+    def verdicts():
+        return np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, bool)
+
+    for tolerances in [(1e-8, 1e-8, 0.0, 100), (1e-10, 1e-12, 1e-10, 4)]:
+        a, b = (state(), verdicts()), (state(), verdicts())
+        lm_rules.judge_curves(cost, c_new, predicted, info, step, size, cosine, a[0], tolerances, a[1])
+        compiled.judge_curves(cost, c_new, predicted, info, step, size, cosine, b[0], tolerances, b[1])
+        for x, y in zip(a[0] + a[1], b[0] + b[1]):
+            np.testing.assert_array_equal(x, y)
+        why = a[1][2]
+        assert {lm_rules.ITERATING, lm_rules.ZERO, lm_rules.FTOL, lm_rules.XTOL, lm_rules.FLOOR} <= set(why)
+        assert a[1][0].any() and not a[1][0].all() and a[1][3].any() and not a[1][3].all()
+
+
 # --- the twins: one table of cases through the compiled LM and the torch LM ---------------------------------
 
 

@@ -33,7 +33,8 @@ from .models import FunctionModel, Model, Polynomial
 from .numeric import NumericFunction, check_derivatives
 from .params import Constrained, check_bounds, check_fixed, check_ties, inside, widths_positive
 from .solvers import batched
-from .solvers.lm import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, lm_many
+from .solvers.lm import lm_many
+from .solvers.lm_rules import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
 from .trace import model_to_fit

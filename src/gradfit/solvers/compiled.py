@@ -36,7 +36,8 @@ from llvmlite import ir
 from numba.extending import intrinsic
 
 from . import native as _native
-from .lm_settings import CLOSE, NEWTON_STREAK
+from . import lm_rules
+from .lm_rules import ITERATING
 from ..special import EXPREL_SERIES_BELOW
 from ..expr_program import ADD, ATAN2, CONST, DIV, MUL, NEG, PARAM, POW, SUB, UNARY_CODES, UNARY_NAMES, VAR, Program
 
@@ -126,6 +127,11 @@ def warm_up() -> None:
         (1e-3, 1e32, 2.0, 1e-14),
         threads=1,
     )
+    # and the torch LM's rules for large batches
+    ones, counts, flags = np.ones(2), np.zeros(2, dtype=np.int64), np.zeros(2, dtype=bool)
+    state = (ones.copy(), 2 * ones, counts.copy(), counts.copy(), counts.copy())
+    out = (flags, flags.copy(), counts, flags)
+    judge_curves(ones, ones / 2, ones, 0 * ones, ones, ones, 0 * ones, state, (1e-8, 1e-8, 0.0, 10), out)
 
 
 def fit(
@@ -156,7 +162,7 @@ def fit(
         "status": np.ones(B, dtype=np.int64),
         "n_points": np.empty(B, dtype=np.int64),
     }
-    settings = np.array(settings, dtype=np.float64)  # initial damping, max damping, polish steps, singular
+    settings = np.array(settings, dtype=np.float64)  # initial damping, -, -, singular (the rest: lm_rules')
     if program.op[-1] in (CONST, PARAM, VAR):  # the model is a leaf: J is weighted in place, so give it a slot
         program = _times_one(program)
     if W.ndim == 2 and len(W) > 1 and W.strides[0] == 0:  # the same weights for every curve (broadcast)
@@ -302,6 +308,22 @@ def _times_one(program: Program) -> Program:
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 _TWO_OVER_SQRT_PI, _LN10, _LN2 = 2 / math.sqrt(math.pi), math.log(10), math.log(2)
+_judge = _inline(lm_rules.judge)  # Levenberg–Marquardt's rules for one curve: the torch LM's own
+
+
+@_jit
+def judge_curves(cost, c_new, predicted, info, step, size, cosine, state, tolerances, out):
+    """solvers.lm_rules.judge_curves compiled, for the torch LM's large batches: the same loop over the same
+    rules (numba cannot cache a loop handed its function as an argument, so the loop is written here too)."""
+    damping, nu, polished, newton, damped = state
+    ok, counted, why, leaving = out
+    for i in range(len(cost)):
+        damped[i] += 1
+        verdict = _judge(
+            float(cost[i]), float(c_new[i]), float(predicted[i]), info[i] == 0, float(step[i]), float(size[i]),
+            float(cosine[i]), damping[i], nu[i], polished[i], newton[i], damped[i], tolerances,
+        )  # fmt: skip
+        ok[i], counted[i], why[i], damping[i], nu[i], polished[i], newton[i], leaving[i] = verdict
 
 
 @_inline
@@ -718,7 +740,8 @@ def _lm_curves(
     )
     scratch = _borrowed(scratch)
     S, N, P = len(op), Y.shape[1], params.shape[1]
-    INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS, SINGULAR = settings[0], settings[1], int(settings[2]), settings[3]
+    INITIAL_DAMPING, SINGULAR = settings[0], settings[3]
+    rules = (tol, tol, 0.0, max_steps)  # (ftol, xtol, gtol, max_steps) for lm_rules.judge
     interpret = native == 0
     F = S - 1
     addresses = (
@@ -785,9 +808,7 @@ def _lm_curves(
                 d[j] = max(math.sqrt(jtj[cur, j, j]), 1e-300)
             lam, nu, damped, polished, newton = INITIAL_DAMPING, 2.0, 0, 0, 0
             while True:
-                polish = polished > 0
-                streak = newton > 0  # mid-run Gauss–Newton steps (the model promised almost nothing more)
-                gauss_newton = polish or streak
+                gauss_newton = polished > 0 or newton > 0  # after converging, or close (solvers.lm_rules)
                 new = 1 - cur
                 if stale:
                     _normal(grad, cur, F, r, jtj, jtr)
@@ -800,26 +821,23 @@ def _lm_curves(
                     dd[j] = max(norms[j], 1e-300) if gauss_newton else d[j]
                     norms[j] = 1.0 / dd[j]
                     g[j] = jtr[cur, j] * norms[j]
-                if polish:
-                    lam = 0.0
                 lam_step = 0.0 if gauss_newton else lam
                 for i in range(P):
                     for j in range(P):
                         m[i, j] = jtj[cur, i, j] * (norms[i] * norms[j])
                     m[i, i] += lam_step
                 factored = _cholesky(m, chol)
+                # the reduction the linear model promises, |r|² - |J δ + r|² = -u·g + λ|u|² (u the scaled step)
+                predicted, u2, ug = np.nan, 0.0, 0.0
                 if factored:
-                    _solve(chol, g, delta)
+                    _solve(chol, g, delta)  # -u
                     for j in range(P):
+                        u2 += delta[j] * delta[j]
+                        ug -= delta[j] * g[j]
                         delta[j] = -delta[j] * norms[j]
+                    predicted = lam_step * u2 - ug
                 else:
                     delta[:] = np.nan
-                predicted = 0.0  # |r|² - |J δ + r|², from the small matrices
-                for i in range(P):
-                    t = 0.0
-                    for j in range(P):
-                        t += jtj[cur, i, j] * delta[j]
-                    predicted -= 2.0 * delta[i] * jtr[cur, i] + delta[i] * t
                 for j in range(P):
                     p[new, j] = p[cur, j] + delta[j]
                 c_new = _residuals(
@@ -847,54 +865,23 @@ def _lm_curves(
                     jtr,
                     addresses,
                 )
-                rho = (cost - c_new) / predicted if predicted > 0 else -1.0
-                finite = math.isfinite(c_new) and factored
-                c_old = cost
-                if gauss_newton:
-                    ok = finite and c_new <= cost * (1 + 1e-13)
-                else:
-                    ok = finite and rho > 0
-                # MINPACK-style tests
-                tiny_change = abs(cost - c_new) <= tol * cost and predicted <= tol * cost
-                step_size, size = 0.0, 0.0
+                size = 0.0
                 for j in range(P):
-                    step_size += (dd[j] * delta[j]) ** 2
                     size += (dd[j] * p[cur, j]) ** 2
-                tiny_step = math.sqrt(step_size) <= tol * (math.sqrt(size) + tol)
-                done = (tiny_change and c_new <= cost * (1 + 1e-13)) or (tiny_step and ok) or cost == 0
-                if not polish or ok:
-                    steps += 1
                 damped += 1
-                if ok:  # the damping shrinks after a good step (Nielsen) and grows after a bad one
+                ok, counted, why, lam, nu, polished, newton, leaving = _judge(
+                    cost, c_new, predicted, factored, math.sqrt(u2), math.sqrt(size), 0.0, lam, nu, polished, newton,
+                    damped, rules,
+                )  # fmt: skip
+                if counted:
+                    steps += 1
+                if why != ITERATING:
+                    code = 0
+                if ok:
                     cur = new
                     cost = c_new
                     stale = interpret
-                    if not streak:  # a Gauss–Newton streak leaves λ as it was
-                        t = 2 * rho - 1
-                        lam = lam * max(1 - t * t * t, 1 / 3)
-                        nu = 2.0
-                elif not streak:
-                    lam = lam * nu
-                    nu = nu * 2
-                converged = not polish and (done or lam > MAX_DAMPING)
-                if converged:
-                    code = 0
-                if converged or (polish and ok):
-                    polished += 1
-                # close to the optimum, undamped Gauss–Newton steps finish the last digits (as solvers.lm)
-                if streak and ok and not converged and newton < NEWTON_STREAK:
-                    newton += 1
-                elif not gauss_newton and ok and not converged and predicted <= CLOSE * c_old:
-                    newton = 1
-                else:
-                    newton = 0
-                if (
-                    (polish and not ok)
-                    or polished > POLISH_STEPS
-                    or (not polish and not converged and damped >= max_steps)
-                ):
-                    break
-                if POLISH_STEPS == 0 and converged:
+                if leaving:
                     break
         for j in range(P):
             params[c, j] = p[cur, j]

@@ -1,23 +1,21 @@
 """Levenberg–Marquardt, written once and batch-first: B curves, each with its own damping, scaling, steps and
 stopping. ``gradfit.fit`` runs it on a batch of one (``lm_steps``: a generator of StepRecords, the history
-and a message; ``levenberg_marquardt`` runs it to the end), ``fit_many`` on B curves (``lm_many``); the
-compiled LM (solvers.compiled) is its twin for formula models, held to it by tests/test_compiled.py's TWINS.
+and a message; ``levenberg_marquardt`` runs it to the end), ``fit_many`` and profiles on B curves
+(``lm_many``); the compiled LM (solvers.compiled) is its twin for formula models, with the same rules for each
+curve (solvers.lm_rules), held to it by tests/test_compiled.py's TWINS.
 
 Each iteration solves the damped Gauss–Newton step
 
     (JᵀJ + λ D²) δ = −Jᵀr
 
 in Marquardt's scaling D — the column norms of J, never allowed to shrink (Moré 1978), so the method does not
-care about the parameters' units — by a Cholesky factorization of the column-equilibrated JᵀJ (J is read
-once per accepted point; everything after works on the small P×P matrices). A problem may answer with R and
-Qᵀr of J = QR instead of J and r (data streamed by batches): the same JᵀJ and Jᵀr. λ follows Nielsen's rule
-(Madsen, Nielsen & Tingleff 2004): after a good step it shrinks by max(1/3, 1 − (2ρ − 1)³), after a rejected
-one it grows by ν, which doubles on every rejection in a row; ρ is the actual over the predicted reduction of
-the loss. MINPACK's tests stop a curve: the loss (ftol) or the scaled step (xtol) stopped changing, the
-residuals orthogonal to every column of J (gtol), the loss zero, or λ past any use. A curve that has
-converged then takes up to POLISH_STEPS undamped Gauss–Newton steps, each kept only where it does not raise
-the loss beyond rounding: damped steps stop short in flat directions, Gauss–Newton finishes the last digits.
-The history's ``learning_rate`` column holds λ (0 for a Gauss–Newton step).
+care about the parameters' units — by a Cholesky factorization of the column-equilibrated JᵀJ (everything
+after J works on the small P×P matrices). A problem may answer with R and Qᵀr of J = QR instead of J and r
+(data streamed by batches): the same JᵀJ and Jᵀr. A problem that answers ``evaluate`` (the cost alone) gets
+its J asked only where a step is kept (a single fit); a batch problem makes J with r at every trial point.
+Then each curve's rules (solvers.lm_rules.judge): keep the step or not, its damping (Nielsen's), MINPACK's
+tests, Gauss–Newton steps close to the optimum and after converging. The history's ``learning_rate`` column
+holds λ (0 for a Gauss–Newton step).
 """
 
 from __future__ import annotations
@@ -30,16 +28,11 @@ import numpy as np
 import torch
 
 from ..history import History, StepRecord
-from .lm_settings import CLOSE, NEWTON_STREAK
+from .lm_rules import DIVERGED, FLOOR, FTOL, GTOL, INITIAL_DAMPING, ITERATING, MAX_STEPS, XTOL, ZERO
+from .lm_rules import judge_curves as judge_few
 from .problem import Outcome, Problem, Tolerances, run_steps
 
-INITIAL_DAMPING = 1e-3  # λ₀, relative to D²: start close to Gauss–Newton
-MAX_DAMPING = 1e32  # past this no step can lower the loss: the optimum is reached to rounding
-POLISH_STEPS = 2  # undamped Gauss–Newton steps a converged curve may take before it leaves
-ROUNDING = 1e-13  # relative change of the loss that rounding alone can make
-
-# why a curve stopped (LMStopped.why)
-ZERO, GTOL, FTOL, XTOL, FLOOR, MAX_STEPS, DIVERGED = range(7)
+FEW = 32  # up to this many curves the rules run in Python (~6 µs a curve); beyond, compiled (solvers.compiled)
 
 
 @dataclass
@@ -76,11 +69,11 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
     out and dropped from the pack, so every step works on whole tensors, without gathers or scatters.
     """
     tol = tolerances
+    rules = (float(tol.ftol), float(tol.xtol), float(tol.gtol), int(max_steps))  # (one compiled signature)
     b, k = p.shape
     p = p.clone()
-    # the per-curve bookkeeping (damping, tests, counts) is a few numbers per curve: done on the host, in numpy,
-    # where it costs ~1 µs an operation (as tensors a single fit paid ~10 µs each, ~90 of them an iteration);
-    # the arithmetic is the same IEEE operations, so the numbers are the same as in torch
+    # each curve's bookkeeping (the tests, its damping, counts: solvers.lm_rules) is a few numbers: on the host,
+    # curve by curve (as tensors a single fit paid ~10 µs an operation, ~90 of them an iteration)
     status = np.full(b, 1)  # 1: max_steps until decided
     why = np.full(b, MAX_STEPS)
     steps = np.zeros(b, dtype=np.int64)
@@ -89,80 +82,72 @@ def lm(problem, p: torch.Tensor, max_steps: int, tolerances: Tolerances) -> Gene
     status[pack.idx[diverged]] = 2
     why[pack.idx[diverged]] = DIVERGED
     pack.drop(diverged, p)
-    eye = torch.eye(k, dtype=p.dtype, device=p.device)
     while pack.size:
-        J, rr, c, polish = pack.jac, pack.r, pack.cost, pack.polished > 0
-        streak = pack.newton > 0  # mid-run Gauss–Newton steps (the model promised almost nothing more)
-        newton = polish | streak
-        jtj = J.transpose(1, 2) @ J  # the small matrices carry all that follows; J is read twice
-        jtr = (J.transpose(1, 2) @ rr.unsqueeze(-1)).squeeze(-1)
-        norms = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(0).sqrt()
+        J, rr, c = pack.jac, pack.r, pack.cost
+        newton = (pack.polished > 0) | (pack.newton > 0)  # a Gauss–Newton step: after converging, or close
+        jt = J.transpose(1, 2)
+        jtj = jt @ J  # the small matrices carry all that follows; J is read twice
+        jtr = (jt @ rr.unsqueeze(-1)).squeeze(-1)
+        norms = jtj.diagonal(0, 1, 2).sqrt()
         pack.d = torch.maximum(pack.d, norms)  # Marquardt's scaling never shrinks (Moré)
         # Marquardt's scaling (columns of unit size), applied to the small matrices, not to J;
-        # a polishing curve scales by its current column norms and takes no damping
-        dd = (
-            pack.d
-            if not newton.any()
-            else torch.where(pack.on_device(newton)[:, None], norms.clamp_min(1e-300), pack.d)
-        )
+        # a Gauss–Newton step scales by the current column norms and takes no damping
+        if not newton.any():
+            dd = pack.d
+        elif newton.all():
+            dd = norms.clamp_min(1e-300)
+        else:
+            dd = torch.where(pack.on_device(newton)[:, None], norms.clamp_min(1e-300), pack.d)
         lam = np.where(newton, 0.0, pack.damping)
+        lam_t = pack.on_device(lam)
         g = jtr / dd
-        normal = jtj / (dd.unsqueeze(2) * dd.unsqueeze(1)) + pack.on_device(lam)[:, None, None] * eye
+        normal = jtj / (dd.unsqueeze(2) * dd.unsqueeze(1))
+        normal.diagonal(0, 1, 2).add_(lam_t.unsqueeze(1))
         chol, info = torch.linalg.cholesky_ex(normal)
-        delta = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1) / dd
-        # the reduction the linear model promises, |r|² - |J δ + r|², from the small matrices
-        predicted = -(2 * (delta * jtr).sum(dim=1) + (delta.unsqueeze(1) @ jtj @ delta.unsqueeze(-1)).flatten())
+        s = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)  # minus the step in scaled coordinates, u
+        delta = -(s / dd)
+        # the reduction the linear model promises, |r|² - |J δ + r|² = -u·g + λ|u|² by the normal equations
+        # (MINPACK's |J δ|² + 2λ|D δ|²): a sum of two terms ≥ 0, no cancellation, no product with J
+        u2 = (s * s).sum(dim=1)
+        predicted = lam_t * u2 + (s * g).sum(dim=1)
         p_new = pack.p + delta
-        r_new, j_new, c_new = pack.linearize(p_new)  # J there too: most steps are taken
-        rows = [c_new, predicted, info.to(p.dtype), (dd * delta).norm(dim=1), (dd * pack.p).norm(dim=1)]
-        if tol.gtol > 0:  # |cos| of the angle between r and each column of J
-            rows.append((jtr.abs() / (norms * pack.on_device(c).sqrt()[:, None])).nan_to_num(0.0).amax(dim=1))
-        host = torch.stack(rows).cpu().numpy()  # what the tests need, to the host at once
-        c_new, predicted, info, step_size, size = host[:5]
-        with np.errstate(all="ignore"):
-            rho = np.where(predicted > 0, (c - c_new) / predicted, -1.0)
-            finite = np.isfinite(c_new) & (info == 0)
-            ok = np.where(newton, finite & (c_new <= c * (1 + ROUNDING)), finite & (rho > 0))
-            # MINPACK's tests, per curve
-            tiny_change = (
-                (np.abs(c - c_new) <= tol.ftol * c) & (predicted <= tol.ftol * c) & (c_new <= c * (1 + ROUNDING))
-            )
-            tiny_step = (step_size <= tol.xtol * (size + tol.xtol)) & ok
-            zero = c == 0
-            orthogonal = host[5] <= tol.gtol if tol.gtol > 0 else np.zeros_like(zero)
-            done = tiny_change | tiny_step | zero | orthogonal
-            steps[pack.idx[~polish | ok]] += 1  # a polishing step counts only when kept
-            pack.steps += 1
-            pack.accept(ok, p_new, r_new, c_new, j_new)
-        yield LMStep(pack.idx, c, jtr, lam, ok, pack.p)
-        with np.errstate(all="ignore"):
-            # the damping shrinks after a good step (Nielsen) and grows after a bad one
-            t = 2 * rho - 1
-            damping = np.where(ok, lam * np.maximum(1 - t * t * t, 1 / 3), lam * pack.nu)
-            pack.damping = np.where(streak, pack.damping, damping)  # a Gauss–Newton streak leaves λ as it was
-            pack.nu = np.where(streak, pack.nu, np.where(ok, 2.0, pack.nu * 2))
-            floor = pack.damping > MAX_DAMPING
-            converged = ~polish & (done | floor)
+        r_new, j_new, c_new = pack.trial(p_new)  # J there too, where the problem makes it with r
+        rows = [c_new, predicted, info, u2, torch.linalg.vector_norm(dd * pack.p, dim=1)]
+        if tol.gtol > 0:  # |cos| of the angle between r and each column of J, times |r| (divided below)
+            rows.append((jtr.abs() / norms).nan_to_num(0.0).amax(dim=1))
+        c_new, predicted, info, u2, size, *cosine = pack.to_host(rows)  # what the tests need
+        if tol.gtol == 0:
+            cosine = [np.zeros_like(c)]
+        ok, counted, why_now, leaving = out = _verdicts(pack.size)
+        judge_curves(pack.size)(c, c_new, predicted, info, np.sqrt(u2), size, cosine[0], pack.state, rules, out)
+        steps[pack.idx] += counted
+        converged = why_now != ITERATING
+        if converged.any():
             status[pack.idx[converged]] = 0
-            reason = np.select([zero, orthogonal, tiny_change, tiny_step], [ZERO, GTOL, FTOL, XTOL], FLOOR)
-            why[pack.idx[converged]] = reason[converged]
-            pack.polished = np.where(converged | (polish & ok), pack.polished + 1, pack.polished)
-            # close to the optimum damped steps crawl in flat directions: undamped Gauss–Newton steps finish the
-            # last digits (quadratically, for small residuals) for as long as they do not raise the loss
-            starts = ~newton & ok & ~converged & (predicted <= CLOSE * c)
-            goes_on = streak & ok & ~converged & (pack.newton < NEWTON_STREAK)
-            pack.newton = np.where(goes_on, pack.newton + 1, np.where(starts, 1, 0))
-            leaving = (
-                (polish & ~ok) | (pack.polished > POLISH_STEPS) | (~polish & ~converged & (pack.steps >= max_steps))
-            )
-            if POLISH_STEPS == 0:
-                leaving |= converged
+            why[pack.idx[converged]] = why_now[converged]
+        pack.accept(ok, p_new, r_new, c_new, j_new)
+        yield LMStep(pack.idx, c, jtr, lam, ok, pack.p)
         pack.drop(leaving, p)
     finite = torch.isfinite(p).all(dim=1).cpu().numpy()
     status[~finite] = 2
     why[~finite] = DIVERGED
     as_t = lambda a: torch.from_numpy(a).to(p.device)  # noqa: E731
     return LMStopped(p, as_t(steps), as_t(status), as_t(why))
+
+
+def judge_curves(n: int):
+    """solvers.lm_rules.judge_curves for n curves: in Python for a few, compiled for many (numba, imported only
+    then; compiled once per machine in ~2 s, then read from numba's cache)."""
+    if n <= FEW:
+        return judge_few
+    from .compiled import judge_curves as judge_many
+
+    return judge_many
+
+
+def _verdicts(n: int) -> tuple:
+    """Arrays for judge_curves' verdicts on n curves: ok, counted, why, leaving."""
+    return np.empty(n, dtype=bool), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64), np.empty(n, dtype=bool)
 
 
 def lm_many(problem, p, max_steps: int, tol: float):
@@ -178,21 +163,28 @@ def lm_many(problem, p, max_steps: int, tol: float):
 
 
 class OneCurve:
-    """A single fit's Problem as a batch of one curve: what ``lm`` asks of a batch problem."""
+    """A single fit's Problem as a batch of one curve: what ``lm`` asks of a batch problem. It answers
+    ``evaluate`` too (the cost alone), so that ``lm`` makes J only where it keeps a step."""
 
     shared = True
 
     def __init__(self, problem: Problem):
         self.problem = problem
+        self.at = self.one = self.cost = None
 
     def rows(self, idx):
         return None, None, None
 
+    def evaluate(self, p, x, y, w):
+        self.at, self.one = p, p[0]
+        self.cost = torch.tensor([self.problem.cost(self.one)], dtype=p.dtype, device=p.device)
+        return None, self.cost
+
     def linearize(self, p, x, y, w):
-        one = p[0]
-        cost = self.problem.cost(one)  # (linearize reuses its residuals)
-        jac, r = self.problem.linearize(one)
-        return r[None], jac[None], torch.tensor([cost], dtype=p.dtype, device=p.device)
+        if p is not self.at:
+            self.evaluate(p, x, y, w)
+        jac, r = self.problem.linearize(self.one)  # (reuses the residuals that the cost made)
+        return r[None], jac[None], self.cost
 
 
 def lm_steps(
@@ -251,17 +243,22 @@ class _Pack:
         self.x, self.y, self.w = chunk.rows(self.on_device(idx))
         self.p = p[self.on_device(idx)]
         self.r, self.jac, cost = self.linearize(self.p)
-        self.cost = cost.cpu().numpy()
+        self.cost = cost.cpu().numpy().astype(np.float64, copy=False)
         self.d = self.jac.norm(dim=1).clamp_min(1e-300)
-        self.damping = np.full(len(idx), INITIAL_DAMPING, dtype=self.cost.dtype)
-        self.nu = np.full(len(idx), 2.0, dtype=self.cost.dtype)
-        self.steps = np.zeros(len(idx), dtype=np.int64)  # damped steps taken
+        self.damping = np.full(len(idx), INITIAL_DAMPING)
+        self.nu = np.full(len(idx), 2.0)
+        self.steps = np.zeros(len(idx), dtype=np.int64)  # iterations taken
         self.polished = np.zeros(len(idx), dtype=np.int64)  # 0 while damped; then 1 + Gauss–Newton steps kept
         self.newton = np.zeros(len(idx), dtype=np.int64)  # 0, or the Gauss–Newton step of a mid-run streak
 
     @property
     def size(self) -> int:
         return len(self.idx)
+
+    @property
+    def state(self) -> tuple:
+        """Each curve's state as solvers.lm_rules.judge reads and writes it (arrays changed in place)."""
+        return self.damping, self.nu, self.polished, self.newton, self.steps
 
     def on_device(self, a: np.ndarray) -> torch.Tensor:
         """A host array as a tensor beside the curves' (a float array in their dtype)."""
@@ -272,8 +269,26 @@ class _Pack:
         """Residuals, Jacobian and cost at p (the cost |r|², or a robust loss's: the chunk says)."""
         return self.chunk.linearize(p, self.x, self.y, self.w)
 
+    def trial(self, p):
+        """At a trial point: (r, J, cost) where the chunk makes J with r, else (None, None, cost)."""
+        evaluate = getattr(self.chunk, "evaluate", None)
+        if evaluate is None:
+            return self.linearize(p)
+        r, cost = evaluate(p, self.x, self.y, self.w)
+        return r, None, cost
+
+    def to_host(self, rows: list) -> list:
+        """(B,) tensors as float64 numpy arrays (the rules' one signature, compiled): on the CPU one by one,
+        from a GPU in one transfer."""
+        if self.device.type == "cpu":
+            return [t.numpy().astype(np.float64, copy=False) for t in rows]
+        return list(torch.stack([t.to(torch.float64) for t in rows]).cpu().numpy())
+
     def accept(self, ok: np.ndarray, p, r, cost: np.ndarray, jac) -> None:
-        """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian there."""
+        """Move the curves where ``ok`` to p, with their residuals, cost and Jacobian there (made now if the
+        trial point was evaluated without them)."""
+        if jac is None and ok.any():
+            r, jac, _ = self.linearize(p)
         if ok.all():
             self.p, self.r, self.jac = p, r, jac
         elif ok.any():
