@@ -44,14 +44,15 @@ def judge(cost, c_new, predicted, factored, step, size, cosine, damping, nu, pol
     ftol, xtol, gtol, max_steps = tolerances
     polish = polished > 0
     streak = newton > 0
+    gauss_newton = polish or streak
     rho = (cost - c_new) / predicted if predicted > 0 else -1.0
     kept = factored and c_new <= cost * (1 + ROUNDING)  # finite, and no rise beyond rounding
-    ok = kept and (polish or streak or rho > 0)  # a damped step must lower the loss as the model says
+    ok = kept and (gauss_newton or rho > 0)  # a damped step must lower the loss as the model says
     small = ftol * cost
     tiny_change = kept and abs(cost - c_new) <= small and predicted <= small
     tiny_step = ok and step <= xtol * (size + xtol)
     orthogonal = gtol > 0 and cosine <= gtol * math.sqrt(cost)
-    if not (polish or streak):  # a Gauss–Newton step leaves λ as it was
+    if not gauss_newton:  # a Gauss–Newton step leaves λ as it was
         if ok:
             t = min(2 * rho - 1, 1.0)  # (beyond 1 the factor is 1/3 all the same)
             damping = damping * max(1 - t * t * t, 1 / 3)
@@ -72,6 +73,8 @@ def judge(cost, c_new, predicted, factored, step, size, cosine, damping, nu, pol
         elif damping > MAX_DAMPING:
             why = FLOOR
     converged = why != ITERATING
+    if (converged or polish) and gauss_newton and ok and step <= ROUNDING * size:
+        polished = POLISH_STEPS  # a Gauss–Newton step that moved nothing beyond rounding: polished already
     if converged or (polish and ok):
         polished += 1
     # close to the optimum damped steps crawl in flat directions: undamped Gauss–Newton steps finish the last
@@ -79,7 +82,7 @@ def judge(cost, c_new, predicted, factored, step, size, cosine, damping, nu, pol
     going = ok and not converged
     if going and streak and newton < NEWTON_STREAK:
         newton += 1
-    elif going and not (polish or streak) and predicted <= CLOSE * cost:
+    elif going and not gauss_newton and predicted <= CLOSE * cost:
         newton = 1
     else:
         newton = 0
