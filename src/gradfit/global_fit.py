@@ -11,7 +11,9 @@ the shared ones touch every row — so Levenberg–Marquardt never forms it whol
 are solved through the Schur complement of the per-set blocks, (U − Σ W_b V_b⁻¹ W_bᵀ) δs = −(g_s − Σ W_b V_b⁻¹
 g_b), then δl_b = −V_b⁻¹(g_b + W_bᵀ δs): the per-set blocks as one batch of small Cholesky solves (fit_many's
 engine gives every set's residuals and Jacobian at once), the shared block one small dense solve. Memory and
-time grow with the number of sets as fit_many's do, not with its square.
+time grow with the number of sets as fit_many's do, not with its square. Only the step is this module's own:
+whether to keep it, the damping, the stopping tests and the Gauss–Newton steps near the optimum are the one
+LM's rules (solvers.lm_rules), applied to the whole problem.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from .batch_problem import Chunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model
+from .solvers.lm_rules import INITIAL_DAMPING, ITERATING, MAX_STEPS, judge, reason
 from .options import check_device, nonnegative_finite, positive_int, variable_names
 from .trace import model_to_fit
 from .uncertainty import NO_DOF_NOTE
 
 MEMORY = 256 * 2**20  # bytes of residuals and Jacobians held at once: the sets are linearized a chunk at a time
-INITIAL_DAMPING = 1e-3  # λ relative to the diagonal of JᵀJ (Marquardt's scaling)
 
 
 @dataclass
@@ -356,7 +358,8 @@ class _Schur:
 
     @staticmethod
     def step(U, gs, V, W, gl, damping: float):
-        """The damped step (δs, δl) by the Schur complement, λ·diag(JᵀJ) added (Marquardt's scaling)."""
+        """The damped step (δs, δl) by the Schur complement, λ·diag(JᵀJ) added (Marquardt's scaling), the
+        reduction of χ² that the linear model promises, and diag(JᵀJ) (U's and each set's)."""
         eps = torch.finfo(U.dtype).eps
         du = torch.diagonal(U).clamp_min(eps * float(torch.diagonal(U).max().clamp_min(1.0)))
         dv = torch.diagonal(V, dim1=-2, dim2=-1)
@@ -372,45 +375,39 @@ class _Schur:
         ds = torch.linalg.lstsq(schur, rhs.unsqueeze(-1)).solution.squeeze(-1)
         dl = -(vg + torch.einsum("bls,s->bl", vw, ds))
         predicted = damping * (float(ds @ (du * ds)) + float((dl * dv * dl).sum())) - float(ds @ gs + (dl * gl).sum())
-        return ds, dl, predicted
+        return ds, dl, predicted, du, dv
 
     def run(self, max_steps: int, tol: float) -> tuple[int, bool, str]:
+        """Levenberg–Marquardt's iterations: the step is this solver's own (through the Schur complement), the
+        rules the one LM's (solvers.lm_rules.judge: keep it or not, the damping, MINPACK's tests, Gauss–Newton
+        steps close to the optimum), on the whole problem as one curve, in the scaling D = √diag(JᵀJ)."""
         s, ell = self.s, self.ell
         U, gs, V, W, gl, cost = self.linearize(s, ell)
         if not math.isfinite(cost):
             raise DataError("The model overflows (inf or NaN) at the starting values: give p0.")
-        damping, grow = INITIAL_DAMPING, 2.0
-        for step in range(1, max_steps + 1):
-            ds, dl, predicted = self.step(U, gs, V, W, gl, damping)
+        rules = (float(tol), float(tol), 0.0, int(max_steps))
+        damping, nu, polished, newton, iterations, steps, why = INITIAL_DAMPING, 2.0, 0, 0, 0, 0, ITERATING
+        leaving = False
+        while not leaving:
+            gauss_newton = polished > 0 or newton > 0
+            ds, dl, predicted, du, dv = self.step(U, gs, V, W, gl, 0.0 if gauss_newton else damping)
             s_new, ell_new = s + ds, ell + dl
             new = self.cost(s_new, ell_new)
-            actual = cost - new
-            if math.isfinite(new) and actual > 0 and predicted > 0:
-                ratio = actual / predicted
-                small_step = bool((ds.abs() <= tol * (s.abs() + tol)).all()) and bool(
-                    (dl.abs() <= tol * (ell.abs() + tol)).all()
-                )
+            length = math.sqrt(float(ds @ (du * ds)) + float((dl * dv * dl).sum()))  # |D δ|
+            size = math.sqrt(float(s @ (du * s)) + float((ell * dv * ell).sum()))  # |D p|
+            iterations += 1
+            ok, counted, verdict, damping, nu, polished, newton, leaving = judge(
+                cost, new, predicted, True, length, size, 0.0, damping, nu, polished, newton, iterations, rules
+            )
+            steps += counted
+            why = verdict if verdict != ITERATING else why
+            if ok:
                 s, ell = s_new, ell_new
-                damping *= max(1 / 3, 1 - (2 * ratio - 1) ** 3)
-                grow = 2.0
-                done = actual <= tol * cost or small_step
                 U, gs, V, W, gl, cost = self.linearize(s, ell)
                 self._last = (s, ell, U, W, V)  # (the covariance at the end needs no pass of its own)
-                if done:
-                    self.s, self.ell = s, ell
-                    why = "the chi-square stopped decreasing" if not small_step else "the steps became negligible"
-                    return step, True, f"{why} (tol={tol:g})"
-            else:
-                if predicted <= 0 or (math.isfinite(new) and abs(actual) <= tol * cost):
-                    self.s, self.ell = s, ell  # no step can lower χ² further: at the minimum to rounding
-                    return step, True, f"the chi-square stopped decreasing (tol={tol:g})"
-                damping *= grow
-                grow *= 2
-                if damping > 1e16:
-                    self.s, self.ell = s, ell
-                    return step, False, "no step lowers the chi-square (the damping grew beyond 1e16)"
         self.s, self.ell = s, ell
-        return max_steps, False, f"max_steps={max_steps} reached"
+        converged = why != ITERATING
+        return steps, converged, reason(why if converged else MAX_STEPS, rules)
 
     def covariance(self):
         """The shared parameters' covariance (U − Σ W V⁻¹ Wᵀ)⁻¹ and each set's local one V⁻¹ + V⁻¹Wᵀ C_s W V⁻¹,

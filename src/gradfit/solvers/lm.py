@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..history import History, StepRecord
-from .lm_rules import DIVERGED, FLOOR, FTOL, GTOL, INITIAL_DAMPING, ITERATING, MAX_STEPS, XTOL, ZERO
+from .lm_rules import DIVERGED, INITIAL_DAMPING, ITERATING, MAX_STEPS, reason
 from .lm_rules import judge_curves as judge_few
 from .problem import Outcome, Problem, Tolerances, run_steps
 
@@ -210,17 +210,8 @@ def lm_steps(
         )
         history.append(record)
         yield record
-    why = int(out.why[0])
-    reason = {
-        ZERO: "the loss reached zero: the model fits the data exactly",
-        GTOL: f"the residuals are orthogonal to every Jacobian column (gtol={tol.gtol:g})",
-        FTOL: f"the loss stopped decreasing (ftol={tol.ftol:g})",
-        XTOL: f"the parameters stopped changing (xtol={tol.xtol:g})",
-        FLOOR: "no step lowers the loss any more: the optimum is reached to rounding precision",
-        MAX_STEPS: f"reached max_steps={max_steps} before converging",
-        DIVERGED: "the model gives non-finite values at the starting point p0",
-    }[why]
-    return Outcome(out.params[0], history, int(out.status[0]) == 0, reason)
+    why = reason(int(out.why[0]), (tol.ftol, tol.xtol, tol.gtol, max_steps))
+    return Outcome(out.params[0], history, int(out.status[0]) == 0, why)
 
 
 def levenberg_marquardt(

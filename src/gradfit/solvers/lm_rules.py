@@ -90,6 +90,20 @@ def judge(cost, c_new, predicted, factored, step, size, cosine, damping, nu, pol
     return ok, ok or not polish, why, damping, nu, polished, newton, leaving
 
 
+def reason(why: int, tolerances) -> str:
+    """Why a curve stopped, in words (``why`` from ``judge``, or MAX_STEPS, DIVERGED)."""
+    ftol, xtol, gtol, max_steps = tolerances
+    return {
+        ZERO: "the loss reached zero: the model fits the data exactly",
+        GTOL: f"the residuals are orthogonal to every Jacobian column (gtol={gtol:g})",
+        FTOL: f"the loss stopped decreasing (ftol={ftol:g})",
+        XTOL: f"the parameters stopped changing (xtol={xtol:g})",
+        FLOOR: "no step lowers the loss any more: the optimum is reached to rounding precision",
+        MAX_STEPS: f"reached max_steps={max_steps} before converging",
+        DIVERGED: "the model gives non-finite values at the starting point p0",
+    }[why]
+
+
 def judge_curves(cost, c_new, predicted, info, step, size, cosine, state, tolerances, out):
     """``judge`` for each curve of a batch: arrays (B,) of the numbers it reads; ``state`` (damping, nu,
     polished, newton, damped) arrays updated in place; ``out`` (ok, counted, why, leaving) arrays written."""
