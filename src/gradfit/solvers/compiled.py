@@ -14,9 +14,11 @@ all the caller's and _borrowed: numba counts no references in the loop (atomic o
 took a quarter of the time).
 
 Same algorithm, same numbers to rounding, as ``solvers.lm.lm_many`` and ``Chunk.finish``:
-Marquardt's column scaling that never shrinks, Nielsen's damping update, MINPACK-style
-tests per curve, up to POLISH_STEPS undamped Gauss–Newton steps after convergence, and
-standard errors from the column-equilibrated normal matrix.
+Marquardt's column scaling that never shrinks, the normal equations in that scaling, and each
+curve's rules — keep the step or not, Nielsen's damping, MINPACK's tests, Gauss–Newton steps close
+to the optimum and after converging — as the very function the torch LM runs
+(solvers.lm_rules.judge, inlined here; ``judge_curves`` below runs it for the torch LM's large
+batches); standard errors from the column-equilibrated normal matrix.
 """
 
 from __future__ import annotations
