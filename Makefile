@@ -66,7 +66,8 @@ bench: $(STAMP)
 clean: clean-cache
 	rm -rf $(VENV) gradfit-demo .pytest_cache site .cache
 
-# numba's compiled solver (src/gradfit/**/__pycache__/*.nbi, *.nbc): numba sees a change to the file that holds a
-# function, not to one it calls from another file (solvers/lm_rules.py, inlined in solvers/compiled.py)
+# numba's compiled solver (src/gradfit/**/__pycache__/*.nbi, *.nbc), to start afresh. numba sees a change to the
+# file that holds a function only; solvers/compiled_lm.py drops its cache itself when lm_rules.py or
+# compiled_interp.py, which it inlines, is newer
 clean-cache:
 	find src -name '*.nbi' -delete -o -name '*.nbc' -delete

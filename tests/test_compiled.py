@@ -12,7 +12,7 @@ import gradfit
 from gradfit import batch
 from gradfit.errors import OptionError
 from gradfit.expr import parse
-from gradfit.solvers import compiled, native
+from gradfit.solvers import compiled, compiled_lm, native
 
 RNG = np.random.default_rng(7)
 SAME = 1e-8  # relative: the compiled and the torch solver run the same algorithm, rounding apart
@@ -399,7 +399,7 @@ def test_a_first_fit_on_a_fresh_machine_runs_torch_and_compiles_for_later_in_the
     data = """
 import numpy as np, gradfit
 from gradfit import batch
-from gradfit.solvers import compiled
+from gradfit.solvers import compiled, compiled_lm
 x = np.linspace(-5, 5, 30)
 Y = 3 * np.exp(-(x - np.linspace(-1, 1, batch.COMPILED_FROM)[:, None]) ** 2 / 2) + 0.01 * np.cos(7 * x)
 """
@@ -407,7 +407,7 @@ Y = 3 * np.exp(-(x - np.linspace(-1, 1, batch.COMPILED_FROM)[:, None]) ** 2 / 2)
         data
         + """
 result = gradfit.fit_many("gaussian", x, Y)
-assert not compiled._lm_curves.signatures, "compiled in the fit's own process"
+assert not compiled_lm.lm_curves.signatures, "compiled in the fit's own process"
 assert compiled._background is not None, "no compile started for later fits"
 again = gradfit.fit_many("gaussian", x, Y)  # while it compiles: torch again, and no second compile
 assert compiled.compile_in_background() is compiled._background
@@ -422,7 +422,7 @@ print(compiled.cached())
         data
         + """
 result = gradfit.fit_many("gaussian", x, Y)
-assert compiled._lm_curves.signatures and compiled._background is None  # compiled, loaded from the cache
+assert compiled_lm.lm_curves.signatures and compiled._background is None  # compiled, loaded from the cache
 assert result.converged.all()
 """
     )
@@ -438,7 +438,7 @@ def test_the_rules_compiled_are_the_rules_in_python():
     for many (and inlined in the compiled LM): the same verdicts and states on every kind of trial — kept,
     rejected, not factored, non-finite, tiny, Gauss–Newton streaks, polishing, λ past use, max_steps. A
     difference means numba read them otherwise, or its cache holds rules older than lm_rules.py (numba does
-    not see a change in another file: ``make clean-cache``)."""
+    not see a change in another file: see the test below)."""
     from gradfit.solvers import lm_rules
 
     rng = np.random.default_rng(0)
@@ -463,12 +463,45 @@ def test_the_rules_compiled_are_the_rules_in_python():
     for tolerances in [(1e-8, 1e-8, 0.0, 100), (1e-10, 1e-12, 1e-10, 4)]:
         a, b = (state(), verdicts()), (state(), verdicts())
         lm_rules.judge_curves(cost, c_new, predicted, info, step, size, cosine, a[0], tolerances, a[1])
-        compiled.judge_curves(cost, c_new, predicted, info, step, size, cosine, b[0], tolerances, b[1])
+        compiled_lm.judge_curves(cost, c_new, predicted, info, step, size, cosine, b[0], tolerances, b[1])
         for x, y in zip(a[0] + a[1], b[0] + b[1]):
             np.testing.assert_array_equal(x, y)
         why = a[1][2]
         assert {lm_rules.ITERATING, lm_rules.ZERO, lm_rules.FTOL, lm_rules.XTOL, lm_rules.FLOOR} <= set(why)
         assert a[1][0].any() and not a[1][0].all() and a[1][3].any() and not a[1][3].all()
+
+
+def test_a_cache_older_than_the_code_the_kernels_inline_is_dropped(tmp_path):
+    """numba checks a cached function against its own file only (numba/numba#1833), and the compiled LM inlines
+    lm_rules.py and compiled_interp.py: a cache older than any of them is dropped on import and compiled again,
+    a newer one is used. Here the cache is made old by its date, as an edit of lm_rules.py would leave it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    script = """
+from gradfit.solvers import compiled, compiled_lm
+compiled.warm_up()
+stats = compiled_lm.lm_curves.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+    def warm_up():
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        hits, misses = (int(n) for n in run.stdout.split())
+        return hits, misses, sorted(tmp_path.rglob("compiled_lm.*.nbi"))
+
+    hits, misses, first = warm_up()
+    assert first and (hits, misses) == (0, 1), "compiled the first time, into the cache"
+    hits, misses, again = warm_up()
+    assert again == first and (hits, misses) == (1, 0), "a cache newer than the code: loaded"
+    for path in tmp_path.rglob("compiled_lm.*"):
+        os.utime(path, (1e9, 1e9))  # 2001: older than lm_rules.py and compiled_interp.py
+    hits, misses, last = warm_up()
+    assert last == first and (hits, misses) == (0, 1), "an older cache: dropped, compiled again"
+    assert last[0].stat().st_mtime > 1e9
 
 
 # --- the twins: one table of cases through the compiled LM and the torch LM ---------------------------------

@@ -32,7 +32,7 @@ from .lm_rules import DIVERGED, INITIAL_DAMPING, ITERATING, MAX_STEPS, reason
 from .lm_rules import judge_curves as judge_few
 from .problem import Outcome, Problem, Tolerances, run_steps
 
-FEW = 32  # up to this many curves the rules run in Python (~6 µs a curve); beyond, compiled (solvers.compiled)
+FEW = 32  # up to this many curves the rules run in Python (~6 µs a curve); beyond, compiled (solvers.compiled_lm)
 
 
 @dataclass
@@ -140,7 +140,7 @@ def judge_curves(n: int):
     then; compiled once per machine in ~2 s, then read from numba's cache)."""
     if n <= FEW:
         return judge_few
-    from .compiled import judge_curves as judge_many
+    from .compiled_lm import judge_curves as judge_many
 
     return judge_many
 

@@ -1,10 +1,11 @@
 """Levenberg–Marquardt's rules for one curve: after each trial step, whether to keep it, whether the curve has
 converged (and why), its damping, and whether it leaves. Written once, in plain Python on numbers, and run
 three ways: by the torch LM (solvers.lm) for a few curves as it is (``judge_curves``), compiled by numba for
-many (solvers.compiled's ``judge_curves``, the same loop), and inlined in the compiled LM's own loop
-(solvers.compiled's twin) — so the LM in torch and its numba twin cannot drift apart. Torch-free and
-numba-free: importing it costs nothing. (numba caches the compiled LM by the file that holds it, and does not see
-a change here: after editing this file, ``make clean-cache``; tests/test_compiled.py compares the two.)
+many (solvers.compiled_lm's ``judge_curves``, the same loop), and inlined in the compiled LM's own loop
+(compiled_lm's ``lm_curves``, the twin) — so the LM in torch and its numba twin cannot drift apart. Torch-free
+and numba-free: importing it costs nothing. (numba caches the compiled LM by the file that holds it and does not
+see a change here; compiled_lm drops a cache older than this file when it is imported, and
+tests/test_compiled.py compares the two.)
 
 The rules: a damped step is kept when it lowers the loss as the linear model says (ρ > 0); a Gauss–Newton step
 (λ = 0) when it does not raise the loss beyond rounding. λ follows Nielsen's rule (Madsen, Nielsen & Tingleff
