@@ -40,7 +40,8 @@ from .solvers.methods import BACKENDS, BATCH_METHODS
 from .trace import model_to_fit
 from .uncertainty import covariance
 from .batch_data import batch_start, contiguous_array, curves, pack_long
-from .batch_problem import Chunk, RobustChunk, SINGULAR
+from .batch_lstsq import SINGULAR
+from .batch_problem import Chunk, RobustChunk
 from .batch_result import BatchResult, STATUSES, host_result
 
 

@@ -1,9 +1,8 @@
 """The batch problem fit_many's solvers work on: a chunk of curves answering residuals, Jacobians and
-costs (``Chunk``), a robust loss as a transform of it, and the covariances of the fitted curves."""
+costs (``Chunk``), and a robust loss as a transform of it. Its exact solve for linear models and its statistics at
+the end (covariances, standard errors) are least squares' linear algebra, in batch_lstsq."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -14,12 +13,7 @@ from .models import ExpressionModel, Model, variable_columns
 from .dual import BroadcastFunction
 from .numeric import NumericFunction
 from .params import Constrained
-from .uncertainty import column_scale
-from .batch_result import host_result
-
-
-REFINE_BELOW = 1e-6  # smallest pivot² below which a curve's normal-equation solve is refined
-SINGULAR = 1e-14  # smallest pivot², relative, of the equilibrated normal matrix before a curve counts as singular
+from .batch_lstsq import solve_linear, statistics
 
 
 class Chunk:
@@ -163,114 +157,14 @@ class Chunk:
         return values
 
     def solve_linear(self):
-        """Each curve's exact least squares.
-
-        Curves that share x and use every point share one design matrix: their solutions are
-        one product with its pseudo-inverse (from an SVD: accurate however the columns are
-        conditioned). Otherwise each curve solves its column-equilibrated normal equations, with
-        one step of iterative refinement.
-        """
-        steps = torch.ones(self.batch, dtype=torch.long, device=self.y.device)
-        status = torch.zeros(self.batch, dtype=torch.long, device=self.y.device)
-        # a polynomial in its centred, scaled variable (Polynomial.centred), mapped back at the end: in x's own
-        # powers, x in [-9, -3] makes the columns nearly parallel and every digit is lost
-        centred = getattr(self.model, "centred", None)
-        to_params = None
-        if self.shared and bool((self.w == 1).all()):
-            a, to_params = centred(self.x) if centred is not None else (self.model.design_matrix(self.x), None)
-            scale = column_scale(a)
-            q = self.y @ torch.linalg.pinv(a / scale).T / scale
-            return (q if to_params is None else q @ to_params.T), steps, status
-        if centred is not None:
-            a, to_params = centred(self.x)
-            a = (a.unsqueeze(0) if self.shared else a) * self.w.unsqueeze(-1)
-        else:
-            a = self.jacobian(None)  # (B, N, P), weights applied
-        target = self.y * self.w
-        chol, scale, singular, pivot2 = factor_jacobian(a, pivots=True)
-        rhs = (a.transpose(1, 2) @ target.unsqueeze(-1)) / scale.unsqueeze(-1)
-        z = torch.cholesky_solve(rhs, chol)
-        # One step of iterative refinement for the curves whose normal equations are ill-conditioned
-        # (the rest are already accurate to far below 1e-8: error ~ cond² · eps).
-        rough = (pivot2 < REFINE_BELOW).nonzero().squeeze(-1)
-        if rough.numel():
-            ar, cr, sr = a[rough], chol[rough], scale[rough].unsqueeze(-1)
-            resid = target[rough].unsqueeze(-1) - ar @ (z[rough] / sr)
-            z[rough] = z[rough] + torch.cholesky_solve((ar.transpose(1, 2) @ resid) / sr, cr)
-        status[singular] = 3
-        q = z.squeeze(-1) / scale
-        return (q if to_params is None else (to_params @ q.unsqueeze(-1)).squeeze(-1)), steps, status
+        """Each curve's exact least squares (batch_lstsq.solve_linear)."""
+        return solve_linear(self)
 
     exact_design = True  # a linear model's Jacobian is its design matrix (a robust loss rescales its rows)
 
     def finish(self, p, steps, status, absolute_sigma: bool) -> dict:
-        """Statistics and standard errors per curve, back on the host as numpy."""
-        k = self.model.n_params
-        if self.exact_design and self.model.is_linear and self.shared and bool((self.w == 1).all()):
-            return self._finish_shared(p, steps, status, absolute_sigma)
-        with torch.no_grad():
-            r = self.residuals(p)
-            chi2 = (r * r).sum(dim=1)
-            raw = r / torch.where(self.w > 0, self.w, torch.ones_like(self.w)) * self.used
-            rmse = torch.sqrt((raw * raw).sum(dim=1) / self.n_points.clamp_min(1))
-            # a polynomial's J in its centred variable (Polynomial.centred), mapped back: J = A_t M⁻¹, so
-            # (JᵀJ)⁻¹ = M (A_tᵀA_t)⁻¹ Mᵀ, without squaring the monomial columns' condition (1e15 on [-9, -3])
-            centred = getattr(self.model, "centred", None) if self.exact_design else None
-            to_params = None
-            if centred is not None:
-                a, to_params = centred(self.x)
-                jac = (a.unsqueeze(0) if self.shared else a) * self.w.unsqueeze(-1)
-            else:
-                jac = self.jacobian(p)
-            # (JᵀJ)⁻¹ from the Cholesky factor of the column-equilibrated normal matrix; a factor that
-            # fails, or is nearly singular, marks a curve whose data do not pin every parameter
-            chol, scale, singular = factor_jacobian(jac)
-            eye = torch.eye(k, dtype=p.dtype, device=p.device)
-            cov = torch.cholesky_inverse(torch.where(singular[:, None, None], eye, chol))
-            cov = cov / (scale.unsqueeze(2) * scale.unsqueeze(1))
-            if to_params is not None:
-                cov = to_params @ cov @ to_params.transpose(-1, -2)
-            dof = self.n_points - k
-            if not absolute_sigma:
-                cov = (
-                    cov * torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))[:, None, None]
-                )
-            stderr = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0))
-            stderr[singular] = math.nan
-        status = status.clone()
-        status[singular & (status == 0)] = 3  # ended where the data do not pin every parameter
-        return host_result(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
-
-    def _finish_shared(self, p, steps, status, absolute_sigma: bool) -> dict:
-        """finish() for curves sharing one design matrix and every point: one covariance, scaled per curve."""
-        k = self.model.n_params
-        a = self.model.design_matrix(self.x)
-        r = self.y - p @ a.T
-        chi2 = (r * r).sum(dim=1)
-        rmse = torch.sqrt(chi2 / self.n_points)
-        # the rank, and (AᵀA)⁻¹, from the columns scaled to unit length (a polynomial's centred ones), as
-        # gradfit.uncertainty decides them for one fit
-        centred = getattr(self.model, "centred", None)
-        basis, to_params = centred(self.x) if centred is not None else (a, None)
-        norms = column_scale(basis)
-        scaled = basis / norms
-        _, s, _ = torch.linalg.svd(scaled, full_matrices=False)
-        singular = bool(s[-1] <= torch.finfo(a.dtype).eps * max(a.shape) * s[0])
-        inverse = torch.linalg.pinv(scaled.T @ scaled, hermitian=True) / torch.outer(norms, norms)
-        if to_params is not None:
-            inverse = to_params @ inverse @ to_params.T
-        base = torch.diagonal(inverse)
-        dof = self.n_points - k
-        factor = (
-            torch.ones_like(chi2)
-            if absolute_sigma
-            else torch.where(dof > 0, chi2 / dof.clamp_min(1), torch.full_like(chi2, math.inf))
-        )
-        stderr = torch.sqrt(base.unsqueeze(0) * factor.unsqueeze(1))
-        if singular:
-            status = torch.full_like(status, 3)
-            stderr = torch.full_like(stderr, math.nan)
-        return host_result(self.model, p, stderr, rmse, chi2, self.n_points, steps, status)
+        """Statistics and standard errors per curve, back on the host as numpy (batch_lstsq.statistics)."""
+        return statistics(self, p, steps, status, absolute_sigma)
 
 
 class RobustChunk(Chunk):
@@ -337,20 +231,6 @@ class RobustChunk(Chunk):
                 factor = np.where(dof > 0, cost / np.maximum(dof, 1), np.inf)
             fitted["stderr"] = fitted["stderr"] * np.sqrt(factor)[:, None]
         return fitted
-
-
-def factor_jacobian(jac: torch.Tensor, pivots: bool = False):
-    """Cholesky factor of the column-equilibrated normal matrix JᵀJ / (s sᵀ), s the column norms.
-
-    Returns (factor, s, singular): singular marks curves whose factor failed or whose smallest
-    pivot² falls below SINGULAR (the data do not pin every parameter).
-    """
-    normal = jac.transpose(1, 2) @ jac
-    scale = torch.diagonal(normal, dim1=1, dim2=2).sqrt().clamp_min(1e-300)
-    chol, info = torch.linalg.cholesky_ex(normal / (scale.unsqueeze(2) * scale.unsqueeze(1)))
-    smallest = torch.diagonal(chol, dim1=1, dim2=2).min(dim=1).values ** 2
-    singular = (info != 0) | ~(smallest > SINGULAR)
-    return (chol, scale, singular, smallest) if pivots else (chol, scale, singular)
 
 
 def one_by_one(function, shared: bool):
