@@ -330,7 +330,7 @@ def test_backend_auto_runs_a_traced_function_compiled(monkeypatch):
 
     monkeypatch.setattr(batch, "COMPILED_FROM", 2)
     monkeypatch.setattr(compiled, "cached", lambda: True)
-    calls, run = [], batch._fit_compiled
+    calls, run = [], batch._fit_compiled  # noqa: SLF001 - spied on
     monkeypatch.setattr(batch, "_fit_compiled", lambda *a: calls.append(a) or run(*a))
     x = np.linspace(0, 2, 20)
     Y = np.stack([2.0 * np.exp(-0.5 * x), 3.0 * np.exp(-1.5 * x)])

@@ -68,7 +68,7 @@ class Chunk:
 
     def _residuals_of(self, p, x, y, w):
         if self._base is not None:
-            return self._base._residuals_of(self.model.to_user(p), x, y, w)
+            return self._base._residuals_of(self.model.to_user(p), x, y, w)  # noqa: SLF001 - a Chunk's own
         if self._estimated is not None:
             return (self._estimated.forward(x, p, per_curve=not self.shared) - y) * w
         if self._expression is not None and not p.requires_grad:

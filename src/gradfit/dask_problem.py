@@ -155,7 +155,9 @@ class ClusterProblem:
         xs, ys, _ = variable_columns(head, *self.columns)
         return torch.tensor(xs), torch.tensor(ys)
 
-    def _pass(self, params):
+    def folded(self, params):
+        """cost, R and Qᵀr at ``params``: each partition's rows factored by a worker, the factors folded here
+        (the last answer again where the parameters are the same), as StreamProblem.folded."""
         import torch
 
         if self._cache is not None and (self._cache[0] is params or torch.equal(self._cache[0], params)):
@@ -170,15 +172,15 @@ class ClusterProblem:
         return cost, r_factor, z
 
     def cost(self, params) -> float:
-        return self._pass(params)[0]
+        return self.folded(params)[0]
 
     def linearize(self, params):
-        return self._pass(params)[1:]
+        return self.folded(params)[1:]
 
     def loss(self, params):
         import torch
 
-        return torch.tensor(self._pass(params)[0] / self.n_points, dtype=torch.float64)
+        return torch.tensor(self.folded(params)[0] / self.n_points, dtype=torch.float64)
 
     def loss_and_grad(self, params):
         parts = self._each(_loss_grad, params, self.robust)
@@ -186,7 +188,7 @@ class ClusterProblem:
 
     def raw_ss(self, params) -> float:
         if self.columns[2] is None and self.robust is None:
-            return self._pass(params)[0]
+            return self.folded(params)[0]
         return sum(self._each(_raw_ss, params))
 
     def robust_summary(self, params):

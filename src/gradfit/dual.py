@@ -223,7 +223,7 @@ def _apply(func, args, kwargs):
     if rule is not None:
         return rule(*args, **kwargs)
     name = getattr(func, "__name__", repr(func))
-    owner = "torch.Tensor." if getattr(func, "__objclass__", None) is torch._C.TensorBase else "torch."
+    owner = "torch.Tensor." if getattr(func, "__objclass__", None) is torch._C.TensorBase else "torch."  # noqa: SLF001 - torch's
     raise NoRule(f"{owner}{name} on a parameter")
 
 

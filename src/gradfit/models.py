@@ -110,7 +110,7 @@ class Polynomial(Model):
             raise ModelError(f"A degree-{degree} polynomial has {degree + 1} parameters, got names {names}.")
         self.param_names = names
         self.name = name or f"poly{degree}"
-        self.formula = " + ".join(_term(p, k) for p, k in zip(names, self._powers()))
+        self.formula = " + ".join(_term(p, k) for p, k in zip(names, self.powers()))
 
     def program(self):
         from .expr import parse  # the formula is ours, written from the parameter names
@@ -121,20 +121,21 @@ class Polynomial(Model):
 
     _program = None
 
-    def _powers(self) -> range:
+    def powers(self) -> range:
+        """The power of x each coefficient multiplies, in the parameters' order (highest first)."""
         return range(self.degree, -1, -1)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         # Written term by term as the seed article writes a*(x**2)+(b*x)+c, so that a
         # quadratic reproduces the article's float32 values bit for bit.
         out = None
-        for p, k in zip(params.unbind(-1), self._powers()):
+        for p, k in zip(params.unbind(-1), self.powers()):
             term = p if k == 0 else p * x if k == 1 else p * (x**k)
             out = term if out is None else out + term
         return out if out.shape == x.shape else out.expand_as(x)
 
     def design_matrix(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([x**k for k in self._powers()], dim=-1)
+        return torch.stack([x**k for k in self.powers()], dim=-1)
 
     def centred(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The design matrix in t = (x - m)/s, x's range mapped onto [-1, 1], and M with p = M q: the

@@ -78,7 +78,8 @@ def _runs_on(model: FunctionModel, x: torch.Tensor, p: torch.Tensor) -> str:
     failures = []
     for kind in ("numpy", "torch"):
         try:
-            NumericFunction(model, "2-point", kind, "")._call(x.double().cpu().numpy(), p.double().cpu().numpy()[None])
+            probe = NumericFunction(model, "2-point", kind, "")
+            probe._call(x.double().cpu().numpy(), p.double().cpu().numpy()[None])  # noqa: SLF001 - this module's
             return kind
         except Exception as e:  # noqa: BLE001 (any failure: try the other kind of array)
             failures.append(_first_line(e).removeprefix("ModelError: "))

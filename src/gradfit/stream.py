@@ -182,8 +182,8 @@ def minibatch_steps(
     shuffle = np.random.default_rng(seed)
     step = 0
     for epoch in range(1, epochs + 1):
-        for x, y, sigma in problem._batches(shuffle):
-            part = problem._part(x, y, sigma)
+        for x, y, sigma in problem.batches(shuffle):
+            part = problem.part(x, y, sigma)
             optimizer.zero_grad()
             r = part.residuals(frame.params(q))
             loss = (r * r).mean() / frame.loss_unit
@@ -411,7 +411,7 @@ def _result(
 
     bounds, fixed, ties = bounds or {}, fixed or {}, ties or {}
     p = outcome.params.detach()
-    chi2, r_factor, _ = problem._pass(p)
+    chi2, r_factor, _ = problem.folded(p)
     raw_ss = problem.raw_ss(p)
     n, k = problem.n_points, len(p)  # k: the parameters actually fitted
     names = model.param_names
@@ -422,7 +422,7 @@ def _result(
         with torch.no_grad():
             user = problem.model.to_user(p)
         problem.use_model(view)
-        _, r_factor, _ = problem._pass(user[free])
+        _, r_factor, _ = problem.folded(user[free])
     spread = chi2
     if problem.robust is not None:  # the plain χ², and curve_fit's covariance with a robust loss (as in memory)
         chi2, spread, r_factor = problem.robust_summary(user[free])

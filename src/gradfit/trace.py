@@ -160,7 +160,7 @@ def _apply(func, args, kwargs) -> _Traced:
     kind = LANGUAGE.get(func)
     if kind is None or kwargs:
         name = getattr(func, "__name__", repr(func))
-        owner = "torch.Tensor." if getattr(func, "__objclass__", None) is torch._C.TensorBase else "torch."
+        owner = "torch.Tensor." if getattr(func, "__objclass__", None) is torch._C.TensorBase else "torch."  # noqa: SLF001 - torch's
         extra = " with keyword arguments" if kind is not None else ""
         raise Untraceable(f"{owner}{name}{extra}")
     kind, what = kind

@@ -55,7 +55,7 @@ def cached() -> bool:
     """Is the solver compiled already, in this process or in numba's cache on disk? If not, the first fit
     compiles it (~20 s). Read from numba's cache index (an internal of numba's): True where unsure."""
     try:
-        return bool(lm_curves.signatures) or bool(lm_curves._cache._cache_file._load_index())
+        return bool(lm_curves.signatures) or bool(lm_curves._cache._cache_file._load_index())  # noqa: SLF001 - numba's, no public way
     except Exception:
         return True
 

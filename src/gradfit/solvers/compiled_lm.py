@@ -68,7 +68,7 @@ def _borrowed(typingctx, array):
     def codegen(context, builder, signature, args):
         view = context.make_array(array)(context, builder, value=args[0])
         view.meminfo = context.get_constant_null(numba.types.MemInfoPointer(array.dtype))
-        return view._getvalue()
+        return view._getvalue()  # noqa: SLF001 - numba's way to hand a struct back (its extension API)
 
     return array(array), codegen
 
@@ -470,7 +470,7 @@ def _forget_a_stale_cache() -> None:
     checks only the first): the kernels then compile afresh with the code they inline. Quietly does nothing
     where numba's cache cannot be read or written (it reads an internal of numba's: the cache's folder)."""
     try:
-        folder = lm_curves._cache._cache_path
+        folder = lm_curves._cache._cache_path  # noqa: SLF001 - numba's, no public way
         newest = max(os.stat(module).st_mtime for module in (__file__, lm_rules.__file__, compiled_interp.__file__))
         stem = os.path.splitext(os.path.basename(__file__))[0] + "."
         for name in os.listdir(folder):

@@ -100,7 +100,7 @@ def _polynomial_steps(model: Polynomial, x, y, params, learning_rate: float, ste
     end; a step that overflowed is found there and reported as the loop above would.
     """
     n = x.shape[0]
-    terms = [x**k if k > 1 else x if k == 1 else None for k in model._powers()]  # what each coefficient multiplies
+    terms = [x**k if k > 1 else x if k == 1 else None for k in model.powers()]  # what each coefficient multiplies
     mean_grad = torch.ones((), dtype=y.dtype, device=y.device).expand(n) / n  # the backward of mean()
     losses, grads, after = [], [], []
     with torch.inference_mode():  # no autograd bookkeeping on any operation: ~35% less time per step
