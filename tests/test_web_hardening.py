@@ -310,7 +310,7 @@ def test_sigterm_stops_the_server_promptly(server):
 def test_a_long_run_keeps_a_bounded_history(monkeypatch):
     """A 50,000-step session held 8-16 MB of step records: past HISTORY_CAP the older ones thin out (the first
     step and the last HISTORY_RECENT kept), and the step count stays the run's."""
-    from gradfit.web import sessions
+    from gradfit.web import sessions, views
 
     monkeypatch.setattr(sessions, "HISTORY_CAP", 300)
     monkeypatch.setattr(sessions, "HISTORY_RECENT", 100)
@@ -321,7 +321,7 @@ def test_a_long_run_keeps_a_bounded_history(monkeypatch):
     steps = [r.step for r in session.history]
     assert session.history.last_step == 2000 and len(steps) <= 300
     assert steps[0] == 1 and steps[-100:] == list(range(1901, 2001)) and steps == sorted(steps)
-    assert session.state()["step"] == 2000
+    assert views.state(session)["step"] == 2000
 
 
 def test_expired_sessions_hold_no_memory():

@@ -25,7 +25,9 @@ from starlette.routing import Route
 
 from ..errors import GradfitError
 from ..library import LIBRARY
-from .sessions import SessionStore, record_json
+from . import views
+from .sessions import SessionStore
+from .views import record_json
 from .setup import METHODS, Limits, PlaygroundError, Setup, checked_pair, make_data
 
 log = logging.getLogger("gradfit.web")
@@ -129,7 +131,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
                 store.delete(session.id)  # refused: no session is left behind
                 raise
             with session.lock:
-                return session.state(pair)
+                return views.state(session, pair)
 
         return _json(await run_in_threadpool(work), status=201)
 
@@ -140,7 +142,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
 
         def work():
             with session.lock:
-                return session.state(pair)
+                return views.state(session, pair)
 
         return _json(await run_in_threadpool(work))
 
@@ -164,9 +166,9 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
             with session.lock:
                 session.check_pair(pair)  # every check before the first step: a refused request changes nothing
                 records = session.step(count, rate)
-                out = {"records": [record_json(r) for r in records], **session.progress()}
+                out = {"records": [record_json(r) for r in records], **views.progress(session)}
                 if want_landscape:
-                    out["landscape"] = session.landscape(pair)
+                    out["landscape"] = views.landscape(session, pair)
                 return out
 
         return _json(await run_in_threadpool(work))
@@ -184,7 +186,7 @@ def create_app(limits: Limits | None = None, *, allowed_hosts=None) -> Starlette
             with session.lock:
                 session.check_pair(pair)
                 session.start(setup)
-                return session.state(pair)
+                return views.state(session, pair)
 
         return _json(await run_in_threadpool(work))
 

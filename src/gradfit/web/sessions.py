@@ -1,4 +1,5 @@
-"""The playground's state: one Session per browser tab, each stepping gradfit's own fitting loop.
+"""The playground's state: one Session per browser tab, each stepping gradfit's own fitting loop (what the page
+draws of it: views.py).
 
 Nothing here knows about HTTP. ``app.py`` turns requests into calls on a SessionStore
 and a PlaygroundError (which carries its HTTP status) into a JSON error. The fit is
@@ -12,8 +13,7 @@ import math
 import secrets
 import threading
 import time
-from dataclasses import asdict, replace
-from types import SimpleNamespace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,12 +24,8 @@ from ..errors import FitError, GradfitError
 from ..history import History, StepRecord
 from ..library import get_model
 from .setup import METHODS, Limits, PlaygroundError, Setup, make_data
-from ..solvers import least_squares, mse_curvatures
+from ..solvers import least_squares
 from ..solvers.gradient import Frame
-
-CURVE_POINTS = 200  # points of the drawn fit curve
-GRID = 48  # the landscape's grid is GRID x GRID
-LANDSCAPE_REACH = 1e3  # the landscape frames path points whose loss is at most this times the start's
 
 
 class Session:
@@ -119,130 +115,12 @@ class Session:
     def params(self) -> tuple[float, ...]:
         return self.history.final_params
 
-    def curve_x(self) -> np.ndarray:
-        """Where the fit curve is drawn: across the data's x range."""
-        return np.linspace(self.x.min(), self.x.max(), CURVE_POINTS)
-
-    def curve(self) -> list:
-        """The fit curve's y at ``curve_x``, at the current parameters (None where it overflowed)."""
-        grid = self.curve_x()
-        with torch.no_grad():
-            y = self.model(torch.as_tensor(grid), torch.tensor(self.params, dtype=torch.float64)).numpy()
-        return _floats(np.broadcast_to(y, grid.shape))
-
-    def landscape(self, pair=None) -> dict | None:
-        """log10 of the loss over two parameters (the others where the run is now), or None for one parameter.
-
-        The grid frames the start, the optimum and every point of the path whose loss stayed
-        within LANDSCAPE_REACH of the start's, so a run that blows up does not shrink the picture.
-        """
-        names = list(self.model.param_names)
-        if len(names) < 2:
-            return None
-        pair = self.check_pair(pair) or names[:2]
-        from ..plots import landscape_grid  # matplotlib's import is not needed before the first landscape
-
-        # the loss at each point of the path: a record holds it at the parameters its step started from
-        with torch.no_grad():
-            now = float(self.problem.user_loss(torch.tensor(self.params, dtype=torch.float64)))
-        losses = np.array([r.loss for r in self.history] + [now])
-        cover = np.isfinite(losses) & (losses <= LANDSCAPE_REACH * max(self.start_loss, 1e-300))
-        cover[0] = True
-        view = SimpleNamespace(history=self.history, model=self.model, x=self.x, y=self.y, sigma=None, fixed={})
-        include = None if self.optimum is None else [self.optimum["params"]]
-        # the other parameters where the path last was inside that frame: a diverged run's last values are absurd
-        held = ([self.history.init_params] + [r.params for r in self.history])[int(np.flatnonzero(cover)[-1])]
-        aa, bb, loss, _, _ = landscape_grid(view, tuple(pair), GRID, include=include, cover=cover, held=held)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shown = np.where(np.isfinite(loss) & (loss > 0), np.log10(loss), np.nan)
-        return {"pair": pair, "a": _floats(aa[0]), "b": _floats(bb[:, 0]), "log10_loss": [_floats(r) for r in shown]}
-
     def check_pair(self, pair):
         """``pair`` if it names two different parameters of the model (None stays None)."""
         names = list(self.model.param_names)
         if pair is not None and (len(pair) != 2 or pair[0] == pair[1] or any(p not in names for p in pair)):
             raise PlaygroundError(400, f"`pair` must name two different parameters of: {', '.join(names)}.")
         return pair
-
-    def stability(self) -> str:
-        """What the learning rate must stay below for plain gradient descent here, when one number says it."""
-        if self.setup.method != "gd" or not self.model.is_linear:
-            return ""
-        if self.setup.scale:
-            return (
-                "Standardized, the loss curves alike in every direction: rate 1 lands on the best fit in one "
-                "step, and gd diverges above 2."
-            )
-        curvatures = mse_curvatures(self.model, self.x)
-        largest, smallest = float(curvatures[-1]), float(curvatures[0])
-        if largest <= 0:
-            return ""
-        text = (
-            f"Plain gd on these raw parameters is stable only below {2 / largest:.3g} (2 / the loss's "
-            "largest curvature); above it every step overshoots more."
-        )
-        if smallest > 0 and largest / smallest > 100:
-            text += (
-                f" The valley is {largest / smallest:,.0f} times steeper across than along, so even a stable "
-                "rate crawls along it: try standardizing, or momentum."
-            )
-        return text
-
-    def state(self, pair=None, max_records: int = 2000) -> dict:
-        """Everything the page draws: data, curve, history (thinned to ``max_records``), status."""
-        records = list(self.history)
-        if len(records) > max_records:  # spread over the run, always with the last step
-            keep = np.unique(np.linspace(0, len(records) - 1, max_records).round().astype(int))
-            records = [records[i] for i in keep]
-        return {
-            "id": self.id,
-            "setup": asdict(self.setup),
-            "param_names": list(self.model.param_names),
-            "model": self.model.name,
-            "data": {"x": _floats(self.x), "y": _floats(self.y)},
-            "curve_x": _floats(self.curve_x()),
-            "start": list(self.history.init_params),
-            "start_rmse": _float(math.sqrt(self.start_loss)) if self.start_loss >= 0 else None,
-            "optimum": self.optimum,
-            "records": [record_json(r) for r in records],
-            "stability": self.stability(),
-            "landscape": self.landscape(pair),
-            **self.progress(),
-        }
-
-    def gradient(self) -> tuple[float, list, list | None]:
-        """(loss, its gradient, plain gd's step per unit rate) at the current parameters.
-
-        The step is what ``gd`` moves each parameter by, divided by the learning rate and negated: the gradient
-        itself on raw parameters, the gradient seen through the standardized frame otherwise; None for the
-        other methods, whose step depends on what came before (momentum, Adam's averages, L-BFGS's memory).
-        """
-        params = torch.tensor(self.params, dtype=torch.float64, requires_grad=True)
-        loss = self.problem.user_loss(params)
-        try:
-            (grad,) = torch.autograd.grad(loss, params)
-        except RuntimeError:  # a loss that no longer depends on the parameters (overflowed to a constant)
-            grad = torch.full_like(params, math.nan)
-        grad = grad.detach()
-        direction = None
-        if self.setup.method == "gd":
-            direction = grad if self.descent is None else self.descent @ grad
-        return float(loss.detach()), _floats(grad), None if direction is None else _floats(direction)
-
-    def progress(self) -> dict:
-        """What changes with every step: where the run is, the curve now, the gradient there and gd's next step."""
-        loss, gradient, direction = self.gradient()
-        return {
-            "status": self.status,
-            "message": self.message,
-            "step": self.history.last_step,
-            "params": list(self.params),
-            "rmse": _float(math.sqrt(loss)) if loss >= 0 else None,
-            "curve_y": self.curve(),
-            "learning_rate": None if self.setup.method == "lm" else self.setup.learning_rate,
-            "gradient": gradient,  # d loss / d parameter at "params" (the loss: the mean squared error)
-            "gd_direction": direction,  # gd's next step is -learning_rate * this (null for other methods)
-        }
 
 
 HISTORY_CAP = 4000  # records a session keeps: the last HISTORY_RECENT all, the older ones ever more sparsely
@@ -255,17 +133,6 @@ def _thin(history: History) -> None:
     while len(history.records) > HISTORY_CAP:
         older, recent = history.records[:-HISTORY_RECENT], history.records[-HISTORY_RECENT:]
         history.records = older[::2] + recent
-
-
-def record_json(r: StepRecord) -> dict:
-    return {
-        "step": r.step,
-        "loss": _float(r.loss),
-        "rmse": _float(r.rmse),
-        "grad_norm": _float(r.grad_norm),
-        "learning_rate": _float(r.learning_rate),
-        "params": [_float(v) for v in r.params],
-    }
 
 
 class _OutOfTime(Exception):
@@ -303,14 +170,6 @@ def _optimum(model, x, y, budget_s: float = math.inf) -> dict | None:
 def _finite_optimum(params, rmse) -> dict | None:
     values = [*params, rmse]
     return {"params": list(params), "rmse": rmse} if all(math.isfinite(v) for v in values) else None
-
-
-def _float(v: float):
-    return float(v) if math.isfinite(v) else None  # JSON has no inf or NaN
-
-
-def _floats(values) -> list:
-    return [_float(v) for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 class SessionStore:
@@ -402,4 +261,4 @@ class SessionStore:
             self._forget(key)
 
 
-__all__ = ["GRID", "Limits", "METHODS", "PlaygroundError", "Session", "SessionStore", "Setup", "make_data"]
+__all__ = ["Limits", "METHODS", "PlaygroundError", "Session", "SessionStore", "Setup", "make_data"]
