@@ -165,7 +165,7 @@ class Writer:
                 v = self.call("atan2", u, w)
                 ra, rb = b.fdiv(w, r2), b.fdiv(b.fneg(u), r2)
             else:
-                v, ra = self._unary(_CODE[o], u)
+                v, ra = _unary(self, _CODE[o], u)
             self.values[i] = v
             ga, gb = self.grad(A), (self.grad(B) if rb is not None else {})
             for j in deps:
@@ -177,61 +177,63 @@ class Writer:
                     grad[j] = b.fmul(gb[j], rb)
         self.grads[i] = grad
 
-    def _unary(self, name: str, u: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """A function of one argument and its derivative, as the interpreter's _unary computes them."""
-        b, c, call = self.b, self.c, self.call
-        if name == "exp":
-            v = call("exp", u)
-            return v, v
-        if name == "log":
-            return call("log", u), b.fdiv(c(1.0), u)
-        if name == "log10":
-            return call("log10", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(10))))
-        if name == "log2":
-            return call("log2", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(2))))
-        if name == "sqrt":
-            v = call("sqrt", u)
-            return v, b.fdiv(c(0.5), v)
-        if name == "abs":  # sign(u): 1, -1, 0 at 0, NaN at NaN
-            sign = b.select(
-                b.fcmp_ordered(">", u, c(0.0)),
-                c(1.0),
-                b.select(b.fcmp_ordered("<", u, c(0.0)), c(-1.0), b.select(b.fcmp_ordered("==", u, c(0.0)), c(0.0), u)),
-            )
-            return call("fabs", u), sign
-        if name == "sin":
-            return call("sin", u), call("cos", u)
-        if name == "cos":
-            return call("cos", u), b.fneg(call("sin", u))
-        if name == "tan":
-            v = call("tan", u)
-            return v, b.fadd(c(1.0), b.fmul(v, v))
-        if name in ("arcsin", "arccos"):
-            root = call("sqrt", b.fsub(c(1.0), b.fmul(u, u)))
-            d = b.fdiv(c(1.0 if name == "arcsin" else -1.0), root)
-            return call(_LIBM[name], u), d
-        if name == "arctan":
-            return call("atan", u), b.fdiv(c(1.0), b.fadd(c(1.0), b.fmul(u, u)))
-        if name == "sinh":
-            return call("sinh", u), call("cosh", u)
-        if name == "cosh":
-            return call("cosh", u), call("sinh", u)
-        if name == "tanh":
-            v = call("tanh", u)
-            return v, b.fsub(c(1.0), b.fmul(v, v))
-        if name in ("erf", "erfc"):
-            g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI), call("exp", b.fneg(b.fmul(u, u))))
-            return call(name, u), g
-        if name == "heaviside":  # 1 where u >= 0, else 0 (NaN: 0); its derivative 0
-            return b.select(b.fcmp_ordered(">=", u, c(0.0)), c(1.0), c(0.0)), c(0.0)
-        if name == "exprel":  # as the interpreter: the Taylor series near 0, else expm1(u)/u
-            small = b.fcmp_ordered("<", call("fabs", u), c(EXPREL_SERIES_BELOW))
-            series = b.fadd(c(1.0), b.fmul(u, b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 6.0), b.fdiv(u, c(24.0)))))))
-            series_slope = b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 3.0), b.fdiv(u, c(8.0)))))
-            safe = b.select(small, c(1.0), u)
-            v = b.fdiv(call("expm1", safe), safe)
-            slope = b.fdiv(b.fsub(call("exp", safe), v), safe)
-            return b.select(small, series, v), b.select(small, series_slope, slope)
-        # sigmoid, as torch computes it
-        v = b.fdiv(c(1.0), b.fadd(c(1.0), call("exp", b.fneg(u))))
-        return v, b.fmul(v, b.fsub(c(1.0), v))
+
+def _unary(writer: Writer, name: str, u: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """A function of one argument and its derivative, written by ``writer`` as the interpreter's _unary computes
+    them (solvers.compiled_interp)."""
+    b, c, call = writer.b, writer.c, writer.call
+    if name == "exp":
+        v = call("exp", u)
+        return v, v
+    if name == "log":
+        return call("log", u), b.fdiv(c(1.0), u)
+    if name == "log10":
+        return call("log10", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(10))))
+    if name == "log2":
+        return call("log2", u), b.fdiv(c(1.0), b.fmul(u, c(np.log(2))))
+    if name == "sqrt":
+        v = call("sqrt", u)
+        return v, b.fdiv(c(0.5), v)
+    if name == "abs":  # sign(u): 1, -1, 0 at 0, NaN at NaN
+        sign = b.select(
+            b.fcmp_ordered(">", u, c(0.0)),
+            c(1.0),
+            b.select(b.fcmp_ordered("<", u, c(0.0)), c(-1.0), b.select(b.fcmp_ordered("==", u, c(0.0)), c(0.0), u)),
+        )
+        return call("fabs", u), sign
+    if name == "sin":
+        return call("sin", u), call("cos", u)
+    if name == "cos":
+        return call("cos", u), b.fneg(call("sin", u))
+    if name == "tan":
+        v = call("tan", u)
+        return v, b.fadd(c(1.0), b.fmul(v, v))
+    if name in ("arcsin", "arccos"):
+        root = call("sqrt", b.fsub(c(1.0), b.fmul(u, u)))
+        d = b.fdiv(c(1.0 if name == "arcsin" else -1.0), root)
+        return call(_LIBM[name], u), d
+    if name == "arctan":
+        return call("atan", u), b.fdiv(c(1.0), b.fadd(c(1.0), b.fmul(u, u)))
+    if name == "sinh":
+        return call("sinh", u), call("cosh", u)
+    if name == "cosh":
+        return call("cosh", u), call("sinh", u)
+    if name == "tanh":
+        v = call("tanh", u)
+        return v, b.fsub(c(1.0), b.fmul(v, v))
+    if name in ("erf", "erfc"):
+        g = b.fmul(c(_TWO_OVER_SQRT_PI if name == "erf" else -_TWO_OVER_SQRT_PI), call("exp", b.fneg(b.fmul(u, u))))
+        return call(name, u), g
+    if name == "heaviside":  # 1 where u >= 0, else 0 (NaN: 0); its derivative 0
+        return b.select(b.fcmp_ordered(">=", u, c(0.0)), c(1.0), c(0.0)), c(0.0)
+    if name == "exprel":  # as the interpreter: the Taylor series near 0, else expm1(u)/u
+        small = b.fcmp_ordered("<", call("fabs", u), c(EXPREL_SERIES_BELOW))
+        series = b.fadd(c(1.0), b.fmul(u, b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 6.0), b.fdiv(u, c(24.0)))))))
+        series_slope = b.fadd(c(0.5), b.fmul(u, b.fadd(c(1.0 / 3.0), b.fdiv(u, c(8.0)))))
+        safe = b.select(small, c(1.0), u)
+        v = b.fdiv(call("expm1", safe), safe)
+        slope = b.fdiv(b.fsub(call("exp", safe), v), safe)
+        return b.select(small, series, v), b.select(small, series_slope, slope)
+    # sigmoid, as torch computes it
+    v = b.fdiv(c(1.0), b.fadd(c(1.0), call("exp", b.fneg(u))))
+    return v, b.fmul(v, b.fsub(c(1.0), v))
