@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from .errors import DataError, GradfitError
 from .history import History
 from .models import Model
-from .result_json import SAVE_FORMAT, history_from_json, history_to_json, number_from_json, numbers_from_json, to_json
+from .result_json import SAVE_FORMAT, history_from_json, number_from_json, numbers_from_json
 
 
 @dataclass
@@ -177,35 +176,9 @@ class FitResult:
         Returns:
             tuple: (lower, upper) arrays.
         """
-        from scipy.stats import t as student
+        from .result_uncertainty import band
 
-        from .data import as_array
-        from .errors import OptionError
-
-        if kind not in ("confidence", "prediction"):
-            raise OptionError(f"kind is 'confidence' or 'prediction', got {kind!r}.")
-        if level is not None and not (isinstance(level, (int, float)) and 0 < level < 1):
-            raise OptionError(f"level is a probability between 0 and 1 (such as 0.95), or None for ±1σ; got {level!r}.")
-        if kind == "prediction" and self.sigma is not None:
-            raise OptionError(
-                "A prediction band needs the noise at a new x; this fit was given sigma, so it is not known "
-                "there. Draw the confidence band, or add the noise you expect to it yourself."
-            )
-        xt = torch.as_tensor(as_array(x, "x"), dtype=torch.float64)
-        p = torch.tensor(list(self.params.values()), dtype=torch.float64)
-        with torch.no_grad():
-            curve = self.model(xt, p).double()
-        curve = curve.expand(xt.shape[:1]).numpy() if curve.ndim == 0 else curve.numpy()
-        jac = torch.func.jacfwd(lambda q: self.model(xt, q).expand(xt.shape[:1]))(p).numpy()  # (points, P)
-        cov = np.asarray(self.covariance, dtype=np.float64)
-        finite = np.isfinite(cov).all()
-        variance = np.einsum("np,pq,nq->n", jac, cov, jac) if finite else np.full(len(curve), np.inf)
-        if kind == "prediction":
-            variance = variance + self.reduced_chi2
-        dof = max(self.n_points - (self.n_params - len(self.fixed) - len(self.tied)), 1)
-        scale = 1.0 if level is None else float(student.ppf((1 + level) / 2, dof))
-        half = scale * np.sqrt(np.clip(variance, 0, None))
-        return curve - half, curve + half
+        return band(self, x, level, kind)
 
     def derive(self, quantities: dict[str, str]) -> dict[str, tuple[float, float]]:
         """Quantities computed from the parameters, with standard errors.
@@ -220,30 +193,9 @@ class FitResult:
         Returns:
             dict: name -> (value, stderr).
         """
-        from .errors import ModelError
-        from .params import expression_of_parameters
+        from .result_uncertainty import derive
 
-        if not isinstance(quantities, dict) or not quantities:
-            raise ModelError('`derive` takes a dict of name -> expression, such as {"fwhm": "2.3548*sigma"}.')
-        names = list(self.params)
-        values = [torch.tensor(v, dtype=torch.float64) for v in self.params.values()]
-        out = {}
-        for name, text in quantities.items():
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ModelError(f"A derived quantity needs a name such as 'fwhm', got {name!r}.")
-            expression = expression_of_parameters(text, names, f"The quantity {name}", f"The quantity {name}")
-            used = [names.index(n) for n in expression.param_names]
-            value, grads = expression.value_and_gradient([], [values[i] for i in used])
-            g = np.zeros(len(names))
-            for i, d in zip(used, grads):
-                g[i] = 0.0 if d is None else float(d)
-            touched = g != 0
-            cov = np.asarray(self.covariance)[np.ix_(touched, touched)]
-            variance = float(g[touched] @ cov @ g[touched]) if touched.any() else 0.0
-            value = float(value)
-            out[name] = (value, math.sqrt(variance) if variance >= 0 else math.nan)
-            self.derived[name] = {"expression": expression.text, "value": value, "stderr": out[name][1]}
-        return out
+        return derive(self, quantities)
 
     def conf_interval(self, sigmas=(1, 2, 3), names=None) -> dict[str, list[tuple[float, float]]]:
         """Profile-likelihood confidence intervals, as lmfit's ``conf_interval``.
@@ -324,25 +276,9 @@ class FitResult:
             path: the file.
             data: keep the points fitted too, so that the loaded result predicts, draws and reports as this one does.
         """
-        import json
+        from .result_json import save
 
-        from ._files import write_atomic
-        from .library import model_spec
-
-        out = {
-            "gradfit_result": SAVE_FORMAT,
-            "model": model_spec(self.model),
-            "param_names": list(self.params),
-            "history": history_to_json(self.history),
-        }
-        for f in fields(self):
-            if f.name in ("model", "history", "x", "y", "sigma"):
-                continue
-            out[f.name] = to_json(getattr(self, f.name))
-        out["dtype"] = str(self.dtype).removeprefix("torch.")
-        if data:
-            out["data"] = {k: to_json(getattr(self, k)) for k in ("x", "y", "sigma")}
-        write_atomic(path, json.dumps(out, allow_nan=False))
+        save(self, path, data)
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (infinite or undefined numbers become None)."""

@@ -4,6 +4,7 @@ rows (``FitResult.save`` writes it, ``gradfit.load_result`` reads it)."""
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import numpy as np
 
@@ -56,3 +57,26 @@ def history_from_json(saved: dict) -> History:
             )
         )
     return history
+
+
+def save(result, path, data: bool = True) -> None:
+    """FitResult.save: the result as a JSON file, written whole or not at all."""
+    import json
+
+    from ._files import write_atomic
+    from .library import model_spec
+
+    out = {
+        "gradfit_result": SAVE_FORMAT,
+        "model": model_spec(result.model),
+        "param_names": list(result.params),
+        "history": history_to_json(result.history),
+    }
+    for f in fields(result):
+        if f.name in ("model", "history", "x", "y", "sigma"):
+            continue
+        out[f.name] = to_json(getattr(result, f.name))
+    out["dtype"] = str(result.dtype).removeprefix("torch.")
+    if data:
+        out["data"] = {k: to_json(getattr(result, k)) for k in ("x", "y", "sigma")}
+    write_atomic(path, json.dumps(out, allow_nan=False))
