@@ -8,6 +8,8 @@ import math
 import numpy as np
 import torch
 
+from ._threads import TRANSFORMS
+
 
 def band(result, x, level: float | None = 0.95, kind: str = "confidence") -> tuple[np.ndarray, np.ndarray]:
     """FitResult.band: (lower, upper) around the fitted curve at x."""
@@ -30,7 +32,8 @@ def band(result, x, level: float | None = 0.95, kind: str = "confidence") -> tup
     with torch.no_grad():
         curve = result.model(xt, p).double()
     curve = curve.expand(xt.shape[:1]).numpy() if curve.ndim == 0 else curve.numpy()
-    jac = torch.func.jacfwd(lambda q: result.model(xt, q).expand(xt.shape[:1]))(p).numpy()  # (points, P)
+    with TRANSFORMS:  # torch.func is not safe in two threads at once (gradfit._threads)
+        jac = torch.func.jacfwd(lambda q: result.model(xt, q).expand(xt.shape[:1]))(p).numpy()  # (points, P)
     cov = np.asarray(result.covariance, dtype=np.float64)
     finite = np.isfinite(cov).all()
     variance = np.einsum("np,pq,nq->n", jac, cov, jac) if finite else np.full(len(curve), np.inf)
