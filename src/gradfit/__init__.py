@@ -19,7 +19,7 @@ _WHERE = {
     "load": "data",
     "seed_data": "data",
     "fit": "engine",
-    "GlobalResult": "global_fit",
+    "GlobalResult": "global_result",
     "fit_global": "global_fit",
     "ConvergenceWarning": "errors",
     "DataError": "errors",
@@ -110,7 +110,8 @@ if TYPE_CHECKING:  # where each lazy name lives, for type checkers and the API r
         ModelError,
         OptionError,
     )
-    from .global_fit import GlobalResult, fit_global
+    from .global_fit import fit_global
+    from .global_result import GlobalResult
     from .history import History, StepRecord
     from .library import LIBRARY, get_model
     from .losses import mse, rmse

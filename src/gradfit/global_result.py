@@ -1,0 +1,169 @@
+"""A global fit's outcome (``GlobalResult``): the shared parameters with errors from all the data, each set's own,
+and the per-set table; made from the solver's covariance by ``global_result``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .models import Model
+from .uncertainty import NO_DOF_NOTE
+
+
+@dataclass
+class GlobalResult:
+    """The outcome of ``fit_global``: the shared parameters with errors from all the data, and each set's own.
+
+    Arrays have one row per set, in the order of ``keys``.
+
+    Attributes:
+        model: the model fitted.
+        keys: each set's name: its group value, or its index in the list given.
+        param_names: the model's parameters.
+        shared_names: the parameters common to every set.
+        shared: name -> value of each shared parameter.
+        shared_stderr: name -> standard error.
+        shared_covariance: (S, S) covariance of the shared parameters.
+        params: (B, P) each set's parameters, the shared ones repeated.
+        stderr: (B, P) their standard errors.
+        chi2: (B,) each set's (weighted) sum of squared residuals.
+        n_points: (B,) each set's points.
+        total_chi2: the sum of every set's χ².
+        reduced_chi2: total_chi2 per degree of freedom.
+        dof: the degrees of freedom: all points less all parameters.
+        n_steps: Levenberg–Marquardt's steps.
+        converged: whether a stopping rule was met.
+        message: how the fit ended, in words.
+        notes: what the message adds.
+    """
+
+    model: Model
+    keys: np.ndarray  # each set's name: its group value, or its index in the list given
+    param_names: tuple[str, ...]
+    shared_names: tuple[str, ...]
+    shared: dict[str, float]
+    shared_stderr: dict[str, float]
+    shared_covariance: np.ndarray  # (S, S)
+    params: np.ndarray  # (B, P): each set's parameters, the shared ones repeated
+    stderr: np.ndarray  # (B, P)
+    chi2: np.ndarray  # (B,) each set's (weighted) sum of squared residuals
+    n_points: np.ndarray  # (B,)
+    total_chi2: float
+    reduced_chi2: float
+    dof: int
+    n_steps: int
+    converged: bool
+    message: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def local_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.param_names if n not in self.shared_names)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """One row per set: its key, its parameters (the shared ones repeated), their standard errors, χ², points."""
+        out = {"set": self.keys}
+        for i, name in enumerate(self.param_names):
+            out[name] = self.params[:, i]
+        for i, name in enumerate(self.param_names):
+            out[f"{name}_stderr"] = self.stderr[:, i]
+        out.update(chi2=self.chi2, n_points=self.n_points)
+        return out
+
+    def to_pandas(self):
+        """The per-set table as a pandas DataFrame (the columns of ``columns()``).
+
+        Returns:
+            pandas.DataFrame: the table.
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.columns())
+
+    def to_arrow(self):
+        """The per-set table as a pyarrow Table (the columns of ``columns()``).
+
+        Returns:
+            pyarrow.Table: the table.
+        """
+        import pyarrow as pa
+
+        return pa.table({k: pa.array(v.tolist() if k == "set" else v) for k, v in self.columns().items()})
+
+    def report(self) -> str:
+        """A readable report: the shared parameters with errors, χ², and the first sets' own parameters.
+
+        Returns:
+            str: the report.
+        """
+        width = max(len(n) for n in self.shared_names)
+        lines = [
+            "[[Global fit]]",
+            f"    {self.model.name}: y = {self.model.formula}",
+            f"    # data sets        = {len(self)}",
+            f"    # data points      = {int(self.n_points.sum())}",
+            f"    # variables        = {len(self.shared_names)} shared + {len(self.local_names)} x {len(self)} local",
+            f"    converged          = {'yes' if self.converged else 'NO'}",
+            f"    chi-square         = {self.total_chi2:.10g}",
+            f"    reduced chi-square = {self.reduced_chi2:.10g}",
+            "[[Shared parameters]]",
+        ]
+        for name in self.shared_names:
+            value, err = self.shared[name], self.shared_stderr[name]
+            rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
+            lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}")
+        lines += ["[[Message]]", f"    {self.message}"]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={v:.6g}" for k, v in self.shared.items())
+        return f"<GlobalResult {len(self)} sets of {self.model.name}: {values}; converged={self.converged}>"
+
+
+def global_result(model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note):
+    cs, cl, chi2 = solver.covariance()
+    cs, cl, chi2 = (t.double().cpu().numpy() for t in (cs, cl, chi2))
+    B = len(keys)
+    total = float(chi2.sum())
+    dof = int(n_points.sum()) - len(common) - B * (len(names) - len(common))
+    factor = 1.0 if absolute_sigma else total / dof if dof > 0 else math.inf
+    s_err = np.sqrt(np.clip(np.diag(cs), 0, None) * factor)
+    l_err = np.sqrt(np.clip(np.diagonal(cl, axis1=1, axis2=2), 0, None) * factor)
+    params = np.empty((B, len(names)))
+    stderr = np.empty((B, len(names)))
+    params[:, solver.idx_s] = solver.s.double().cpu().numpy()
+    params[:, solver.idx_l] = solver.ell.double().cpu().numpy()
+    stderr[:, solver.idx_s] = s_err
+    stderr[:, solver.idx_l] = l_err
+    notes = [note] if note else []
+    if dof <= 0:  # as gradfit.fit says it
+        notes.append(NO_DOF_NOTE)
+    state = "Converged" if converged else "Did not converge"
+    message = f"{state} after {steps} steps: {reason}."
+    if notes:
+        message += " (" + "; ".join(notes) + ")"
+    return GlobalResult(
+        model=model,
+        keys=keys,
+        param_names=tuple(names),
+        shared_names=common,
+        shared=dict(zip(common, params[0, solver.idx_s].tolist())),
+        shared_stderr=dict(zip(common, s_err.tolist())),
+        shared_covariance=cs * factor,
+        params=params,
+        stderr=stderr,
+        chi2=chi2,
+        n_points=n_points,
+        total_chi2=total,
+        reduced_chi2=total / dof if dof > 0 else math.inf,
+        dof=dof,
+        n_steps=steps,
+        converged=converged,
+        message=message,
+        notes=notes,
+    )
