@@ -163,6 +163,11 @@ def test_guesses_and_python_functions_reach_the_same_answer():
         (dict(shared=["a", "k", "c"]), OptionError, "names every parameter: that is one fit of all the data"),
         (dict(shared="k", p0=[1, 1, 0]), ModelError, "a dict of starting values by name"),
         (dict(shared="k", group="cell"), OptionError, "name columns of a long table"),
+        (dict(shared="k", fixed={"k": 1}), OptionError, "'k' is in `shared` and fixed: a fixed or tied parameter"),
+        (dict(shared="k", tie={"k": "a"}), OptionError, "'k' is in `shared` and tied"),
+        (dict(shared="k", fixed={"a": 1}, tie={"c": "a"}), OptionError, "Every parameter is shared, fixed or tied"),
+        (dict(shared="k", bounds={"k": (0, 0.5)}, p0=P0), ModelError, r"p0 k=1 is outside its bounds \(0, 0.5\)"),
+        (dict(shared="k", bounds={"q": (0, 1)}), ModelError, "q"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(kwargs, error, match):
@@ -205,10 +210,63 @@ def test_the_command_line_shares_parameters(tmp_path, capsys):
     table = pd.read_parquet(out)
     assert table["cell"].tolist() == list(range(5))  # the group's own values, numbers as numbers
     np.testing.assert_allclose(table[["a", "k", "c"]].to_numpy(), expected.params, rtol=1e-10)
+    assert main([*args, "--share", "k", "--fix", "c=0.1", "--bound", "k<0.7", "--out", str(out)]) == 0
+    held = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", fixed={"c": 0.1}, bounds={"k": (None, 0.7)})
+    np.testing.assert_allclose(pd.read_parquet(out)[["a", "k", "c"]].to_numpy(), held.params, rtol=1e-10)
+    capsys.readouterr()
     for extra, match in (
-        (["--share", "k", "--fix", "c=0"], "--share runs one global Levenberg-Marquardt fit; it does not take --fix"),
+        (["--share", "k", "--loss", "huber"], "--share runs one global Levenberg-Marquardt fit; it does not take"),
         (["--share", "rate"], "--share names unknown parameter 'rate'"),
     ):
         assert main([*args, *extra, "--out", str(tmp_path / "bad.parquet")]) == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / "bad.parquet").exists()
+
+
+# --- bounds, fixed and tied parameters (params.Constrained, as fit and fit_many have them) -------------------------
+
+
+def test_fixed_and_tied_parameters_equal_the_model_with_them_written_in():
+    """A fixed offset is the model with the number in it; an offset tied to a set's amplitude is the model with
+    the expression in it: the same parameters and errors, and the tied one's error propagated (a/10's is a's/10)."""
+    sets = _decays(n_sets=6)
+    fixed = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", fixed={"c": 0.1})
+    written = gradfit.fit_global("a*exp(-k*x) + 0.1", sets, shared="k")
+    np.testing.assert_allclose(fixed.params[:, :2], written.params, rtol=1e-10)
+    np.testing.assert_allclose(fixed.stderr[:, :2], written.stderr, rtol=1e-8)
+    assert (fixed.params[:, 2] == 0.1).all() and (fixed.stderr[:, 2] == 0).all()
+    assert fixed.fixed == {"c": 0.1} and fixed.local_names == ("a",) and fixed.dof == written.dof
+    tied = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", tie={"c": "a/10"})
+    written = gradfit.fit_global("a*exp(-k*x) + a/10", sets, shared="k")
+    np.testing.assert_allclose(tied.params[:, :2], written.params, rtol=1e-10)
+    np.testing.assert_allclose(tied.params[:, 2], written.params[:, 0] / 10, rtol=1e-12)
+    np.testing.assert_allclose(tied.stderr[:, 2], written.stderr[:, 0] / 10, rtol=1e-8)
+    assert tied.tied == {"c": "a/10"} and "c tied: c = a/10" in tied.message
+    shared_tie = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", tie={"c": "k/10"})  # through the shared
+    np.testing.assert_allclose(shared_tie.stderr[:, 2], shared_tie.shared_stderr["k"] / 10, rtol=1e-8)
+
+
+def test_a_bound_the_optimum_presses_against_equals_least_squares_with_bounds():
+    """The common rate held below its unconstrained optimum (0.8) by an upper bound of 0.7: the answer is scipy's
+    bounded least_squares (trf) on the stacked problem — the rate on its bound, every set's amplitude and offset."""
+    sets = _decays(n_sets=8)
+    start = {**P0, "k": 0.5}
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", bounds={"k": (0, 0.7)}, p0=start)
+    n = len(sets)
+
+    def residuals(p):
+        return np.concatenate([p[1 + i] * np.exp(-p[0] * x) + p[1 + n + i] - y for i, (x, y) in enumerate(sets)])
+
+    lower, upper = np.full(2 * n + 1, -np.inf), np.full(2 * n + 1, np.inf)
+    lower[0], upper[0] = 0, 0.7
+    start = np.concatenate([[0.5], np.ones(n), np.zeros(n)])
+    oracle = least_squares(residuals, start, bounds=(lower, upper), method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    assert result.converged and result.shared["k"] == pytest.approx(0.7, abs=1e-9)
+    assert oracle.x[0] == pytest.approx(0.7, abs=1e-9)
+    np.testing.assert_allclose(result.params[:, 0], oracle.x[1 : 1 + n], rtol=1e-7)
+    np.testing.assert_allclose(result.params[:, 2], oracle.x[1 + n :], rtol=1e-6, atol=1e-9)
+    assert "k is at its upper bound 0.7" in result.message
+    free = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", bounds={"k": (0, 5)}, p0=P0)  # not pressed
+    unbounded = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    np.testing.assert_allclose(free.params, unbounded.params, rtol=1e-8)
+    np.testing.assert_allclose(free.stderr, unbounded.stderr, rtol=1e-6)

@@ -29,10 +29,11 @@ from .batch_problem import Chunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .models import Model
+from .params import Constrained, check_bounds, check_fixed, check_ties, inside
 from .solvers.lm_rules import INITIAL_DAMPING, ITERATING, MAX_STEPS, judge, reason
 from .options import check_device, nonnegative_finite, positive_int, variable_names
 from .trace import model_to_fit
-from .global_result import GlobalResult, global_result
+from .global_result import GlobalResult, Held, global_result
 
 MEMORY = 256 * 2**20  # bytes of residuals and Jacobians held at once: the sets are linearized a chunk at a time
 
@@ -54,6 +55,9 @@ def fit_global(
     dtype: torch.dtype = torch.float64,
     device: str = "cpu",
     derivatives: str = "auto",
+    bounds=None,
+    fixed=None,
+    tie=None,
 ) -> GlobalResult:
     """Fit ``model`` to every data set at once, the parameters named in ``shared`` common to all of them.
 
@@ -81,6 +85,10 @@ def fit_global(
         dtype: torch's dtype (float64 by default).
         device: "cpu" or "cuda".
         derivatives: for a Python function, as in ``gradfit.fit``.
+        bounds: as in ``gradfit.fit``, for every set (a shared parameter's bound holds for its one value).
+        fixed: as in ``gradfit.fit``: held at that value in every set (neither shared nor a set's own).
+        tie: as in ``gradfit.fit``: in every set, a parameter computed from the others (the shared and the set's
+            own), its standard error propagated from theirs.
 
     Returns:
         GlobalResult: the shared values and errors, a per-set table, each set's χ².
@@ -88,23 +96,40 @@ def fit_global(
     model = get_model(model, variables=variable_names(variables or None))
     names = model.param_names
     common = _shared(shared, names)
+    bounds = check_bounds(bounds, names)
+    fixed = check_fixed(fixed, names, bounds)
+    ties = check_ties(tie, names, bounds, fixed)
+    held = [n for n in common if n in fixed or n in ties]
+    if held:
+        raise OptionError(
+            f"{held[0]!r} is in `shared` and {'fixed' if held[0] in fixed else 'tied'}: a fixed or tied parameter "
+            "is neither shared nor a set's own; leave it out of `shared`."
+        )
+    free = [n for n in names if n not in fixed and n not in ties]  # what the solver walks
     max_steps = positive_int(max_steps, "max_steps")
     tol = nonnegative_finite(tol, "tol")
     device = check_device(device)
     keys, X, Y, S = _sets(datasets, group, x, y, sigma)
     xc, Yc, weights, shared_x = curves(model, X, Y, S)
     n_points = (weights > 0).sum(axis=1)
-    local = [i for i, n in enumerate(names) if n not in common]
+    local = [n for n in free if n not in common]
+    if not local:
+        raise OptionError(
+            "Every parameter is shared, fixed or tied: that is one fit of all the data (gradfit.fit on the points "
+            "together); leave a set its own parameter."
+        )
     few = np.flatnonzero(n_points < len(local))
     if len(few):
         key = keys[few[0]].item() if hasattr(keys[few[0]], "item") else keys[few[0]]
         raise DataError(
             f"Data set {key!r} has {n_points[few[0]]} point{'' if n_points[few[0]] == 1 else 's'}, fewer "
             f"than its {len(local)} own parameters "
-            f"({', '.join(names[i] for i in local)}): give each set enough points, or share more parameters."
+            f"({', '.join(local)}): give each set enough points, or share more parameters."
         )
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
     start = _start(model, p0, len(Y))
+    if start is not None:
+        _check_inside(start[0], names, bounds, fixed)
     first = torch.as_tensor(start[0] if start is not None else np.ones(len(names)), dtype=torch.float64)
     model, note = model_to_fit(model, torch.as_tensor(xc if shared_x else xc[0]), first, derivatives)
     chunks = _chunks(model, as_t, xc, Yc, weights, shared_x)
@@ -113,10 +138,37 @@ def fit_global(
         start = guess.copy()
         start[:, [names.index(n) for n in common]] = np.median(guess[:, [names.index(n) for n in common]], axis=0)
     p = as_t(start)
-    idx_s = [names.index(n) for n in common]
-    solver = _Schur(chunks, idx_s, local, p[0, idx_s].clone(), p[:, local].clone())
+    # bounds, fixed and tied parameters: the solver walks each set's free, unbounded parameters (params.Constrained,
+    # a change of variables of the problem, as fit and fit_many have it)
+    solved = Constrained(model, bounds, fixed, ties) if bounds or fixed or ties else model
+    if solved is not model:
+        for name, value in fixed.items():
+            p[:, names.index(name)] = value
+        p = solved.to_free(inside(p, names, bounds))
+        chunks = [(Chunk(solved, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
+    idx_s, idx_l = [free.index(n) for n in common], [free.index(n) for n in local]
+    solver = _Schur(chunks, idx_s, idx_l, p[0, idx_s].clone(), p[:, idx_l].clone())
     steps, converged, reason = solver.run(max_steps, tol)
-    return global_result(model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note)
+    limits = None
+    if solved is not model:  # the statistics at the user's values, by the free ones (as fit_many's)
+        with torch.no_grad():
+            user = solved.to_user(solver.params(solver.s, solver.ell, slice(0, len(Yc))))
+        view = Constrained(model, {}, fixed, ties) if fixed or ties else model
+        u = user[:, [names.index(n) for n in free]]
+        view_chunks = [(Chunk(view, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
+        solver = _Schur(view_chunks, idx_s, idx_l, u[0, idx_s], u[:, idx_l])
+        limits = Held(user, view, free, bounds, fixed, ties)
+    return global_result(
+        model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note, limits
+    )
+
+
+def _check_inside(row, names, bounds, fixed) -> None:
+    """p0 inside the bounds of every parameter not fixed (as fit and fit_many say it)."""
+    for name, (lower, upper) in bounds.items():
+        v = row[names.index(name)]
+        if name not in fixed and not lower <= v <= upper:
+            raise ModelError(f"p0 {name}={v:g} is outside its bounds ({lower:g}, {upper:g}).")
 
 
 def _shared(shared, names) -> tuple[str, ...]:
@@ -242,14 +294,18 @@ class _Schur:
                 cost += float((r * r).sum())
         return U, gs, V, W, gl, cost
 
-    @staticmethod
-    def step(U, gs, V, W, gl, damping: float):
-        """The damped step (δs, δl) by the Schur complement, λ·diag(JᵀJ) added (Marquardt's scaling), the
-        reduction of χ² that the linear model promises, and diag(JᵀJ) (U's and each set's)."""
+    def step(self, U, gs, V, W, gl, damping: float):
+        """The damped step (δs, δl) by the Schur complement, λ·D² added (Marquardt's scaling: D² the largest
+        diag(JᵀJ) met so far, never shrinking, as the one LM's; a Gauss–Newton step scales by the current one),
+        the reduction of χ² that the linear model promises, and D² (U's and each set's)."""
         eps = torch.finfo(U.dtype).eps
         du = torch.diagonal(U).clamp_min(eps * float(torch.diagonal(U).max().clamp_min(1.0)))
         dv = torch.diagonal(V, dim1=-2, dim2=-1)
         dv = dv.clamp_min(eps * dv.amax(dim=-1, keepdim=True).clamp_min(1.0))
+        most = getattr(self, "_most", None)
+        self._most = (du, dv) if most is None else (torch.maximum(most[0], du), torch.maximum(most[1], dv))
+        if damping > 0:  # (a parameter driven toward a bound flattens its column: its scale stays)
+            du, dv = self._most
         chol, info = torch.linalg.cholesky_ex(V + damping * torch.diag_embed(dv))
         if bool((info > 0).any()):  # a set whose own block is singular: a little more damping there
             bad = info > 0
@@ -296,8 +352,8 @@ class _Schur:
         return steps, converged, reason(why if converged else MAX_STEPS, rules)
 
     def covariance(self):
-        """The shared parameters' covariance (U − Σ W V⁻¹ Wᵀ)⁻¹ and each set's local one V⁻¹ + V⁻¹Wᵀ C_s W V⁻¹,
-        unscaled; per-set χ²."""
+        """The shared parameters' covariance C_s = (U − Σ W V⁻¹ Wᵀ)⁻¹, each set's local one V⁻¹ + V⁻¹Wᵀ C_s W V⁻¹
+        and its covariance with the shared ones −V⁻¹Wᵀ C_s, unscaled; per-set χ²."""
         last = getattr(self, "_last", None)
         if last is not None and last[0] is self.s and last[1] is self.ell:
             U, W, V = last[2:]
@@ -312,4 +368,4 @@ class _Schur:
         cl = torch.cholesky_inverse(chol) + vw @ cs @ vw.transpose(1, 2)
         cl[singular] = math.inf
         chi2 = torch.cat([(r * r).sum(dim=1) for r in self.residuals(self.s, self.ell)])
-        return cs, cl, chi2
+        return cs, cl, -(vw @ cs), chi2  # (the covariance of a set's own parameters with the shared: -V⁻¹Wᵀ C_s)

@@ -7,8 +7,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .models import Model
+from .params import at_bounds
 from .uncertainty import NO_DOF_NOTE
 
 
@@ -37,6 +39,9 @@ class GlobalResult:
         converged: whether a stopping rule was met.
         message: how the fit ended, in words.
         notes: what the message adds.
+        bounds: name -> (lower, upper), as given.
+        fixed: name -> the value every set holds it at (standard error 0).
+        tied: name -> the expression of the others it is tied to (its standard error propagated).
     """
 
     model: Model
@@ -57,10 +62,15 @@ class GlobalResult:
     converged: bool
     message: str
     notes: list[str] = field(default_factory=list)
+    bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
+    fixed: dict = field(default_factory=dict)  # name -> the value every set holds it at
+    tied: dict = field(default_factory=dict)  # name -> the expression of the others it is tied to
 
     @property
     def local_names(self) -> tuple[str, ...]:
-        return tuple(n for n in self.param_names if n not in self.shared_names)
+        """The parameters each set fits for itself (not shared, fixed or tied)."""
+        held = set(self.shared_names) | set(self.fixed) | set(self.tied)
+        return tuple(n for n in self.param_names if n not in held)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -125,22 +135,47 @@ class GlobalResult:
         return f"<GlobalResult {len(self)} sets of {self.model.name}: {values}; converged={self.converged}>"
 
 
-def global_result(model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note):
-    cs, cl, chi2 = solver.covariance()
-    cs, cl, chi2 = (t.double().cpu().numpy() for t in (cs, cl, chi2))
+@dataclass
+class Held:
+    """A global fit's bounds, fixed and tied parameters: every set's values in the user's terms (B, P), the model
+    of the free parameters without bounds (whose Jacobian gave the statistics), and the free parameters' names."""
+
+    user: torch.Tensor
+    view: Model
+    free: list[str]
+    bounds: dict
+    fixed: dict
+    ties: dict
+
+
+def global_result(
+    model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note, held=None
+):
+    """The GlobalResult of a solved global fit (``solver``: global_fit's Schur LM at the user's free values)."""
+    cs, cl, cross, chi2 = solver.covariance()
+    cs, cl, cross_np, chi2 = (t.double().cpu().numpy() for t in (cs, cl, cross, chi2))
     B = len(keys)
+    free = list(names) if held is None else held.free
     total = float(chi2.sum())
-    dof = int(n_points.sum()) - len(common) - B * (len(names) - len(common))
+    dof = int(n_points.sum()) - len(common) - B * (len(free) - len(common))
     factor = 1.0 if absolute_sigma else total / dof if dof > 0 else math.inf
     s_err = np.sqrt(np.clip(np.diag(cs), 0, None) * factor)
     l_err = np.sqrt(np.clip(np.diagonal(cl, axis1=1, axis2=2), 0, None) * factor)
+    cols_s = [names.index(free[i]) for i in solver.idx_s]  # where the solver's columns sit among the user's
+    cols_l = [names.index(free[i]) for i in solver.idx_l]
     params = np.empty((B, len(names)))
-    stderr = np.empty((B, len(names)))
-    params[:, solver.idx_s] = solver.s.double().cpu().numpy()
-    params[:, solver.idx_l] = solver.ell.double().cpu().numpy()
-    stderr[:, solver.idx_s] = s_err
-    stderr[:, solver.idx_l] = l_err
+    stderr = np.zeros((B, len(names)))  # (a fixed parameter's: 0)
+    params[:, cols_s] = solver.s.double().cpu().numpy()
+    params[:, cols_l] = solver.ell.double().cpu().numpy()
+    stderr[:, cols_s] = s_err
+    stderr[:, cols_l] = l_err
     notes = [note] if note else []
+    if held is not None:
+        params = held.user.detach().double().cpu().numpy().copy()
+        if held.ties:  # a tied parameter's error: G C Gᵀ, C each set's covariance of the free parameters
+            stderr[:, [names.index(n) for n in held.ties]] = _tied_stderr(held, solver, cs, cl, cross_np, factor)
+        notes += _bound_notes(params, names, common, held.bounds)
+        notes += [f"{name} tied: {name} = {expression.text}" for name, expression in held.ties.items()]
     if dof <= 0:  # as gradfit.fit says it
         notes.append(NO_DOF_NOTE)
     state = "Converged" if converged else "Did not converge"
@@ -152,7 +187,7 @@ def global_result(model, keys, names, common, solver, steps, converged, reason, 
         keys=keys,
         param_names=tuple(names),
         shared_names=common,
-        shared=dict(zip(common, params[0, solver.idx_s].tolist())),
+        shared=dict(zip(common, params[0, cols_s].tolist())),
         shared_stderr=dict(zip(common, s_err.tolist())),
         shared_covariance=cs * factor,
         params=params,
@@ -166,4 +201,43 @@ def global_result(model, keys, names, common, solver, steps, converged, reason, 
         converged=converged,
         message=message,
         notes=notes,
+        bounds={} if held is None else held.bounds,
+        fixed={} if held is None else held.fixed,
+        tied={} if held is None else {name: e.text for name, e in held.ties.items()},
     )
+
+
+def _tied_stderr(held: Held, solver, cs, cl, cross, factor) -> np.ndarray:
+    """(B, tied): the tied parameters' standard errors, sqrt(diag(G C Gᵀ)) with G = d user / d free (the ties'
+    gradient) and C each set's covariance of its free parameters, shared and own."""
+    B, F = len(cl), len(held.free)
+    s, own = np.array(solver.idx_s, dtype=int), np.array(solver.idx_l, dtype=int)
+    C = np.empty((B, F, F))
+    C[:, s[:, None], s] = cs
+    C[:, own[:, None], own] = cl
+    C[:, own[:, None], s] = cross
+    C[:, s[:, None], own] = np.swapaxes(cross, 1, 2)
+    names = list(held.view.user_names)
+    free_user = held.user[:, [names.index(n) for n in held.free]]
+    with torch.no_grad():
+        G = held.view.gradient(free_user).double().cpu().numpy()  # (B, P, F)
+    with np.errstate(invalid="ignore"):
+        spread = np.einsum("bpf,bfg,bpg->bp", G, C * factor, G)
+    return np.sqrt(np.clip(spread, 0, None))[:, [names.index(n) for n in held.ties]]
+
+
+def _bound_notes(params, names, common, bounds) -> list[str]:
+    """Which parameters ended on a bound: a shared one by name, a set's own by how many sets."""
+    notes = []
+    for name in bounds:
+        ended = [at_bounds({name: v}, {name: bounds[name]}).get(name) for v in params[:, names.index(name)]]
+        sides = [side for side in ended if side]
+        if not sides:
+            continue
+        side = sides[0]
+        limit = bounds[name][0 if side == "lower" else 1]
+        if name in common:
+            notes.append(f"{name} is at its {side} bound {limit:g}")
+        else:
+            notes.append(f"{name} is at a bound in {len(sides)} of {len(params)} sets")
+    return notes

@@ -61,8 +61,7 @@ def _fit_global(args, model, out) -> int:
     from ..errors import OptionError
     from ..global_fit import fit_global
 
-    other = [flag for flag, given in (("--bound", args.bound), ("--fix", args.fix), ("--tie", args.tie)) if given]
-    other += ["--loss"] if args.loss != "linear" else []
+    other = ["--loss"] if args.loss != "linear" else []
     other += [
         flag for flag, given in (("--method", args.method != "auto"), ("--backend", args.backend != "auto")) if given
     ]
@@ -76,6 +75,7 @@ def _fit_global(args, model, out) -> int:
     p0 = args.p0
     if p0 is not None and not isinstance(p0, dict):
         p0 = dict(zip(model.param_names, p0))
+    bounds, fixed = bounds_and_fixed(args)
     result = fit_global(
         model,
         args.data,
@@ -85,6 +85,9 @@ def _fit_global(args, model, out) -> int:
         sigma=args.sigma,
         shared=args.share,
         p0=p0,
+        bounds=bounds or None,
+        fixed=fixed or None,
+        tie=dict(args.tie) or None,
         **({"max_steps": args.max_steps} if args.max_steps else {}),
     )
     table = result.to_arrow().drop(["set"])
