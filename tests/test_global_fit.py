@@ -213,9 +213,12 @@ def test_the_command_line_shares_parameters(tmp_path, capsys):
     assert main([*args, "--share", "k", "--fix", "c=0.1", "--bound", "k<0.7", "--out", str(out)]) == 0
     held = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", fixed={"c": 0.1}, bounds={"k": (None, 0.7)})
     np.testing.assert_allclose(pd.read_parquet(out)[["a", "k", "c"]].to_numpy(), held.params, rtol=1e-10)
+    assert main([*args, "--share", "k", "--loss", "cauchy", "--f-scale", "0.05", "--out", str(out)]) == 0
+    robust = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", loss="cauchy", f_scale=0.05)
+    np.testing.assert_allclose(pd.read_parquet(out)[["a", "k", "c"]].to_numpy(), robust.params, rtol=1e-10)
     capsys.readouterr()
     for extra, match in (
-        (["--share", "k", "--loss", "huber"], "--share runs one global Levenberg-Marquardt fit; it does not take"),
+        (["--share", "k", "--method", "lbfgs"], "--share runs one global Levenberg-Marquardt fit; it does not take"),
         (["--share", "rate"], "--share names unknown parameter 'rate'"),
     ):
         assert main([*args, *extra, "--out", str(tmp_path / "bad.parquet")]) == 2
@@ -270,3 +273,38 @@ def test_a_bound_the_optimum_presses_against_equals_least_squares_with_bounds():
     unbounded = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
     np.testing.assert_allclose(free.params, unbounded.params, rtol=1e-8)
     np.testing.assert_allclose(free.stderr, unbounded.stderr, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "cauchy"])
+def test_a_robust_loss_equals_least_squares_with_it_on_the_stacked_problem(loss):
+    """Decays with outliers, one shared rate, a robust loss: parameters as scipy's least_squares with the same loss
+    on the stacked problem, standard errors as curve_fit takes them from it (its Jacobian rescaled with Triggs'
+    term, times the robust cost over the degrees of freedom); χ² is the plain residuals'."""
+    sets = []
+    rng = np.random.default_rng(11)
+    for i in range(6):
+        x = np.linspace(0, 5, 30)
+        y = rng.uniform(1, 3) * np.exp(-RATE * x) + rng.uniform(-0.2, 0.2) + 0.02 * rng.normal(size=x.size)
+        y[rng.choice(30, 3, replace=False)] += rng.choice([-1, 1], 3) * 0.8  # outliers
+        sets.append((x, y))
+    result = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", loss=loss, f_scale=0.05, p0=P0)
+    n = len(sets)
+
+    def residuals(p):
+        return np.concatenate([p[1 + i] * np.exp(-p[0] * x) + p[1 + n + i] - y for i, (x, y) in enumerate(sets)])
+
+    start = np.concatenate([[1.0], np.ones(n), np.zeros(n)])
+    oracle = least_squares(residuals, start, loss=loss, f_scale=0.05, xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    assert result.converged
+    assert result.shared["k"] == pytest.approx(oracle.x[0], rel=1e-7)
+    np.testing.assert_allclose(result.params[:, 0], oracle.x[1 : 1 + n], rtol=1e-7)
+    np.testing.assert_allclose(result.params[:, 2], oracle.x[1 + n :], rtol=1e-6, atol=1e-9)
+    dof = 30 * n - (1 + 2 * n)
+    cov = np.linalg.inv(oracle.jac.T @ oracle.jac) * 2 * oracle.cost / dof
+    errors = np.sqrt(np.diag(cov))
+    assert result.shared_stderr["k"] == pytest.approx(errors[0], rel=1e-5)
+    np.testing.assert_allclose(result.stderr[:, 0], errors[1 : 1 + n], rtol=1e-5)
+    np.testing.assert_allclose(result.chi2.sum(), (residuals(oracle.x) ** 2).sum(), rtol=1e-7)
+    assert result.loss == loss and f"robust loss {loss} (f_scale=0.05)" in result.message
+    plain = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", p0=P0)
+    assert abs(result.shared["k"] - RATE) < abs(plain.shared["k"] - RATE)  # the outliers pull least squares off

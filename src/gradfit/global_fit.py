@@ -19,15 +19,17 @@ LM's rules (solvers.lm_rules), applied to the whole problem.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .batch_data import curves, pack_long
-from .batch_problem import Chunk
+from .batch_problem import Chunk, RobustChunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
+from .losses import check_loss
 from .models import Model
 from .params import Constrained, check_bounds, check_fixed, check_ties, inside
 from .solvers.lm_rules import INITIAL_DAMPING, ITERATING, MAX_STEPS, judge, reason
@@ -58,6 +60,8 @@ def fit_global(
     bounds=None,
     fixed=None,
     tie=None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
 ) -> GlobalResult:
     """Fit ``model`` to every data set at once, the parameters named in ``shared`` common to all of them.
 
@@ -89,6 +93,8 @@ def fit_global(
         fixed: as in ``gradfit.fit``: held at that value in every set (neither shared nor a set's own).
         tie: as in ``gradfit.fit``: in every set, a parameter computed from the others (the shared and the set's
             own), its standard error propagated from theirs.
+        loss: a robust loss, as in ``gradfit.fit`` ("soft_l1", "huber", "cauchy", "arctan"; default least squares).
+        f_scale: the robust loss's scale, as in ``gradfit.fit``.
 
     Returns:
         GlobalResult: the shared values and errors, a per-set table, each set's χ².
@@ -99,6 +105,9 @@ def fit_global(
     bounds = check_bounds(bounds, names)
     fixed = check_fixed(fixed, names, bounds)
     ties = check_ties(tie, names, bounds, fixed)
+    robust = check_loss(loss, f_scale)
+    robust = None if robust[0] == "linear" else robust
+    make = Chunk if robust is None else partial(RobustChunk, robust=robust)  # (a robust loss: its transform)
     held = [n for n in common if n in fixed or n in ties]
     if held:
         raise OptionError(
@@ -145,19 +154,25 @@ def fit_global(
         for name, value in fixed.items():
             p[:, names.index(name)] = value
         p = solved.to_free(inside(p, names, bounds))
-        chunks = [(Chunk(solved, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
+    if solved is not model or robust is not None:
+        chunks = [(make(solved, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
     idx_s, idx_l = [free.index(n) for n in common], [free.index(n) for n in local]
     solver = _Schur(chunks, idx_s, idx_l, p[0, idx_s].clone(), p[:, idx_l].clone())
     steps, converged, reason = solver.run(max_steps, tol)
-    limits = None
-    if solved is not model:  # the statistics at the user's values, by the free ones (as fit_many's)
+    limits, spread = None, None
+    if robust is not None:  # the robust cost at the optimum: curve_fit's scale of the covariance with it
+        spread = solver.cost(solver.s, solver.ell)
+    if solved is not model or robust is not None:  # the statistics at the user's values, by the free ones
         with torch.no_grad():
-            user = solved.to_user(solver.params(solver.s, solver.ell, slice(0, len(Yc))))
+            user = solver.params(solver.s, solver.ell, slice(0, len(Yc)))
+            user = user if solved is model else solved.to_user(user)
         view = Constrained(model, {}, fixed, ties) if fixed or ties else model
         u = user[:, [names.index(n) for n in free]]
-        view_chunks = [(Chunk(view, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
-        solver = _Schur(view_chunks, idx_s, idx_l, u[0, idx_s], u[:, idx_l])
-        limits = Held(user, view, free, bounds, fixed, ties)
+        view_chunks = [(make(view, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
+        for chunk, _ in view_chunks:
+            chunk.plain = True  # a robust loss: the plain residuals, and the rows least_squares rescales (Triggs)
+        solver = _Schur(view_chunks, idx_s, idx_l, u[0, idx_s], u[:, idx_l], exact=True)
+        limits = Held(user, view, free, bounds, fixed, ties, robust, spread)
     return global_result(
         model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note, limits
     )
@@ -254,9 +269,11 @@ class _Schur:
     """Levenberg–Marquardt on shared parameters s (S,) and each set's local ones l (B, L), through the Schur
     complement of the per-set blocks (see the module docstring)."""
 
-    def __init__(self, chunks, idx_s, idx_l, s, ell):
+    def __init__(self, chunks, idx_s, idx_l, s, ell, exact: bool = False):
+        """``exact``: linearize by the chunks' residuals and exact Jacobian (for the statistics), not by what
+        Levenberg–Marquardt steps on (a robust loss's reweighted rows: batch_problem.RobustChunk)."""
         self.chunks, self.idx_s, self.idx_l = chunks, idx_s, idx_l
-        self.s, self.ell = s, ell
+        self.s, self.ell, self.exact = s, ell, exact
         self.n_params = len(idx_s) + len(idx_l)
 
     def params(self, s, ell, sl) -> torch.Tensor:
@@ -284,14 +301,19 @@ class _Schur:
         cost = 0.0
         with torch.no_grad():
             for chunk, sl in self.chunks:
-                r, jac = chunk.residuals_and_jacobian_at(self.params(s, ell, sl), *chunk.rows())
+                p = self.params(s, ell, sl)
+                if self.exact:
+                    r, jac = chunk.residuals_and_jacobian_at(p, *chunk.rows())
+                    cost += float((r * r).sum())
+                else:
+                    r, jac, costs = chunk.linearize(p, *chunk.rows())
+                    cost += float(costs.sum())
                 a, b = jac[..., self.idx_s], jac[..., self.idx_l]
                 U += torch.einsum("bns,bnt->st", a, a)
                 gs += torch.einsum("bns,bn->s", a, r)
                 V[sl] = b.transpose(1, 2) @ b
                 W[sl] = a.transpose(1, 2) @ b
                 gl[sl] = torch.einsum("bnl,bn->bl", b, r)
-                cost += float((r * r).sum())
         return U, gs, V, W, gl, cost
 
     def step(self, U, gs, V, W, gl, damping: float):

@@ -42,6 +42,8 @@ class GlobalResult:
         bounds: name -> (lower, upper), as given.
         fixed: name -> the value every set holds it at (standard error 0).
         tied: name -> the expression of the others it is tied to (its standard error propagated).
+        loss: "linear" (least squares) or the robust loss; chi2 is the plain residuals' either way.
+        f_scale: where a robust loss starts to bend.
     """
 
     model: Model
@@ -65,6 +67,8 @@ class GlobalResult:
     bounds: dict = field(default_factory=dict)  # name -> (lower, upper), as given
     fixed: dict = field(default_factory=dict)  # name -> the value every set holds it at
     tied: dict = field(default_factory=dict)  # name -> the expression of the others it is tied to
+    loss: str = "linear"  # least squares, or a robust loss (gradfit.losses.ROBUST)
+    f_scale: float = 1.0  # where a robust loss starts to bend
 
     @property
     def local_names(self) -> tuple[str, ...]:
@@ -146,6 +150,8 @@ class Held:
     bounds: dict
     fixed: dict
     ties: dict
+    robust: tuple | None = None  # (loss, f_scale)
+    spread: float | None = None  # the robust cost at the optimum
 
 
 def global_result(
@@ -158,7 +164,8 @@ def global_result(
     free = list(names) if held is None else held.free
     total = float(chi2.sum())
     dof = int(n_points.sum()) - len(common) - B * (len(free) - len(common))
-    factor = 1.0 if absolute_sigma else total / dof if dof > 0 else math.inf
+    spread = total if held is None or held.robust is None else held.spread  # what the errors are scaled by
+    factor = 1.0 if absolute_sigma else spread / dof if dof > 0 else math.inf
     s_err = np.sqrt(np.clip(np.diag(cs), 0, None) * factor)
     l_err = np.sqrt(np.clip(np.diagonal(cl, axis1=1, axis2=2), 0, None) * factor)
     cols_s = [names.index(free[i]) for i in solver.idx_s]  # where the solver's columns sit among the user's
@@ -176,6 +183,8 @@ def global_result(
             stderr[:, [names.index(n) for n in held.ties]] = _tied_stderr(held, solver, cs, cl, cross_np, factor)
         notes += _bound_notes(params, names, common, held.bounds)
         notes += [f"{name} tied: {name} = {expression.text}" for name, expression in held.ties.items()]
+        if held.robust is not None:
+            notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*held.robust))
     if dof <= 0:  # as gradfit.fit says it
         notes.append(NO_DOF_NOTE)
     state = "Converged" if converged else "Did not converge"
@@ -204,6 +213,8 @@ def global_result(
         bounds={} if held is None else held.bounds,
         fixed={} if held is None else held.fixed,
         tied={} if held is None else {name: e.text for name, e in held.ties.items()},
+        loss="linear" if held is None or held.robust is None else held.robust[0],
+        f_scale=1.0 if held is None or held.robust is None else held.robust[1],
     )
 
 

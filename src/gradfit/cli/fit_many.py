@@ -61,8 +61,7 @@ def _fit_global(args, model, out) -> int:
     from ..errors import OptionError
     from ..global_fit import fit_global
 
-    other = ["--loss"] if args.loss != "linear" else []
-    other += [
+    other = [
         flag for flag, given in (("--method", args.method != "auto"), ("--backend", args.backend != "auto")) if given
     ]
     if other:
@@ -88,6 +87,8 @@ def _fit_global(args, model, out) -> int:
         bounds=bounds or None,
         fixed=fixed or None,
         tie=dict(args.tie) or None,
+        loss=args.loss,
+        f_scale=args.f_scale,
         **({"max_steps": args.max_steps} if args.max_steps else {}),
     )
     table = result.to_arrow().drop(["set"])
