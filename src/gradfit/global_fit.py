@@ -169,8 +169,8 @@ def fit_global(
         view = Constrained(model, {}, fixed, ties) if fixed or ties else model
         u = user[:, [names.index(n) for n in free]]
         view_chunks = [(make(view, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
-        for chunk, _ in view_chunks:
-            chunk.plain = True  # a robust loss: the plain residuals, and the rows least_squares rescales (Triggs)
+        for chunk, _ in view_chunks if robust is not None else ():
+            chunk.plain = True  # the plain residuals, and the rows least_squares rescales (Triggs' term)
         solver = _Schur(view_chunks, idx_s, idx_l, u[0, idx_s], u[:, idx_l], exact=True)
         limits = Held(user, view, free, bounds, fixed, ties, robust, spread)
     return global_result(
