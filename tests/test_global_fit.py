@@ -239,12 +239,14 @@ def test_fixed_and_tied_parameters_equal_the_model_with_them_written_in():
     np.testing.assert_allclose(fixed.stderr[:, :2], written.stderr, rtol=1e-8)
     assert (fixed.params[:, 2] == 0.1).all() and (fixed.stderr[:, 2] == 0).all()
     assert fixed.fixed == {"c": 0.1} and fixed.local_names == ("a",) and fixed.dof == written.dof
+    assert "c:  0.1 (fixed)" in fixed.report() and "1 shared + 1 x 6 local" in fixed.report()
     tied = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", tie={"c": "a/10"})
     written = gradfit.fit_global("a*exp(-k*x) + a/10", sets, shared="k")
     np.testing.assert_allclose(tied.params[:, :2], written.params, rtol=1e-10)
     np.testing.assert_allclose(tied.params[:, 2], written.params[:, 0] / 10, rtol=1e-12)
     np.testing.assert_allclose(tied.stderr[:, 2], written.stderr[:, 0] / 10, rtol=1e-8)
     assert tied.tied == {"c": "a/10"} and "c tied: c = a/10" in tied.message
+    assert "c = a/10 (tied, in every set)" in tied.report()
     shared_tie = gradfit.fit_global("a*exp(-k*x) + c", sets, shared="k", tie={"c": "k/10"})  # through the shared
     np.testing.assert_allclose(shared_tie.stderr[:, 2], shared_tie.shared_stderr["k"] / 10, rtol=1e-8)
 

@@ -131,6 +131,10 @@ class GlobalResult:
             value, err = self.shared[name], self.shared_stderr[name]
             rel = f" ({abs(err / value):.2%})" if value != 0 and math.isfinite(err) else ""
             lines.append(f"    {name:<{width}}: {value: .10g} +/- {err:.4g}{rel}")
+        if self.fixed or self.tied:  # as lmfit's report marks them
+            lines.append("[[Held parameters]]")
+            lines += [f"    {name}: {value: .10g} (fixed)" for name, value in self.fixed.items()]
+            lines += [f"    {name} = {text} (tied, in every set)" for name, text in self.tied.items()]
         lines += ["[[Message]]", f"    {self.message}"]
         return "\n".join(lines)
 
