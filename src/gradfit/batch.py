@@ -38,7 +38,7 @@ from .solvers.lm_rules import INITIAL_DAMPING, MAX_DAMPING, POLISH_STEPS
 from .solvers.linear import check_finite
 from .solvers.methods import BACKENDS, BATCH_METHODS
 from .trace import model_to_fit
-from .uncertainty import covariance
+from .uncertainty import covariance, robust_note
 from .batch_data import batch_start, contiguous_array, curves, pack_long
 from .batch_lstsq import SINGULAR
 from .batch_problem import Chunk, RobustChunk
@@ -185,7 +185,7 @@ def fit_many(
             model, torch.as_tensor(contiguous_array(xc if shared else xc[0])), first, derivatives
         )
         notes += [note] if note else []
-    limits = _Limits(model, bounds, fixed, ties) if bounds or fixed or ties else None
+    limits = Constraints(model, bounds, fixed, ties) if bounds or fixed or ties else None
     if limits is not None:
         limits.check_start(p0n)
         if backend == "compiled":
@@ -295,7 +295,7 @@ def fit_many(
                 ) from None
         view_model = model if limits is None else limits.view
         if robust is not None:
-            notes_robust = "robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*robust)
+            notes_robust = robust_note(robust)
             notes += [notes_robust] if notes_robust not in notes else []
         fitted = undetermined_curves(
             fitted, view_model, as_t, xs, shared, Yc[sl], weights[sl], absolute_sigma, per_curve
@@ -319,7 +319,7 @@ def fit_many(
     return BatchResult(model=user_model, method=run, param_names=model.param_names, notes=notes, **columns)
 
 
-class _Limits:
+class Constraints:
     """Bounds, fixed and tied parameters over a batch, as gradfit.fit has them: the solver walks each curve's free,
     unbounded parameters (params.Constrained, a change of variables of the problem), and the statistics and
     standard errors come from the user's parameters with the fixed and tied ones left out (a tied one's

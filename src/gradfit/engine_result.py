@@ -17,7 +17,7 @@ from .params import (
 )
 from .result import FitResult
 from .solvers import Outcome, Problem, least_squares
-from .uncertainty import NO_DOF_NOTE, covariance, undetermined_note
+from .uncertainty import NO_DOF_NOTE, bound_note, covariance, robust_note, tie_note, undetermined_note
 from .engine_solve import small_singular
 
 
@@ -89,13 +89,13 @@ def make_result(
     if undetermined:
         notes.append(undetermined_note(undetermined, rank, k))
     for name, expression in ties.items():
-        notes.append(f"{name} tied: {name} = {expression.text}")
+        notes.append(tie_note(name, expression))
     if problem.whiten is not None and problem.whiten.matrix:
         notes.append(f"correlated errors: residuals whitened by the Cholesky factor of sigma's {n} x {n} covariance")
     if problem.robust is not None:
-        notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
+        notes.append(robust_note(problem.robust))
     for name, side in on_bound.items():
-        notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
+        notes.append(bound_note(name, side, bounds))
     if dof == 0:
         notes.append(NO_DOF_NOTE)
     if overflow:

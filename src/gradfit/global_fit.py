@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from .batch_data import curves, pack_long
+from .batch import Constraints
 from .batch_problem import Chunk, RobustChunk
 from .errors import DataError, ModelError, OptionError
 from .library import get_model
 from .losses import check_loss
 from .models import Model
-from .params import Constrained, check_bounds, check_fixed, check_ties, inside
+from .params import check_bounds, check_fixed, check_ties
 from .solvers.lm_rules import INITIAL_DAMPING, ITERATING, MAX_STEPS, judge, reason
 from .options import check_device, nonnegative_finite, positive_int, variable_names
 from .trace import model_to_fit
@@ -137,53 +138,44 @@ def fit_global(
         )
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
     start = _start(model, p0, len(Y))
-    if start is not None:
-        _check_inside(start[0], names, bounds, fixed)
     first = torch.as_tensor(start[0] if start is not None else np.ones(len(names)), dtype=torch.float64)
     model, note = model_to_fit(model, torch.as_tensor(xc if shared_x else xc[0]), first, derivatives)
+    # bounds, fixed and tied parameters as fit_many has them (batch.Constraints): the solver walks each set's
+    # free, unbounded parameters (params.Constrained, a change of variables of the problem)
+    limits = Constraints(model, bounds, fixed, ties) if bounds or fixed or ties else None
+    if limits is not None and start is not None:
+        limits.check_start(start[0])  # (one p0 for every set)
     chunks = _chunks(model, as_t, xc, Yc, weights, shared_x)
     if start is None:  # each set's guess; the shared parameters from the middle of theirs
         guess = torch.cat([chunk.guess() for chunk, _ in chunks]).double().cpu().numpy()
         start = guess.copy()
         start[:, [names.index(n) for n in common]] = np.median(guess[:, [names.index(n) for n in common]], axis=0)
     p = as_t(start)
-    # bounds, fixed and tied parameters: the solver walks each set's free, unbounded parameters (params.Constrained,
-    # a change of variables of the problem, as fit and fit_many have it)
-    solved = Constrained(model, bounds, fixed, ties) if bounds or fixed or ties else model
-    if solved is not model:
-        for name, value in fixed.items():
-            p[:, names.index(name)] = value
-        p = solved.to_free(inside(p, names, bounds))
+    solved = model if limits is None else limits.solved
+    if limits is not None:
+        p = limits.to_free(p)
     if solved is not model or robust is not None:
         chunks = [(make(solved, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
     idx_s, idx_l = [free.index(n) for n in common], [free.index(n) for n in local]
     solver = _Schur(chunks, idx_s, idx_l, p[0, idx_s].clone(), p[:, idx_l].clone())
     steps, converged, reason = solver.run(max_steps, tol)
-    limits, spread = None, None
+    held, spread = None, None
     if robust is not None:  # the robust cost at the optimum: curve_fit's scale of the covariance with it
         spread = solver.cost(solver.s, solver.ell)
     if solved is not model or robust is not None:  # the statistics at the user's values, by the free ones
         with torch.no_grad():
             user = solver.params(solver.s, solver.ell, slice(0, len(Yc)))
             user = user if solved is model else solved.to_user(user)
-        view = Constrained(model, {}, fixed, ties) if fixed or ties else model
+        view = model if limits is None else limits.view
         u = user[:, [names.index(n) for n in free]]
         view_chunks = [(make(view, c.x, c.shared, c.y, c.w), sl) for c, sl in chunks]
         for chunk, _ in view_chunks if robust is not None else ():
             chunk.plain = True  # the plain residuals, and the rows least_squares rescales (Triggs' term)
         solver = _Schur(view_chunks, idx_s, idx_l, u[0, idx_s], u[:, idx_l], exact=True)
-        limits = Held(user, view, free, bounds, fixed, ties, robust, spread)
+        held = Held(user, view, free, bounds, fixed, ties, robust, spread)
     return global_result(
-        model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note, limits
+        model, keys, names, common, solver, steps, converged, reason, n_points, absolute_sigma, note, held
     )
-
-
-def _check_inside(row, names, bounds, fixed) -> None:
-    """p0 inside the bounds of every parameter not fixed (as fit and fit_many say it)."""
-    for name, (lower, upper) in bounds.items():
-        v = row[names.index(name)]
-        if name not in fixed and not lower <= v <= upper:
-            raise ModelError(f"p0 {name}={v:g} is outside its bounds ({lower:g}, {upper:g}).")
 
 
 def _shared(shared, names) -> tuple[str, ...]:
@@ -275,6 +267,7 @@ class _Schur:
         self.chunks, self.idx_s, self.idx_l = chunks, idx_s, idx_l
         self.s, self.ell, self.exact = s, ell, exact
         self.n_params = len(idx_s) + len(idx_l)
+        self._most = None  # the largest diag(JᵀJ) met so far (U's, each set's): Marquardt's scaling
 
     def params(self, s, ell, sl) -> torch.Tensor:
         p = torch.empty((sl.stop - sl.start, self.n_params), dtype=ell.dtype, device=ell.device)
@@ -324,7 +317,7 @@ class _Schur:
         du = torch.diagonal(U).clamp_min(eps * float(torch.diagonal(U).max().clamp_min(1.0)))
         dv = torch.diagonal(V, dim1=-2, dim2=-1)
         dv = dv.clamp_min(eps * dv.amax(dim=-1, keepdim=True).clamp_min(1.0))
-        most = getattr(self, "_most", None)
+        most = self._most
         self._most = (du, dv) if most is None else (torch.maximum(most[0], du), torch.maximum(most[1], dv))
         if damping > 0:  # (a parameter driven toward a bound flattens its column: its scale stays)
             du, dv = self._most

@@ -11,7 +11,7 @@ import torch
 
 from .models import Model
 from .params import at_bounds
-from .uncertainty import NO_DOF_NOTE
+from .uncertainty import NO_DOF_NOTE, bound_note, robust_note, tie_note
 
 
 @dataclass
@@ -186,9 +186,9 @@ def global_result(
         if held.ties:  # a tied parameter's error: G C Gᵀ, C each set's covariance of the free parameters
             stderr[:, [names.index(n) for n in held.ties]] = _tied_stderr(held, solver, cs, cl, cross_np, factor)
         notes += _bound_notes(params, names, common, held.bounds)
-        notes += [f"{name} tied: {name} = {expression.text}" for name, expression in held.ties.items()]
+        notes += [tie_note(name, expression) for name, expression in held.ties.items()]
         if held.robust is not None:
-            notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*held.robust))
+            notes.append(robust_note(held.robust))
     if dof <= 0:  # as gradfit.fit says it
         notes.append(NO_DOF_NOTE)
     state = "Converged" if converged else "Did not converge"
@@ -244,15 +244,12 @@ def _tied_stderr(held: Held, solver, cs, cl, cross, factor) -> np.ndarray:
 def _bound_notes(params, names, common, bounds) -> list[str]:
     """Which parameters ended on a bound: a shared one by name, a set's own by how many sets."""
     notes = []
-    for name in bounds:
-        ended = [at_bounds({name: v}, {name: bounds[name]}).get(name) for v in params[:, names.index(name)]]
-        sides = [side for side in ended if side]
-        if not sides:
-            continue
-        side = sides[0]
-        limit = bounds[name][0 if side == "lower" else 1]
-        if name in common:
-            notes.append(f"{name} is at its {side} bound {limit:g}")
-        else:
+    for name, bound in bounds.items():
+        column = params[:, names.index(name)]
+        values = column[:1] if name in common else column  # (a shared parameter is one value)
+        sides = [side for side in (at_bounds({name: v}, {name: bound}).get(name) for v in values) if side]
+        if sides and name in common:
+            notes.append(bound_note(name, sides[0], bounds))
+        elif sides:
             notes.append(f"{name} is at a bound in {len(sides)} of {len(params)} sets")
     return notes

@@ -14,7 +14,7 @@ from .params import Constrained, at_bounds, every_covariance, widths_positive
 from .solvers.problem import Outcome
 from .stream_problem import StreamProblem
 from .uncertainty import covariance as covariance_of
-from .uncertainty import undetermined_note, undetermined_warning
+from .uncertainty import bound_note, robust_note, tie_note, undetermined_note, undetermined_warning
 
 
 def streamed_result(
@@ -70,11 +70,11 @@ def streamed_result(
     if asked == "auto":
         notes.insert(0, f"method auto chose {ran} on the streamed sums")
     for name, expression in ties.items():
-        notes.append(f"{name} tied: {name} = {expression.text}")
+        notes.append(tie_note(name, expression))
     if problem.robust is not None:
-        notes.append("robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*problem.robust))
+        notes.append(robust_note(problem.robust))
     for name, side in on_bound.items():
-        notes.append(f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}")
+        notes.append(bound_note(name, side, bounds))
     if undetermined:
         notes.append(undetermined_note(undetermined, rank, k))
     state = (

@@ -82,3 +82,18 @@ def undetermined_warning(names, rank: int, k: int) -> str:
 
 
 NO_DOF_NOTE = "as many parameters as points: no degrees of freedom left, standard errors are infinite"
+
+
+def tie_note(name: str, expression) -> str:
+    """What a result's message says of a tied parameter (expression: its gradfit.expr Expression)."""
+    return f"{name} tied: {name} = {expression.text}"
+
+
+def robust_note(robust: tuple[str, float]) -> str:
+    """What a result's message says of a robust loss (loss, f_scale)."""
+    return "robust loss {} (f_scale={:g}): standard errors as curve_fit's with it".format(*robust)
+
+
+def bound_note(name: str, side: str, bounds) -> str:
+    """What a result's message says of a parameter that ended on its 'lower' or 'upper' bound."""
+    return f"{name} is at its {side} bound {bounds[name][0 if side == 'lower' else 1]:g}"
